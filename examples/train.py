@@ -1,0 +1,56 @@
+"""A small PyTorch DDP training loop (falls back to a dry run without PyTorch).
+
+Each task gets its rank from Slurm (SLURM_PROCID, SLURM_LOCALID) and the rendezvous from
+aifactory (MASTER_ADDR, MASTER_PORT, WORLD_SIZE). Writes outputs/rank<N>.json.
+"""
+
+import argparse
+import json
+import os
+import socket
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=1)
+    args = parser.parse_args()
+    rank = int(os.environ.get("SLURM_PROCID", "0"))
+    local_rank = int(os.environ.get("SLURM_LOCALID", "0"))
+    world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", "1")))
+    node = os.environ.get("SLURMD_NODENAME", socket.gethostname())
+    visible = {k: os.environ.get(k) for k in ("ROCR_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")}
+    print(
+        f"rank {rank}/{world} local {local_rank} on {node} SLURM_PROCID={rank} "
+        f"ROCR_VISIBLE_DEVICES={visible['ROCR_VISIBLE_DEVICES']} "
+        f"CUDA_VISIBLE_DEVICES={visible['CUDA_VISIBLE_DEVICES']}",
+        flush=True,
+    )
+    loss = None
+    try:
+        import torch
+        import torch.distributed as dist
+    except ImportError:
+        torch = None
+    if torch is not None and world > 1 and torch.cuda.is_available():
+        dist.init_process_group("nccl", rank=rank, world_size=world)  # RCCL on ROCm
+        torch.cuda.set_device(0)  # each task sees exactly its own GPU
+        model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(1024, 1024).cuda())
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        for _ in range(args.epochs):
+            x = torch.randn(64, 1024, device="cuda")
+            loss_t = model(x).square().mean()
+            opt.zero_grad()
+            loss_t.backward()
+            opt.step()
+            loss = float(loss_t)
+        dist.destroy_process_group()
+    out = Path("outputs")
+    out.mkdir(exist_ok=True)
+    (out / f"rank{rank}.json").write_text(
+        json.dumps({"rank": rank, "node": node, "epochs": args.epochs, "loss": loss, **visible})
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from aifactory_cli.cli import main
+
+main()

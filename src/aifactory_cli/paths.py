@@ -1,0 +1,69 @@
+"""Where things live: state, config, user profiles, and the resources shipped in the package."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _resource_dir(name: str) -> Path:
+    # In a wheel, templates/ and profiles/ are force-included inside the package. From a source
+    # checkout (editable install or PYTHONPATH=src) they sit at the top of the repository.
+    inside = PACKAGE_DIR / name
+    if inside.is_dir():
+        return inside
+    return PACKAGE_DIR.parent.parent / name
+
+
+def templates_dir() -> Path:
+    return _resource_dir("templates") / "slurm"
+
+
+def builtin_profiles_dir() -> Path:
+    return _resource_dir("profiles")
+
+
+def _home() -> Path | None:
+    value = os.environ.get("AIFACTORY_HOME")
+    return Path(value).expanduser() if value else None
+
+
+def config_dir() -> Path:
+    home = _home()
+    if home:
+        return home
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "aifactory"
+
+
+def state_dir() -> Path:
+    home = _home()
+    if home:
+        return home / "state"
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "aifactory"
+
+
+def config_file() -> Path:
+    value = os.environ.get("AIFACTORY_CONFIG")
+    return Path(value).expanduser() if value else config_dir() / "config.yaml"
+
+
+def user_profiles_dir() -> Path:
+    return config_dir() / "profiles"
+
+
+def profile_search_path() -> list[Path]:
+    """AIFACTORY_PROFILES (':'-separated), then the user's profiles dir, then the built-in ones."""
+    dirs = [Path(p).expanduser() for p in os.environ.get("AIFACTORY_PROFILES", "").split(":") if p]
+    return [*dirs, user_profiles_dir(), builtin_profiles_dir()]
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` (and parents) with mode 0700 and make sure the leaf is 0700."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if (path.stat().st_mode & 0o777) != 0o700:
+        path.chmod(0o700)
+    return path

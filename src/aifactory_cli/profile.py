@@ -1,0 +1,335 @@
+"""Site profiles (admin-owned facts about a machine), the user config, and loading them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from aifactory_cli import paths
+from aifactory_cli.errors import ConfigError, NotFound, ProfileError, did_you_mean
+from aifactory_cli.spec import deep_merge
+from aifactory_cli.units import parse_duration, parse_memory
+from aifactory_cli.yamlio import YamlDoc, format_validation_error, load_yaml_file
+
+SITE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Source(_Strict):
+    title: str
+    url: str
+    snapshot: str | None = None
+
+
+class SshSettings(_Strict):
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    identity_file: str | None = None
+    known_hosts: str | None = None
+    host_key_fingerprints: list[str] = Field(default_factory=list)
+    proxy_jump: str | None = None
+    connect_timeout: float = 15.0
+    notes: list[str] = Field(default_factory=list)
+
+    @field_validator("host_key_fingerprints")
+    @classmethod
+    def _fps(cls, v: list[str]) -> list[str]:
+        for fp in v:
+            if not re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}=?", fp):
+                raise ValueError(f"'{fp}' is not a SHA256 host key fingerprint (SHA256:<43 base64 chars>)")
+        return v
+
+
+class GpuInfo(_Strict):
+    vendor: Literal["amd", "nvidia"]
+    model: str
+    per_node: int = Field(ge=1)
+    memory: str | None = None
+    request: Literal["gpus-per-node", "gres", "gpus-per-task", "gpus"] = "gpus-per-node"
+    gres_name: str = "gpu"
+    visible_devices_env: str = "CUDA_VISIBLE_DEVICES"
+
+
+class Billing(_Strict):
+    unit: str
+    formula: Literal["node_hours", "lumi_shared_gpu", "lumi_shared_cpu", "gpu_hours", "core_hours"]
+    rate: float = 1.0
+    note: str | None = None
+
+
+class Partition(_Strict):
+    kind: Literal["gpu", "cpu"]
+    whole_node: bool = False
+    auto: bool = True
+    max_nodes: int | None = Field(None, ge=1)
+    max_time: str
+    default_time: str | None = None
+    gpus_per_node: int | None = Field(None, ge=0)
+    cores_per_node: int | None = Field(None, ge=1)
+    memory_per_node: str | None = None
+    modules: list[str] | None = None
+    qos: str | None = None
+    billing: Billing | None = None
+    notes: list[str] = Field(default_factory=list)
+
+    @field_validator("max_time", "default_time")
+    @classmethod
+    def _time(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @field_validator("memory_per_node")
+    @classmethod
+    def _mem(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_memory(v)
+        return v
+
+    @property
+    def max_time_seconds(self) -> int:
+        return parse_duration(self.max_time)
+
+
+class Binding(_Strict):
+    """How tasks are pinned to cores and GPUs on a whole node."""
+
+    cpu_bind: str | None = None
+    gpu_select: Literal["wrapper", "gpu-bind", "slurm"] = "slurm"
+    gpu_bind: str | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+class AccountPolicy(_Strict):
+    required: bool = True
+    pattern: str | None = None
+    example: str | None = None
+    qos_required: bool = False
+
+
+class ContainerRuntime(_Strict):
+    runtime: Literal["singularity", "apptainer", "none"] = "none"
+    options: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+
+class SiteProfile(_Strict):
+    version: int = Field(ge=1)
+    name: str = ""
+    description: str = ""
+    verified: dt.date | None = None
+    sources: list[Source] = Field(default_factory=list)
+    scheduler: Literal["slurm", "local"] = "slurm"
+    template: str | None = None
+    cluster: str | None = None
+    cpu_arch: Literal["x86_64", "aarch64"] = "x86_64"
+    cores_per_node: int | None = Field(None, ge=1)
+    memory_per_node: str | None = None
+    gpu: GpuInfo | None = None
+    cpus_per_gpu: int | None = Field(None, ge=1)
+    memory_per_gpu: str | None = None
+    binding: Binding = Field(default_factory=lambda: Binding())
+    account: AccountPolicy = Field(default_factory=lambda: AccountPolicy())
+    modules: list[str] = Field(default_factory=list, description="base modules for every job")
+    module_command: str = "module load"
+    container: ContainerRuntime = Field(default_factory=lambda: ContainerRuntime())
+    workdir: str = "$HOME/aifactory/jobs/{job}"
+    env: dict[str, str] = Field(default_factory=dict)
+    poll_interval: float = Field(10.0, ge=0)
+    ssh: SshSettings = Field(default_factory=lambda: SshSettings())
+    default_time: str = "01:00:00"
+    partitions: dict[str, Partition] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+
+    @field_validator("default_time")
+    @classmethod
+    def _time(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, v: str) -> str:
+        allowed = {"job", "name", "user", "account", "site"}
+        for field in re.findall(r"{([^}]*)}", v):
+            if field not in allowed:
+                raise ValueError(
+                    f"workdir placeholder '{{{field}}}' is unknown; use {', '.join(sorted(allowed))}"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> SiteProfile:
+        if self.scheduler == "slurm" and not self.partitions:
+            raise ValueError("a Slurm site needs at least one partition under 'partitions'")
+        for pname, part in self.partitions.items():
+            if part.kind == "gpu" and self.gpu is None:
+                raise ValueError(f"partition '{pname}' is a GPU partition but the site has no 'gpu' block")
+        return self
+
+    # --- derived -------------------------------------------------------------------------------
+
+    def gpus_per_node(self, partition: Partition) -> int:
+        if partition.gpus_per_node is not None:
+            return partition.gpus_per_node
+        return self.gpu.per_node if (self.gpu and partition.kind == "gpu") else 0
+
+    def cores_per_node_of(self, partition: Partition) -> int | None:
+        return partition.cores_per_node or self.cores_per_node
+
+    def memory_per_node_of(self, partition: Partition) -> int | None:
+        mem = partition.memory_per_node or self.memory_per_node
+        return parse_memory(mem) if mem else None
+
+    def modules_for(self, partition: Partition) -> list[str]:
+        return list(partition.modules) if partition.modules is not None else list(self.modules)
+
+    @property
+    def template_name(self) -> str:
+        return self.template or "base"
+
+
+class SiteUserSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    ssh_host: str | None = None
+    identity_file: str | None = None
+    partition: str | None = None
+
+
+class UserConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    default_site: str | None = None
+    sites: dict[str, SiteUserSettings] = Field(default_factory=dict)
+
+    def for_site(self, site: str) -> SiteUserSettings:
+        return self.sites.get(site) or SiteUserSettings()
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+class LoadedProfile:
+    """A resolved profile (extends applied) with its origin and a content hash."""
+
+    def __init__(self, profile: SiteProfile, files: list[Path], merged: dict[str, Any]) -> None:
+        self.profile = profile
+        self.files = files
+        self.merged = merged
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+    @cached_property
+    def digest(self) -> str:
+        text = json.dumps(self.merged, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def find_profile_file(name: str, exclude: Path | None = None) -> Path | None:
+    for directory in paths.profile_search_path():
+        candidate = directory / f"{name}.yaml"
+        if candidate.is_file() and (exclude is None or candidate.resolve() != exclude.resolve()):
+            return candidate
+    return None
+
+
+def available_sites() -> list[str]:
+    names: set[str] = {"local"}
+    for directory in paths.profile_search_path():
+        if directory.is_dir():
+            names.update(p.stem for p in directory.glob("*.yaml"))
+    return sorted(names)
+
+
+def _load_chain(path: Path, seen: list[Path]) -> tuple[dict[str, Any], list[Path], YamlDoc]:
+    if path.resolve() in [p.resolve() for p in seen]:
+        chain = " -> ".join(p.stem for p in [*seen, path])
+        raise ProfileError(f"'extends' makes a cycle: {chain}", "remove one of the extends", where=str(path))
+    doc = load_yaml_file(path, ProfileError, what="site profile")
+    data = doc.data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ProfileError("a site profile must be a YAML mapping", where=str(path))
+    parent_name = data.get("extends")
+    if parent_name is None:
+        return data, [path], doc
+    if not isinstance(parent_name, str):
+        raise ProfileError("'extends' must be a site name", where=f"{path}:{doc.line_of(('extends',))}")
+    # a profile may extend a built-in of the same name (a user's lumi.yaml over the shipped one)
+    parent = find_profile_file(parent_name, exclude=path if parent_name == path.stem else None)
+    if parent is None:
+        guess = did_you_mean(parent_name, available_sites())
+        raise ProfileError(
+            f"extends '{parent_name}', but no such profile exists",
+            f"did you mean '{guess}'?" if guess else f"known sites: {', '.join(available_sites())}",
+            where=f"{path}:{doc.line_of(('extends',))}",
+        )
+    base, files, _ = _load_chain(parent, [*seen, path])
+    own = {k: v for k, v in data.items() if k != "extends"}
+    return deep_merge(base, own), [*files, path], doc
+
+
+def load_profile_file(path: Path, name: str | None = None) -> LoadedProfile:
+    merged, files, doc = _load_chain(path, [])
+    merged = dict(merged)
+    merged["name"] = name or path.stem
+    try:
+        profile = SiteProfile.model_validate(merged)
+    except ValidationError as exc:
+        raise format_validation_error(exc, doc, SiteProfile, ProfileError) from exc
+    return LoadedProfile(profile, files, merged)
+
+
+def local_profile() -> LoadedProfile:
+    path = paths.builtin_profiles_dir() / "local.yaml"
+    return load_profile_file(path, "local")
+
+
+def load_profile(name: str) -> LoadedProfile:
+    if not SITE_NAME_RE.match(name):
+        raise NotFound(f"'{name}' is not a site name", "site names are lower-case, like lumi or jupiter")
+    path = find_profile_file(name)
+    if path is None:
+        sites = available_sites()
+        guess = did_you_mean(name, sites)
+        raise NotFound(
+            f"unknown site '{name}'",
+            (f"did you mean '{guess}'? " if guess else "")
+            + f"known sites: {', '.join(sites)} (add one with a profile in {paths.user_profiles_dir()})",
+        )
+    return load_profile_file(path, name)
+
+
+def load_user_config() -> tuple[UserConfig, Path]:
+    path = paths.config_file()
+    if not path.exists():
+        return UserConfig(), path
+    doc = load_yaml_file(path, ConfigError, what="config file")
+    data = doc.data or {}
+    if not isinstance(data, dict):
+        raise ConfigError("the config file must be a YAML mapping", where=str(path))
+    try:
+        return UserConfig.model_validate(data), path
+    except ValidationError as exc:
+        raise format_validation_error(exc, doc, UserConfig, ConfigError) from exc
+
+
+def default_site(config: UserConfig) -> str:
+    return os.environ.get("AIFACTORY_SITE") or config.default_site or "local"

@@ -1,0 +1,213 @@
+"""Slurm: pure functions that build commands and parse real Slurm output (tested on output
+recorded from the test bed in tests/data/)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from aifactory_cli import states
+from aifactory_cli.errors import RemoteError, SubmitRejected
+from aifactory_cli.transport import CommandResult
+
+SACCT_FIELDS = ("JobID", "JobIDRaw", "State", "ExitCode", "Reason", "Start", "End", "Elapsed", "Comment")
+SQUEUE_FORMAT = "%i|%T|%r|%S"
+
+
+@dataclass
+class SlurmRow:
+    """One job or array task as Slurm reports it."""
+
+    job_id: str          # base id (the array's id for array tasks)
+    task: int | None     # array task index, None for plain jobs
+    raw_state: str
+    state: str
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    start: str | None = None
+    end: str | None = None
+    comment: str | None = None
+    raw_id: str | None = None
+
+
+# --- submit ----------------------------------------------------------------------------------------
+
+
+def sbatch_command(script: str = "job.sh", test_only: bool = False) -> list[str]:
+    return ["sbatch", "--test-only" if test_only else "--parsable", script]
+
+
+_JOB_ID = re.compile(r"^(\d+)(?:;\S+)?$")
+
+
+def parse_sbatch(result: CommandResult) -> str:
+    """The job id from `sbatch --parsable` (`123` or `123;cluster`), or a clear error."""
+    if result.rc == 0:
+        for line in reversed(result.stdout.strip().splitlines()):
+            m = _JOB_ID.match(line.strip())
+            if m:
+                return m.group(1)
+        raise RemoteError(f"sbatch printed no job id: {result.stdout.strip()!r} {result.stderr.strip()!r}")
+    message = sbatch_error(result.stderr) or result.stderr.strip() or f"exit code {result.rc}"
+    lowered = message.lower()
+    hint = None
+    if "invalid account" in lowered:
+        hint = "check the account (--account, AIFACTORY_ACCOUNT or the config file): is it one of your projects?"
+    elif "invalid partition" in lowered:
+        hint = "check the partition name against `aifactory sites show SITE`"
+    elif "time limit" in lowered:
+        hint = "lower resources.time to fit the partition's limit"
+    elif "node configuration is not available" in lowered:
+        hint = "the partition cannot give this shape (GPUs, cores or memory per node)"
+    if any(k in lowered for k in ("invalid", "not available", "limit", "rejected", "denied", "qos")):
+        raise SubmitRejected(f"Slurm rejected the job: {message}", hint)
+    raise RemoteError(f"sbatch failed: {message}", hint)
+
+
+def sbatch_error(stderr: str) -> str | None:
+    for line in stderr.splitlines():
+        line = line.strip()
+        if line.startswith("sbatch: error:"):
+            text = line[len("sbatch: error:") :].strip()
+            if text.startswith("Batch job submission failed:"):
+                text = text[len("Batch job submission failed:") :].strip()
+            return text
+    return None
+
+
+# --- status ----------------------------------------------------------------------------------------
+
+
+def sacct_command(job_ids: list[str]) -> list[str]:
+    return [
+        "sacct", "--parsable2", "--noheader", "--allocations", "--duplicates",
+        f"--format={','.join(SACCT_FIELDS)}", f"--jobs={','.join(job_ids)}",
+    ]
+
+
+def squeue_command(job_ids: list[str]) -> list[str]:
+    return ["squeue", "--noheader", "--array", f"--format={SQUEUE_FORMAT}", f"--jobs={','.join(job_ids)}"]
+
+
+def _exit(text: str) -> tuple[int | None, int | None]:
+    if not text or ":" not in text:
+        return None, None
+    rc, sig = text.split(":", 1)
+    try:
+        return int(rc), int(sig)
+    except ValueError:
+        return None, None
+
+
+def _none(text: str) -> str | None:
+    return None if text in ("", "None", "Unknown", "N/A", "(null)") else text
+
+
+_ARRAY = re.compile(r"^(\d+)_(\d+)$")
+_ARRAY_PENDING = re.compile(r"^(\d+)_\[(.+)\]$")
+
+
+def expand_array_range(spec: str) -> list[int]:
+    """`0-3,7%2` -> [0, 1, 2, 3, 7]."""
+    spec = spec.split("%", 1)[0]
+    out: list[int] = []
+    for part in spec.split(","):
+        if not part:
+            continue
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            step = 1
+            if ":" in hi:
+                hi, st = hi.split(":", 1)
+                step = int(st)
+            out.extend(range(int(lo), int(hi) + 1, step))
+        else:
+            out.append(int(part))
+    return out
+
+
+def split_job_id(job_id: str) -> list[tuple[str, int | None]]:
+    """`123` -> [(123, None)]; `123_4` -> [(123, 4)]; `123_[0-3]` -> [(123,0)..(123,3)]; steps -> []."""
+    if "." in job_id:
+        return []  # a step (`123.batch`, `123.0`), not a job
+    m = _ARRAY.match(job_id)
+    if m:
+        return [(m.group(1), int(m.group(2)))]
+    m = _ARRAY_PENDING.match(job_id)
+    if m:
+        return [(m.group(1), i) for i in expand_array_range(m.group(2))]
+    if job_id.isdigit():
+        return [(job_id, None)]
+    return []
+
+
+def parse_sacct(text: str) -> list[SlurmRow]:
+    """Rows of `sacct --parsable2 --noheader --allocations --format=<SACCT_FIELDS>`."""
+    rows: list[SlurmRow] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split("|")
+        if len(parts) < len(SACCT_FIELDS):
+            continue
+        job_id, raw_id, raw_state, exit_code, reason, start, end, _elapsed = parts[:8]
+        comment = "|".join(parts[8:])  # a comment may itself contain '|'
+        rc, sig = _exit(exit_code)
+        for base, task in split_job_id(job_id):
+            rows.append(
+                SlurmRow(
+                    job_id=base, task=task, raw_state=raw_state, state=states.from_slurm(raw_state),
+                    exit_code=rc, signal=sig, reason=_none(reason), start=_none(start), end=_none(end),
+                    comment=_none(comment), raw_id=raw_id,
+                )
+            )
+    return rows
+
+
+def parse_squeue(text: str) -> list[SlurmRow]:
+    rows: list[SlurmRow] = []
+    for line in text.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) < 3:
+            continue
+        job_id, raw_state, reason = parts[:3]
+        start = parts[3] if len(parts) > 3 else ""
+        for base, task in split_job_id(job_id):
+            rows.append(
+                SlurmRow(job_id=base, task=task, raw_state=raw_state, state=states.from_slurm(raw_state),
+                         reason=_none(reason), start=_none(start))
+            )
+    return rows
+
+
+def latest_rows(rows: list[SlurmRow]) -> dict[tuple[str, int | None], SlurmRow]:
+    """One row per (job, task): with --duplicates a requeued job has several; the last one wins."""
+    out: dict[tuple[str, int | None], SlurmRow] = {}
+    for row in rows:
+        out[(row.job_id, row.task)] = row
+    return out
+
+
+# --- cancel ----------------------------------------------------------------------------------------
+
+
+def scancel_command(job_ids: list[str]) -> list[str]:
+    return ["scancel", *job_ids]
+
+
+# --- lookups by token (idempotent submission, sync) ------------------------------------------------
+
+
+def sacct_by_comment_command(since: str = "now-30days") -> list[str]:
+    """All of the user's jobs with their comment, to find aifactory tokens."""
+    return [
+        "sacct", "--parsable2", "--noheader", "--allocations", f"--starttime={since}",
+        f"--format={','.join(SACCT_FIELDS)}",
+    ]
+
+
+def token_of(comment: str | None) -> str | None:
+    if comment and comment.startswith("aifactory:"):
+        return comment[len("aifactory:") :].strip() or None
+    return None

@@ -1,0 +1,329 @@
+"""The portable job spec (version 1): what a job needs, in no site's words."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from aifactory_cli.errors import SpecError
+from aifactory_cli.units import parse_duration, parse_memory
+from aifactory_cli.yamlio import YamlDoc, format_validation_error, load_yaml_file, parse_yaml
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SLURM_OPT_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+
+# sbatch options that aifactory sets itself: a `slurm:` passthrough may not override them.
+PROTECTED_SLURM_OPTIONS = frozenset(
+    {
+        "job-name", "J", "partition", "p", "account", "A", "nodes", "N", "ntasks", "n",
+        "ntasks-per-node", "cpus-per-task", "c", "gpus-per-node", "gpus", "G", "gres",
+        "gpus-per-task", "output", "o", "error", "e", "array", "a", "dependency", "d",
+        "comment", "chdir", "D", "time", "t", "mem", "mem-per-gpu", "mem-per-cpu", "exclusive",
+        "parsable", "wrap", "export",
+    }
+)
+
+Scalar = str | int | float | bool
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Resources(_Strict):
+    nodes: int = Field(1, ge=1, description="number of nodes")
+    gpus_per_node: int | Literal["all"] = Field(0, description="GPUs per node, or 'all'")
+    tasks_per_node: int | None = Field(None, ge=1)
+    cpus_per_task: int | None = Field(None, ge=1)
+    memory: str | int | None = None
+    time: str | int | None = None
+    partition: str | None = None
+    exclusive: bool = False
+
+    @field_validator("gpus_per_node", mode="before")
+    @classmethod
+    def _gpus(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("gpus_per_node must be a number or 'all'")
+        if isinstance(v, int) and v < 0:
+            raise ValueError("gpus_per_node cannot be negative")
+        if isinstance(v, str) and v != "all":
+            if v.isdigit():
+                return int(v)
+            raise ValueError(f"gpus_per_node must be a number or 'all', not '{v}'")
+        return v
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: Any) -> Any:
+        if v is not None:
+            parse_memory(v)
+        return v
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, v: Any) -> Any:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @field_validator("partition")
+    @classmethod
+    def _partition(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+            raise ValueError(f"'{v}' is not a partition name (letters, digits, '.', '_', '-')")
+        return v
+
+    @property
+    def time_seconds(self) -> int | None:
+        return parse_duration(self.time) if self.time is not None else None
+
+    @property
+    def memory_mib(self) -> int | None:
+        return parse_memory(self.memory) if self.memory is not None else None
+
+
+class Container(_Strict):
+    image: str
+    bind: list[str] = Field(default_factory=list)
+    options: list[str] = Field(default_factory=list, description="extra runtime options, e.g. --rocm")
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        if not v.strip() or "\n" in v:
+            raise ValueError("container image must be a non-empty single line")
+        return v
+
+
+class Requires(_Strict):
+    """Constraints on the site itself (used by the broker to rule sites out)."""
+
+    gpu_vendor: Literal["amd", "nvidia"] | None = None
+    cpu_arch: Literal["x86_64", "aarch64"] | None = None
+
+
+class JobSpec(_Strict):
+    version: Literal[1] = 1
+    name: str | None = None
+    description: str | None = None
+    resources: Resources = Field(default_factory=lambda: Resources())
+    container: Container | None = None
+    modules: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    setup: str | None = None
+    run: str
+    launcher: Literal["srun", "torchrun", "none"] = "srun"
+    upload: list[str] = Field(default_factory=list)
+    download: list[str] = Field(default_factory=list)
+    matrix: dict[str, list[str]] = Field(default_factory=dict)
+    max_parallel: int | None = Field(None, ge=1, description="array concurrency limit (%N)")
+    depends_on: list[str] = Field(default_factory=list)
+    requires: Requires = Field(default_factory=lambda: Requires())
+    sites: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    slurm: dict[str, str | int | bool | None] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not NAME_RE.match(v):
+            raise ValueError(
+                f"'{v}' is not a valid name: use letters, digits, '-', '_', '.' (at most 64, "
+                "starting with a letter or digit)"
+            )
+        return v
+
+    @field_validator("run")
+    @classmethod
+    def _run(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("run must not be empty: it is the work the job does")
+        return v.rstrip()
+
+    @field_validator("setup")
+    @classmethod
+    def _setup(cls, v: str | None) -> str | None:
+        return v.rstrip() if v is not None and v.strip() else None
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            out = {}
+            for key, value in v.items():
+                if not isinstance(key, str) or not ENV_NAME_RE.match(key):
+                    raise ValueError(f"'{key}' is not a valid environment variable name")
+                if isinstance(value, (dict, list)) or value is None:
+                    raise ValueError(f"env.{key} must be a single value (a string or number)")
+                out[key] = _scalar_text(value)
+            return out
+        return v
+
+    @field_validator("matrix", mode="before")
+    @classmethod
+    def _matrix(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            out = {}
+            for key, values in v.items():
+                if not isinstance(key, str) or not ENV_NAME_RE.match(key):
+                    raise ValueError(f"matrix key '{key}' must be a valid environment variable name")
+                if not isinstance(values, list) or not values:
+                    raise ValueError(f"matrix.{key} must be a non-empty list of values")
+                if any(isinstance(x, (dict, list)) or x is None for x in values):
+                    raise ValueError(f"matrix.{key} values must be strings or numbers")
+                out[key] = [_scalar_text(x) for x in values]
+            return out
+        return v
+
+    @field_validator("modules")
+    @classmethod
+    def _modules(cls, v: list[str]) -> list[str]:
+        for mod in v:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+/-]*", mod):
+                raise ValueError(f"'{mod}' is not a module name (like PyTorch/2.3.1 or partition/G)")
+        return v
+
+    @field_validator("upload")
+    @classmethod
+    def _upload(cls, v: list[str]) -> list[str]:
+        for item in v:
+            p = PurePosixPath(item)
+            if p.is_absolute() or ".." in p.parts or not item.strip():
+                raise ValueError(
+                    f"upload entry '{item}' must be a path relative to the spec file, without '..'"
+                )
+        return v
+
+    @field_validator("download")
+    @classmethod
+    def _download(cls, v: list[str]) -> list[str]:
+        for item in v:
+            p = PurePosixPath(item)
+            if p.is_absolute() or ".." in p.parts or not item.strip():
+                raise ValueError(f"download pattern '{item}' must be relative to the job directory")
+        return v
+
+    @field_validator("slurm", mode="before")
+    @classmethod
+    def _slurm(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            for key, value in v.items():
+                key = str(key).lstrip("-")
+                if not SLURM_OPT_RE.match(key):
+                    raise ValueError(f"slurm option '{key}' is not an sbatch long option name")
+                if key in PROTECTED_SLURM_OPTIONS:
+                    raise ValueError(
+                        f"slurm.{key} is set by aifactory; use the spec's own field instead "
+                        "(resources, name, depends_on, matrix)"
+                    )
+                if isinstance(value, str) and ("\n" in value or "\r" in value):
+                    raise ValueError(f"slurm.{key} must be a single line")
+            return {str(k).lstrip("-"): val for k, val in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _launcher_vs_tasks(self) -> JobSpec:
+        if self.launcher == "torchrun" and self.resources.tasks_per_node not in (None, 1):
+            raise ValueError("launcher torchrun starts one task per node; drop resources.tasks_per_node")
+        return self
+
+    # --- derived -------------------------------------------------------------------------------
+
+    @property
+    def array_size(self) -> int:
+        size = 1
+        for values in self.matrix.values():
+            size *= len(values)
+        return size if self.matrix else 0
+
+    def matrix_elements(self) -> list[dict[str, str]]:
+        """The cartesian product of the matrix, in a stable order (first key varies slowest)."""
+        import itertools
+
+        if not self.matrix:
+            return []
+        keys = list(self.matrix)
+        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*self.matrix.values())]
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` on top of `base`: mappings merge key by key, everything else is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+class LoadedSpec:
+    """A spec with where it came from (for relative uploads and error messages)."""
+
+    def __init__(self, spec: JobSpec, raw: dict[str, Any], path: Path | None, doc: YamlDoc | None) -> None:
+        self.spec = spec
+        self.raw = raw
+        self.path = path
+        self.doc = doc
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    def for_site(self, site: str) -> JobSpec:
+        """The spec with `sites.<site>` overrides applied."""
+        override = self.raw.get("sites", {}).get(site)
+        if not override:
+            return self.spec
+        merged = deep_merge({k: v for k, v in self.raw.items() if k != "sites"}, override)
+        return _validate(merged, self.doc, prefix=("sites", site))
+
+
+def _validate(data: Any, doc: YamlDoc | None, prefix: tuple[str, ...] = ()) -> JobSpec:
+    if not isinstance(data, dict):
+        where = doc.source if doc else None
+        raise SpecError(
+            "a job spec must be a YAML mapping (keys like name, resources, run)",
+            "see examples/hello.yaml",
+            where=where,
+        )
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise format_validation_error(exc, doc, JobSpec, SpecError, prefix=prefix) from exc
+
+
+def load_spec(path: Path | str) -> LoadedSpec:
+    path = Path(path)
+    doc = load_yaml_file(path, SpecError, what="job spec")
+    return spec_from_doc(doc, path)
+
+
+def load_spec_text(text: str, source: str = "<spec>", path: Path | None = None) -> LoadedSpec:
+    return spec_from_doc(parse_yaml(text, source, SpecError), path)
+
+
+def spec_from_doc(doc: YamlDoc, path: Path | None) -> LoadedSpec:
+    data = doc.data
+    spec = _validate(data, doc)
+    if spec.name is None:
+        stem = path.stem if path else "job"
+        name = re.sub(r"[^A-Za-z0-9._-]", "-", stem)[:64] or "job"
+        data = {**data, "name": name}
+        spec = spec.model_copy(update={"name": name})
+    loaded = LoadedSpec(spec, data, path, doc)
+    # validate every site override now, so a typo under any site is reported at once
+    for site in spec.sites:
+        loaded.for_site(site)
+    return loaded

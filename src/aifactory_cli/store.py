@@ -1,0 +1,424 @@
+"""The local job store: SQLite in the state dir (WAL, one transaction per change, schema version,
+migrations). Jobs, their array tasks, and an event per state change."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aifactory_cli import paths
+from aifactory_cli.errors import BadInput, NotFound, StoreError
+from aifactory_cli.states import FINAL_STATES, LIVE_STATES
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = [
+    # version 1
+    """
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS jobs (
+        id TEXT PRIMARY KEY,
+        token TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        site TEXT NOT NULL,
+        slurm_job_id TEXT,
+        state TEXT NOT NULL,
+        slurm_state TEXT,
+        exit_code INTEGER,
+        reason TEXT,
+        workdir TEXT,
+        array_size INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        submitted_at TEXT,
+        started_at TEXT,
+        ended_at TEXT,
+        updated_at TEXT NOT NULL,
+        polled_at REAL,
+        spec_path TEXT,
+        spec_json TEXT,
+        script TEXT,
+        profile_name TEXT,
+        profile_version INTEGER,
+        profile_digest TEXT,
+        template_digest TEXT,
+        provenance_hash TEXT,
+        extra TEXT
+    );
+    CREATE INDEX IF NOT EXISTS jobs_site_state ON jobs (site, state);
+    CREATE INDEX IF NOT EXISTS jobs_site_slurm ON jobs (site, slurm_job_id);
+    CREATE TABLE IF NOT EXISTS tasks (
+        job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+        task_id INTEGER NOT NULL,
+        slurm_job_id TEXT,
+        state TEXT NOT NULL,
+        slurm_state TEXT,
+        exit_code INTEGER,
+        reason TEXT,
+        started_at TEXT,
+        ended_at TEXT,
+        PRIMARY KEY (job_id, task_id)
+    );
+    CREATE TABLE IF NOT EXISTS events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        state TEXT NOT NULL,
+        slurm_state TEXT,
+        reason TEXT
+    );
+    CREATE INDEX IF NOT EXISTS events_job ON events (job_id);
+    CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    """,
+]
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class Task:
+    task_id: int
+    state: str
+    slurm_job_id: str | None = None
+    slurm_state: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+
+
+@dataclass
+class Job:
+    id: str
+    token: str
+    name: str
+    site: str
+    state: str
+    created_at: str
+    updated_at: str
+    slurm_job_id: str | None = None
+    slurm_state: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    workdir: str | None = None
+    array_size: int = 0
+    submitted_at: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    polled_at: float | None = None
+    spec_path: str | None = None
+    spec_json: str | None = None
+    script: str | None = None
+    profile_name: str | None = None
+    profile_version: int | None = None
+    profile_digest: str | None = None
+    template_digest: str | None = None
+    provenance_hash: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    tasks: list[Task] = field(default_factory=list)
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def is_live(self) -> bool:
+        return self.state in LIVE_STATES
+
+    @property
+    def ref(self) -> str:
+        return f"{self.site}:{self.slurm_job_id}" if self.slurm_job_id else self.id
+
+    def to_json(self, provenance: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "site": self.site,
+            "slurm_job_id": self.slurm_job_id,
+            "state": self.state,
+            "slurm_state": self.slurm_state,
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "workdir": self.workdir,
+            "submitted_at": self.submitted_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "token": self.token,
+            "array_size": self.array_size,
+        }
+        if self.tasks:
+            out["tasks"] = [
+                {k: v for k, v in asdict(t).items()} for t in sorted(self.tasks, key=lambda t: t.task_id)
+            ]
+        if self.extra.get("depends_on"):
+            out["depends_on"] = self.extra["depends_on"]
+        if provenance:
+            out["provenance"] = {
+                "spec_path": self.spec_path,
+                "spec": json.loads(self.spec_json) if self.spec_json else None,
+                "script": self.script,
+                "profile": self.profile_name,
+                "profile_version": self.profile_version,
+                "profile_digest": self.profile_digest,
+                "template_digest": self.template_digest,
+                "hash": self.provenance_hash,
+            }
+        return out
+
+
+_JOB_COLUMNS = [
+    "id", "token", "name", "site", "slurm_job_id", "state", "slurm_state", "exit_code", "reason",
+    "workdir", "array_size", "created_at", "submitted_at", "started_at", "ended_at", "updated_at",
+    "polled_at", "spec_path", "spec_json", "script", "profile_name", "profile_version",
+    "profile_digest", "template_digest", "provenance_hash", "extra",
+]
+
+
+class Store:
+    def __init__(self, path: Path | None = None) -> None:
+        if path is None:
+            path = paths.ensure_private_dir(paths.state_dir()) / "jobs.sqlite3"
+        self.path = path
+        try:
+            self.conn = sqlite3.connect(str(path), timeout=60, isolation_level=None)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA busy_timeout = 60000")
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.conn.execute("PRAGMA foreign_keys = ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"cannot open the job store {path}: {exc}",
+                "check that the state dir is writable and has free space (AIFACTORY_HOME moves it)",
+            ) from exc
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"the job store is busy or unwritable: {exc}", str(self.path)) from exc
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self.conn.execute("ROLLBACK")
+                raise StoreError(
+                    f"cannot write the job store: {exc}",
+                    "check free space and permissions of the state dir; nothing was changed",
+                ) from exc
+
+    def _migrate(self) -> None:
+        current = 0
+        has_meta = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+        ).fetchone()
+        if has_meta:
+            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            current = int(row[0]) if row else 0
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"the job store {self.path} has schema version {current}, newer than this aifactory "
+                f"({SCHEMA_VERSION})",
+                "upgrade aifactory, or point AIFACTORY_HOME elsewhere",
+            )
+        if current == SCHEMA_VERSION:
+            return
+        with self.tx() as c:
+            row = c.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+            if row:
+                got = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                current = int(got[0]) if got else 0
+            for version in range(current, SCHEMA_VERSION):
+                for statement in _SCHEMA[version].split(";"):
+                    if statement.strip():
+                        c.execute(statement)
+            c.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+
+    # --- jobs --------------------------------------------------------------------------------------
+
+    def _row_to_job(self, row: sqlite3.Row, tasks: list[Task] | None = None) -> Job:
+        data = dict(row)
+        data["extra"] = json.loads(data["extra"]) if data.get("extra") else {}
+        return Job(**data, tasks=tasks or [])
+
+    def _tasks_for(self, ids: list[str]) -> dict[str, list[Task]]:
+        out: dict[str, list[Task]] = {}
+        for chunk_start in range(0, len(ids), 500):
+            chunk = ids[chunk_start : chunk_start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.conn.execute(
+                f"SELECT * FROM tasks WHERE job_id IN ({marks}) ORDER BY task_id", chunk
+            ):
+                d = dict(row)
+                job_id = d.pop("job_id")
+                out.setdefault(job_id, []).append(Task(**d))
+        return out
+
+    def _jobs(self, where: str = "", params: tuple[Any, ...] = ()) -> list[Job]:
+        rows = self.conn.execute(f"SELECT * FROM jobs {where}", params).fetchall()
+        array_ids = [r["id"] for r in rows if r["array_size"]]
+        tasks = self._tasks_for(array_ids) if array_ids else {}
+        return [self._row_to_job(r, tasks.get(r["id"])) for r in rows]
+
+    def add(self, job: Job) -> Job:
+        values = asdict(job)
+        values.pop("tasks")
+        values["extra"] = json.dumps(job.extra)
+        cols = ",".join(_JOB_COLUMNS)
+        marks = ",".join("?" * len(_JOB_COLUMNS))
+        with self.tx() as c:
+            try:
+                c.execute(f"INSERT INTO jobs ({cols}) VALUES ({marks})", [values[k] for k in _JOB_COLUMNS])
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(f"job {job.id} ({job.token}) is already in the store") from exc
+            c.execute(
+                "INSERT INTO events (job_id, at, state, slurm_state, reason) VALUES (?,?,?,?,?)",
+                (job.id, job.updated_at, job.state, job.slurm_state, job.reason),
+            )
+            self._write_tasks(c, job)
+        return job
+
+    def _write_tasks(self, c: sqlite3.Connection, job: Job) -> None:
+        for t in job.tasks:
+            c.execute(
+                "INSERT OR REPLACE INTO tasks (job_id, task_id, slurm_job_id, state, slurm_state, exit_code,"
+                " reason, started_at, ended_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                (job.id, t.task_id, t.slurm_job_id, t.state, t.slurm_state, t.exit_code, t.reason,
+                 t.started_at, t.ended_at),
+            )
+
+    def update(self, job: Job, **changes: Any) -> Job:
+        """Change fields of `job` in one transaction; a new state also records an event."""
+        if "extra" in changes:
+            job.extra = changes.pop("extra")
+            changes["extra"] = json.dumps(job.extra)
+        tasks = changes.pop("tasks", None)
+        old_state, old_raw, old_reason = job.state, job.slurm_state, job.reason
+        for key, value in changes.items():
+            if key != "extra":
+                setattr(job, key, value)
+        job.updated_at = now_iso()
+        changes["updated_at"] = job.updated_at
+        sets = ",".join(f"{k} = ?" for k in changes)
+        with self.tx() as c:
+            c.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*changes.values(), job.id])
+            if (job.state, job.slurm_state, job.reason) != (old_state, old_raw, old_reason):
+                c.execute(
+                    "INSERT INTO events (job_id, at, state, slurm_state, reason) VALUES (?,?,?,?,?)",
+                    (job.id, job.updated_at, job.state, job.slurm_state, job.reason),
+                )
+            if tasks is not None:
+                job.tasks = tasks
+                self._write_tasks(c, job)
+        return job
+
+    def mark_polled(self, jobs: list[Job], at: float | None = None) -> None:
+        at = at if at is not None else time.time()
+        with self.tx() as c:
+            c.executemany("UPDATE jobs SET polled_at = ? WHERE id = ?", [(at, j.id) for j in jobs])
+        for j in jobs:
+            j.polled_at = at
+
+    def get(self, job_id: str) -> Job | None:
+        jobs = self._jobs("WHERE id = ?", (job_id,))
+        return jobs[0] if jobs else None
+
+    def by_token(self, token: str) -> Job | None:
+        jobs = self._jobs("WHERE token = ?", (token,))
+        return jobs[0] if jobs else None
+
+    def find(self, ref: str) -> Job:
+        """A job by local id (or a unique prefix), `SITE:SLURM_JOB_ID`, or a unique name."""
+        ref = ref.strip()
+        if not ref:
+            raise BadInput("an empty job reference", "use the id printed by submit, SITE:JOBID or a name")
+        job = self.get(ref)
+        if job:
+            return job
+        if ":" in ref:
+            site, _, sid = ref.partition(":")
+            base = sid.split("_", 1)[0]
+            jobs = self._jobs("WHERE site = ? AND slurm_job_id = ?", (site, base))
+            if jobs:
+                return jobs[0]
+            raise NotFound(f"no tracked job {ref}", "`aifactory list` shows tracked jobs; `aifactory sync` "
+                           "recovers jobs from the site")
+        matches = self._jobs("WHERE id LIKE ? ESCAPE '\\'", (_like_prefix(ref),))
+        if len(matches) == 1:
+            return matches[0]
+        named = self._jobs("WHERE name = ? ORDER BY created_at DESC", (ref,))
+        if len(named) == 1:
+            return named[0]
+        if len(named) > 1 or len(matches) > 1:
+            cands = named or matches
+            listing = ", ".join(f"{j.id} ({j.site}, {j.state})" for j in cands[:5])
+            raise BadInput(f"'{ref}' matches {len(cands)} jobs: {listing}", "use the job id instead")
+        raise NotFound(f"no tracked job '{ref}'", "`aifactory list` shows tracked jobs")
+
+    def list(
+        self,
+        site: str | None = None,
+        states: list[str] | None = None,
+        name: str | None = None,
+        limit: int | None = None,
+        live_only: bool = False,
+    ) -> list[Job]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if site:
+            clauses.append("site = ?")
+            params.append(site)
+        if live_only:
+            states = sorted(LIVE_STATES)
+        if states:
+            clauses.append(f"state IN ({','.join('?' * len(states))})")
+            params.extend(states)
+        if name:
+            clauses.append("name = ?")
+            params.append(name)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        where += " ORDER BY created_at, id"
+        if limit:
+            where += f" LIMIT {int(limit)}"
+        return self._jobs(where, tuple(params))
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute(
+            "SELECT at, state, slurm_state, reason FROM events WHERE job_id = ? ORDER BY id", (job_id,)
+        )]
+
+    def next_counter(self, name: str) -> int:
+        with self.tx() as c:
+            row = c.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+            value = (row[0] if row else 0) + 1
+            c.execute("INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)", (name, value))
+        return value
+
+    def count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

@@ -1,0 +1,83 @@
+"""The local transport: commands run in bash on this machine, files are copied."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from aifactory_cli.errors import RemoteError
+from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, to_shell
+
+
+class LocalTransport:
+    name = "local"
+
+    def __init__(self) -> None:
+        self.commands_run = 0
+
+    def run(self, command: Command, *, stdin: Stdin = None, timeout: float | None = None) -> CommandResult:
+        self.commands_run += 1
+        if callable(stdin):
+            with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+                proc = subprocess.Popen(["bash", "-c", to_shell(command)], stdin=subprocess.PIPE, stdout=out, stderr=err)
+                assert proc.stdin is not None
+                try:
+                    stdin(proc.stdin)
+                except BrokenPipeError:
+                    pass
+                finally:
+                    with contextlib.suppress(BrokenPipeError):
+                        proc.stdin.close()
+                rc = proc.wait(timeout=timeout)
+                out.seek(0)
+                err.seek(0)
+                return CommandResult(rc, out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+        try:
+            proc2 = subprocess.run(
+                ["bash", "-c", to_shell(command)],
+                input=stdin if stdin is not None else b"",
+                capture_output=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RemoteError(f"local command timed out after {timeout} s: {to_shell(command)}") from exc
+        return CommandResult(
+            proc2.returncode, proc2.stdout.decode(errors="replace"), proc2.stderr.decode(errors="replace")
+        )
+
+    def put_bytes(self, data: bytes, path: str, mode: int = 0o600) -> None:
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+
+    def get_file(self, path: str, local: Path, progress: Progress | None = None) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, local)
+        if progress:
+            progress(local.stat().st_size)
+
+    def get_tar(self, workdir: str, files: list[str], local_archive: Path, progress: Progress | None = None) -> None:
+        """Pack `files` (relative to `workdir`) into a tar at `local_archive`."""
+        import tarfile
+
+        with tarfile.open(local_archive, "w") as tar:
+            for name in files:
+                full = Path(workdir) / name
+                tar.add(str(full), arcname=name, recursive=False)
+                if progress:
+                    progress(full.stat().st_size)
+
+    def read_bytes(self, path: str, offset: int = 0) -> bytes:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read()
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,164 @@
+"""YAML loading that remembers where each key was, and pydantic errors turned into messages
+that name the file, the line, the key path and a likely fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from aifactory_cli.errors import AifactoryError, BadInput, did_you_mean
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+
+KeyPath = tuple[str | int, ...]
+
+
+class YamlDoc:
+    """Parsed YAML data plus the line (1-based) of every key path."""
+
+    def __init__(self, data: Any, lines: dict[KeyPath, int], source: str) -> None:
+        self.data = data
+        self.lines = lines
+        self.source = source
+
+    def line_of(self, path: KeyPath) -> int | None:
+        # the deepest prefix that has a known line
+        for end in range(len(path), -1, -1):
+            if path[:end] in self.lines:
+                return self.lines[path[:end]]
+        return None
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _walk(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int]) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            child = (*path, key)
+            lines[child] = key_node.start_mark.line + 1
+            _walk(value_node, child, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            child = (*path, i)
+            lines[child] = item.start_mark.line + 1
+            _walk(item, child, lines)
+
+
+def parse_yaml(text: str, source: str, error_cls: type[AifactoryError] = BadInput) -> YamlDoc:
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{source}:{mark.line + 1}" if mark else source
+        problem = exc.problem or "invalid YAML"
+        raise error_cls(
+            f"malformed YAML: {problem}" + (f" ({exc.context})" if exc.context else ""),
+            "check indentation and quoting near that line; values with ':' or '#' need quotes",
+            where=where,
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise error_cls(f"malformed YAML: {exc}", where=source) from exc
+    lines: dict[KeyPath, int] = {}
+    if node is not None:
+        _walk(node, (), lines)
+    return YamlDoc(data, lines, source)
+
+
+def load_yaml_file(path: Path, error_cls: type[AifactoryError] = BadInput, what: str = "file") -> YamlDoc:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise error_cls(f"{what} not found: {path}", "check the path") from exc
+    except IsADirectoryError as exc:
+        raise error_cls(f"{what} is a directory, not a YAML file: {path}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error_cls(f"cannot read {what} {path}: {exc}") from exc
+    return parse_yaml(text, str(path), error_cls)
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The field names (aliases) allowed at `loc` inside `model`, for "did you mean"."""
+    from typing import get_args, get_origin
+
+    from pydantic import BaseModel as _BM
+
+    current: Any = model
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, _BM):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                # part may be an alias
+                field = next(
+                    (f for f in current.model_fields.values() if f.alias == part), None
+                )
+            if field is None:
+                return []
+            current = field.annotation
+        else:
+            # dict[str, X] or list[X] or Optional[...]: step into the value type
+            args = [a for a in get_args(current) if a is not type(None)]
+            origin = get_origin(current)
+            if origin is dict and len(args) == 2:
+                current = args[1]
+            elif args:
+                current = args[-1]
+            else:
+                return []
+        # unwrap Optional / Union with one model
+        args = [a for a in get_args(current) if isinstance(a, type) and issubclass(a, _BM)]
+        if args and not (isinstance(current, type) and issubclass(current, _BM)):
+            current = args[0]
+    if isinstance(current, type) and issubclass(current, _BM):
+        return [f.alias or name for name, f in current.model_fields.items()]
+    return []
+
+
+def format_validation_error(
+    exc: ValidationError,
+    doc: YamlDoc | None,
+    model: type[BaseModel],
+    error_cls: type[AifactoryError] = BadInput,
+    prefix: KeyPath = (),
+) -> AifactoryError:
+    """One error naming every problem with its file:line, key path and a fix."""
+    problems: list[str] = []
+    hints: list[str] = []
+    first_line: int | None = None
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        keypath = ".".join(str(p) for p in loc) or "(top level)"
+        line = doc.line_of((*prefix, *loc)) if doc else None
+        if first_line is None:
+            first_line = line
+        at = f"line {line}, " if line else ""
+        if err["type"] == "extra_forbidden":
+            key = str(loc[-1])
+            allowed = _fields_at(model, loc[:-1])
+            guess = did_you_mean(key, allowed) if allowed else None
+            msg = f"{at}{keypath}: unknown key '{key}'"
+            if guess:
+                msg += f" (did you mean '{guess}'?)"
+                hints.append(f"rename '{key}' to '{guess}'")
+            elif allowed:
+                hints.append(f"allowed keys here: {', '.join(sorted(allowed))}")
+            problems.append(msg)
+        elif err["type"] == "missing":
+            problems.append(f"{at}{keypath}: required key is missing")
+        else:
+            text = err["msg"]
+            if text.startswith("Value error, "):
+                text = text[len("Value error, ") :]
+            problems.append(f"{at}{keypath}: {text}")
+    source = doc.source if doc else None
+    where = f"{source}:{first_line}" if source and first_line else source
+    message = problems[0] if len(problems) == 1 else "invalid:\n    " + "\n    ".join(problems)
+    hint = "; ".join(dict.fromkeys(hints)) or None
+    return error_cls(message, hint, where=where)
