@@ -20,6 +20,11 @@ class Overrides:
     partition: str | None = None
     qos: str | None = None
     user: str | None = None
+    # `render` previews a script even when no account is configured (submit refuses it)
+    preview: bool = False
+
+
+ACCOUNT_PLACEHOLDER = "ACCOUNT_NOT_SET"
 
 
 @dataclass
@@ -86,6 +91,14 @@ class ResolvedJob:
         }
 
 
+def _check_token(value: str, what: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+        raise ConfigError(f"{what} {value!r} is not a valid Slurm {what} name",
+                          "use letters, digits, '_', '.', '-' (as your site's project/budget names are)")
+
+
 def _wants_gpu(spec: JobSpec) -> bool:
     g = spec.resources.gpus_per_node
     return g == "all" or (isinstance(g, int) and g > 0)
@@ -111,7 +124,7 @@ def _limit_problems(spec: JobSpec, profile: SiteProfile, pname: str, part: Parti
             if asked > node_gpus:
                 gpu_model = profile.gpu.model if profile.gpu else "GPU"
                 problems.append(
-                    f"{asked} GPUs per node asked, but nodes of '{pname}' have {node_gpus} ({gpu_model}); "
+                    f"{asked} GPUs per node asked, but {profile.name} nodes have {node_gpus} ({gpu_model}); "
                     f"use gpus_per_node: {node_gpus} (or 'all') and more nodes"
                 )
     if part.max_nodes is not None and res.nodes > part.max_nodes:
@@ -190,7 +203,7 @@ def choose_partition(spec: JobSpec, profile: SiteProfile, requested: str | None)
             return pname, part
         rejected.extend(problems)
     raise LimitError(
-        f"no partition of '{profile.name}' can run this job: " + "; ".join(rejected),
+        f"no partition of '{profile.name}' can run this job: " + "; ".join(dict.fromkeys(rejected)),
         "reduce nodes, GPUs or time in the spec's resources",
     )
 
@@ -210,17 +223,25 @@ def resolve(
     requested = ov.partition or res.partition or mine.partition
     pname, part = choose_partition(spec, profile, requested)
     warnings: list[str] = []
+    if account_value := (ov.account or os.environ.get("AIFACTORY_ACCOUNT") or mine.account):
+        _check_token(account_value, "account")
+    if ov.qos or mine.qos:
+        _check_token(ov.qos or mine.qos or "", "qos")
 
     # --- account / qos -------------------------------------------------------------------------
     account = ov.account or os.environ.get("AIFACTORY_ACCOUNT") or mine.account
-    if profile.scheduler == "slurm" and profile.account.required and not account:
+    if profile.scheduler == "slurm" and profile.account.required and not account and ov.preview:
+        account = ACCOUNT_PLACEHOLDER
+        warnings.append(f"no account set for {site}: the script shows {ACCOUNT_PLACEHOLDER}; submit needs "
+                        f"--account, AIFACTORY_ACCOUNT or sites.{site}.account in the config file")
+    elif profile.scheduler == "slurm" and profile.account.required and not account:
         example = profile.account.example or "<your project account>"
         raise ConfigError(
             f"site '{site}' requires a Slurm account (project/budget), and none is set",
             f"pass --account {example}, set AIFACTORY_ACCOUNT, or add to the config file:  "
             f"sites: {{{site}: {{account: {example}}}}}",
         )
-    if account and profile.account.pattern:
+    if account and account != ACCOUNT_PLACEHOLDER and profile.account.pattern:
         import re
 
         if not re.fullmatch(profile.account.pattern, account):

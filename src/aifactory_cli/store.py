@@ -404,6 +404,13 @@ class Store:
             where += f" LIMIT {int(limit)}"
         return self._jobs(where, tuple(params))
 
+    def recent(self, hours: float) -> list[Job]:
+        """Jobs that ended (or changed) in the last `hours`."""
+        since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=hours)).replace(microsecond=0).isoformat()
+        marks = ",".join("?" * len(FINAL_STATES))
+        return self._jobs(f"WHERE state IN ({marks}) AND updated_at >= ? ORDER BY created_at, id",
+                          (*sorted(FINAL_STATES), since))
+
     def events(self, job_id: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute(
             "SELECT at, state, slurm_state, reason FROM events WHERE job_id = ? ORDER BY id", (job_id,)

@@ -159,6 +159,9 @@ def format_validation_error(
             problems.append(f"{at}{keypath}: {text}")
     source = doc.source if doc else None
     where = f"{source}:{first_line}" if source and first_line else source
+    if len(problems) == 1 and first_line is not None:
+        # the location is already in `where`
+        problems[0] = problems[0].removeprefix(f"line {first_line}, ")
     message = problems[0] if len(problems) == 1 else "invalid:\n    " + "\n    ".join(problems)
     hint = "; ".join(dict.fromkeys(hints)) or None
     return error_cls(message, hint, where=where)

@@ -1,0 +1,59 @@
+"""The `aifactory` command line: one module per command, one error boundary (`main`)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from aifactory_cli import __version__
+from aifactory_cli.cli import (
+    cancel_cmd,
+    fetch_cmd,
+    list_cmd,
+    logs_cmd,
+    render_cmd,
+    sites_cmd,
+    status_cmd,
+    submit_cmd,
+    sync_cmd,
+    wait_cmd,
+)
+from aifactory_cli.cli.common import STATE
+
+app = typer.Typer(
+    name="aifactory",
+    help="Run one portable job file on the EuroHPC supercomputers (LUMI, JUPITER, ...) or on this "
+    "machine. Exit codes: 0 ok, 1 job failed, 2 bad input, 3 connection/remote, 4 not found, "
+    "5 timeout, 130 interrupted.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"aifactory {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and remote details on errors."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    STATE.debug = debug
+
+
+for module in (submit_cmd, render_cmd, status_cmd, list_cmd, logs_cmd, wait_cmd, cancel_cmd, fetch_cmd, sync_cmd):
+    module.register(app)
+app.add_typer(sites_cmd.app, name="sites")
+
+
+def main() -> None:
+    from aifactory_cli.cli.common import run_app
+
+    sys.exit(run_app(app))

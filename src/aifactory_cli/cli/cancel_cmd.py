@@ -1,0 +1,21 @@
+"""`aifactory cancel JOB...`."""
+
+from __future__ import annotations
+
+import typer
+
+from aifactory_cli.cli import common
+
+
+def register(app: typer.Typer) -> None:
+    app.command("cancel", help="Cancel jobs (one scancel per site).")(cancel)
+
+
+def cancel(
+    jobs: list[str] = typer.Argument(..., metavar="JOB..."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+) -> None:
+    with common.service() as svc:
+        found = svc.cancel(jobs)
+        if as_json:
+            common.print_json(common.jobs_json(found))

@@ -1,0 +1,222 @@
+"""What every command shares: options, the error boundary, console output and JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aifactory_cli.errors import EXIT_INTERRUPTED, AifactoryError
+
+if TYPE_CHECKING:
+    import typer
+    from rich.console import Console
+
+    from aifactory_cli.store import Job
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class _State:
+    debug: bool = False
+
+
+STATE = _State()
+
+
+def is_tty(stream: Any = None) -> bool:
+    stream = stream or sys.stderr
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def interactive() -> bool:
+    """A person at a terminal (prompts and progress bars allowed)."""
+    if os.environ.get("CI") or os.environ.get("AIFACTORY_NONINTERACTIVE"):
+        return False
+    return is_tty(sys.stdin) and is_tty(sys.stderr)
+
+
+_consoles: dict[str, Console] = {}
+
+
+def out() -> Console:
+    if "out" not in _consoles:
+        from rich.console import Console
+
+        _consoles["out"] = Console(highlight=False, soft_wrap=True)
+    return _consoles["out"]
+
+
+def err() -> Console:
+    if "err" not in _consoles:
+        from rich.console import Console
+
+        _consoles["err"] = Console(stderr=True, highlight=False, soft_wrap=True)
+    return _consoles["err"]
+
+
+def note(message: str) -> None:
+    """Progress/log lines: always stderr, so stdout stays clean for JSON and scripts."""
+    err().print(message, markup=False)
+
+
+def print_json(data: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps({"schema_version": SCHEMA_VERSION, **data}, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def jobs_json(jobs: list[Job], provenance: bool = False) -> dict[str, Any]:
+    return {"jobs": [j.to_json(provenance=provenance) for j in jobs]}
+
+
+def report_error(exc: AifactoryError) -> int:
+    where = f"{exc.where}: " if exc.where else ""
+    sys.stderr.write(f"error: {where}{exc.message}\n")
+    if exc.hint:
+        sys.stderr.write(f"  hint: {exc.hint}\n")
+    if STATE.debug and exc.__cause__ is not None:
+        traceback.print_exception(exc.__cause__, file=sys.stderr)
+    return exc.exit_code
+
+
+def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
+    """The one error boundary: message + hint and the contract's exit code, no traceback unless --debug."""
+    import click
+
+    args = sys.argv[1:] if argv is None else argv
+    STATE.debug = "--debug" in args[:2] or bool(os.environ.get("AIFACTORY_DEBUG"))
+    try:
+        app(args=args, prog_name="aifactory", standalone_mode=False)
+        return 0
+    except AifactoryError as exc:
+        return report_error(exc)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code or 0)
+    except click.exceptions.Abort:
+        sys.stderr.write("interrupted\n")
+        return EXIT_INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return EXIT_INTERRUPTED
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception as exc:  # noqa: BLE001 - the boundary
+        if STATE.debug:
+            traceback.print_exc()
+        sys.stderr.write(f"error: internal error: {type(exc).__name__}: {exc}\n  hint: rerun with --debug "
+                         "for the traceback, and please report it\n")
+        return 1
+
+
+def service(**kwargs: Any) -> Any:
+    from aifactory_cli.service import Service
+
+    return Service(notify=note, progress_factory=progress_factory() if is_tty() else None,
+                   interactive=interactive(), **kwargs)
+
+
+def progress_factory() -> Callable[[int, str], Any]:
+    """Rich progress bars for transfers (only on a terminal; CI gets none)."""
+
+    def make(total: int, what: str) -> Any:
+        return _Progress(total, what)
+
+    return make
+
+
+class _Progress:
+    THRESHOLD = 1 << 20  # no bar for less than 1 MiB
+
+    def __init__(self, total: int, what: str) -> None:
+        self.total = total
+        self.what = what
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> Callable[[int], None]:
+        if self.total and self.total < self.THRESHOLD:
+            return lambda n: None
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.bar = Progress(TextColumn(self.what), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                            TimeRemainingColumn(), console=err(), transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task(self.what, total=self.total or None)
+        return lambda n: self.bar.advance(self.task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+STATE_STYLES = {
+    "COMPLETED": "green", "RUNNING": "cyan", "PENDING": "yellow", "PREPARED": "yellow",
+    "FAILED": "red", "CANCELLED": "magenta", "TIMEOUT": "red", "OUT_OF_MEMORY": "red",
+    "NODE_FAIL": "red", "PREEMPTED": "magenta", "UNKNOWN": "bright_black",
+}
+
+
+def _age(iso: str | None, until: str | None = None) -> str:
+    import datetime as dt
+
+    if not iso:
+        return ""
+    try:
+        start = dt.datetime.fromisoformat(iso)
+        end = dt.datetime.fromisoformat(until) if until else None
+    except ValueError:
+        return ""
+    if start.tzinfo is None:
+        start = start.astimezone()
+    if end is None:
+        end = dt.datetime.now(dt.timezone.utc)
+    elif end.tzinfo is None:
+        end = end.astimezone()
+    seconds = max(0, int((end - start).total_seconds()))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def jobs_table(jobs: list[Job], title: str | None = None) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    if not jobs:
+        out().print("no jobs", markup=False)
+        return
+    table = Table(title=title, box=None, header_style="bold", pad_edge=False)
+    for col in ("ID", "NAME", "SITE", "SLURM ID", "STATE", "EXIT", "QUEUED", "RUNNING", "REASON"):
+        table.add_column(col, overflow="fold")
+    for j in jobs:
+        queued = _age(j.submitted_at, j.started_at) if j.submitted_at else ""
+        running = _age(j.started_at, j.ended_at) if j.started_at else ""
+        state = Text(j.state, style=STATE_STYLES.get(j.state, ""))
+        if j.tasks:
+            counts: dict[str, int] = {}
+            for t in j.tasks:
+                counts[t.state] = counts.get(t.state, 0) + 1
+            state.append(" (" + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + ")")
+        table.add_row(
+            j.id, j.name, j.site, j.slurm_job_id or "", state,
+            "" if j.exit_code is None else str(j.exit_code), queued, running, j.reason or "",
+        )
+    out().print(table)

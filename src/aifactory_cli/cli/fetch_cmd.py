@@ -1,0 +1,30 @@
+"""`aifactory fetch JOB`: download the job's `download:` files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from aifactory_cli.cli import common
+
+
+def register(app: typer.Typer) -> None:
+    app.command("fetch", help="Download the files matching the spec's download: globs from the job dir.")(fetch)
+
+
+def fetch(
+    job: str = typer.Argument(..., metavar="JOB"),
+    dest: Path | None = typer.Option(None, "--dest", "-d", help="Local directory (default ./NAME-ID)."),
+    pattern: list[str] = typer.Option([], "--pattern", help="Globs instead of the spec's download: list."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+) -> None:
+    with common.service() as svc:
+        found, files, target = svc.fetch(job, dest, pattern or None)
+        if as_json:
+            common.print_json({"job": found.to_json(), "dest": str(target), "files": files})
+            return
+        if not files:
+            common.note(f"no files of {found.id} match {found.extra.get('download') or pattern}")
+        else:
+            common.note(f"fetched {len(files)} file(s) of {found.id} into {target}")

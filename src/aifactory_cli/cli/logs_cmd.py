@@ -1,0 +1,29 @@
+"""`aifactory logs JOB`: the job's output."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from aifactory_cli.cli import common
+
+
+def register(app: typer.Typer) -> None:
+    app.command("logs", help="Print the job's stdout (or --stderr); --follow streams until the job ends.")(logs)
+
+
+def logs(
+    job: str = typer.Argument(..., metavar="JOB"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the job ends."),
+    stderr: bool = typer.Option(False, "--stderr", "-e", help="Show stderr instead of stdout."),
+    task: int | None = typer.Option(None, "--task", "-t", help="Array element (default 0)."),
+) -> None:
+    with common.service() as svc:
+        if follow:
+            for chunk in svc.follow(job, stderr=stderr, task=task):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            return
+        _, data = svc.logs(job, stderr=stderr, task=task)
+        sys.stdout.buffer.write(data)

@@ -1,0 +1,31 @@
+"""`aifactory render SPEC`: print the script submit would send."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from aifactory_cli.cli import common
+
+
+def register(app: typer.Typer) -> None:
+    app.command("render", help="Print the batch script that submit would send (nothing is sent or recorded).")(render)
+
+
+def render(
+    spec: Path = typer.Argument(..., metavar="SPEC", help="Job spec YAML file."),
+    site: str | None = typer.Option(None, "--site", "-s", help="Site name."),
+    account: str | None = typer.Option(None, "--account", "-A", help="Slurm account/project."),
+    partition: str | None = typer.Option(None, "--partition", "-p", help="Override the partition choice."),
+    qos: str | None = typer.Option(None, "--qos", help="Slurm QoS."),
+) -> None:
+    from aifactory_cli.resolve import Overrides
+    from aifactory_cli.service import Service
+
+    with Service(notify=common.note) as svc:
+        prepared = svc.prepare(spec, site, Overrides(account=account, partition=partition, qos=qos, preview=True))
+        for w in prepared.resolved.warnings:
+            common.note(f"warning: {w}")
+        sys.stdout.write(prepared.script)

@@ -1,0 +1,118 @@
+"""`aifactory sites list / show / validate / check`: site profiles for users and admins."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from aifactory_cli.cli import common
+
+app = typer.Typer(help="Site profiles: list, show, validate, check against the live site.", no_args_is_help=True)
+
+
+def _profile_row(name: str) -> dict[str, Any]:
+    from aifactory_cli.profile import load_profile
+
+    lp = load_profile(name)
+    p = lp.profile
+    return {
+        "name": name,
+        "description": p.description,
+        "scheduler": p.scheduler,
+        "gpu_model": p.gpu.model if p.gpu else None,
+        "gpu_vendor": p.gpu.vendor if p.gpu else None,
+        "gpus_per_node": p.gpu.per_node if p.gpu else 0,
+        "cpu_arch": p.cpu_arch,
+        "partitions": list(p.partitions),
+        "verified": p.verified.isoformat() if p.verified else None,
+        "file": str(lp.files[-1]),
+    }
+
+
+@app.command("list", help="All known sites with GPU model, GPUs per node and verification date.")
+def list_sites(as_json: bool = typer.Option(False, "--json", help="Print JSON only.")) -> None:
+    from aifactory_cli.errors import AifactoryError
+    from aifactory_cli.profile import available_sites
+
+    rows, broken = [], []
+    for name in available_sites():
+        try:
+            rows.append(_profile_row(name))
+        except AifactoryError as exc:
+            broken.append({"name": name, "error": str(exc)})
+    if as_json:
+        common.print_json({"sites": rows, "invalid": broken})
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("SITE", "GPU", "GPUS/NODE", "ARCH", "PARTITIONS", "VERIFIED", "DESCRIPTION"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], r["gpu_model"] or "-", str(r["gpus_per_node"] or "-"), r["cpu_arch"],
+                      ", ".join(r["partitions"]) or "-", r["verified"] or "-", r["description"])
+    common.out().print(table)
+    for b in broken:
+        common.note(f"invalid profile {b['name']}: {b['error']}")
+
+
+@app.command("show", help="The resolved profile of a site (extends applied), its sources and verification date.")
+def show(
+    site: str = typer.Argument(..., metavar="SITE"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+) -> None:
+    import yaml
+
+    from aifactory_cli.profile import load_profile
+
+    lp = load_profile(site)
+    data = lp.profile.model_dump(mode="json", exclude_none=True)
+    if as_json:
+        common.print_json({"site": data, "files": [str(f) for f in lp.files], "digest": lp.digest})
+        return
+    p = lp.profile
+    sys.stdout.write(f"# site {site}: {p.description}\n")
+    sys.stdout.write(f"# from: {' <- '.join(str(f) for f in reversed(lp.files))}\n")
+    sys.stdout.write(f"# verified: {p.verified or 'never'}\n")
+    for s in p.sources:
+        sys.stdout.write(f"# source: {s.title} <{s.url}>{' (' + s.snapshot + ')' if s.snapshot else ''}\n")
+    for n in [*p.ssh.notes, *p.notes]:
+        sys.stdout.write(f"# note: {n}\n")
+    sys.stdout.write(yaml.safe_dump(data, sort_keys=False, width=110))
+
+
+@app.command("validate", help="Validate a profile file (schema, extends chain) and render sample jobs with it.")
+def validate(
+    file: Path = typer.Argument(..., metavar="FILE", help="A profile YAML file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+) -> None:
+    from aifactory_cli.sample import render_samples
+
+    results = render_samples(file)
+    if as_json:
+        common.print_json({"file": str(file), "valid": True, "samples": results})
+        return
+    for r in results:
+        common.out().print(f"{r['kind']} sample: partition {r['partition']}, {r['directives']}", markup=False)
+    common.out().print(f"{file}: valid", markup=False)
+
+
+@app.command("check", help="Connect to a site and compare it with its profile (partitions, limits, account, sacct).")
+def check(
+    site: str = typer.Argument(..., metavar="SITE"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+) -> None:
+    from aifactory_cli.sitecheck import check_site
+
+    with common.service() as svc:
+        report = check_site(svc, site)
+    if as_json:
+        common.print_json(report)
+    else:
+        for item in report["checks"]:
+            mark = {"ok": "ok  ", "drift": "DRIFT", "fail": "FAIL", "info": "info"}[item["status"]]
+            common.out().print(f"{mark} {item['check']}: {item['detail']}", markup=False)
+    raise typer.Exit(0 if report["ok"] else 1)

@@ -1,0 +1,25 @@
+"""`aifactory status [JOB...]`: refresh from the site(s) and show jobs."""
+
+from __future__ import annotations
+
+import typer
+
+from aifactory_cli.cli import common
+
+
+def register(app: typer.Typer) -> None:
+    app.command("status", help="Refresh and show jobs: the given ones, or every live job. One query per site.")(status)
+
+
+def status(
+    jobs: list[str] = typer.Argument(None, metavar="[JOB...]", help="Job id, SITE:SLURM_ID, or unique name."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only (with provenance for named jobs)."),
+    cached: bool = typer.Option(False, "--cached", help="Do not ask the sites; show the stored state."),
+) -> None:
+    with common.service() as svc:
+        refs = jobs or []
+        found = (svc.jobs(refs) if refs else svc.store.list(live_only=True)) if cached else svc.status(refs)
+        if as_json:
+            common.print_json(common.jobs_json(found, provenance=bool(refs)))
+        else:
+            common.jobs_table(found)

@@ -1,0 +1,114 @@
+"""`aifactory submit SPEC...`: resolve, render, stage and submit (or --dry-run)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from aifactory_cli.cli import common
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "submit",
+        help="Submit job spec(s) to a site. Several specs are submitted as a chain: each one starts "
+        "after the previous one succeeded.",
+    )(submit)
+
+
+def submit(
+    specs: list[Path] = typer.Argument(..., metavar="SPEC...", help="Job spec YAML file(s)."),
+    site: str | None = typer.Option(None, "--site", "-s", help="Site name (default: AIFACTORY_SITE, the config's default_site, or local)."),
+    account: str | None = typer.Option(None, "--account", "-A", help="Slurm account/project (default: config)."),
+    partition: str | None = typer.Option(None, "--partition", "-p", help="Override the automatic partition choice."),
+    qos: str | None = typer.Option(None, "--qos", help="Slurm QoS, where the site uses one."),
+    after: list[str] = typer.Option([], "--after", help="Start only after JOB completed successfully (repeatable)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the script(s); submit nothing."),
+    wait: bool = typer.Option(False, "--wait", "-w", help="Block until the job(s) end; exit 0 only if all COMPLETED."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="With --wait: stream the job's output to stderr."),
+    timeout: float | None = typer.Option(None, "--timeout", help="With --wait: give up after SECONDS (exit 5)."),
+    job_id_file: Path | None = typer.Option(None, "--job-id-file", help="Write the submitted job ids (one per line) to this file."),
+    cancel_on_interrupt: bool = typer.Option(True, "--cancel-on-interrupt/--no-cancel-on-interrupt", help="With --wait: cancel the jobs on SIGINT/SIGTERM."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only on stdout."),
+) -> None:
+    from aifactory_cli.resolve import Overrides
+    from aifactory_cli.service import exit_code_for
+
+    overrides = Overrides(account=account, partition=partition, qos=qos)
+    with common.service() as svc:
+        # resolve and render everything first: nothing is sent if any spec is bad
+        prepared = [svc.prepare(s, site, overrides, after=after if i == 0 else None) for i, s in enumerate(specs)]
+        if dry_run:
+            for p in prepared:
+                for w in p.resolved.warnings:
+                    common.note(f"warning: {w}")
+                if as_json:
+                    continue
+                if len(prepared) > 1:
+                    sys.stdout.write(f"# ---- {p.loaded_spec.path} ----\n")
+                sys.stdout.write(p.script)
+            if as_json:
+                common.print_json({"dry_run": True, "scripts": [
+                    {"spec": str(p.loaded_spec.path), "site": p.resolved.site, "resolved": p.resolved.summary(),
+                     "script": p.script} for p in prepared]})
+            return
+        jobs = []
+        for i, p in enumerate(prepared):
+            if i > 0:
+                # a chain: this one starts after the previous one succeeded
+                p = svc.prepare(specs[i], site, overrides, after=[jobs[-1].id], loaded_spec=p.loaded_spec)
+            for w in p.resolved.warnings:
+                common.note(f"warning: {w}")
+            job = svc.submit(p)
+            jobs.append(job)
+            common.note(f"submitted {job.id} ({job.name}) to {job.site} as Slurm job {job.slurm_job_id}"
+                        if job.site != "local" else f"submitted {job.id} ({job.name}) to local as job {job.slurm_job_id}")
+            if job_id_file:
+                job_id_file.write_text("".join(f"{j.id}\n" for j in jobs))
+        if not wait:
+            if as_json:
+                common.print_json(common.jobs_json(jobs))
+            else:
+                for job in jobs:
+                    sys.stdout.write(f"{job.id}\n")
+            return
+        code = wait_and_report(svc, jobs, timeout, follow, cancel_on_interrupt, as_json)
+        raise typer.Exit(code)
+
+
+def wait_and_report(svc: Any, jobs: list[Any], timeout: float | None, follow: bool, cancel_on_interrupt: bool,
+                    as_json: bool) -> int:
+    """Wait with state changes on stderr; cancel the jobs on SIGINT/SIGTERM if asked."""
+    from aifactory_cli.service import exit_code_for
+
+    def on_change(job: Any) -> None:
+        extra = f" ({job.reason})" if job.reason else ""
+        code = f" exit {job.exit_code}" if job.exit_code is not None and job.is_final else ""
+        common.note(f"{job.id} {job.name}: {job.state}{code}{extra}")
+
+    def on_signal(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if follow and len(jobs) == 1:
+            for chunk in svc.follow(jobs[0].id):
+                sys.stderr.write(chunk.decode(errors="replace"))
+                sys.stderr.flush()
+        svc.wait(jobs=jobs, timeout=timeout, on_change=on_change)
+    except KeyboardInterrupt:
+        if cancel_on_interrupt:
+            common.note("interrupted: cancelling " + ", ".join(j.id for j in jobs if not j.is_final))
+            svc.cancel([j.id for j in jobs])
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    if as_json:
+        common.print_json(common.jobs_json(jobs))
+    else:
+        common.jobs_table(jobs)
+    return exit_code_for(jobs)

@@ -1,0 +1,27 @@
+"""`aifactory sync [--site S]`: rebuild/refresh the local store from what the site knows."""
+
+from __future__ import annotations
+
+import typer
+
+from aifactory_cli.cli import common
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sync", help="Rebuild or refresh the local store from the site alone (job dirs + Slurm comments).")(sync)
+
+
+def sync(
+    site: str | None = typer.Option(None, "--site", "-s", help="Site (default: the default site)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+) -> None:
+    from aifactory_cli.syncing import sync_site
+
+    with common.service() as svc:
+        name = svc.site_or_default(site)
+        added, refreshed = sync_site(svc, name)
+        if as_json:
+            common.print_json({"site": name, "added": [j.id for j in added], **common.jobs_json(refreshed)})
+        else:
+            common.note(f"{name}: {len(added)} job(s) recovered, {len(refreshed)} refreshed")
+            common.jobs_table(refreshed)

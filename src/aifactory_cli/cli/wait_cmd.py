@@ -1,0 +1,33 @@
+"""`aifactory wait JOB...`: block until the jobs end."""
+
+from __future__ import annotations
+
+import typer
+
+from aifactory_cli.cli import common
+
+
+def register(app: typer.Typer) -> None:
+    app.command("wait", help="Block until the jobs end. Exit 0 if all COMPLETED, 1 otherwise, 5 on --timeout.")(wait)
+
+
+def wait(
+    jobs: list[str] = typer.Argument(..., metavar="JOB..."),
+    timeout: float | None = typer.Option(None, "--timeout", help="Give up after SECONDS (exit 5)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+    junit: str | None = typer.Option(None, "--junit", help="Also write a JUnit XML report to PATH."),
+    cancel_on_interrupt: bool = typer.Option(False, "--cancel-on-interrupt/--no-cancel-on-interrupt",
+                                             help="Cancel the jobs on SIGINT/SIGTERM."),
+) -> None:
+    from aifactory_cli.cli.submit_cmd import wait_and_report
+
+    with common.service() as svc:
+        found = svc.jobs(jobs)
+        code = wait_and_report(svc, found, timeout, False, cancel_on_interrupt, as_json)
+        if junit:
+            from pathlib import Path
+
+            from aifactory_cli.junit import write_junit
+
+            write_junit(svc, found, Path(junit))
+        raise typer.Exit(code)

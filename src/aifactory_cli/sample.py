@@ -1,0 +1,31 @@
+"""Sample jobs rendered with a profile, so an admin sees at once whether it produces sane scripts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aifactory_cli.profile import UserConfig, load_profile_file
+from aifactory_cli.render import render
+from aifactory_cli.resolve import Overrides, resolve
+from aifactory_cli.spec import JobSpec
+
+GPU_SAMPLE = {"name": "sample-gpu", "resources": {"nodes": 1, "gpus_per_node": "all", "time": "30m"},
+              "run": "python3 -c 'print(1)'"}
+CPU_SAMPLE = {"name": "sample-cpu", "resources": {"nodes": 1, "time": "30m"}, "run": "hostname"}
+
+
+def render_samples(file: Path) -> list[dict[str, Any]]:
+    loaded = load_profile_file(file)
+    p = loaded.profile
+    overrides = Overrides(account=p.account.example or "sample_account", qos=None)
+    samples = [("cpu", CPU_SAMPLE)]
+    if p.gpu is not None:
+        samples.insert(0, ("gpu", GPU_SAMPLE))
+    results = []
+    for kind, data in samples:
+        job = resolve(JobSpec.model_validate(data), loaded, UserConfig(), overrides)
+        script = render(job, "0" * 32, "00000000").script
+        directives = " ".join(line.split(" ", 1)[1] for line in script.splitlines() if line.startswith("#SBATCH"))
+        results.append({"kind": kind, "partition": job.partition_name, "directives": directives, "script": script})
+    return results

@@ -1,0 +1,390 @@
+"""The use cases: submit, render, status, list, logs, wait, cancel, fetch, sync.
+
+One `Service` per CLI command: it opens the store and at most one backend (one connection) per
+site, and closes them at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aifactory_cli import states
+from aifactory_cli.backends import META, SCRIPT, Backend, LocalBackend, SlurmBackend, Update
+from aifactory_cli.errors import AifactoryError, BadInput, NotFound, RemoteError, WaitTimeout
+from aifactory_cli.profile import LoadedProfile, UserConfig, default_site, load_profile, load_user_config
+from aifactory_cli.render import Rendered, render
+from aifactory_cli.resolve import Overrides, ResolvedJob, resolve
+from aifactory_cli.spec import LoadedSpec, load_spec
+from aifactory_cli.staging import UploadPlan, collect_uploads, match_downloads
+from aifactory_cli.store import Job, Store, now_iso
+
+Notify = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class Prepared:
+    """Everything about a job before it leaves the machine."""
+
+    loaded_spec: LoadedSpec
+    profile: LoadedProfile
+    resolved: ResolvedJob
+    rendered: Rendered
+    token: str
+    job_id: str
+    uploads: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def script(self) -> str:
+        return self.rendered.script
+
+
+class Service:
+    def __init__(self, notify: Notify | None = None, progress_factory: Any = None, interactive: bool | None = None) -> None:
+        self.notify = notify or _quiet
+        self.progress_factory = progress_factory
+        self.interactive = interactive
+        self._store: Store | None = None
+        self._config: UserConfig | None = None
+        self._backends: dict[str, Backend] = {}
+        self._profiles: dict[str, LoadedProfile] = {}
+
+    # --- resources --------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store()
+        return self._store
+
+    @property
+    def config(self) -> UserConfig:
+        if self._config is None:
+            self._config, _ = load_user_config()
+        return self._config
+
+    def profile(self, site: str) -> LoadedProfile:
+        if site not in self._profiles:
+            self._profiles[site] = load_profile(site)
+        return self._profiles[site]
+
+    def site_or_default(self, site: str | None) -> str:
+        return site or default_site(self.config)
+
+    def backend(self, site: str) -> Backend:
+        if site in self._backends:
+            return self._backends[site]
+        loaded = self.profile(site)
+        if loaded.profile.scheduler == "local":
+            from aifactory_cli.transport.local import LocalTransport
+
+            backend: Backend = LocalBackend(loaded, LocalTransport(), lambda: self.store.next_counter("local_job_id"))
+        else:
+            from aifactory_cli.transport.ssh import SshTransport
+
+            settings = loaded.profile.ssh.model_copy()
+            mine = self.config.for_site(site)
+            if mine.user:
+                settings.user = mine.user
+            if mine.ssh_host:
+                settings.host = mine.ssh_host
+            if mine.identity_file:
+                settings.identity_file = mine.identity_file
+            if not settings.host:
+                raise BadInput(f"site '{site}' has no ssh.host in its profile",
+                               f"set sites.{site}.ssh_host in the config file")
+            backend = SlurmBackend(loaded, SshTransport(settings, site=site, interactive=self.interactive))
+        self._backends[site] = backend
+        return backend
+
+    def close(self) -> None:
+        for backend in self._backends.values():
+            try:
+                backend.close()
+            except Exception:  # noqa: BLE001 - closing must not mask the real outcome
+                pass
+        self._backends.clear()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- prepare / render -------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        spec_path: str | Path,
+        site: str | None,
+        overrides: Overrides | None = None,
+        after: list[str] | None = None,
+        loaded_spec: LoadedSpec | None = None,
+    ) -> Prepared:
+        loaded_spec = loaded_spec or load_spec(spec_path)
+        site = self.site_or_default(site)
+        profile = self.profile(site)
+        spec = loaded_spec.for_site(site)
+        resolved = resolve(spec, profile, self.config, overrides)
+        uploads = collect_uploads(spec.upload, loaded_spec.base_dir)
+        token = uuid.uuid4().hex
+        job_id = token[:8]
+        deps = [*spec.depends_on, *(after or [])]
+        if deps:
+            resolved.dependencies = self._dependency_ids(deps, site)
+        rendered = render(resolved, token, job_id)
+        return Prepared(loaded_spec, profile, resolved, rendered, token, job_id, uploads)
+
+    def _dependency_ids(self, refs: list[str], site: str) -> list[str]:
+        ids = []
+        for ref in refs:
+            if ref.isdigit():
+                ids.append(ref)
+                continue
+            job = self.store.find(ref)
+            if job.site != site:
+                raise BadInput(f"dependency {ref} runs on {job.site}, not on {site}",
+                               "a job can only depend on jobs of the same site")
+            if not job.slurm_job_id:
+                raise BadInput(f"dependency {ref} has no scheduler job id yet (state {job.state})")
+            ids.append(job.slurm_job_id)
+        return ids
+
+    # --- submit -----------------------------------------------------------------------------------
+
+    def submit(self, prepared: Prepared) -> Job:
+        resolved, spec = prepared.resolved, prepared.resolved.spec
+        now = now_iso()
+        job = Job(
+            id=prepared.job_id, token=prepared.token, name=resolved.name, site=resolved.site,
+            state=states.PREPARED, created_at=now, updated_at=now, array_size=resolved.array_size,
+            spec_path=str(prepared.loaded_spec.path.resolve()) if prepared.loaded_spec.path else None,
+            spec_json=spec.model_dump_json(exclude={"sites"}), script=prepared.script,
+            profile_name=prepared.profile.name, profile_version=prepared.profile.profile.version,
+            profile_digest=prepared.profile.digest, template_digest=prepared.rendered.template_digest,
+            provenance_hash=prepared.rendered.provenance_hash(prepared.profile.digest),
+            extra={"download": spec.download, "depends_on": resolved.dependencies,
+                   "partition": resolved.partition_name, "account": resolved.account},
+        )
+        # recorded before any remote step: an ambiguous failure can always be looked up by token
+        self.store.add(job)
+        backend = self.backend(resolved.site)
+        try:
+            workdir = backend.workdir_for(job, resolved.account, resolved.user)
+            plan = self._plan(prepared, job, workdir)
+            progress = self._progress(plan.total_bytes, "upload") if self.progress_factory else None
+            with progress or _nullcontext() as advance:
+                slurm_id, absolute = backend.submit(job, plan, workdir, advance)
+        except BadInput as exc:
+            # the scheduler refused it: nothing is queued
+            self.store.update(job, state=states.FAILED, reason=f"rejected: {exc.message}")
+            raise
+        except RemoteError as exc:
+            self.store.update(job, state=states.UNKNOWN, reason=f"submission outcome unknown: {exc.message}")
+            raise
+        except BaseException:
+            self.store.update(job, state=states.UNKNOWN, reason="submission interrupted")
+            raise
+        self.store.update(job, state=states.PENDING, slurm_state="PENDING", slurm_job_id=slurm_id,
+                          workdir=absolute, submitted_at=now_iso())
+        return job
+
+    def _plan(self, prepared: Prepared, job: Job, workdir: str) -> UploadPlan:
+        r = prepared.resolved
+        meta = {
+            "aifactory": 1, "token": job.token, "id": job.id, "name": job.name, "site": job.site,
+            "created_at": job.created_at, "spec": json.loads(job.spec_json or "{}"),
+            "profile": job.profile_name, "profile_version": job.profile_version,
+            "provenance_hash": job.provenance_hash, "array_size": job.array_size,
+            "time_seconds": r.time_seconds, "tasks": r.total_tasks, "cpus_per_task": r.cpus_per_task,
+            "max_parallel": r.max_parallel, "download": r.spec.download,
+        }
+        if r.dependencies and job.site == "local":
+            meta["depends_on_dirs"] = self._local_dep_dirs(r.dependencies)
+        plan = UploadPlan(files=prepared.uploads)
+        plan.add_generated(SCRIPT, prepared.script.encode(), 0o700)
+        plan.add_generated(META, json.dumps(meta, indent=1).encode())
+        return plan
+
+    def _local_dep_dirs(self, slurm_ids: list[str]) -> list[str]:
+        dirs = []
+        for sid in slurm_ids:
+            job = self.store.find(f"local:{sid}")
+            if job.workdir:
+                dirs.append(job.workdir)
+        return dirs
+
+    def _progress(self, total: int, what: str) -> Any:
+        return self.progress_factory(total, what) if self.progress_factory else None
+
+    # --- refresh / status -------------------------------------------------------------------------
+
+    def refresh(self, jobs: list[Job], force: bool = False) -> list[Job]:
+        """Ask each site, once, about its live jobs among `jobs`; store and return them."""
+        by_site: dict[str, list[Job]] = {}
+        now = time.time()
+        for job in jobs:
+            if job.is_final or not job.slurm_job_id:
+                continue
+            interval = self.profile(job.site).profile.poll_interval
+            if not force and job.polled_at and now - job.polled_at < interval:
+                continue
+            by_site.setdefault(job.site, []).append(job)
+        for site, site_jobs in by_site.items():
+            updates = self.backend(site).poll(site_jobs)
+            self.store.mark_polled(site_jobs, now)
+            for job in site_jobs:
+                update = updates.get(job.id)
+                if update is not None:
+                    self._apply(job, update)
+        return jobs
+
+    def _apply(self, job: Job, u: Update) -> None:
+        changes: dict[str, Any] = {}
+        for key in ("state", "slurm_state", "exit_code", "reason", "started_at", "ended_at"):
+            value = getattr(u, key)
+            if value != getattr(job, key):
+                changes[key] = value
+        if u.tasks:
+            changes["tasks"] = u.tasks
+        if changes:
+            self.store.update(job, **changes)
+
+    def jobs(self, refs: list[str]) -> list[Job]:
+        seen: dict[str, Job] = {}
+        for ref in refs:
+            job = self.store.find(ref)
+            seen.setdefault(job.id, job)
+        return list(seen.values())
+
+    def status(self, refs: list[str], force: bool = True, recent_hours: float = 24.0) -> list[Job]:
+        """The given jobs, or every live job plus those that ended in the last `recent_hours`."""
+        if refs:
+            return self.refresh(self.jobs(refs), force=force)
+        jobs = self.refresh(self.store.list(live_only=True), force=force)
+        return sorted({j.id: j for j in [*self.store.recent(recent_hours), *jobs]}.values(),
+                      key=lambda j: (j.created_at, j.id))
+
+    # --- cancel / wait ----------------------------------------------------------------------------
+
+    def cancel(self, refs: list[str]) -> list[Job]:
+        jobs = self.jobs(refs)
+        by_site: dict[str, list[Job]] = {}
+        for job in jobs:
+            if not job.is_final and job.slurm_job_id:
+                by_site.setdefault(job.site, []).append(job)
+        for site, site_jobs in by_site.items():
+            self.backend(site).cancel(site_jobs)
+            self.notify(f"cancel sent for {', '.join(j.id for j in site_jobs)} on {site}")
+        return jobs
+
+    def wait(
+        self,
+        refs: list[str] | None = None,
+        jobs: list[Job] | None = None,
+        timeout: float | None = None,
+        on_change: Callable[[Job], None] | None = None,
+        min_interval: float = 0.5,
+        max_interval: float = 30.0,
+    ) -> list[Job]:
+        jobs = jobs if jobs is not None else self.jobs(refs or [])
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        last = {j.id: (j.state, j.reason) for j in jobs}
+        interval = min_interval
+        while True:
+            live = [j for j in jobs if not j.is_final]
+            if not live:
+                return jobs
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(
+                    f"timeout: {len(live)} job(s) still not finished: "
+                    + ", ".join(f"{j.id} {j.state}" for j in live),
+                    "wait again later with `aifactory wait`, or raise --timeout",
+                )
+            self.refresh(live, force=True)
+            for job in live:
+                if (job.state, job.reason) != last.get(job.id):
+                    last[job.id] = (job.state, job.reason)
+                    if on_change:
+                        on_change(job)
+            if all(j.is_final for j in jobs):
+                return jobs
+            site_min = max(self.profile(j.site).profile.poll_interval for j in live)
+            sleep = max(interval, min(site_min, max_interval))
+            if deadline is not None:
+                sleep = min(sleep, max(0.0, deadline - time.monotonic()))
+            time.sleep(sleep)
+            interval = min(interval * 1.5, max_interval)
+
+    # --- logs / fetch -----------------------------------------------------------------------------
+
+    def logs(self, ref: str, stderr: bool = False, task: int | None = None) -> tuple[Job, bytes]:
+        job = self.store.find(ref)
+        if job.array_size and task is None:
+            task = 0
+        return job, self.backend(job.site).read_log(job, stderr, task)
+
+    def follow(self, ref: str, stderr: bool = False, task: int | None = None, interval: float = 1.0) -> Iterator[bytes]:
+        job = self.store.find(ref)
+        if job.array_size and task is None:
+            task = 0
+        backend = self.backend(job.site)
+        offset = 0
+        while True:
+            data = backend.read_log(job, stderr, task, offset)
+            if data:
+                offset += len(data)
+                yield data
+            if job.is_final:
+                # one last read after the end, for what was written just before it
+                data = backend.read_log(job, stderr, task, offset)
+                if data:
+                    yield data
+                return
+            time.sleep(interval)
+            self.refresh([job], force=True)
+
+    def fetch(self, ref: str, dest: Path | None = None, patterns: list[str] | None = None) -> tuple[Job, list[str], Path]:
+        job = self.store.find(ref)
+        if not job.workdir:
+            raise NotFound(f"job {job.id} has no job dir (state {job.state})")
+        wanted = patterns or job.extra.get("download") or []
+        if not wanted:
+            raise BadInput(f"job {job.id} has no download: patterns", "add download: [\"outputs/**\"] to the spec "
+                           "or pass --pattern")
+        backend = self.backend(job.site)
+        files = match_downloads(backend.list_files(job), wanted)
+        target = dest or Path.cwd() / f"{job.name}-{job.id}"
+        if files:
+            progress = self._progress(0, "download") if self.progress_factory else None
+            with progress or _nullcontext() as advance:
+                backend.fetch(job, files, target, advance)
+        return job, files, target
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def exit_code_for(jobs: list[Job]) -> int:
+    """0 if every job COMPLETED, else 1 (the contract's exit codes for --wait and wait)."""
+    return 0 if jobs and all(j.state == states.COMPLETED for j in jobs) else 1
+
+
+__all__ = ["AifactoryError", "Prepared", "Service", "exit_code_for"]

@@ -1,0 +1,118 @@
+"""Golden-file tests of rendered scripts. The golden files were reviewed line by line against
+../shared/sites.md (LUMI section 1.4/1.5/1.6, JUPITER section 2.4). Regenerate with
+AIF_UPDATE_GOLDEN=1 after a deliberate change, and review the diff."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from aifactory_cli.profile import UserConfig, load_profile
+from aifactory_cli.render import render
+from aifactory_cli.resolve import Overrides, resolve
+from aifactory_cli.spec import load_spec, load_spec_text
+
+REPO = Path(__file__).resolve().parents[2]
+GOLDEN = REPO / "tests" / "data" / "golden"
+TOKEN = "0123456789abcdef0123456789abcdef"
+
+CASES = {
+    "lumi-train": ("examples/train.yaml", "lumi", "project_465000123"),
+    "jupiter-train": ("examples/train.yaml", "jupiter", "exalab"),
+    "local-hello": ("examples/hello.yaml", "local", None),
+    "lumi-small-g-1gpu": ("run: python3 infer.py\nname: infer\nresources: {gpus_per_node: 1, time: 2h}\n", "lumi",
+                          "project_465000123"),
+    "lumi-cpu": ("run: ./simulate\nname: sim\nresources: {nodes: 2, tasks_per_node: 128, time: 1d}\n", "lumi",
+                 "project_465000123"),
+    "jupiter-torchrun": ("run: train.py --epochs 3\nname: ddp\nlauncher: torchrun\n"
+                         "resources: {nodes: 4, gpus_per_node: all, time: 6h}\n", "jupiter", "exalab"),
+    "lumi-sweep-container": ("name: sweep\nrun: python3 bench.py --lr \"$LR\"\nresources: {gpus_per_node: 8, time: 1h}\n"
+                             "container: {image: /appl/local/containers/pytorch.sif, bind: [/scratch/project_465000123]}\n"
+                             "matrix: {LR: ['1e-4', '3e-4', '1e-3']}\nmax_parallel: 2\n", "lumi", "project_465000123"),
+}
+
+
+def _render(name: str) -> str:
+    source, site, account = CASES[name]
+    loaded = load_spec(REPO / source) if source.endswith(".yaml") else load_spec_text(source)
+    job = resolve(loaded.for_site(site), load_profile(site), UserConfig(), Overrides(account=account))
+    return render(job, TOKEN, TOKEN[:8]).script
+
+
+@pytest.fixture(autouse=True)
+def _home(aif_home):  # noqa: ANN001, ANN202
+    return aif_home
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden(name: str) -> None:
+    script = _render(name)
+    path = GOLDEN / f"{name}.sh"
+    if os.environ.get("AIF_UPDATE_GOLDEN"):
+        path.write_text(script)
+    assert script == path.read_text(), f"rendered {name} differs from {path}; review, then AIF_UPDATE_GOLDEN=1"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_scripts_are_valid_bash(name: str) -> None:
+    proc = subprocess.run(["bash", "-n"], input=_render(name), text=True, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _directives(script: str) -> list[str]:
+    return [line.split(" ", 1)[1] for line in script.splitlines() if line.startswith("#SBATCH ")]
+
+
+def test_lumi_full_node_follows_the_lumi_docs() -> None:
+    script = _render("lumi-train")
+    d = _directives(script)
+    # partition and account are both mandatory on LUMI (201-Slurm.md)
+    assert "--partition=standard-g" in d and "--account=project_465000123" in d
+    # full-node GPU request as in the docs' standard-g examples, one task per GCD, 7 cores per GCD
+    assert {"--nodes=2", "--gpus-per-node=8", "--ntasks-per-node=8", "--cpus-per-task=7"} <= set(d)
+    # the documented 7-core hybrid masks (distribution-binding.md) and GCD selection per task
+    assert 'CPU_BIND=mask_cpu:fe000000000000,fe00000000000000,fe0000,fe000000,fe,fe00,fe00000000,fe0000000000' in script
+    assert "export ROCR_VISIBLE_DEVICES=$SLURM_LOCALID" in script
+    assert 'exec "$@"' in script
+    assert '--cpu-bind="$CPU_BIND" "$AIF_SELECT_GPU"' in script
+    # a versioned stack with the GPU partition module, inside the script
+    assert "module load LUMI/25.03 partition/G" in script
+
+
+def test_lumi_sub_node_follows_the_ai_guide_recipe() -> None:
+    d = _directives(_render("lumi-small-g-1gpu"))
+    assert {"--partition=small-g", "--gpus-per-node=1", "--ntasks-per-node=1", "--cpus-per-task=7",
+            "--mem-per-gpu=60G"} <= set(d)
+    assert "select_gpu" not in _render("lumi-small-g-1gpu")
+
+
+def test_jupiter_follows_the_jsc_docs() -> None:
+    script = _render("jupiter-train")
+    d = _directives(script)
+    assert {"--partition=booster", "--account=exalab", "--ntasks-per-node=4", "--cpus-per-task=72",
+            "--gpus-per-task=1"} <= set(d)
+    assert 'export SRUN_CPUS_PER_TASK="$SLURM_CPUS_PER_TASK"' in script
+    torch = _render("jupiter-torchrun")
+    assert "export CUDA_VISIBLE_DEVICES=0,1,2,3" in torch
+    assert "--gres=gpu:4" in _directives(torch)
+
+
+def test_sweep_is_one_array_with_a_limit() -> None:
+    script = _render("lumi-sweep-container")
+    assert "--array=0-2%2" in _directives(script)
+    assert "  1) export LR=3e-4; ;;" in script
+    assert "singularity exec --bind /scratch/project_465000123 /appl/local/containers/pytorch.sif" in script
+
+
+def test_every_user_value_is_quoted() -> None:
+    text = ("name: q\nrun: echo \"$(touch /tmp/pwned)\"; `id`\nsetup: \"echo '; rm -rf /'\"\n"
+            "env: {A: \"$(touch /tmp/pwned) '\\\"\"}\nmatrix: {B: [\"a b\", \"$(id)\"]}\n")
+    job = resolve(load_spec_text(text).spec, load_profile("local"), UserConfig(), Overrides())
+    script = render(job, TOKEN, TOKEN[:8]).script
+    assert "export A='$(touch /tmp/pwned) '\"'\"'\"'" in script
+    assert "export B='$(id)'" in script
+    proc = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
+    assert proc.returncode == 0
