@@ -89,21 +89,27 @@ def report_error(exc: AifactoryError) -> int:
 
 def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
     """The one error boundary: message + hint and the contract's exit code, no traceback unless --debug."""
-    import click
+    import typer
+
+    try:  # recent typer vendors click as typer._click
+        from typer._click.exceptions import ClickException
+    except ImportError:  # pragma: no cover - older typer on real click
+        from click import ClickException  # type: ignore[assignment]
 
     args = sys.argv[1:] if argv is None else argv
     STATE.debug = "--debug" in args[:2] or bool(os.environ.get("AIFACTORY_DEBUG"))
     try:
-        app(args=args, prog_name="aifactory", standalone_mode=False)
-        return 0
+        # with standalone_mode=False, click returns the code of a typer.Exit instead of raising it
+        rv = app(args=args, prog_name="aifactory", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
     except AifactoryError as exc:
         return report_error(exc)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code or 0)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.stderr.write("interrupted\n")
         return EXIT_INTERRUPTED
-    except click.ClickException as exc:
+    except ClickException as exc:
         exc.show()
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,112 @@
+"""The embedded `local` site end to end, through the real CLI in a subprocess (no Slurm, no SSH)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import EXAMPLES
+
+
+def _spec(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def _jobs(result) -> list[dict]:  # noqa: ANN001
+    data = json.loads(result.stdout)
+    assert data["schema_version"] == 1
+    return data["jobs"]
+
+
+def test_hello_runs_and_is_tracked(cli) -> None:  # noqa: ANN001
+    r = cli("submit", str(EXAMPLES / "hello.yaml"))
+    assert r.code == 0, r.stderr
+    job_id = r.stdout.strip()
+    assert cli("wait", job_id, "--timeout", "60").code == 0
+    jobs = _jobs(cli("status", "--json"))
+    assert [(j["id"], j["state"], j["exit_code"]) for j in jobs] == [(job_id, "COMPLETED", 0)]
+    assert jobs[0]["slurm_job_id"] and jobs[0]["submitted_at"] and jobs[0]["ended_at"]
+    logs = cli("logs", job_id)
+    assert "Hello from aifactory: job" in logs.stdout
+    listed = _jobs(cli("list", "--json"))
+    assert listed[0]["state"] == "COMPLETED"
+    # provenance for a named job
+    prov = _jobs(cli("status", job_id, "--json"))[0]["provenance"]
+    assert prov["profile"] == "local" and prov["hash"] and "#!/bin/bash" in prov["script"]
+
+
+def test_failure_exit_code_and_wait_exit_1(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    spec = _spec(tmp_path, "fail", "run: echo bad >&2; exit 3\n")
+    r = cli("submit", str(spec), "--wait", "--json")
+    assert r.code == 1, r.stderr
+    job = _jobs(r)[0]
+    assert (job["state"], job["exit_code"]) == ("FAILED", 3)
+    assert "bad" in cli("logs", job["id"], "--stderr").stdout
+
+
+def test_cancel_running_job(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    spec = _spec(tmp_path, "sleepy", "run: echo started; sleep 60\n")
+    job_id = cli("submit", str(spec)).stdout.strip()
+    assert cli("wait", job_id, "--timeout", "1").code == 5
+    assert cli("cancel", job_id).code == 0
+    r = cli("wait", job_id, "--timeout", "30", "--json")
+    assert r.code == 1
+    assert _jobs(r)[0]["state"] == "CANCELLED"
+
+
+def test_time_limit_gives_timeout(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    spec = _spec(tmp_path, "slow", "resources: {time: 1s}\nrun: sleep 30\n")
+    r = cli("submit", str(spec), "--wait", "--json", timeout=60)
+    assert r.code == 1
+    assert _jobs(r)[0]["state"] == "TIMEOUT"
+
+
+def test_sweep_reports_each_element(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    spec = _spec(tmp_path, "sweep", "matrix: {X: [1, 2, 3]}\nrun: echo x=$X; test $X != 2\n")
+    r = cli("submit", str(spec), "--wait", "--json")
+    assert r.code == 1
+    job = _jobs(r)[0]
+    assert job["array_size"] == 3 and job["state"] == "FAILED"
+    assert [(t["task_id"], t["state"], t["exit_code"]) for t in job["tasks"]] == [
+        (0, "COMPLETED", 0), (1, "FAILED", 1), (2, "COMPLETED", 0)]
+    assert cli("logs", job["id"], "--task", "2").stdout.strip() == "x=3"
+
+
+def test_dependency_on_failed_job_never_runs(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    first = _spec(tmp_path, "a", "run: exit 3\n")
+    second = _spec(tmp_path, "b", "run: touch ran\n")
+    r = cli("submit", str(first), str(second), "--wait", "--json")
+    assert r.code == 1
+    a, b = _jobs(r)
+    assert a["state"] == "FAILED"
+    assert (b["state"], b["reason"]) == ("CANCELLED", "DependencyNeverSatisfied")
+    assert not (Path(b["workdir"]) / "ran").exists()
+
+
+def test_upload_and_fetch(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "in.txt").write_text("payload\n")
+    spec = _spec(tmp_path, "io", "upload: [data/]\ndownload: ['outputs/**']\n"
+                 "run: mkdir -p outputs/sub && cp data/in.txt outputs/sub/out.txt\n")
+    r = cli("submit", str(spec), "--wait", "--json")
+    assert r.code == 0, r.stderr
+    job = _jobs(r)[0]
+    dest = tmp_path / "got"
+    f = cli("fetch", job["id"], "--dest", str(dest))
+    assert f.code == 0, f.stderr
+    assert (dest / "outputs" / "sub" / "out.txt").read_text() == "payload\n"
+
+
+def test_dry_run_records_nothing(cli, aif_home: Path) -> None:  # noqa: ANN001
+    r = cli("submit", str(EXAMPLES / "hello.yaml"), "--dry-run")
+    assert r.code == 0 and r.stdout.startswith("#!/bin/bash")
+    assert _jobs(cli("list", "--json")) == []
+
+
+def test_job_id_file(cli, tmp_path: Path) -> None:  # noqa: ANN001
+    ids = tmp_path / "ids"
+    r = cli("submit", str(EXAMPLES / "hello.yaml"), "--job-id-file", str(ids))
+    assert r.code == 0
+    assert ids.read_text().strip() == r.stdout.strip()
