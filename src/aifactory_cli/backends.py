@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aifactory_cli import localrun, paths, states
-from aifactory_cli.errors import RemoteError
+from aifactory_cli.errors import RemoteError, SubmitRejected
 from aifactory_cli.profile import LoadedProfile
 from aifactory_cli.scheduler import slurm
 from aifactory_cli.staging import UploadPlan, tar_writer
@@ -131,27 +131,45 @@ class SlurmBackend(Backend):
         return result.stdout.strip()
 
     def submit(self, job: Job, plan: UploadPlan, workdir: str, progress: Callable[[int], None] | None = None) -> tuple[str, str]:
-        command = and_then(
+        connect = getattr(self.transport, "connect", None)
+        if connect is not None:
+            try:
+                connect()
+            except RemoteError as exc:
+                exc.nothing_sent = True  # type: ignore[attr-defined]
+                raise
+        # One remote command: create the private job dir, unpack the tar stream (script, metadata,
+        # uploads), submit, and record the Slurm id in the job dir. HUP is ignored so that a dropped
+        # connection after sbatch still leaves the id on disk for `sync` and for the token lookup.
+        command = "trap '' HUP PIPE; " + and_then(
             "umask 077",
             ["mkdir", "-p", "--", workdir],
             ["chmod", "700", workdir],
             ["cd", workdir],
             ["tar", "-x", "-f", "-"],
             ["pwd", "-P"],
-            slurm.sbatch_command(SCRIPT),
+            "_aif_id=$(" + " ".join(slurm.sbatch_command(SCRIPT)) + ")",
+            'printf \'%s\\n\' "$_aif_id" > slurm_job_id',
+            'printf \'%s\\n\' "$_aif_id"',
         )
         result = self.transport.run(command, stdin=tar_writer(plan, progress))
         lines = [ln for ln in result.stdout.strip().splitlines() if ln.strip()]
-        if not result.ok and not lines:
-            # failed before sbatch ran (mkdir, tar)
-            if "sbatch:" not in result.stderr:
-                raise RemoteError(f"cannot create the job dir {workdir}: {result.stderr.strip()}",
-                                  "check the profile's workdir and your quota on the site")
+        if not result.ok and "sbatch" not in result.stderr and not lines:
+            if "{account}" in self.profile.workdir and job.extra.get("account"):
+                account = job.extra["account"]
+                raise SubmitRejected(
+                    f"cannot create the job dir {workdir} on {self.profile.name}: {result.stderr.strip()}",
+                    f"is the account '{account}' right? its project directory is missing or not yours "
+                    f"(`aifactory sites check {self.profile.name}` lists your accounts)",
+                )
+            raise RemoteError(f"cannot create the job dir {workdir} on {self.profile.name}: "
+                              f"{result.stderr.strip() or 'exit ' + str(result.rc)}",
+                              "check the profile's workdir and your quota on the site")
         absolute = lines[0] if lines else workdir
         if result.ok and len(lines) >= 2:
             job_id = slurm.parse_sbatch(result.__class__(0, lines[-1], result.stderr))
         else:
-            job_id = slurm.parse_sbatch(result)
+            job_id = slurm.parse_sbatch(result.__class__(result.rc or 1, "", result.stderr))
         return job_id, absolute
 
     def poll(self, jobs: list[Job]) -> dict[str, Update]:

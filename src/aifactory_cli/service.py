@@ -187,12 +187,15 @@ class Service:
             progress = self._progress(plan.total_bytes, "upload") if self.progress_factory else None
             with progress or _nullcontext() as advance:
                 slurm_id, absolute = backend.submit(job, plan, workdir, advance)
-        except BadInput as exc:
-            # the scheduler refused it: nothing is queued
-            self.store.update(job, state=states.FAILED, reason=f"rejected: {exc.message}")
+        except BadInput:
+            # the scheduler refused it for certain: nothing is queued, so nothing is kept
+            self.store.delete(job)
             raise
         except RemoteError as exc:
-            self.store.update(job, state=states.UNKNOWN, reason=f"submission outcome unknown: {exc.message}")
+            if getattr(exc, "nothing_sent", False):
+                self.store.delete(job)  # the connection failed before anything was sent
+            else:
+                self.store.update(job, state=states.UNKNOWN, reason=f"submission outcome unknown: {exc.message}")
             raise
         except BaseException:
             self.store.update(job, state=states.UNKNOWN, reason="submission interrupted")

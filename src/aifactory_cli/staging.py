@@ -7,6 +7,7 @@ import fnmatch
 import io
 import os
 import tarfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,7 @@ def tar_writer(plan: UploadPlan, progress: Callable[[int], None] | None = None) 
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 info.mode = mode
+                info.mtime = int(time.time())
                 tar.addfile(info, io.BytesIO(data))
             for path, rel in plan.files:
                 info = tar.gettarinfo(str(path), arcname=rel)

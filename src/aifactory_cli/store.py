@@ -334,6 +334,13 @@ class Store:
                 self._write_tasks(c, job)
         return job
 
+    def delete(self, job: Job) -> None:
+        """Forget a job that never reached the scheduler (e.g. sbatch refused it)."""
+        with self.tx() as c:
+            c.execute("DELETE FROM tasks WHERE job_id = ?", (job.id,))
+            c.execute("DELETE FROM events WHERE job_id = ?", (job.id,))
+            c.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
+
     def mark_polled(self, jobs: list[Job], at: float | None = None) -> None:
         at = at if at is not None else time.time()
         with self.tx() as c:

@@ -1,0 +1,46 @@
+"""Fixtures for tests against the running test bed (tests/testbed/start.sh): sshd + Slurm on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from aifactory_cli.profile import SshSettings
+
+TESTBED_DIR = Path(os.environ.get("TESTBED_DIR", "/tmp/testbed"))
+TESTBED_CLIENT = TESTBED_DIR / "client"
+TESTBED_KEY = TESTBED_CLIENT / "id_ed25519"
+TESTBED_KNOWN_HOSTS = TESTBED_CLIENT / "known_hosts"
+TESTBED_SSH_CONFIG = TESTBED_CLIENT / "ssh_config"  # Host testbed, testbed-jump, testbed-via-jump
+TESTBED_SSH_PORT = int(os.environ.get("TESTBED_SSH_PORT", "2222"))
+TESTBED_JUMP_PORT = int(os.environ.get("TESTBED_JUMP_PORT", "2223"))
+TESTBED_USER = os.environ.get("TESTBED_USER", "hpcuser")
+
+
+@pytest.fixture
+def testbed_client() -> Path:
+    """The test bed's client files; skips when the test bed was never started here (CI always starts it)."""
+    if not TESTBED_KEY.is_file():
+        pytest.skip(f"no test bed ({TESTBED_KEY} missing): run tests/testbed/start.sh")
+    return TESTBED_CLIENT
+
+
+@pytest.fixture
+def isolated_ssh_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No ~/.ssh/config and no ssh-agent of the person running the tests. Returns the (empty)
+    ssh_config that AIFACTORY_SSH_CONFIG points at."""
+    config = tmp_path / "ssh_config_empty"
+    config.write_text("")
+    monkeypatch.setenv("AIFACTORY_SSH_CONFIG", str(config))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    return config
+
+
+@pytest.fixture
+def testbed_ssh_settings(testbed_client: Path, isolated_ssh_env: Path) -> SshSettings:
+    """Profile-style SSH settings for the test bed's login node (127.0.0.1:2222), no ssh_config."""
+    return SshSettings(host="127.0.0.1", port=TESTBED_SSH_PORT, user=TESTBED_USER,
+                       identity_file=str(TESTBED_KEY), known_hosts=str(TESTBED_KNOWN_HOSTS),
+                       connect_timeout=10)

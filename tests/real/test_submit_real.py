@@ -1,0 +1,141 @@
+"""Submission over SSH to the real Slurm test bed, through the CLI as users and CI run it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXAMPLES
+
+pytestmark = pytest.mark.real
+TESTBED_CLIENT = Path("/tmp/testbed/client")
+TESTBED_KEY = TESTBED_CLIENT / "id_ed25519"
+TESTBED_KNOWN_HOSTS = TESTBED_CLIENT / "known_hosts"
+ACCOUNT = "project_465000001"
+
+
+@pytest.fixture
+def tb(cli, tmp_path: Path):  # noqa: ANN001, ANN201
+    """`aifactory ...` against the test bed site, with the account set as CI would (env) and no
+    ~/.ssh/config of whoever runs the tests."""
+    if not TESTBED_KEY.is_file():
+        pytest.fail(f"no test bed ({TESTBED_KEY} missing): run tests/testbed/start.sh (tests/run does)")
+    isolated_ssh_env = tmp_path / "ssh_config_empty"
+    isolated_ssh_env.write_text("")
+
+    def call(*args: str, env: dict[str, str] | None = None, **kw):  # noqa: ANN003, ANN202
+        full = {"AIFACTORY_ACCOUNT": ACCOUNT, "AIFACTORY_SSH_CONFIG": str(isolated_ssh_env), **(env or {})}
+        return cli(*args, env=full, **kw)
+
+    return call
+
+
+def _jobs(result) -> list[dict]:  # noqa: ANN001
+    return json.loads(result.stdout)["jobs"]
+
+
+def test_train_example_runs_on_two_gpu_nodes(tb) -> None:  # noqa: ANN001
+    r = tb("submit", str(EXAMPLES / "train.yaml"), "--site", "testbed", "--wait", "--json", "--timeout", "120")
+    assert r.code == 0, r.stderr
+    job = _jobs(r)[0]
+    assert job["state"] == "COMPLETED" and job["exit_code"] == 0
+    assert job["workdir"].startswith(f"/scratch/{ACCOUNT}/hpcuser/aifactory/train-")
+    out = tb("logs", job["id"]).stdout.splitlines()
+    ranks = sorted(line for line in out if line.startswith("rank "))
+    assert len(ranks) == 16, out
+    for procid in range(16):
+        line = next(x for x in ranks if f"SLURM_PROCID={procid} " in x)
+        # one task per GCD: task i on a node sees only GCD (i mod 8), via the select_gpu wrapper
+        assert f"ROCR_VISIBLE_DEVICES={procid % 8} " in line
+        assert ("nid005000" if procid < 8 else "nid005001") in line
+    # the job dir is private, and holds the script and its own exit code
+    mode = subprocess.run(["stat", "-c", "%a", job["workdir"]], capture_output=True, text=True).stdout.strip()
+    assert mode.endswith("700"), mode
+    assert (Path(job["workdir"]) / "exit_code").read_text().strip() == "0"
+    # the token is in the Slurm comment and in the job dir's metadata
+    meta = json.loads((Path(job["workdir"]) / "aifactory.json").read_text())
+    assert meta["token"] == job["token"]
+    assert (Path(job["workdir"]) / "slurm_job_id").read_text().strip() == job["slurm_job_id"]
+    shown = subprocess.run(["scontrol", "show", "job", job["slurm_job_id"]], capture_output=True, text=True).stdout
+    assert f"Comment=aifactory:{job['token']}" in shown
+
+
+def test_bad_account_is_rejected_by_slurm(tb) -> None:  # noqa: ANN001
+    r = tb("submit", str(EXAMPLES / "hello.yaml"), "--site", "testbed", "-A", "project_999999999")
+    assert r.code == 2, r.stderr
+    # the account's project dir does not exist, as on LUMI: refused before sbatch, naming the account
+    assert "project_999999999" in r.stderr and "hint:" in r.stderr
+    assert _jobs(tb("list", "--json")) == []
+
+
+def test_slurm_rejection_is_exit_2_with_slurms_reason(tb, tmp_path: Path) -> None:  # noqa: ANN001
+    spec = tmp_path / "feat.yaml"
+    spec.write_text("run: echo hi\nslurm: {constraint: nosuchfeature}\n")
+    r = tb("submit", str(spec), "--site", "testbed")
+    assert r.code == 2, r.stderr
+    assert "Slurm rejected the job" in r.stderr and "Invalid feature" in r.stderr
+    assert _jobs(tb("list", "--json")) == []
+
+
+def test_second_account_works_and_wrong_account_is_rejected_by_slurm(tb, tmp_path: Path) -> None:  # noqa: ANN001
+    # a site where the job dir does not depend on the account: Slurm itself refuses the account
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "tbhome.yaml").write_text("extends: testbed\nworkdir: $HOME/aifactory/jobs/{job}\n")
+    env = {"AIFACTORY_PROFILES": f"{profiles}:{Path(__file__).resolve().parents[1] / 'profiles'}"}
+    r = tb("submit", str(EXAMPLES / "hello.yaml"), "--site", "tbhome", "-A", "project_999999999", env=env)
+    assert r.code == 2, r.stderr
+    assert "Invalid account" in r.stderr and "hint:" in r.stderr
+    r = tb("submit", str(EXAMPLES / "hello.yaml"), "--site", "tbhome", "-A", "project_465000002", "--wait", env=env)
+    assert r.code == 0, r.stderr
+
+
+def test_missing_module_fails_the_job_as_on_the_site(tb, tmp_path: Path) -> None:  # noqa: ANN001
+    spec = tmp_path / "mod.yaml"
+    spec.write_text("modules: [nosuch/1.0]\nrun: echo should-not-run\nresources: {time: 5m}\n")
+    r = tb("submit", str(spec), "--site", "testbed", "--wait", "--json", "--timeout", "60")
+    assert r.code == 1
+    job = _jobs(r)[0]
+    assert (job["state"], job["exit_code"]) == ("FAILED", 1)
+    assert "should-not-run" not in tb("logs", job["id"]).stdout
+    assert "nosuch/1.0" in tb("logs", job["id"], "--stderr").stdout
+
+
+def _site(tmp_path: Path, name: str, **ssh: object) -> Path:
+    d = tmp_path / "profiles"
+    d.mkdir(exist_ok=True)
+    base = {"host": "127.0.0.1", "port": 2222, "user": "hpcuser", "identity_file": str(TESTBED_KEY),
+            "known_hosts": str(TESTBED_KNOWN_HOSTS), "connect_timeout": 5, **ssh}
+    lines = "\n".join(f"  {k}: {json.dumps(v)}" for k, v in base.items())
+    (d / f"{name}.yaml").write_text(f"extends: testbed\nssh:\n{lines}\n")
+    return d
+
+
+@pytest.mark.parametrize(
+    ("case", "ssh", "needle"),
+    [
+        ("unknown-host-key", {"known_hosts": "EMPTY"}, "host key"),
+        ("wrong-key", {"identity_file": "NEWKEY"}, "refused the login"),
+        ("dead-port", {"port": 1}, "127.0.0.1:1"),
+    ],
+)
+def test_connection_failures_exit_3(tb, tmp_path: Path, case: str, ssh: dict, needle: str) -> None:  # noqa: ANN001
+    if ssh.get("known_hosts") == "EMPTY":
+        empty = tmp_path / "known_hosts"
+        empty.write_text("")
+        ssh["known_hosts"] = str(empty)
+    if ssh.get("identity_file") == "NEWKEY":
+        key = tmp_path / "other_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        ssh["identity_file"] = str(key)
+    profiles = _site(tmp_path, "tbvariant", **ssh)
+    env = {"AIFACTORY_PROFILES": f"{profiles}:{Path(__file__).resolve().parents[1] / 'profiles'}"}
+    r = tb("submit", str(EXAMPLES / "hello.yaml"), "--site", "tbvariant", env=env, timeout=60)
+    assert r.code == 3, (r.stdout, r.stderr)
+    assert needle.lower() in r.stderr.lower()
+    assert "Traceback" not in r.stderr
+    # the connection failed before anything was sent: nothing is recorded as submitted
+    assert _jobs(tb("list", "--json", env=env)) == []
