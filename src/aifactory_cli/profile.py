@@ -55,7 +55,7 @@ class SshSettings(_Strict):
 class GpuInfo(_Strict):
     vendor: Literal["amd", "nvidia"]
     model: str
-    per_node: int = Field(ge=1)
+    per_node: int | None = Field(None, ge=1, description="None: unknown (never invented)")
     memory: str | None = None
     request: Literal["gpus-per-node", "gres", "gpus-per-task", "gpus"] = "gpus-per-node"
     gres_name: str = "gpu"
@@ -70,11 +70,15 @@ class Billing(_Strict):
 
 
 class Partition(_Strict):
+    """A partition, or a partition + QoS pair (then `slurm_name` is the Slurm partition and the key
+    is a name for the pair, e.g. `boost-dbg` = boost_usr_prod + QoS boost_qos_dbg)."""
+
     kind: Literal["gpu", "cpu"]
+    slurm_name: str | None = None
     whole_node: bool = False
     auto: bool = True
     max_nodes: int | None = Field(None, ge=1)
-    max_time: str
+    max_time: str | None = Field(None, description="None: unknown (never invented)")
     default_time: str | None = None
     gpus_per_node: int | None = Field(None, ge=0)
     cores_per_node: int | None = Field(None, ge=1)
@@ -99,8 +103,8 @@ class Partition(_Strict):
         return v
 
     @property
-    def max_time_seconds(self) -> int:
-        return parse_duration(self.max_time)
+    def max_time_seconds(self) -> int | None:
+        return parse_duration(self.max_time) if self.max_time else None
 
 
 class Binding(_Strict):
@@ -113,7 +117,7 @@ class Binding(_Strict):
 
 
 class AccountPolicy(_Strict):
-    required: bool = True
+    required: bool | None = Field(True, description="None: unknown whether the site needs one")
     pattern: str | None = None
     example: str | None = None
     qos_required: bool = False
@@ -149,14 +153,15 @@ class SiteProfile(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     poll_interval: float = Field(10.0, ge=0)
     ssh: SshSettings = Field(default_factory=lambda: SshSettings())
-    default_time: str = "01:00:00"
+    default_time: str | None = None
     partitions: dict[str, Partition] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
 
     @field_validator("default_time")
     @classmethod
-    def _time(cls, v: str) -> str:
-        parse_duration(v)
+    def _time(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
         return v
 
     @field_validator("workdir")
@@ -181,10 +186,13 @@ class SiteProfile(_Strict):
 
     # --- derived -------------------------------------------------------------------------------
 
-    def gpus_per_node(self, partition: Partition) -> int:
+    def gpus_per_node(self, partition: Partition) -> int | None:
+        """GPUs per node of `partition`: 0 for CPU partitions, None when the sources do not say."""
         if partition.gpus_per_node is not None:
             return partition.gpus_per_node
-        return self.gpu.per_node if (self.gpu and partition.kind == "gpu") else 0
+        if self.gpu and partition.kind == "gpu":
+            return self.gpu.per_node
+        return 0
 
     def cores_per_node_of(self, partition: Partition) -> int | None:
         return partition.cores_per_node or self.cores_per_node

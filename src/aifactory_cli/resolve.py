@@ -107,7 +107,15 @@ def _wants_gpu(spec: JobSpec) -> bool:
 def _gpu_count(spec: JobSpec, profile: SiteProfile, part: Partition) -> int:
     g = spec.resources.gpus_per_node
     if g == "all":
-        return profile.gpus_per_node(part)
+        per_node = profile.gpus_per_node(part)
+        if per_node is None:
+            raise LimitError(
+                f"the number of GPUs per node of {profile.name} is not known (its sources do not say), "
+                "so gpus_per_node: all cannot be resolved",
+                f"set resources.gpus_per_node to a number in the spec (or under sites.{profile.name}), "
+                f"or add gpu.per_node to a user profile extending {profile.name}",
+            )
+        return per_node
     return int(g)
 
 
@@ -121,7 +129,7 @@ def _limit_problems(spec: JobSpec, profile: SiteProfile, pname: str, part: Parti
             problems.append(f"'{pname}' is a CPU partition, but the job asks for GPUs")
         else:
             asked = _gpu_count(spec, profile, part)
-            if asked > node_gpus:
+            if node_gpus is not None and asked > node_gpus:
                 gpu_model = profile.gpu.model if profile.gpu else "GPU"
                 problems.append(
                     f"{asked} GPUs per node asked, but {profile.name} nodes have {node_gpus} ({gpu_model}); "
@@ -129,10 +137,10 @@ def _limit_problems(spec: JobSpec, profile: SiteProfile, pname: str, part: Parti
                 )
     if part.max_nodes is not None and res.nodes > part.max_nodes:
         problems.append(f"{res.nodes} nodes asked, but '{pname}' allows at most {part.max_nodes} per job")
-    if res.time_seconds is not None and res.time_seconds > part.max_time_seconds:
+    max_time = part.max_time_seconds
+    if res.time_seconds is not None and max_time is not None and res.time_seconds > max_time:
         problems.append(
-            f"time {format_duration(res.time_seconds)} is over the limit of '{pname}' "
-            f"({format_duration(part.max_time_seconds)})"
+            f"time {format_duration(res.time_seconds)} is over the limit of '{pname}' ({format_duration(max_time)})"
         )
     cores = profile.cores_per_node_of(part)
     if cores and res.tasks_per_node and res.cpus_per_task and res.tasks_per_node * res.cpus_per_task > cores:
@@ -154,7 +162,8 @@ def _fills_node(spec: JobSpec, profile: SiteProfile, part: Partition) -> bool:
     if res.exclusive:
         return True
     if _wants_gpu(spec):
-        return _gpu_count(spec, profile, part) >= profile.gpus_per_node(part) > 0
+        per_node = profile.gpus_per_node(part)
+        return bool(per_node) and _gpu_count(spec, profile, part) >= (per_node or 0)
     cores = profile.cores_per_node_of(part)
     tasks = res.tasks_per_node or 1
     cpus = res.cpus_per_task or 1
@@ -230,6 +239,9 @@ def resolve(
 
     # --- account / qos -------------------------------------------------------------------------
     account = ov.account or os.environ.get("AIFACTORY_ACCOUNT") or mine.account
+    if profile.scheduler == "slurm" and profile.account.required is None and not account:
+        warnings.append(f"whether {site} needs a Slurm account is not known; none is set (add --account if "
+                        "the site asks for one)")
     if profile.scheduler == "slurm" and profile.account.required and not account and ov.preview:
         account = ACCOUNT_PLACEHOLDER
         warnings.append(f"no account set for {site}: the script shows {ACCOUNT_PLACEHOLDER}; submit needs "
@@ -288,7 +300,7 @@ def resolve(
             "lower tasks_per_node or cpus_per_task",
         )
     whole_node = bool(part and (part.whole_node or res.exclusive))
-    node_gpus = profile.gpus_per_node(part) if part else 0
+    node_gpus = (profile.gpus_per_node(part) if part else 0) or 0
     full_node_gpus = bool(gpus and gpus == node_gpus)
     if part and part.whole_node and gpus and gpus < node_gpus:
         warnings.append(
@@ -304,9 +316,16 @@ def resolve(
         time_seconds = res.time_seconds
     else:
         default = (part.default_time if part and part.default_time else None) or profile.default_time
+        if default is None:
+            raise LimitError(
+                f"the job has no time limit and {site}'s default for '{pname}' is not known (its sources "
+                "do not say)",
+                f"set resources.time in the spec (e.g. time: 2h), or default_time in a user profile extending {site}",
+            )
         time_seconds = parse_duration(default)
-        if part and time_seconds > part.max_time_seconds:
-            time_seconds = part.max_time_seconds
+        max_time = part.max_time_seconds if part else None
+        if max_time is not None and time_seconds > max_time:
+            time_seconds = max_time
 
     cpu_bind = None
     if whole_node and full_node_gpus and tasks == gpus and profile.binding.cpu_bind:

@@ -5,11 +5,11 @@ login shell), a small paramiko server started in the test."""
 from __future__ import annotations
 
 import io
-import os
 import secrets
 import socket
 import statistics
 import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -116,6 +116,17 @@ def test_stdin_not_read_by_the_command_does_not_hang(ssh: SshTransport) -> None:
     assert (r.rc, r.stdout) == (0, "yyyyy")
 
 
+def test_stdin_writer_error_is_raised_and_the_connection_survives(ssh: SshTransport) -> None:
+    def writer(sink: BinaryIO) -> None:
+        sink.write(b"abc")
+        raise OSError("local file vanished")
+
+    with pytest.raises(OSError, match="vanished"):
+        ssh.run("cat > /dev/null", stdin=writer)
+    assert ssh.run("echo ok").stdout == "ok\n"
+    assert ssh.connections_opened == 1
+
+
 def test_large_stdout_and_stderr_together(ssh: SshTransport) -> None:
     r = ssh.run("head -c 8000000 /dev/zero | tr '\\0' a; head -c 8000000 /dev/zero | tr '\\0' b >&2; "
                 "head -c 100 /dev/zero | tr '\\0' c", timeout=120)
@@ -151,6 +162,7 @@ def test_socket_has_tcp_nodelay_and_timings(ssh: SshTransport) -> None:
         t0 = time.perf_counter()
         ssh.run("true")
         times.append(time.perf_counter() - t0)
+    assert ssh.connect_seconds is not None
     print(f"connect {ssh.connect_seconds * 1000:.1f} ms; run('true') median "
           f"{statistics.median(times) * 1000:.1f} ms")
 
@@ -201,6 +213,7 @@ def test_get_file(ssh: SshTransport, remote_dir: str, tmp_path: Path) -> None:
         local).hexdigest()
     with pytest.raises(FileNotFoundError):
         ssh.get_file(f"{remote_dir}/nope", tmp_path / "nope")
+    assert not (tmp_path / "nope").exists() and not (tmp_path / ".nope.part").exists()
 
 
 def test_get_tar(ssh: SshTransport, remote_dir: str, tmp_path: Path) -> None:
@@ -376,7 +389,7 @@ def test_reconnect_when_connection_died_between_commands(ssh: SshTransport) -> N
 
 def test_importing_the_ssh_module_does_not_import_paramiko() -> None:
     code = "import sys, aifactory_cli.transport.ssh; print('paramiko' in sys.modules)"
-    out = subprocess.run([os.sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 

@@ -634,6 +634,9 @@ class SshTransport:
             for t in readers:
                 t.join()
             channel.status_event.wait()
+        except BaseException:  # the stdin writer failed locally, Ctrl-C...: stop the remote side too
+            channel.close()
+            raise
         finally:
             if timer is not None:
                 timer.cancel()
@@ -750,16 +753,21 @@ class SshTransport:
         path = remote_path(path)
         sftp = self._sftp_client()
         local.parent.mkdir(parents=True, exist_ok=True)
-        done = [0]
-
-        def callback(transferred: int, total: int) -> None:
-            if progress and transferred > done[0]:
-                progress(transferred - done[0])
-                done[0] = transferred
-
+        part = local.with_name(f".{local.name}.part")
         try:
-            sftp.get(path, str(local), callback=callback)
+            with sftp.open(path, "rb") as src:
+                src.prefetch(src.stat().st_size)
+                with open(part, "wb") as dst:
+                    while data := src.read(CHUNK):
+                        dst.write(data)
+                        if progress:
+                            progress(len(data))
+            os.replace(part, local)
         except Exception as exc:
+            with contextlib.suppress(OSError):
+                part.unlink()
+            if isinstance(exc, OSError) and exc.filename == str(part):
+                raise  # a local error (disk full...)
             raise self._sftp_error(exc, "download", path) from exc
 
     def get_tar(self, workdir: str, files: list[str], local_archive: Path,
