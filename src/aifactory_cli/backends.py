@@ -176,20 +176,17 @@ class SlurmBackend(Backend):
         ids = sorted({j.slurm_job_id for j in jobs if j.slurm_job_id})
         if not ids:
             return {}
-        result = self.transport.run(slurm.sacct_command(ids))
-        rows = slurm.latest_rows(slurm.parse_sacct(result.stdout)) if result.ok else {}
-        missing = [j for j in jobs if j.slurm_job_id and not _has_rows(j, rows)]
-        if missing:
-            q = self.transport.run(slurm.squeue_command(sorted({j.slurm_job_id or "" for j in missing})))
-            if q.ok:
-                for key, row in slurm.latest_rows(slurm.parse_squeue(q.stdout)).items():
-                    rows.setdefault(key, row)
-            elif not result.ok:
-                raise RemoteError(
-                    f"cannot read job states on {self.profile.name}: sacct: {result.stderr.strip()}; "
-                    f"squeue: {q.stderr.strip()}",
-                    "is Slurm reachable from the login node? try `aifactory sites check " + self.profile.name + "`",
-                )
+        # One round trip: squeue (the truth for live jobs: slurmdbd lags on pending reasons) and
+        # sacct (the truth for ended jobs and exit codes), for all jobs of the site at once.
+        result = self.transport.run(slurm.status_command(ids))
+        queue_text, queue_rc, acct_text = slurm.split_status_output(result.stdout)
+        if result.rc != 0 and queue_rc != 0:
+            raise RemoteError(
+                f"cannot read job states on {self.profile.name}: {result.stderr.strip() or 'exit ' + str(result.rc)}",
+                "is Slurm reachable from the login node? try `aifactory sites check " + self.profile.name + "`",
+            )
+        rows = slurm.merge_rows(slurm.parse_squeue(queue_text) if queue_rc == 0 else [],
+                                slurm.parse_sacct(acct_text) if result.rc == 0 else [])
         out: dict[str, Update] = {}
         for job in jobs:
             if not job.slurm_job_id:
@@ -241,12 +238,6 @@ class SlurmBackend(Backend):
             raise RemoteError(f"scancel failed: {result.stderr.strip() or result.stdout.strip()}")
 
 
-def _has_rows(job: Job, rows: dict[tuple[str, int | None], slurm.SlurmRow]) -> bool:
-    if job.array_size:
-        return all((job.slurm_job_id, i) in rows for i in range(job.array_size))
-    return (job.slurm_job_id, None) in rows
-
-
 class LocalBackend(Backend):
     kind = "local"
 
@@ -274,6 +265,7 @@ class LocalBackend(Backend):
         }
         localrun.write_json_atomic(jobdir / localrun.RUNNER, runner)
         localrun.write_json_atomic(jobdir / localrun.STATUS, {"state": "PENDING", "tasks": {}})
+        (jobdir / "slurm_job_id").write_text(f"{job_id}\n")
         localrun.start(jobdir)
         return str(job_id), str(jobdir)
 

@@ -87,7 +87,52 @@ def sacct_command(job_ids: list[str]) -> list[str]:
 
 
 def squeue_command(job_ids: list[str]) -> list[str]:
-    return ["squeue", "--noheader", "--array", f"--format={SQUEUE_FORMAT}", f"--jobs={','.join(job_ids)}"]
+    # --states=all: also the jobs that ended in the last MinJobAge seconds
+    return ["squeue", "--noheader", "--array", "--states=all", f"--format={SQUEUE_FORMAT}",
+            f"--jobs={','.join(job_ids)}"]
+
+
+_STATUS_MARK = "@@AIF-SACCT@@"
+
+
+def status_command(job_ids: list[str]) -> str:
+    """squeue then sacct for `job_ids`, in one remote command (one round trip)."""
+    import shlex
+
+    return (f"{shlex.join(squeue_command(job_ids))} 2>/dev/null; _aif_q=$?; "
+            f"printf '\\n%s %s\\n' {_STATUS_MARK} \"$_aif_q\"; {shlex.join(sacct_command(job_ids))}")
+
+
+def split_status_output(text: str) -> tuple[str, int, str]:
+    """(squeue output, squeue exit code, sacct output) from `status_command`'s stdout."""
+    head, sep, tail = text.partition(f"\n{_STATUS_MARK} ")
+    if not sep:
+        return "", 1, ""
+    rc_text, _, acct = tail.partition("\n")
+    try:
+        rc = int(rc_text.strip())
+    except ValueError:
+        rc = 1
+    return head, rc, acct
+
+
+def merge_rows(queue: list[SlurmRow], acct: list[SlurmRow]) -> dict[tuple[str, int | None], SlurmRow]:
+    """One row per (job, task): sacct for ended jobs (exit codes), squeue for live ones (reasons)."""
+    a = latest_rows(acct)
+    q = latest_rows(queue)
+    out: dict[tuple[str, int | None], SlurmRow] = {}
+    for key in {*a, *q}:
+        ar, qr = a.get(key), q.get(key)
+        if ar is not None and (qr is None or ar.state in states.FINAL_STATES):
+            if qr is not None and ar.reason is None:
+                ar.reason = qr.reason
+            out[key] = ar
+        elif qr is not None:
+            if ar is not None:
+                qr.exit_code, qr.signal, qr.raw_id = ar.exit_code, ar.signal, ar.raw_id
+                qr.start = qr.start or ar.start
+            out[key] = qr
+    return out
 
 
 def _exit(text: str) -> tuple[int | None, int | None]:

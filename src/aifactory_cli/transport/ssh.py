@@ -369,6 +369,26 @@ class _ChannelWriter(io.RawIOBase):
         return len(data)
 
 
+class _QuickAckSocket:
+    """A socket that ACKs at once (Linux TCP_QUICKACK, re-armed before every read).
+
+    sshd leaves Nagle on for sessions without a terminal, and a jump host's sshd forwards each small
+    SSH packet with Nagle on; against our delayed ACKs that costs ~40 ms. Measured on the test bed:
+    the first command on a new connection 54 -> 17 ms; every command through a jump host
+    52 -> 10 ms (OpenSSH `ssh -J` with ControlMaster shows the same 40 ms stall)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def recv(self, n: int) -> bytes:
+        with contextlib.suppress(OSError):
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return self._sock.recv(n)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
 class _PromptNeeded(Exception):
     """Raised inside paramiko's thread when the server prompts and nobody can answer."""
 
@@ -459,7 +479,12 @@ class SshTransport:
             sock: Any = None
             hops = [*route.jumps, route.target]
             for i, hop in enumerate(hops):
-                sock = self._tcp_connect(hop) if i == 0 else self._tunnel(opened[-1], hops[i - 1], hop)
+                if i == 0:
+                    sock = self._tcp_connect(hop)
+                    if hasattr(socket, "TCP_QUICKACK"):  # Linux
+                        sock = _QuickAckSocket(sock)
+                else:
+                    sock = self._tunnel(opened[-1], hops[i - 1], hop)
                 pins = route.pins if hop is route.target else ()
                 opened.append(self._ssh_login(hop, sock, pins, interactive))
         except BaseException:

@@ -1,0 +1,111 @@
+"""`sync`: rebuild or refresh the local store from the site alone.
+
+Every job dir holds `aifactory.json` (token, id, name, spec, provenance), `job.sh`, and
+`slurm_job_id` (written on the site right after sbatch). One remote command lists them all; one
+`sacct` then gives every job its state. Deleting the local state dir loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from typing import TYPE_CHECKING, Any
+
+from aifactory_cli import paths, states
+from aifactory_cli.backends import META, SCRIPT
+from aifactory_cli.errors import RemoteError
+from aifactory_cli.store import Job, now_iso
+
+if TYPE_CHECKING:
+    from aifactory_cli.service import Service
+
+_MARK = "@@AIF-SYNC@@"
+
+
+def job_dir_glob(workdir_template: str, values: dict[str, str | None]) -> str:
+    """A shell glob (literal parts quoted, unknown parts `*`) matching every job dir of a template."""
+    path = workdir_template
+    for prefix in ("$HOME/", "~/"):
+        if path.startswith(prefix):
+            path = path[len(prefix):]
+    out = []
+    for literal, field in re.findall(r"([^{]*)(?:{([^}]*)})?", path):
+        if literal:
+            out.append(shlex.quote(literal))
+        if field:
+            value = values.get(field) if field != "job" else None
+            out.append(shlex.quote(value) if value else "*")
+    return "".join(out)
+
+
+def listing_command(glob: str) -> str:
+    """Print, for every job dir matching `glob`, its metadata, Slurm id, exit code and script."""
+    return (
+        f"for _d in {glob}; do [ -f \"$_d/{META}\" ] || continue; "
+        f"printf '%s %s\\n' {_MARK}DIR \"$(cd \"$_d\" && pwd -P)\"; cat \"$_d/{META}\"; "
+        f"printf '\\n%s\\n' {_MARK}ID; cat \"$_d/slurm_job_id\" 2>/dev/null; "
+        f"printf '\\n%s\\n' {_MARK}RC; cat \"$_d/exit_code\" 2>/dev/null; "
+        f"printf '\\n%s\\n' {_MARK}SCRIPT; cat \"$_d/{SCRIPT}\" 2>/dev/null; "
+        f"printf '\\n%s\\n' {_MARK}END; done"
+    )
+
+
+def parse_listing(text: str) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    for chunk in text.split(f"{_MARK}DIR ")[1:]:
+        workdir, _, rest = chunk.partition("\n")
+        meta_text, _, rest = rest.partition(f"\n{_MARK}ID\n")
+        job_id, _, rest = rest.partition(f"\n{_MARK}RC\n")
+        rc, _, rest = rest.partition(f"\n{_MARK}SCRIPT\n")
+        script, _, _ = rest.partition(f"\n{_MARK}END")
+        try:
+            meta = json.loads(meta_text)
+        except ValueError:
+            continue
+        if not isinstance(meta, dict) or "token" not in meta:
+            continue
+        records.append({
+            "workdir": workdir.strip(), "meta": meta, "slurm_job_id": job_id.strip() or None,
+            "exit_code": int(rc.strip()) if rc.strip().lstrip("-").isdigit() else None, "script": script,
+        })
+    return records
+
+
+def sync_site(svc: Service, site: str) -> tuple[list[Job], list[Job]]:
+    """Recover jobs of `site` missing from the store, then refresh every live job of the site."""
+    loaded = svc.profile(site)
+    backend = svc.backend(site)
+    if loaded.profile.scheduler == "local":
+        glob = shlex.quote(str(paths.state_dir() / "local" / "jobs")) + "/*"
+    else:
+        mine = svc.config.for_site(site)
+        import os
+
+        account = os.environ.get("AIFACTORY_ACCOUNT") or mine.account
+        user = getattr(backend, "remote_user", lambda: None)()
+        glob = job_dir_glob(loaded.profile.workdir, {"account": account, "user": user, "site": site, "name": None})
+    result = backend.transport.run(listing_command(glob))
+    if not result.ok:
+        raise RemoteError(f"cannot list the job dirs on {site}: {result.stderr.strip()}")
+    added: list[Job] = []
+    for rec in parse_listing(result.stdout):
+        meta = rec["meta"]
+        if meta.get("site") not in (None, site) or svc.store.by_token(meta["token"]) is not None:
+            continue
+        now = now_iso()
+        job = Job(
+            id=meta.get("id") or meta["token"][:8], token=meta["token"], name=meta.get("name", "job"), site=site,
+            state=states.UNKNOWN if rec["slurm_job_id"] else states.PREPARED, created_at=meta.get("created_at", now),
+            updated_at=now, slurm_job_id=rec["slurm_job_id"], workdir=rec["workdir"],
+            array_size=int(meta.get("array_size") or 0), submitted_at=meta.get("created_at"),
+            spec_json=json.dumps(meta.get("spec")) if meta.get("spec") else None, script=rec["script"] or None,
+            profile_name=meta.get("profile"), profile_version=meta.get("profile_version"),
+            provenance_hash=meta.get("provenance_hash"), reason="recovered by sync",
+            extra={"download": meta.get("download") or [], "recovered": True},
+        )
+        svc.store.add(job)
+        added.append(job)
+    live = svc.store.list(site=site, live_only=True)
+    svc.refresh(live, force=True)
+    return added, sorted({j.id: j for j in [*added, *live]}.values(), key=lambda j: (j.created_at, j.id))

@@ -1,0 +1,85 @@
+"""Record real Slurm output from the test bed into tests/data/slurm/ (for the parser tests).
+
+Run with the test bed up:  python3 tests/data/record_slurm_output.py
+Submits: a completed job, one failing with exit 3, one cancelled while running, one cancelled
+while pending (held), one hitting its time limit, a 4-task array, a held array, a job whose
+afterok dependency failed, and rejected submissions. Takes ~100 s (the TIMEOUT job).
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+from aifactory_cli.scheduler.slurm import SQUEUE_FORMAT, sacct_command, squeue_command  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "slurm"
+SSH = ["ssh", "-F", "/tmp/testbed/client/ssh_config", "testbed"]
+
+
+def ssh(command: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SSH, command], input=stdin, capture_output=True, text=True)
+
+
+def sbatch(options: str, body: str) -> str:
+    script = f"#!/bin/bash\n#SBATCH --account=project_465000001\n#SBATCH --output=/dev/null\n{body}\n"
+    r = ssh(f"cd /tmp && sbatch --parsable --comment=aifactory:rec {options}", script)
+    if r.returncode:
+        raise SystemExit(f"sbatch {options} failed: {r.stderr}")
+    return r.stdout.strip().split(";")[0]
+
+
+def save(name: str, text: str) -> None:
+    (OUT / name).write_text(text)
+    print(f"recorded {name} ({len(text.splitlines())} lines)")
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    ids: dict[str, str] = {}
+    ids["timeout"] = sbatch("--time=1", "sleep 300")
+    ids["ok"] = sbatch("--time=5", "sleep 1; echo ok")
+    ids["fail3"] = sbatch("--time=5", "exit 3")
+    ids["running"] = sbatch("--time=5", "sleep 300")
+    ids["held"] = sbatch("--time=5 --hold", "sleep 1")
+    ids["array"] = sbatch("--time=5 --array=0-3", "echo $SLURM_ARRAY_TASK_ID")
+    ids["array_held"] = sbatch("--time=5 --array=0-3%2 --hold", "echo x")
+    ids["dep"] = sbatch(f"--time=5 --dependency=afterok:{ids['fail3']}", "echo never")
+    ids["gpu"] = sbatch("--time=5 --partition=small-g --gpus-per-node=2", "sleep 1")
+    time.sleep(4)
+    all_ids = list(ids.values())
+    save("squeue_live.txt", ssh(shlex.join(squeue_command(all_ids))).stdout)
+    save("sacct_live.txt", ssh(shlex.join(sacct_command(all_ids))).stdout)
+    ssh(f"scancel {ids['running']} {ids['held']} {ids['array_held']}")
+    time.sleep(3)
+    save("sacct_after_cancel.txt", ssh(shlex.join(sacct_command(all_ids))).stdout)
+    # rejected submissions: real stderr and exit codes
+    rejected = []
+    for label, opts in [("bad-account", "--account=project_999999999"), ("bad-partition", "--partition=nosuch"),
+                        ("too-many-gpus", "--partition=small-g --gres=gpu:9"),
+                        ("time-over-limit", "--partition=dev-g --time=04:00:00"),
+                        ("bad-feature", "--constraint=nosuchfeature")]:
+        r = ssh(f"cd /tmp && sbatch --parsable {opts}", "#!/bin/bash\nhostname\n")
+        rejected.append(f"### {label} rc={r.returncode}\n{r.stderr}")
+    save("sbatch_rejected.txt", "".join(rejected))
+    ok = ssh("cd /tmp && sbatch --parsable --account=project_465000001 --output=/dev/null --wrap=true")
+    save("sbatch_ok.txt", ok.stdout)
+    deadline = time.time() + 150
+    while time.time() < deadline:
+        text = ssh(shlex.join(sacct_command([ids["timeout"]]))).stdout
+        if "TIMEOUT" in text:
+            break
+        time.sleep(5)
+    save("sacct_final.txt", ssh(shlex.join(sacct_command(all_ids))).stdout)
+    save("sacct_final_steps.txt", ssh("sacct --parsable2 --noheader --format=JobID,State,ExitCode -j "
+                                      + ",".join(all_ids)).stdout)
+    save("ids.txt", "".join(f"{k}={v}\n" for k, v in ids.items()))
+    print("squeue format:", SQUEUE_FORMAT)
+
+
+if __name__ == "__main__":
+    main()
