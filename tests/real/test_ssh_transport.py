@@ -510,6 +510,12 @@ def test_noisy_login_shell_banner_is_cut(fake_login_node: Any) -> None:
         assert r.rc != 0 and "syntax error" in r.stderr
 
 
+def test_no_sftp_subsystem_is_a_remote_error(fake_login_node: Any) -> None:
+    with SshTransport(fake_login_node(mfa=False), site="fake", interactive=False) as tr, \
+            pytest.raises(RemoteError, match="SFTP"):
+        tr.read_bytes("x")
+
+
 def test_mfa_prompt_without_terminal_is_an_auth_error(fake_login_node: Any) -> None:
     tr = SshTransport(fake_login_node(mfa=True), site="fake", interactive=False)
     with pytest.raises(AuthError) as info:

@@ -9,6 +9,7 @@
   terminal.
 - Commands run in the login shell like `ssh host 'cmd'`; stdout and stderr each start with a
   marker line so that banners printed by shell start-up files are cut off.
+- Latency: our own socket with TCP_NODELAY (and TCP_QUICKACK on Linux), see `_QuickAckSocket`.
 
 paramiko is imported only here (and lazily), so the rest of the CLI starts fast.
 """
@@ -355,12 +356,15 @@ class _ChannelWriter(io.RawIOBase):
     def __init__(self, channel: paramiko.Channel) -> None:
         self.channel = channel
         self.broken = False
+        self.discard = False
 
     def writable(self) -> bool:
         return True
 
     def write(self, b: Any) -> int:
         data = bytes(b)
+        if self.discard:
+            return len(data)
         try:
             self.channel.sendall(data)
         except OSError as exc:  # the remote command stopped reading / the channel closed
@@ -466,8 +470,8 @@ class SshTransport:
             except RemoteError as exc:
                 last = exc
         assert last is not None
-        raise RemoteError(f"lost the connection to {self.site} and could not reconnect: {last.message}",
-                          last.hint, where=self.site)
+        raise RemoteError(f"lost the connection to {self.route.target.address} and could not reconnect "
+                          f"({len(RECONNECT_DELAYS)} tries): {last.message}", last.hint, where=self.site)
 
     def _open(self) -> None:
         _quiet_paramiko()
@@ -631,7 +635,7 @@ class SshTransport:
             raise RemoteError(
                 f"the connection to {self.route.target.address} failed while starting a command; "
                 f"it may or may not have run: {line[:200]}",
-                "check the job state with `aifactory status` before retrying",
+                "check on the site whether it took effect before retrying",
                 where=self.site,
             ) from exc
 
@@ -678,7 +682,7 @@ class SshTransport:
             raise RemoteError(
                 f"the connection to {self.route.target.address} was lost while a command was running; "
                 f"its outcome is unknown: {line[:200]}",
-                "check with `aifactory status` (or on the site) before retrying; the next command reconnects",
+                "check on the site whether it took effect before retrying; the next command reconnects",
                 where=self.site,
             )
         if rc == -1:  # closed without an exit status (killed by a signal), like OpenSSH
@@ -699,6 +703,9 @@ class SshTransport:
             except BrokenPipeError:
                 if not raw.broken:  # a local pipe, not our channel
                     raise
+            finally:
+                raw.discard = True  # whatever is still buffered (after an error) goes nowhere
+                writer.close()
         with contextlib.suppress(OSError, EOFError):
             channel.shutdown_write()
 

@@ -1,0 +1,125 @@
+"""`sites check S`: connect once and compare the live site with its profile."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from aifactory_cli.units import format_duration, parse_duration
+
+if TYPE_CHECKING:
+    from aifactory_cli.service import Service
+
+_MARK = "@@AIF-CHECK@@"
+_SECTIONS = ("version", "partitions", "accounts", "sacct")
+
+
+def check_command() -> str:
+    """Everything `sites check` needs, in one remote command (sites like JSC limit connections)."""
+    parts = {
+        "version": "sbatch --version",
+        "partitions": "scontrol show partition --oneliner",
+        "accounts": 'sacctmgr --noheader --parsable2 show associations user="$(id -un)" format=Account',
+        "sacct": "sacct --noheader --allocations --starttime=now-1hour --format=JobID",
+    }
+    return "; ".join(f"printf '\\n%s {name}\\n' {_MARK}; {cmd} 2>&1; printf '\\n%s rc %s\\n' {_MARK} \"$?\""
+                     for name, cmd in parts.items())
+
+
+def split_sections(text: str) -> dict[str, tuple[str, int]]:
+    out: dict[str, tuple[str, int]] = {}
+    for name in _SECTIONS:
+        m = re.search(rf"{_MARK} {name}\n(.*?)\n{_MARK} rc (\d+)", text, re.S)
+        if m:
+            out[name] = (m.group(1), int(m.group(2)))
+    return out
+
+
+def parse_partitions(text: str) -> dict[str, dict[str, str]]:
+    """`scontrol show partition --oneliner` -> {name: {key: value}}."""
+    parts: dict[str, dict[str, str]] = {}
+    for line in text.splitlines():
+        fields = dict(re.findall(r"(\w+)=(\S*)", line))
+        if "PartitionName" in fields:
+            parts[fields["PartitionName"]] = fields
+    return parts
+
+
+def _slurm_time(text: str) -> int | None:
+    if text in ("UNLIMITED", "NONE", "", "Partition_Limit"):
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError:
+        return None
+
+
+def check_site(svc: Service, site: str) -> dict[str, Any]:
+    loaded = svc.profile(site)
+    profile = loaded.profile
+    checks: list[dict[str, str]] = []
+
+    def add(name: str, status: str, detail: str) -> None:
+        checks.append({"check": name, "status": status, "detail": detail})
+
+    backend = svc.backend(site)
+    t0 = time.monotonic()
+    probe = backend.transport.run("true")
+    add("connect", "ok" if probe.ok else "fail", f"{time.monotonic() - t0:.2f} s to log in and run a command"
+        + ("" if probe.ok else f": {probe.stderr.strip()}"))
+    noise = getattr(backend.transport, "noise_bytes", None)
+    if noise:
+        add("login shell", "info", f"{noise} bytes of banner/rc-file output before commands (handled by markers)")
+    else:
+        add("login shell", "ok", "no output before commands")
+    result = backend.transport.run(check_command())
+    sections = split_sections(result.stdout)
+    version, rc = sections.get("version", ("", 1))
+    add("slurm", "ok" if rc == 0 else "fail", version.strip() or "sbatch --version failed")
+    text, rc = sections.get("partitions", ("", 1))
+    live = parse_partitions(text) if rc == 0 else {}
+    if rc != 0:
+        add("partitions", "fail", text.strip() or "scontrol show partition failed")
+    for key, part in profile.partitions.items():
+        name = part.slurm_name or key
+        got = live.get(name)
+        if got is None:
+            if live:
+                add(f"partition {name}", "drift", f"in the profile, but the cluster has no partition '{name}' "
+                    f"(it has: {', '.join(sorted(live))})")
+            continue
+        problems = []
+        live_max = _slurm_time(got.get("MaxTime", ""))
+        if part.max_time and live_max is not None and part.max_time_seconds != live_max:
+            problems.append(f"max_time: profile {format_duration(part.max_time_seconds or 0)}, "
+                            f"cluster {format_duration(live_max)}")
+        live_nodes = got.get("MaxNodes", "UNLIMITED")
+        if part.max_nodes and live_nodes.isdigit() and int(live_nodes) != part.max_nodes:
+            problems.append(f"max_nodes: profile {part.max_nodes}, cluster {live_nodes}")
+        if got.get("State", "UP") != "UP":
+            problems.append(f"state {got.get('State')}")
+        for problem in problems:
+            add(f"partition {name}", "drift", problem)
+        if not problems:
+            add(f"partition {name}", "ok", f"MaxTime={got.get('MaxTime')} MaxNodes={got.get('MaxNodes')}")
+    known = {p.slurm_name or k for k, p in profile.partitions.items()}
+    extra = sorted(set(live) - known)
+    if extra:
+        add("partitions", "info", f"on the cluster, not in the profile: {', '.join(extra)}")
+    text, rc = sections.get("accounts", ("", 1))
+    accounts = sorted({a.strip() for a in text.splitlines() if a.strip()}) if rc == 0 else []
+    account = os.environ.get("AIFACTORY_ACCOUNT") or svc.config.for_site(site).account
+    if rc != 0:
+        add("account", "info", f"cannot list associations: {text.strip()}")
+    elif account:
+        add("account", "ok" if account in accounts else "fail",
+            f"'{account}' {'is' if account in accounts else 'is NOT'} one of your accounts ({', '.join(accounts)})")
+    else:
+        add("account", "info", f"none configured; yours: {', '.join(accounts) or 'none found'}")
+    text, rc = sections.get("sacct", ("", 1))
+    add("sacct", "ok" if rc == 0 else "fail", "accounting answers" if rc == 0 else text.strip())
+    ok = not any(c["status"] in ("fail", "drift") for c in checks)
+    return {"site": site, "ok": ok, "profile_verified": str(profile.verified) if profile.verified else None,
+            "checks": checks}
