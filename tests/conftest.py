@@ -34,22 +34,32 @@ def aif_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def run_cli(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 300, stdin: str | None = None) -> CliResult:
+def run_cli(
+    args: list[str],
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 300,
+    stdin: str | None = None,
+) -> CliResult:
     """Run `aifactory ARGS` in a subprocess, as a user or CI would (no terminal)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
     full_env.setdefault("NO_COLOR", "1")
     full_env["COLUMNS"] = "200"
     proc = subprocess.run(
-        [sys.executable, "-m", "aifactory_cli", *args], capture_output=True, text=True, env=full_env,
-        cwd=str(cwd) if cwd else None, timeout=timeout, input=stdin if stdin is not None else "",
+        [sys.executable, "-m", "aifactory_cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=str(cwd) if cwd else None,
+        timeout=timeout,
+        input=stdin if stdin is not None else "",
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
 @pytest.fixture
-def cli(aif_home: Path):  # noqa: ANN201
+def cli(aif_home: Path):
     def call(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300) -> CliResult:
         return run_cli(list(args), env=env, cwd=cwd, timeout=timeout)
 

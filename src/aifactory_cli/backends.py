@@ -84,7 +84,9 @@ class Backend:
     def workdir_for(self, job: Job, account: str | None, user: str | None) -> str:
         raise NotImplementedError
 
-    def submit(self, job: Job, plan: UploadPlan, workdir: str, progress: Callable[[int], None] | None = None) -> tuple[str, str]:
+    def submit(
+        self, job: Job, plan: UploadPlan, workdir: str, progress: Callable[[int], None] | None = None
+    ) -> tuple[str, str]:
         """Create the job dir, stage the plan, submit; return (scheduler job id, absolute workdir)."""
         raise NotImplementedError
 
@@ -102,8 +104,18 @@ def _task_list(job: Job, rows: dict[tuple[str, int | None], slurm.SlurmRow]) -> 
         if row is None:
             tasks.append(Task(task_id=i, state=states.UNKNOWN, reason="not reported by Slurm"))
         else:
-            tasks.append(Task(task_id=i, state=row.state, slurm_state=row.raw_state, exit_code=row.exit_code,
-                              reason=row.reason, started_at=row.start, ended_at=row.end, slurm_job_id=row.raw_id))
+            tasks.append(
+                Task(
+                    task_id=i,
+                    state=row.state,
+                    slurm_state=row.raw_state,
+                    exit_code=row.exit_code,
+                    reason=row.reason,
+                    started_at=row.start,
+                    ended_at=row.end,
+                    slurm_job_id=row.raw_id,
+                )
+            )
     return tasks
 
 
@@ -112,15 +124,20 @@ class SlurmBackend(Backend):
 
     def workdir_for(self, job: Job, account: str | None, user: str | None) -> str:
         template = self.profile.workdir
-        values = {"job": f"{job.name}-{job.id}", "name": job.name, "site": job.site,
-                  "account": account or "noaccount", "user": user or "$USER"}
+        values = {
+            "job": f"{job.name}-{job.id}",
+            "name": job.name,
+            "site": job.site,
+            "account": account or "noaccount",
+            "user": user or "$USER",
+        }
         if "{user}" in template and not user:
             user = self.remote_user()
             values["user"] = user
         path = template.format(**values)
         for prefix in ("$HOME/", "~/"):
             if path.startswith(prefix):
-                path = path[len(prefix):]  # relative: ssh commands start in $HOME
+                path = path[len(prefix) :]  # relative: ssh commands start in $HOME
         return path
 
     def remote_user(self) -> str:
@@ -130,7 +147,9 @@ class SlurmBackend(Backend):
         result = self.transport.run(["id", "-un"])
         return result.stdout.strip()
 
-    def submit(self, job: Job, plan: UploadPlan, workdir: str, progress: Callable[[int], None] | None = None) -> tuple[str, str]:
+    def submit(
+        self, job: Job, plan: UploadPlan, workdir: str, progress: Callable[[int], None] | None = None
+    ) -> tuple[str, str]:
         connect = getattr(self.transport, "connect", None)
         if connect is not None:
             try:
@@ -149,8 +168,8 @@ class SlurmBackend(Backend):
             ["tar", "-x", "-f", "-"],
             ["pwd", "-P"],
             "_aif_id=$(" + " ".join(slurm.sbatch_command(SCRIPT)) + ")",
-            'printf \'%s\\n\' "$_aif_id" > slurm_job_id',
-            'printf \'%s\\n\' "$_aif_id"',
+            "printf '%s\\n' \"$_aif_id\" > slurm_job_id",
+            "printf '%s\\n' \"$_aif_id\"",
         )
         result = self.transport.run(command, stdin=tar_writer(plan, progress))
         lines = [ln for ln in result.stdout.strip().splitlines() if ln.strip()]
@@ -162,9 +181,11 @@ class SlurmBackend(Backend):
                     f"is the account '{account}' right? its project directory is missing or not yours "
                     f"(`aifactory sites check {self.profile.name}` lists your accounts)",
                 )
-            raise RemoteError(f"cannot create the job dir {workdir} on {self.profile.name}: "
-                              f"{result.stderr.strip() or 'exit ' + str(result.rc)}",
-                              "check the profile's workdir and your quota on the site")
+            raise RemoteError(
+                f"cannot create the job dir {workdir} on {self.profile.name}: "
+                f"{result.stderr.strip() or 'exit ' + str(result.rc)}",
+                "check the profile's workdir and your quota on the site",
+            )
         absolute = lines[0] if lines else workdir
         if result.ok and len(lines) >= 2:
             job_id = slurm.parse_sbatch(result.__class__(0, lines[-1], result.stderr))
@@ -185,8 +206,10 @@ class SlurmBackend(Backend):
                 f"cannot read job states on {self.profile.name}: {result.stderr.strip() or 'exit ' + str(result.rc)}",
                 "is Slurm reachable from the login node? try `aifactory sites check " + self.profile.name + "`",
             )
-        rows = slurm.merge_rows(slurm.parse_squeue(queue_text) if queue_rc == 0 else [],
-                                slurm.parse_sacct(acct_text) if result.rc == 0 else [])
+        rows = slurm.merge_rows(
+            slurm.parse_squeue(queue_text) if queue_rc == 0 else [],
+            slurm.parse_sacct(acct_text) if result.rc == 0 else [],
+        )
         out: dict[str, Update] = {}
         for job in jobs:
             if not job.slurm_job_id:
@@ -204,7 +227,9 @@ class SlurmBackend(Backend):
                     exit_code=max(codes, key=lambda c: c != 0) if codes else None,
                     reason=reasons[0] if reasons else None,
                     started_at=min(starts) if starts else None,
-                    ended_at=max(ends) if ends and states.summarise([t.state for t in tasks]) in states.FINAL_STATES else None,
+                    ended_at=max(ends)
+                    if ends and states.summarise([t.state for t in tasks]) in states.FINAL_STATES
+                    else None,
                     tasks=tasks,
                 )
                 continue
@@ -212,8 +237,14 @@ class SlurmBackend(Backend):
             if row is None:
                 out[job.id] = self._vanished(job)
             else:
-                out[job.id] = Update(state=row.state, slurm_state=row.raw_state, exit_code=row.exit_code,
-                                     reason=row.reason, started_at=row.start, ended_at=row.end)
+                out[job.id] = Update(
+                    state=row.state,
+                    slurm_state=row.raw_state,
+                    exit_code=row.exit_code,
+                    reason=row.reason,
+                    started_at=row.start,
+                    ended_at=row.end,
+                )
         return out
 
     def _vanished(self, job: Job) -> Update:
@@ -226,8 +257,11 @@ class SlurmBackend(Backend):
                 code = None
         if code is None:
             return Update(state=states.UNKNOWN, slurm_state=None, reason="not known to sacct or squeue")
-        return Update(state=states.COMPLETED if code == 0 else states.FAILED, exit_code=code,
-                      reason="from the job's exit_code file")
+        return Update(
+            state=states.COMPLETED if code == 0 else states.FAILED,
+            exit_code=code,
+            reason="from the job's exit_code file",
+        )
 
     def cancel(self, jobs: list[Job]) -> None:
         ids = sorted({j.slurm_job_id for j in jobs if j.slurm_job_id})
@@ -248,19 +282,28 @@ class LocalBackend(Backend):
     def workdir_for(self, job: Job, account: str | None, user: str | None) -> str:
         return str(paths.state_dir() / "local" / "jobs" / f"{job.name}-{job.id}")
 
-    def submit(self, job: Job, plan: UploadPlan, workdir: str, progress: Callable[[int], None] | None = None) -> tuple[str, str]:
+    def submit(
+        self, job: Job, plan: UploadPlan, workdir: str, progress: Callable[[int], None] | None = None
+    ) -> tuple[str, str]:
         jobdir = Path(workdir)
         paths.ensure_private_dir(jobdir.parent)
         paths.ensure_private_dir(jobdir)
-        result = self.transport.run(and_then(["cd", workdir], ["tar", "-x", "-f", "-"]), stdin=tar_writer(plan, progress))
+        result = self.transport.run(
+            and_then(["cd", workdir], ["tar", "-x", "-f", "-"]), stdin=tar_writer(plan, progress)
+        )
         if not result.ok:
             raise RemoteError(f"cannot stage files into {workdir}: {result.stderr.strip()}")
         meta = json.loads(plan.generated[META][0])
         job_id = self.next_id()
         runner = {
-            "job_id": job_id, "name": job.name, "script": SCRIPT, "array_size": job.array_size,
-            "max_parallel": meta.get("max_parallel"), "time_limit": meta["time_seconds"],
-            "tasks": meta["tasks"], "cpus_per_task": meta["cpus_per_task"],
+            "job_id": job_id,
+            "name": job.name,
+            "script": SCRIPT,
+            "array_size": job.array_size,
+            "max_parallel": meta.get("max_parallel"),
+            "time_limit": meta["time_seconds"],
+            "tasks": meta["tasks"],
+            "cpus_per_task": meta["cpus_per_task"],
             "depends_on": meta.get("depends_on_dirs", []),
         }
         localrun.write_json_atomic(jobdir / localrun.RUNNER, runner)
@@ -280,16 +323,34 @@ class LocalBackend(Backend):
                 continue
             state = status.get("state", states.UNKNOWN)
             reason = status.get("reason")
-            if state not in states.FINAL_STATES and status.get("runner_pid") and not localrun.pid_alive(status["runner_pid"]):
+            if (
+                state not in states.FINAL_STATES
+                and status.get("runner_pid")
+                and not localrun.pid_alive(status["runner_pid"])
+            ):
                 state, reason = states.UNKNOWN, "the local runner is gone"
             tasks = []
             if job.array_size:
                 for key, t in sorted(status.get("tasks", {}).items(), key=lambda kv: int(kv[0])):
-                    tasks.append(Task(task_id=int(key), state=t.get("state", states.UNKNOWN), slurm_state=t.get("state"),
-                                      exit_code=t.get("exit_code"), started_at=t.get("started_at"),
-                                      ended_at=t.get("ended_at")))
-            out[job.id] = Update(state=state, slurm_state=state, exit_code=status.get("exit_code"), reason=reason,
-                                 started_at=status.get("started_at"), ended_at=status.get("ended_at"), tasks=tasks)
+                    tasks.append(
+                        Task(
+                            task_id=int(key),
+                            state=t.get("state", states.UNKNOWN),
+                            slurm_state=t.get("state"),
+                            exit_code=t.get("exit_code"),
+                            started_at=t.get("started_at"),
+                            ended_at=t.get("ended_at"),
+                        )
+                    )
+            out[job.id] = Update(
+                state=state,
+                slurm_state=state,
+                exit_code=status.get("exit_code"),
+                reason=reason,
+                started_at=status.get("started_at"),
+                ended_at=status.get("ended_at"),
+                tasks=tasks,
+            )
         return out
 
     def cancel(self, jobs: list[Job]) -> None:

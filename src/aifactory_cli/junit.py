@@ -32,7 +32,7 @@ def _seconds(start: str | None, end: str | None) -> float:
 def _tail(svc: Service, job: Job, task: int | None) -> str:
     try:
         data = svc.backend(job.site).read_log(job, stderr=True, task=task)
-    except Exception as exc:  # noqa: BLE001 - a report must still be written
+    except Exception as exc:
         return f"(stderr not available: {exc})"
     return data[-TAIL_BYTES:].decode(errors="replace")
 
@@ -46,22 +46,35 @@ def write_junit(svc: Service, jobs: list[Job], path: Path) -> None:
         else:
             cases.append((job, None, job.state, job.exit_code, _seconds(job.started_at, job.ended_at), job.reason))
     failures = sum(1 for c in cases if c[2] != states.COMPLETED)
-    suite = ET.Element("testsuite", name="aifactory", tests=str(len(cases)), failures=str(failures),
-                       errors="0", skipped="0", time=f"{sum(c[4] for c in cases):.1f}",
-                       timestamp=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat())
+    suite = ET.Element(
+        "testsuite",
+        name="aifactory",
+        tests=str(len(cases)),
+        failures=str(failures),
+        errors="0",
+        skipped="0",
+        time=f"{sum(c[4] for c in cases):.1f}",
+        timestamp=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+    )
     for job, task, state, code, seconds, reason in cases:
         name = f"{job.name}[{task}]" if task is not None else job.name
         case = ET.SubElement(suite, "testcase", classname=f"aifactory.{job.site}", name=name, time=f"{seconds:.1f}")
         props = ET.SubElement(case, "properties")
-        for key, value in (("id", job.id), ("slurm_job_id", job.slurm_job_id), ("state", state),
-                           ("exit_code", code), ("workdir", job.workdir)):
+        for key, value in (
+            ("id", job.id),
+            ("slurm_job_id", job.slurm_job_id),
+            ("state", state),
+            ("exit_code", code),
+            ("workdir", job.workdir),
+        ):
             ET.SubElement(props, "property", name=key, value="" if value is None else str(value))
         if state != states.COMPLETED:
             message = f"{state}" + (f" exit {code}" if code is not None else "") + (f" ({reason})" if reason else "")
             failure = ET.SubElement(case, "failure", message=message, type=state)
             failure.text = _tail(svc, job, task)
-    tree = ET.ElementTree(ET.Element("testsuites"))
-    tree.getroot().append(suite)
+    root = ET.Element("testsuites")
+    root.append(suite)
+    tree = ET.ElementTree(root)
     ET.indent(tree)
     path.parent.mkdir(parents=True, exist_ok=True)
     tree.write(path, encoding="utf-8", xml_declaration=True)

@@ -8,6 +8,7 @@ Only the standard library is imported here: the runner must start fast and stay 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -105,8 +106,13 @@ class Runner:
         self.tasks: dict[int, dict[str, Any]] = {i: {"state": "PENDING"} for i in range(n)}
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.status: dict[str, Any] = {
-            "state": "PENDING", "runner_pid": os.getpid(), "reason": None, "started_at": None,
-            "ended_at": None, "exit_code": None, "tasks": self.tasks,
+            "state": "PENDING",
+            "runner_pid": os.getpid(),
+            "reason": None,
+            "started_at": None,
+            "ended_at": None,
+            "exit_code": None,
+            "tasks": self.tasks,
         }
 
     def save(self) -> None:
@@ -120,17 +126,26 @@ class Runner:
         env.pop("PYTHONPATH", None)
         c = self.conf
         env.update(
-            SLURM_JOB_ID=str(c["job_id"]), SLURM_JOBID=str(c["job_id"]), SLURM_JOB_NAME=c["name"],
-            SLURM_SUBMIT_DIR=str(self.dir), SLURM_NNODES="1", SLURM_JOB_NUM_NODES="1",
-            SLURM_NTASKS=str(c["tasks"]), SLURM_NPROCS=str(c["tasks"]),
-            SLURM_CPUS_PER_TASK=str(c["cpus_per_task"]), SLURM_JOB_NODELIST="localhost",
-            SLURMD_NODENAME=socket.gethostname(), SLURM_JOB_PARTITION="local",
+            SLURM_JOB_ID=str(c["job_id"]),
+            SLURM_JOBID=str(c["job_id"]),
+            SLURM_JOB_NAME=c["name"],
+            SLURM_SUBMIT_DIR=str(self.dir),
+            SLURM_NNODES="1",
+            SLURM_JOB_NUM_NODES="1",
+            SLURM_NTASKS=str(c["tasks"]),
+            SLURM_NPROCS=str(c["tasks"]),
+            SLURM_CPUS_PER_TASK=str(c["cpus_per_task"]),
+            SLURM_JOB_NODELIST="localhost",
+            SLURMD_NODENAME=socket.gethostname(),
+            SLURM_JOB_PARTITION="local",
             SLURM_CLUSTER_NAME="local",
         )
         if task is not None:
             env.update(
-                SLURM_ARRAY_JOB_ID=str(c["job_id"]), SLURM_ARRAY_TASK_ID=str(task),
-                SLURM_ARRAY_TASK_COUNT=str(c["array_size"]), SLURM_ARRAY_TASK_MIN="0",
+                SLURM_ARRAY_JOB_ID=str(c["job_id"]),
+                SLURM_ARRAY_TASK_ID=str(task),
+                SLURM_ARRAY_TASK_COUNT=str(c["array_size"]),
+                SLURM_ARRAY_TASK_MIN="0",
                 SLURM_ARRAY_TASK_MAX=str(c["array_size"] - 1),
             )
         return env
@@ -159,8 +174,12 @@ class Runner:
         err = open(self.dir / f"stderr{suffix}.log", "ab")  # noqa: SIM115
         proc = subprocess.Popen(
             ["bash", str(self.dir / self.conf["script"])],
-            cwd=str(self.dir), env=self.env_for(i if array else None), stdin=subprocess.DEVNULL,
-            stdout=out, stderr=err, start_new_session=True,
+            cwd=str(self.dir),
+            env=self.env_for(i if array else None),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
         )
         out.close()
         err.close()
@@ -174,19 +193,15 @@ class Runner:
     def kill_all(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + KILL_WAIT
         while time.monotonic() < deadline and any(p.poll() is None for p in self.procs.values()):
             time.sleep(0.05)
         for proc in self.procs.values():
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 proc.wait()
 
     def finish_all(self, state: str) -> None:
@@ -227,8 +242,7 @@ class Runner:
                 rc = proc.poll()
                 if rc is not None and t["state"] == "RUNNING":
                     code = rc if rc >= 0 else 128 - rc
-                    t.update(exit_code=code, ended_at=_now(),
-                             state="COMPLETED" if rc == 0 else "FAILED")
+                    t.update(exit_code=code, ended_at=_now(), state="COMPLETED" if rc == 0 else "FAILED")
                     self.save()
             if not queue and all(p.poll() is not None for p in self.procs.values()):
                 break
@@ -249,7 +263,8 @@ class Runner:
             state = "FAILED"
         codes = [t.get("exit_code") for t in self.tasks.values() if t.get("exit_code") is not None]
         self.status.update(
-            state=state, ended_at=_now(),
+            state=state,
+            ended_at=_now(),
             exit_code=max(codes, key=lambda c: c != 0) if codes else None,
         )
         self.save()

@@ -170,9 +170,7 @@ class SiteProfile(_Strict):
         allowed = {"job", "name", "user", "account", "site"}
         for field in re.findall(r"{([^}]*)}", v):
             if field not in allowed:
-                raise ValueError(
-                    f"workdir placeholder '{{{field}}}' is unknown; use {', '.join(sorted(allowed))}"
-                )
+                raise ValueError(f"workdir placeholder '{{{field}}}' is unknown; use {', '.join(sorted(allowed))}")
         return v
 
     @model_validator(mode="after")

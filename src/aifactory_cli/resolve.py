@@ -95,8 +95,10 @@ def _check_token(value: str, what: str) -> None:
     import re
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
-        raise ConfigError(f"{what} {value!r} is not a valid Slurm {what} name",
-                          "use letters, digits, '_', '.', '-' (as your site's project/budget names are)")
+        raise ConfigError(
+            f"{what} {value!r} is not a valid Slurm {what} name",
+            "use letters, digits, '_', '.', '-' (as your site's project/budget names are)",
+        )
 
 
 def _wants_gpu(spec: JobSpec) -> bool:
@@ -180,15 +182,13 @@ def choose_partition(spec: JobSpec, profile: SiteProfile, requested: str | None)
             guess = did_you_mean(requested, list(profile.partitions))
             raise LimitError(
                 f"site '{profile.name}' has no partition '{requested}'",
-                (f"did you mean '{guess}'? " if guess else "")
-                + f"partitions: {', '.join(profile.partitions)}",
+                (f"did you mean '{guess}'? " if guess else "") + f"partitions: {', '.join(profile.partitions)}",
             )
         problems = _limit_problems(spec, profile, requested, part)
         if problems:
             raise LimitError(
                 f"{profile.name}: " + "; ".join(problems),
-                "change the spec's resources or pick another partition "
-                f"({', '.join(profile.partitions)})",
+                f"change the spec's resources or pick another partition ({', '.join(profile.partitions)})",
             )
         return requested, part
 
@@ -200,8 +200,9 @@ def choose_partition(spec: JobSpec, profile: SiteProfile, requested: str | None)
         have = ", ".join(f"{n} ({p.kind})" for n, p in profile.partitions.items()) or "none"
         raise LimitError(
             f"site '{profile.name}' has no {kind.upper()} partition for automatic selection",
-            f"partitions: {have}; set resources.partition" if kind == "cpu" else
-            f"this site has no GPUs (partitions: {have}); choose a GPU site",
+            f"partitions: {have}; set resources.partition"
+            if kind == "cpu"
+            else f"this site has no GPUs (partitions: {have}); choose a GPU site",
         )
     # whole-node partitions first when the job fills its nodes, shared ones first otherwise
     candidates.sort(key=lambda np: np[1].whole_node != _fills_node(spec, profile, np[1]))
@@ -240,12 +241,15 @@ def resolve(
     # --- account / qos -------------------------------------------------------------------------
     account = ov.account or os.environ.get("AIFACTORY_ACCOUNT") or mine.account
     if profile.scheduler == "slurm" and profile.account.required is None and not account:
-        warnings.append(f"whether {site} needs a Slurm account is not known; none is set (add --account if "
-                        "the site asks for one)")
+        warnings.append(
+            f"whether {site} needs a Slurm account is not known; none is set (add --account if the site asks for one)"
+        )
     if profile.scheduler == "slurm" and profile.account.required and not account and ov.preview:
         account = ACCOUNT_PLACEHOLDER
-        warnings.append(f"no account set for {site}: the script shows {ACCOUNT_PLACEHOLDER}; submit needs "
-                        f"--account, AIFACTORY_ACCOUNT or sites.{site}.account in the config file")
+        warnings.append(
+            f"no account set for {site}: the script shows {ACCOUNT_PLACEHOLDER}; submit needs "
+            f"--account, AIFACTORY_ACCOUNT or sites.{site}.account in the config file"
+        )
     elif profile.scheduler == "slurm" and profile.account.required and not account:
         example = profile.account.example or "<your project account>"
         raise ConfigError(
@@ -318,8 +322,7 @@ def resolve(
         default = (part.default_time if part and part.default_time else None) or profile.default_time
         if default is None:
             raise LimitError(
-                f"the job has no time limit and {site}'s default for '{pname}' is not known (its sources "
-                "do not say)",
+                f"the job has no time limit and {site}'s default for '{pname}' is not known (its sources do not say)",
                 f"set resources.time in the spec (e.g. time: 2h), or default_time in a user profile extending {site}",
             )
         time_seconds = parse_duration(default)

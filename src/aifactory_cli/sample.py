@@ -10,8 +10,11 @@ from aifactory_cli.render import render
 from aifactory_cli.resolve import Overrides, resolve
 from aifactory_cli.spec import JobSpec
 
-GPU_SAMPLE = {"name": "sample-gpu", "resources": {"nodes": 1, "gpus_per_node": "all", "time": "30m"},
-              "run": "python3 -c 'print(1)'"}
+GPU_SAMPLE = {
+    "name": "sample-gpu",
+    "resources": {"nodes": 1, "gpus_per_node": "all", "time": "30m"},
+    "run": "python3 -c 'print(1)'",
+}
 CPU_SAMPLE = {"name": "sample-cpu", "resources": {"nodes": 1, "time": "30m"}, "run": "hostname"}
 
 

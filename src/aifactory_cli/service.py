@@ -6,6 +6,7 @@ site, and closes them at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -49,7 +50,9 @@ class Prepared:
 
 
 class Service:
-    def __init__(self, notify: Notify | None = None, progress_factory: Any = None, interactive: bool | None = None) -> None:
+    def __init__(
+        self, notify: Notify | None = None, progress_factory: Any = None, interactive: bool | None = None
+    ) -> None:
         self.notify = notify or _quiet
         self.progress_factory = progress_factory
         self.interactive = interactive
@@ -100,18 +103,17 @@ class Service:
             if mine.identity_file:
                 settings.identity_file = mine.identity_file
             if not settings.host:
-                raise BadInput(f"site '{site}' has no ssh.host in its profile",
-                               f"set sites.{site}.ssh_host in the config file")
+                raise BadInput(
+                    f"site '{site}' has no ssh.host in its profile", f"set sites.{site}.ssh_host in the config file"
+                )
             backend = SlurmBackend(loaded, SshTransport(settings, site=site, interactive=self.interactive))
         self._backends[site] = backend
         return backend
 
     def close(self) -> None:
         for backend in self._backends.values():
-            try:
+            with contextlib.suppress(Exception):
                 backend.close()
-            except Exception:  # noqa: BLE001 - closing must not mask the real outcome
-                pass
         self._backends.clear()
         if self._store is not None:
             self._store.close()
@@ -155,8 +157,10 @@ class Service:
                 continue
             job = self.store.find(ref)
             if job.site != site:
-                raise BadInput(f"dependency {ref} runs on {job.site}, not on {site}",
-                               "a job can only depend on jobs of the same site")
+                raise BadInput(
+                    f"dependency {ref} runs on {job.site}, not on {site}",
+                    "a job can only depend on jobs of the same site",
+                )
             if not job.slurm_job_id:
                 raise BadInput(f"dependency {ref} has no scheduler job id yet (state {job.state})")
             ids.append(job.slurm_job_id)
@@ -168,15 +172,28 @@ class Service:
         resolved, spec = prepared.resolved, prepared.resolved.spec
         now = now_iso()
         job = Job(
-            id=prepared.job_id, token=prepared.token, name=resolved.name, site=resolved.site,
-            state=states.PREPARED, created_at=now, updated_at=now, array_size=resolved.array_size,
+            id=prepared.job_id,
+            token=prepared.token,
+            name=resolved.name,
+            site=resolved.site,
+            state=states.PREPARED,
+            created_at=now,
+            updated_at=now,
+            array_size=resolved.array_size,
             spec_path=str(prepared.loaded_spec.path.resolve()) if prepared.loaded_spec.path else None,
-            spec_json=spec.model_dump_json(exclude={"sites"}), script=prepared.script,
-            profile_name=prepared.profile.name, profile_version=prepared.profile.profile.version,
-            profile_digest=prepared.profile.digest, template_digest=prepared.rendered.template_digest,
+            spec_json=spec.model_dump_json(exclude={"sites"}),
+            script=prepared.script,
+            profile_name=prepared.profile.name,
+            profile_version=prepared.profile.profile.version,
+            profile_digest=prepared.profile.digest,
+            template_digest=prepared.rendered.template_digest,
             provenance_hash=prepared.rendered.provenance_hash(prepared.profile.digest),
-            extra={"download": spec.download, "depends_on": resolved.dependencies,
-                   "partition": resolved.partition_name, "account": resolved.account},
+            extra={
+                "download": spec.download,
+                "depends_on": resolved.dependencies,
+                "partition": resolved.partition_name,
+                "account": resolved.account,
+            },
         )
         # recorded before any remote step: an ambiguous failure can always be looked up by token
         self.store.add(job)
@@ -200,19 +217,35 @@ class Service:
         except BaseException:
             self.store.update(job, state=states.UNKNOWN, reason="submission interrupted")
             raise
-        self.store.update(job, state=states.PENDING, slurm_state="PENDING", slurm_job_id=slurm_id,
-                          workdir=absolute, submitted_at=now_iso())
+        self.store.update(
+            job,
+            state=states.PENDING,
+            slurm_state="PENDING",
+            slurm_job_id=slurm_id,
+            workdir=absolute,
+            submitted_at=now_iso(),
+        )
         return job
 
     def _plan(self, prepared: Prepared, job: Job, workdir: str) -> UploadPlan:
         r = prepared.resolved
         meta = {
-            "aifactory": 1, "token": job.token, "id": job.id, "name": job.name, "site": job.site,
-            "created_at": job.created_at, "spec": json.loads(job.spec_json or "{}"),
-            "profile": job.profile_name, "profile_version": job.profile_version,
-            "provenance_hash": job.provenance_hash, "array_size": job.array_size,
-            "time_seconds": r.time_seconds, "tasks": r.total_tasks, "cpus_per_task": r.cpus_per_task,
-            "max_parallel": r.max_parallel, "download": r.spec.download,
+            "aifactory": 1,
+            "token": job.token,
+            "id": job.id,
+            "name": job.name,
+            "site": job.site,
+            "created_at": job.created_at,
+            "spec": json.loads(job.spec_json or "{}"),
+            "profile": job.profile_name,
+            "profile_version": job.profile_version,
+            "provenance_hash": job.provenance_hash,
+            "array_size": job.array_size,
+            "time_seconds": r.time_seconds,
+            "tasks": r.total_tasks,
+            "cpus_per_task": r.cpus_per_task,
+            "max_parallel": r.max_parallel,
+            "download": r.spec.download,
         }
         if r.dependencies and job.site == "local":
             meta["depends_on_dirs"] = self._local_dep_dirs(r.dependencies)
@@ -276,9 +309,10 @@ class Service:
         """The given jobs, or every live job plus those that ended in the last `recent_hours`."""
         if refs:
             return self.refresh(self.jobs(refs), force=force)
-        jobs = self.refresh(self.store.list(live_only=True), force=force)
-        return sorted({j.id: j for j in [*self.store.recent(recent_hours), *jobs]}.values(),
-                      key=lambda j: (j.created_at, j.id))
+        jobs = self.refresh(self.store.query(live_only=True), force=force)
+        return sorted(
+            {j.id: j for j in [*self.store.recent(recent_hours), *jobs]}.values(), key=lambda j: (j.created_at, j.id)
+        )
 
     # --- cancel / wait ----------------------------------------------------------------------------
 
@@ -312,8 +346,7 @@ class Service:
                 return jobs
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimeout(
-                    f"timeout: {len(live)} job(s) still not finished: "
-                    + ", ".join(f"{j.id} {j.state}" for j in live),
+                    f"timeout: {len(live)} job(s) still not finished: " + ", ".join(f"{j.id} {j.state}" for j in live),
                     "wait again later with `aifactory wait`, or raise --timeout",
                 )
             self.refresh(live, force=True)
@@ -359,14 +392,17 @@ class Service:
             time.sleep(interval)
             self.refresh([job], force=True)
 
-    def fetch(self, ref: str, dest: Path | None = None, patterns: list[str] | None = None) -> tuple[Job, list[str], Path]:
+    def fetch(
+        self, ref: str, dest: Path | None = None, patterns: list[str] | None = None
+    ) -> tuple[Job, list[str], Path]:
         job = self.store.find(ref)
         if not job.workdir:
             raise NotFound(f"job {job.id} has no job dir (state {job.state})")
         wanted = patterns or job.extra.get("download") or []
         if not wanted:
-            raise BadInput(f"job {job.id} has no download: patterns", "add download: [\"outputs/**\"] to the spec "
-                           "or pass --pattern")
+            raise BadInput(
+                f"job {job.id} has no download: patterns", 'add download: ["outputs/**"] to the spec or pass --pattern'
+            )
         backend = self.backend(job.site)
         files = match_downloads(backend.list_files(job), wanted)
         target = dest or Path.cwd() / f"{job.name}-{job.id}"

@@ -24,8 +24,10 @@ def check_command() -> str:
         "accounts": 'sacctmgr --noheader --parsable2 show associations user="$(id -un)" format=Account',
         "sacct": "sacct --noheader --allocations --starttime=now-1hour --format=JobID",
     }
-    return "; ".join(f"printf '\\n%s {name}\\n' {_MARK}; {cmd} 2>&1; printf '\\n%s rc %s\\n' {_MARK} \"$?\""
-                     for name, cmd in parts.items())
+    return "; ".join(
+        f"printf '\\n%s {name}\\n' {_MARK}; {cmd} 2>&1; printf '\\n%s rc %s\\n' {_MARK} \"$?\""
+        for name, cmd in parts.items()
+    )
 
 
 def split_sections(text: str) -> dict[str, tuple[str, int]]:
@@ -67,8 +69,12 @@ def check_site(svc: Service, site: str) -> dict[str, Any]:
     backend = svc.backend(site)
     t0 = time.monotonic()
     probe = backend.transport.run("true")
-    add("connect", "ok" if probe.ok else "fail", f"{time.monotonic() - t0:.2f} s to log in and run a command"
-        + ("" if probe.ok else f": {probe.stderr.strip()}"))
+    add(
+        "connect",
+        "ok" if probe.ok else "fail",
+        f"{time.monotonic() - t0:.2f} s to log in and run a command"
+        + ("" if probe.ok else f": {probe.stderr.strip()}"),
+    )
     noise = getattr(backend.transport, "noise_bytes", None)
     if noise:
         add("login shell", "info", f"{noise} bytes of banner/rc-file output before commands (handled by markers)")
@@ -87,14 +93,18 @@ def check_site(svc: Service, site: str) -> dict[str, Any]:
         got = live.get(name)
         if got is None:
             if live:
-                add(f"partition {name}", "drift", f"in the profile, but the cluster has no partition '{name}' "
-                    f"(it has: {', '.join(sorted(live))})")
+                add(
+                    f"partition {name}",
+                    "drift",
+                    f"in the profile, but the cluster has no partition '{name}' (it has: {', '.join(sorted(live))})",
+                )
             continue
         problems = []
         live_max = _slurm_time(got.get("MaxTime", ""))
         if part.max_time and live_max is not None and part.max_time_seconds != live_max:
-            problems.append(f"max_time: profile {format_duration(part.max_time_seconds or 0)}, "
-                            f"cluster {format_duration(live_max)}")
+            problems.append(
+                f"max_time: profile {format_duration(part.max_time_seconds or 0)}, cluster {format_duration(live_max)}"
+            )
         live_nodes = got.get("MaxNodes", "UNLIMITED")
         if part.max_nodes and live_nodes.isdigit() and int(live_nodes) != part.max_nodes:
             problems.append(f"max_nodes: profile {part.max_nodes}, cluster {live_nodes}")
@@ -114,12 +124,19 @@ def check_site(svc: Service, site: str) -> dict[str, Any]:
     if rc != 0:
         add("account", "info", f"cannot list associations: {text.strip()}")
     elif account:
-        add("account", "ok" if account in accounts else "fail",
-            f"'{account}' {'is' if account in accounts else 'is NOT'} one of your accounts ({', '.join(accounts)})")
+        add(
+            "account",
+            "ok" if account in accounts else "fail",
+            f"'{account}' {'is' if account in accounts else 'is NOT'} one of your accounts ({', '.join(accounts)})",
+        )
     else:
         add("account", "info", f"none configured; yours: {', '.join(accounts) or 'none found'}")
     text, rc = sections.get("sacct", ("", 1))
     add("sacct", "ok" if rc == 0 else "fail", "accounting answers" if rc == 0 else text.strip())
     ok = not any(c["status"] in ("fail", "drift") for c in checks)
-    return {"site": site, "ok": ok, "profile_verified": str(profile.verified) if profile.verified else None,
-            "checks": checks}
+    return {
+        "site": site,
+        "ok": ok,
+        "profile_verified": str(profile.verified) if profile.verified else None,
+        "checks": checks,
+    }

@@ -20,11 +20,44 @@ SLURM_OPT_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 # sbatch options that aifactory sets itself: a `slurm:` passthrough may not override them.
 PROTECTED_SLURM_OPTIONS = frozenset(
     {
-        "job-name", "J", "partition", "p", "account", "A", "nodes", "N", "ntasks", "n",
-        "ntasks-per-node", "cpus-per-task", "c", "gpus-per-node", "gpus", "G", "gres",
-        "gpus-per-task", "output", "o", "error", "e", "array", "a", "dependency", "d",
-        "comment", "chdir", "D", "time", "t", "mem", "mem-per-gpu", "mem-per-cpu", "exclusive",
-        "parsable", "wrap", "export",
+        "job-name",
+        "J",
+        "partition",
+        "p",
+        "account",
+        "A",
+        "nodes",
+        "N",
+        "ntasks",
+        "n",
+        "ntasks-per-node",
+        "cpus-per-task",
+        "c",
+        "gpus-per-node",
+        "gpus",
+        "G",
+        "gres",
+        "gpus-per-task",
+        "output",
+        "o",
+        "error",
+        "e",
+        "array",
+        "a",
+        "dependency",
+        "d",
+        "comment",
+        "chdir",
+        "D",
+        "time",
+        "t",
+        "mem",
+        "mem-per-gpu",
+        "mem-per-cpu",
+        "exclusive",
+        "parsable",
+        "wrap",
+        "export",
     }
 )
 
@@ -194,9 +227,7 @@ class JobSpec(_Strict):
         for item in v:
             p = PurePosixPath(item)
             if p.is_absolute() or ".." in p.parts or not item.strip():
-                raise ValueError(
-                    f"upload entry '{item}' must be a path relative to the spec file, without '..'"
-                )
+                raise ValueError(f"upload entry '{item}' must be a path relative to the spec file, without '..'")
         return v
 
     @field_validator("download")

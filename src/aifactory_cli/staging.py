@@ -80,7 +80,7 @@ def tar_writer(plan: UploadPlan, progress: Callable[[int], None] | None = None) 
 
     def write(sink: BinaryIO) -> None:
         raw = _CountingWriter(sink, progress)
-        buffered = io.BufferedWriter(raw, buffer_size=256 * 1024)
+        buffered = io.BufferedWriter(raw, buffer_size=256 * 1024)  # type: ignore[type-var]
         with tarfile.open(fileobj=buffered, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for name, (data, mode) in plan.generated.items():
                 info = tarfile.TarInfo(name)

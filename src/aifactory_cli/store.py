@@ -155,9 +155,7 @@ class Job:
             "array_size": self.array_size,
         }
         if self.tasks:
-            out["tasks"] = [
-                {k: v for k, v in asdict(t).items()} for t in sorted(self.tasks, key=lambda t: t.task_id)
-            ]
+            out["tasks"] = [{k: v for k, v in asdict(t).items()} for t in sorted(self.tasks, key=lambda t: t.task_id)]
         if self.extra.get("depends_on"):
             out["depends_on"] = self.extra["depends_on"]
         if provenance:
@@ -175,10 +173,32 @@ class Job:
 
 
 _JOB_COLUMNS = [
-    "id", "token", "name", "site", "slurm_job_id", "state", "slurm_state", "exit_code", "reason",
-    "workdir", "array_size", "created_at", "submitted_at", "started_at", "ended_at", "updated_at",
-    "polled_at", "spec_path", "spec_json", "script", "profile_name", "profile_version",
-    "profile_digest", "template_digest", "provenance_hash", "extra",
+    "id",
+    "token",
+    "name",
+    "site",
+    "slurm_job_id",
+    "state",
+    "slurm_state",
+    "exit_code",
+    "reason",
+    "workdir",
+    "array_size",
+    "created_at",
+    "submitted_at",
+    "started_at",
+    "ended_at",
+    "updated_at",
+    "polled_at",
+    "spec_path",
+    "spec_json",
+    "script",
+    "profile_name",
+    "profile_version",
+    "profile_digest",
+    "template_digest",
+    "provenance_hash",
+    "extra",
 ]
 
 
@@ -229,16 +249,13 @@ class Store:
 
     def _migrate(self) -> None:
         current = 0
-        has_meta = self.conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
-        ).fetchone()
+        has_meta = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
         if has_meta:
             row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             current = int(row[0]) if row else 0
         if current > SCHEMA_VERSION:
             raise StoreError(
-                f"the job store {self.path} has schema version {current}, newer than this aifactory "
-                f"({SCHEMA_VERSION})",
+                f"the job store {self.path} has schema version {current}, newer than this aifactory ({SCHEMA_VERSION})",
                 "upgrade aifactory, or point AIFACTORY_HOME elsewhere",
             )
         if current == SCHEMA_VERSION:
@@ -252,9 +269,7 @@ class Store:
                 for statement in _SCHEMA[version].split(";"):
                     if statement.strip():
                         c.execute(statement)
-            c.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     # --- jobs --------------------------------------------------------------------------------------
 
@@ -268,9 +283,7 @@ class Store:
         for chunk_start in range(0, len(ids), 500):
             chunk = ids[chunk_start : chunk_start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self.conn.execute(
-                f"SELECT * FROM tasks WHERE job_id IN ({marks}) ORDER BY task_id", chunk
-            ):
+            for row in self.conn.execute(f"SELECT * FROM tasks WHERE job_id IN ({marks}) ORDER BY task_id", chunk):
                 d = dict(row)
                 job_id = d.pop("job_id")
                 out.setdefault(job_id, []).append(Task(**d))
@@ -305,8 +318,17 @@ class Store:
             c.execute(
                 "INSERT OR REPLACE INTO tasks (job_id, task_id, slurm_job_id, state, slurm_state, exit_code,"
                 " reason, started_at, ended_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (job.id, t.task_id, t.slurm_job_id, t.state, t.slurm_state, t.exit_code, t.reason,
-                 t.started_at, t.ended_at),
+                (
+                    job.id,
+                    t.task_id,
+                    t.slurm_job_id,
+                    t.state,
+                    t.slurm_state,
+                    t.exit_code,
+                    t.reason,
+                    t.started_at,
+                    t.ended_at,
+                ),
             )
 
     def update(self, job: Job, **changes: Any) -> Job:
@@ -370,8 +392,10 @@ class Store:
             jobs = self._jobs("WHERE site = ? AND slurm_job_id = ?", (site, base))
             if jobs:
                 return jobs[0]
-            raise NotFound(f"no tracked job {ref}", "`aifactory list` shows tracked jobs; `aifactory sync` "
-                           "recovers jobs from the site")
+            raise NotFound(
+                f"no tracked job {ref}",
+                "`aifactory list` shows tracked jobs; `aifactory sync` recovers jobs from the site",
+            )
         matches = self._jobs("WHERE id LIKE ? ESCAPE '\\'", (_like_prefix(ref),))
         if len(matches) == 1:
             return matches[0]
@@ -384,7 +408,7 @@ class Store:
             raise BadInput(f"'{ref}' matches {len(cands)} jobs: {listing}", "use the job id instead")
         raise NotFound(f"no tracked job '{ref}'", "`aifactory list` shows tracked jobs")
 
-    def list(
+    def query(
         self,
         site: str | None = None,
         states: list[str] | None = None,
@@ -415,13 +439,17 @@ class Store:
         """Jobs that ended (or changed) in the last `hours`."""
         since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=hours)).replace(microsecond=0).isoformat()
         marks = ",".join("?" * len(FINAL_STATES))
-        return self._jobs(f"WHERE state IN ({marks}) AND updated_at >= ? ORDER BY created_at, id",
-                          (*sorted(FINAL_STATES), since))
+        return self._jobs(
+            f"WHERE state IN ({marks}) AND updated_at >= ? ORDER BY created_at, id", (*sorted(FINAL_STATES), since)
+        )
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.conn.execute(
-            "SELECT at, state, slurm_state, reason FROM events WHERE job_id = ? ORDER BY id", (job_id,)
-        )]
+        return [
+            dict(r)
+            for r in self.conn.execute(
+                "SELECT at, state, slurm_state, reason FROM events WHERE job_id = ? ORDER BY id", (job_id,)
+            )
+        ]
 
     def next_counter(self, name: str) -> int:
         with self.tx() as c:

@@ -28,7 +28,7 @@ def job_dir_glob(workdir_template: str, values: dict[str, str | None]) -> str:
     path = workdir_template
     for prefix in ("$HOME/", "~/"):
         if path.startswith(prefix):
-            path = path[len(prefix):]
+            path = path[len(prefix) :]
     out = []
     for literal, field in re.findall(r"([^{]*)(?:{([^}]*)})?", path):
         if literal:
@@ -42,8 +42,8 @@ def job_dir_glob(workdir_template: str, values: dict[str, str | None]) -> str:
 def listing_command(glob: str) -> str:
     """Print, for every job dir matching `glob`, its metadata, Slurm id, exit code and script."""
     return (
-        f"for _d in {glob}; do [ -f \"$_d/{META}\" ] || continue; "
-        f"printf '%s %s\\n' {_MARK}DIR \"$(cd \"$_d\" && pwd -P)\"; cat \"$_d/{META}\"; "
+        f'for _d in {glob}; do [ -f "$_d/{META}" ] || continue; '
+        f'printf \'%s %s\\n\' {_MARK}DIR "$(cd "$_d" && pwd -P)"; cat "$_d/{META}"; '
         f"printf '\\n%s\\n' {_MARK}ID; cat \"$_d/slurm_job_id\" 2>/dev/null; "
         f"printf '\\n%s\\n' {_MARK}RC; cat \"$_d/exit_code\" 2>/dev/null; "
         f"printf '\\n%s\\n' {_MARK}SCRIPT; cat \"$_d/{SCRIPT}\" 2>/dev/null; "
@@ -65,10 +65,15 @@ def parse_listing(text: str) -> list[dict[str, Any]]:
             continue
         if not isinstance(meta, dict) or "token" not in meta:
             continue
-        records.append({
-            "workdir": workdir.strip(), "meta": meta, "slurm_job_id": job_id.strip() or None,
-            "exit_code": int(rc.strip()) if rc.strip().lstrip("-").isdigit() else None, "script": script,
-        })
+        records.append(
+            {
+                "workdir": workdir.strip(),
+                "meta": meta,
+                "slurm_job_id": job_id.strip() or None,
+                "exit_code": int(rc.strip()) if rc.strip().lstrip("-").isdigit() else None,
+                "script": script,
+            }
+        )
     return records
 
 
@@ -95,17 +100,27 @@ def sync_site(svc: Service, site: str) -> tuple[list[Job], list[Job]]:
             continue
         now = now_iso()
         job = Job(
-            id=meta.get("id") or meta["token"][:8], token=meta["token"], name=meta.get("name", "job"), site=site,
-            state=states.UNKNOWN if rec["slurm_job_id"] else states.PREPARED, created_at=meta.get("created_at", now),
-            updated_at=now, slurm_job_id=rec["slurm_job_id"], workdir=rec["workdir"],
-            array_size=int(meta.get("array_size") or 0), submitted_at=meta.get("created_at"),
-            spec_json=json.dumps(meta.get("spec")) if meta.get("spec") else None, script=rec["script"] or None,
-            profile_name=meta.get("profile"), profile_version=meta.get("profile_version"),
-            provenance_hash=meta.get("provenance_hash"), reason="recovered by sync",
+            id=meta.get("id") or meta["token"][:8],
+            token=meta["token"],
+            name=meta.get("name", "job"),
+            site=site,
+            state=states.UNKNOWN if rec["slurm_job_id"] else states.PREPARED,
+            created_at=meta.get("created_at", now),
+            updated_at=now,
+            slurm_job_id=rec["slurm_job_id"],
+            workdir=rec["workdir"],
+            array_size=int(meta.get("array_size") or 0),
+            submitted_at=meta.get("created_at"),
+            spec_json=json.dumps(meta.get("spec")) if meta.get("spec") else None,
+            script=rec["script"] or None,
+            profile_name=meta.get("profile"),
+            profile_version=meta.get("profile_version"),
+            provenance_hash=meta.get("provenance_hash"),
+            reason="recovered by sync",
             extra={"download": meta.get("download") or [], "recovered": True},
         )
         svc.store.add(job)
         added.append(job)
-    live = svc.store.list(site=site, live_only=True)
+    live = svc.store.query(site=site, live_only=True)
     svc.refresh(live, force=True)
     return added, sorted({j.id: j for j in [*added, *live]}.values(), key=lambda j: (j.created_at, j.id))

@@ -30,14 +30,12 @@ def parse_duration(value: str | int) -> int:
         return seconds
     m = _CLOCK.match(text)
     if not m:
-        raise ValueError(
-            f"'{text}' is not a time: use HH:MM:SS, D-HH:MM:SS, or a number with a unit like 90m, 2h, 1d"
-        )
+        raise ValueError(f"'{text}' is not a time: use HH:MM:SS, D-HH:MM:SS, or a number with a unit like 90m, 2h, 1d")
     days, a, b, c = m.groups()
     parts = [int(x) for x in (a, b, c) if x is not None]
     if days is not None:
         # D-HH, D-HH:MM, D-HH:MM:SS
-        hours, minutes, seconds = (parts + [0, 0])[:3]
+        hours, minutes, seconds = ([*parts, 0, 0])[:3]
         total = int(days) * 86400 + hours * 3600 + minutes * 60 + seconds
     elif len(parts) == 3:
         hours, minutes, seconds = parts

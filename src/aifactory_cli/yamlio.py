@@ -96,9 +96,7 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
             field = current.model_fields.get(str(part))
             if field is None:
                 # part may be an alias
-                field = next(
-                    (f for f in current.model_fields.values() if f.alias == part), None
-                )
+                field = next((f for f in current.model_fields.values() if f.alias == part), None)
             if field is None:
                 return []
             current = field.annotation

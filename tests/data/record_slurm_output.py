@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-from aifactory_cli.scheduler.slurm import SQUEUE_FORMAT, sacct_command, squeue_command  # noqa: E402
+from aifactory_cli.scheduler.slurm import SQUEUE_FORMAT, sacct_command, squeue_command
 
 OUT = Path(__file__).resolve().parent / "slurm"
 SSH = ["ssh", "-F", "/tmp/testbed/client/ssh_config", "testbed"]
@@ -59,10 +59,13 @@ def main() -> None:
     save("sacct_after_cancel.txt", ssh(shlex.join(sacct_command(all_ids))).stdout)
     # rejected submissions: real stderr and exit codes
     rejected = []
-    for label, opts in [("bad-account", "--account=project_999999999"), ("bad-partition", "--partition=nosuch"),
-                        ("too-many-gpus", "--partition=small-g --gres=gpu:9"),
-                        ("time-over-limit", "--partition=dev-g --time=04:00:00"),
-                        ("bad-feature", "--constraint=nosuchfeature")]:
+    for label, opts in [
+        ("bad-account", "--account=project_999999999"),
+        ("bad-partition", "--partition=nosuch"),
+        ("too-many-gpus", "--partition=small-g --gres=gpu:9"),
+        ("time-over-limit", "--partition=dev-g --time=04:00:00"),
+        ("bad-feature", "--constraint=nosuchfeature"),
+    ]:
         r = ssh(f"cd /tmp && sbatch --parsable {opts}", "#!/bin/bash\nhostname\n")
         rejected.append(f"### {label} rc={r.returncode}\n{r.stderr}")
     save("sbatch_rejected.txt", "".join(rejected))
@@ -75,8 +78,10 @@ def main() -> None:
             break
         time.sleep(5)
     save("sacct_final.txt", ssh(shlex.join(sacct_command(all_ids))).stdout)
-    save("sacct_final_steps.txt", ssh("sacct --parsable2 --noheader --format=JobID,State,ExitCode -j "
-                                      + ",".join(all_ids)).stdout)
+    save(
+        "sacct_final_steps.txt",
+        ssh("sacct --parsable2 --noheader --format=JobID,State,ExitCode -j " + ",".join(all_ids)).stdout,
+    )
     save("ids.txt", "".join(f"{k}={v}\n" for k, v in ids.items()))
     print("squeue format:", SQUEUE_FORMAT)
 

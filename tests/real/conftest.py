@@ -41,6 +41,11 @@ def isolated_ssh_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def testbed_ssh_settings(testbed_client: Path, isolated_ssh_env: Path) -> SshSettings:
     """Profile-style SSH settings for the test bed's login node (127.0.0.1:2222), no ssh_config."""
-    return SshSettings(host="127.0.0.1", port=TESTBED_SSH_PORT, user=TESTBED_USER,
-                       identity_file=str(TESTBED_KEY), known_hosts=str(TESTBED_KNOWN_HOSTS),
-                       connect_timeout=10)
+    return SshSettings(
+        host="127.0.0.1",
+        port=TESTBED_SSH_PORT,
+        user=TESTBED_USER,
+        identity_file=str(TESTBED_KEY),
+        known_hosts=str(TESTBED_KNOWN_HOSTS),
+        connect_timeout=10,
+    )

@@ -128,8 +128,11 @@ def test_stdin_writer_error_is_raised_and_the_connection_survives(ssh: SshTransp
 
 
 def test_large_stdout_and_stderr_together(ssh: SshTransport) -> None:
-    r = ssh.run("head -c 8000000 /dev/zero | tr '\\0' a; head -c 8000000 /dev/zero | tr '\\0' b >&2; "
-                "head -c 100 /dev/zero | tr '\\0' c", timeout=120)
+    r = ssh.run(
+        "head -c 8000000 /dev/zero | tr '\\0' a; head -c 8000000 /dev/zero | tr '\\0' b >&2; "
+        "head -c 100 /dev/zero | tr '\\0' c",
+        timeout=120,
+    )
     assert r.ok
     assert len(r.stdout) == 8_000_100 and r.stdout.endswith("c" * 100)
     assert r.stderr == "b" * 8_000_000
@@ -163,8 +166,7 @@ def test_socket_has_tcp_nodelay_and_timings(ssh: SshTransport) -> None:
         ssh.run("true")
         times.append(time.perf_counter() - t0)
     assert ssh.connect_seconds is not None
-    print(f"connect {ssh.connect_seconds * 1000:.1f} ms; run('true') median "
-          f"{statistics.median(times) * 1000:.1f} ms")
+    print(f"connect {ssh.connect_seconds * 1000:.1f} ms; run('true') median {statistics.median(times) * 1000:.1f} ms")
 
 
 def test_sbatch_parsable(ssh: SshTransport, remote_dir: str) -> None:
@@ -209,16 +211,23 @@ def test_get_file(ssh: SshTransport, remote_dir: str, tmp_path: Path) -> None:
     ssh.get_file(f"{remote_dir}/big.bin", tmp_path / "d" / "big.bin", progress=seen.append)
     local = (tmp_path / "d" / "big.bin").read_bytes()
     assert len(local) == 3_000_000 and sum(seen) == 3_000_000
-    assert ssh.run(f"sha256sum < {remote_dir}/big.bin").stdout.split()[0] == __import__("hashlib").sha256(
-        local).hexdigest()
+    assert (
+        ssh.run(f"sha256sum < {remote_dir}/big.bin").stdout.split()[0]
+        == __import__("hashlib").sha256(local).hexdigest()
+    )
     with pytest.raises(FileNotFoundError):
         ssh.get_file(f"{remote_dir}/nope", tmp_path / "nope")
     assert not (tmp_path / "nope").exists() and not (tmp_path / ".nope.part").exists()
 
 
 def test_get_tar(ssh: SshTransport, remote_dir: str, tmp_path: Path) -> None:
-    setup = and_then(["cd", remote_dir], "mkdir -p out", "echo hello > stdout.log",
-                     "printf x > 'out/a b.txt'", "head -c 2000000 /dev/urandom > out/big.bin")
+    setup = and_then(
+        ["cd", remote_dir],
+        "mkdir -p out",
+        "echo hello > stdout.log",
+        "printf x > 'out/a b.txt'",
+        "head -c 2000000 /dev/urandom > out/big.bin",
+    )
     assert ssh.run(setup).ok
     files = ["stdout.log", "out/a b.txt", "out/big.bin"]
     archive = tmp_path / "fetch.tar"
@@ -254,8 +263,11 @@ def test_unknown_host_key(testbed_ssh_settings: SshSettings, tmp_path: Path, tes
 
 
 def test_changed_host_key(testbed_ssh_settings: SshSettings, tmp_path: Path, testbed_client: Path) -> None:
-    jump_line = next(line for line in TESTBED_KNOWN_HOSTS.read_text().splitlines()
-                     if line.startswith(f"[127.0.0.1]:{TESTBED_JUMP_PORT} "))
+    jump_line = next(
+        line
+        for line in TESTBED_KNOWN_HOSTS.read_text().splitlines()
+        if line.startswith(f"[127.0.0.1]:{TESTBED_JUMP_PORT} ")
+    )
     wrong = tmp_path / "known_hosts"
     wrong.write_text(jump_line.replace(f":{TESTBED_JUMP_PORT} ", f":{TESTBED_SSH_PORT} ", 1) + "\n")
     tr = _transport(testbed_ssh_settings, known_hosts=str(wrong))
@@ -264,8 +276,9 @@ def test_changed_host_key(testbed_ssh_settings: SshSettings, tmp_path: Path, tes
     assert "man-in-the-middle" in info.value.message
 
 
-def test_pinned_fingerprint_without_known_hosts(testbed_ssh_settings: SshSettings, tmp_path: Path,
-                                                testbed_client: Path) -> None:
+def test_pinned_fingerprint_without_known_hosts(
+    testbed_ssh_settings: SshSettings, tmp_path: Path, testbed_client: Path
+) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     fp = (testbed_client / "host_fingerprint").read_text().strip()
@@ -284,8 +297,9 @@ def test_pinned_fingerprint_without_known_hosts(testbed_ssh_settings: SshSetting
 
 def _write_key(path: Path) -> Path:
     key = ed25519.Ed25519PrivateKey.generate()
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                       serialization.NoEncryption()))
+    path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    )
     path.chmod(0o600)
     return path
 
@@ -317,8 +331,7 @@ def test_dead_port_fails_fast(testbed_ssh_settings: SshSettings) -> None:
 
 
 def test_unknown_host_name(testbed_ssh_settings: SshSettings) -> None:
-    tr = SshTransport(_settings(testbed_ssh_settings, host="no-such-host.invalid"), site="testbed",
-                      interactive=False)
+    tr = SshTransport(_settings(testbed_ssh_settings, host="no-such-host.invalid"), site="testbed", interactive=False)
     with pytest.raises(RemoteError, match="resolve"):
         tr.run("true")
 
@@ -336,8 +349,9 @@ def test_proxy_jump_from_settings(testbed_ssh_settings: SshSettings) -> None:
         assert len(tr._jumps) == 1 and tr.connections_opened == 1
 
 
-def test_proxy_jump_from_ssh_config_alias(testbed_client: Path, isolated_ssh_env: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_proxy_jump_from_ssh_config_alias(
+    testbed_client: Path, isolated_ssh_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AIFACTORY_SSH_CONFIG", str(TESTBED_SSH_CONFIG))
     with SshTransport(SshSettings(host="testbed-via-jump"), site="testbed", interactive=False) as tr:
         assert tr.username == TESTBED_USER
@@ -355,10 +369,16 @@ def test_proxy_jump_to_a_dead_port(testbed_ssh_settings: SshSettings) -> None:
 
 def test_unknown_jump_host_key(testbed_ssh_settings: SshSettings, tmp_path: Path) -> None:
     only_target = tmp_path / "known_hosts"
-    only_target.write_text("".join(line + "\n" for line in TESTBED_KNOWN_HOSTS.read_text().splitlines()
-                                   if line.startswith(f"[127.0.0.1]:{TESTBED_SSH_PORT} ")))
-    settings = _settings(testbed_ssh_settings, known_hosts=str(only_target),
-                         proxy_jump=f"127.0.0.1:{TESTBED_JUMP_PORT}")
+    only_target.write_text(
+        "".join(
+            line + "\n"
+            for line in TESTBED_KNOWN_HOSTS.read_text().splitlines()
+            if line.startswith(f"[127.0.0.1]:{TESTBED_SSH_PORT} ")
+        )
+    )
+    settings = _settings(
+        testbed_ssh_settings, known_hosts=str(only_target), proxy_jump=f"127.0.0.1:{TESTBED_JUMP_PORT}"
+    )
     with pytest.raises(HostKeyError, match=f"127.0.0.1:{TESTBED_JUMP_PORT}"):
         SshTransport(settings, site="testbed", interactive=False).run("true")
 
@@ -477,9 +497,15 @@ def fake_login_node(tmp_path: Path, isolated_ssh_env: Path) -> Iterator[Any]:
 
     def settings(mfa: bool = True) -> SshSettings:
         state["mfa"] = mfa
-        return SshSettings(host="127.0.0.1", port=listener.getsockname()[1], user="alice",
-                           identity_file=str(client_key_path), known_hosts=str(empty),
-                           host_key_fingerprints=[fingerprint(host_key.asbytes())], connect_timeout=5)
+        return SshSettings(
+            host="127.0.0.1",
+            port=listener.getsockname()[1],
+            user="alice",
+            identity_file=str(client_key_path),
+            known_hosts=str(empty),
+            host_key_fingerprints=[fingerprint(host_key.asbytes())],
+            connect_timeout=5,
+        )
 
     yield settings
     stop.set()
@@ -511,8 +537,10 @@ def test_noisy_login_shell_banner_is_cut(fake_login_node: Any) -> None:
 
 
 def test_no_sftp_subsystem_is_a_remote_error(fake_login_node: Any) -> None:
-    with SshTransport(fake_login_node(mfa=False), site="fake", interactive=False) as tr, \
-            pytest.raises(RemoteError, match="SFTP"):
+    with (
+        SshTransport(fake_login_node(mfa=False), site="fake", interactive=False) as tr,
+        pytest.raises(RemoteError, match="SFTP"),
+    ):
         tr.read_bytes("x")
 
 
@@ -525,8 +553,9 @@ def test_mfa_prompt_without_terminal_is_an_auth_error(fake_login_node: Any) -> N
     assert info.value.exit_code == EXIT_REMOTE
 
 
-def test_mfa_prompt_is_passed_to_the_user(fake_login_node: Any, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_mfa_prompt_is_passed_to_the_user(
+    fake_login_node: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     asked: list[str] = []
 
     def fake_getpass(prompt: str = "", stream: Any = None) -> str:

@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import EXAMPLES
 
 pytestmark = pytest.mark.real
@@ -18,7 +17,7 @@ ACCOUNT = "project_465000001"
 
 
 @pytest.fixture
-def tb(cli, tmp_path: Path):  # noqa: ANN001, ANN201
+def tb(cli, tmp_path: Path):
     """`aifactory ...` against the test bed site, with the account set as CI would (env) and no
     ~/.ssh/config of whoever runs the tests."""
     if not TESTBED_KEY.is_file():
@@ -26,18 +25,18 @@ def tb(cli, tmp_path: Path):  # noqa: ANN001, ANN201
     isolated_ssh_env = tmp_path / "ssh_config_empty"
     isolated_ssh_env.write_text("")
 
-    def call(*args: str, env: dict[str, str] | None = None, **kw):  # noqa: ANN003, ANN202
+    def call(*args: str, env: dict[str, str] | None = None, **kw):
         full = {"AIFACTORY_ACCOUNT": ACCOUNT, "AIFACTORY_SSH_CONFIG": str(isolated_ssh_env), **(env or {})}
         return cli(*args, env=full, **kw)
 
     return call
 
 
-def _jobs(result) -> list[dict]:  # noqa: ANN001
+def _jobs(result) -> list[dict]:
     return json.loads(result.stdout)["jobs"]
 
 
-def test_train_example_runs_on_two_gpu_nodes(tb) -> None:  # noqa: ANN001
+def test_train_example_runs_on_two_gpu_nodes(tb) -> None:
     r = tb("submit", str(EXAMPLES / "train.yaml"), "--site", "testbed", "--wait", "--json", "--timeout", "120")
     assert r.code == 0, r.stderr
     job = _jobs(r)[0]
@@ -63,7 +62,7 @@ def test_train_example_runs_on_two_gpu_nodes(tb) -> None:  # noqa: ANN001
     assert f"Comment=aifactory:{job['token']}" in shown
 
 
-def test_bad_account_is_rejected_by_slurm(tb) -> None:  # noqa: ANN001
+def test_bad_account_is_rejected_by_slurm(tb) -> None:
     r = tb("submit", str(EXAMPLES / "hello.yaml"), "--site", "testbed", "-A", "project_999999999")
     assert r.code == 2, r.stderr
     # the account's project dir does not exist, as on LUMI: refused before sbatch, naming the account
@@ -71,7 +70,7 @@ def test_bad_account_is_rejected_by_slurm(tb) -> None:  # noqa: ANN001
     assert _jobs(tb("list", "--json")) == []
 
 
-def test_slurm_rejection_is_exit_2_with_slurms_reason(tb, tmp_path: Path) -> None:  # noqa: ANN001
+def test_slurm_rejection_is_exit_2_with_slurms_reason(tb, tmp_path: Path) -> None:
     spec = tmp_path / "feat.yaml"
     spec.write_text("run: echo hi\nslurm: {constraint: nosuchfeature}\n")
     r = tb("submit", str(spec), "--site", "testbed")
@@ -80,7 +79,7 @@ def test_slurm_rejection_is_exit_2_with_slurms_reason(tb, tmp_path: Path) -> Non
     assert _jobs(tb("list", "--json")) == []
 
 
-def test_second_account_works_and_wrong_account_is_rejected_by_slurm(tb, tmp_path: Path) -> None:  # noqa: ANN001
+def test_second_account_works_and_wrong_account_is_rejected_by_slurm(tb, tmp_path: Path) -> None:
     # a site where the job dir does not depend on the account: Slurm itself refuses the account
     profiles = tmp_path / "profiles"
     profiles.mkdir()
@@ -93,7 +92,7 @@ def test_second_account_works_and_wrong_account_is_rejected_by_slurm(tb, tmp_pat
     assert r.code == 0, r.stderr
 
 
-def test_missing_module_fails_the_job_as_on_the_site(tb, tmp_path: Path) -> None:  # noqa: ANN001
+def test_missing_module_fails_the_job_as_on_the_site(tb, tmp_path: Path) -> None:
     spec = tmp_path / "mod.yaml"
     spec.write_text("modules: [nosuch/1.0]\nrun: echo should-not-run\nresources: {time: 5m}\n")
     r = tb("submit", str(spec), "--site", "testbed", "--wait", "--json", "--timeout", "60")
@@ -107,8 +106,15 @@ def test_missing_module_fails_the_job_as_on_the_site(tb, tmp_path: Path) -> None
 def _site(tmp_path: Path, name: str, **ssh: object) -> Path:
     d = tmp_path / "profiles"
     d.mkdir(exist_ok=True)
-    base = {"host": "127.0.0.1", "port": 2222, "user": "hpcuser", "identity_file": str(TESTBED_KEY),
-            "known_hosts": str(TESTBED_KNOWN_HOSTS), "connect_timeout": 5, **ssh}
+    base = {
+        "host": "127.0.0.1",
+        "port": 2222,
+        "user": "hpcuser",
+        "identity_file": str(TESTBED_KEY),
+        "known_hosts": str(TESTBED_KNOWN_HOSTS),
+        "connect_timeout": 5,
+        **ssh,
+    }
     lines = "\n".join(f"  {k}: {json.dumps(v)}" for k, v in base.items())
     (d / f"{name}.yaml").write_text(f"extends: testbed\nssh:\n{lines}\n")
     return d
@@ -122,7 +128,7 @@ def _site(tmp_path: Path, name: str, **ssh: object) -> Path:
         ("dead-port", {"port": 1}, "127.0.0.1:1"),
     ],
 )
-def test_connection_failures_exit_3(tb, tmp_path: Path, case: str, ssh: dict, needle: str) -> None:  # noqa: ANN001
+def test_connection_failures_exit_3(tb, tmp_path: Path, case: str, ssh: dict, needle: str) -> None:
     if ssh.get("known_hosts") == "EMPTY":
         empty = tmp_path / "known_hosts"
         empty.write_text("")

@@ -18,13 +18,13 @@ SSH = ["ssh", "-F", "/tmp/testbed/client/ssh_config", "testbed"]
 
 
 @pytest.fixture
-def tb(cli, tmp_path: Path):  # noqa: ANN001, ANN201
+def tb(cli, tmp_path: Path):
     if not KEY.is_file():
         pytest.fail("no test bed: run tests/testbed/start.sh (tests/run does)")
     empty = tmp_path / "ssh_config_empty"
     empty.write_text("")
 
-    def call(*args: str, env: dict[str, str] | None = None, **kw):  # noqa: ANN003, ANN202
+    def call(*args: str, env: dict[str, str] | None = None, **kw):
         return cli(*args, env={"AIFACTORY_ACCOUNT": ACCOUNT, "AIFACTORY_SSH_CONFIG": str(empty), **(env or {})}, **kw)
 
     return call
@@ -36,19 +36,19 @@ def _spec(tmp_path: Path, name: str, text: str) -> str:
     return str(p)
 
 
-def _jobs(r) -> list[dict]:  # noqa: ANN001
+def _jobs(r) -> list[dict]:
     assert r.stdout, r.stderr
     return json.loads(r.stdout)["jobs"]
 
 
-def _submit(tb, spec: str) -> str:  # noqa: ANN001
+def _submit(tb, spec: str) -> str:
     r = tb("submit", spec, "--site", "testbed")
     assert r.code == 0, r.stderr
     return r.stdout.strip()
 
 
 @pytest.mark.slow
-def test_states_are_what_slurm_did(tb, tmp_path: Path) -> None:  # noqa: ANN001
+def test_states_are_what_slurm_did(tb, tmp_path: Path) -> None:
     ids = {
         # the TIMEOUT job first: Slurm needs 60-90 s to notice it (testbed-notes)
         "timeout": _submit(tb, _spec(tmp_path, "tmo", "resources: {time: 1m}\nrun: sleep 300\n")),
@@ -68,8 +68,14 @@ def test_states_are_what_slurm_did(tb, tmp_path: Path) -> None:  # noqa: ANN001
     r = tb("wait", *ids.values(), "--timeout", "180", "--json")
     assert r.code == 1  # not all COMPLETED
     got = {j["id"]: j for j in _jobs(tb("status", "--json"))}
-    expect = {"ok": ("COMPLETED", 0), "fail": ("FAILED", 3), "running": ("CANCELLED", None),
-              "pending": ("CANCELLED", None), "timeout": ("TIMEOUT", None), "array": ("COMPLETED", 0)}
+    expect = {
+        "ok": ("COMPLETED", 0),
+        "fail": ("FAILED", 3),
+        "running": ("CANCELLED", None),
+        "pending": ("CANCELLED", None),
+        "timeout": ("TIMEOUT", None),
+        "array": ("COMPLETED", 0),
+    }
     for key, (state, code) in expect.items():
         job = got[ids[key]]
         assert job["state"] == state, (key, job)
@@ -81,12 +87,14 @@ def test_states_are_what_slurm_did(tb, tmp_path: Path) -> None:  # noqa: ANN001
     assert tb("logs", ids["array"], "--task", "3").stdout.strip() == "element d"
 
 
-def test_many_live_jobs_cost_one_connection_and_one_sacct(aif_home: Path, tb, monkeypatch) -> None:  # noqa: ANN001
+def test_many_live_jobs_cost_one_connection_and_one_sacct(aif_home: Path, tb, monkeypatch) -> None:
     monkeypatch.setenv("AIFACTORY_SSH_CONFIG", str(aif_home.parent / "ssh_config_empty"))
     (aif_home.parent / "ssh_config_empty").write_text("")
     script = "#!/bin/bash\n#SBATCH --hold\n#SBATCH --output=/dev/null\ntrue\n"
-    loop = (f"cd /tmp && cat > held.sh && for i in $(seq 200); do sbatch --parsable --account={ACCOUNT} "
-            "--time=5 held.sh; done")
+    loop = (
+        f"cd /tmp && cat > held.sh && for i in $(seq 200); do sbatch --parsable --account={ACCOUNT} "
+        "--time=5 held.sh; done"
+    )
     out = subprocess.run([*SSH, loop], input=script, capture_output=True, text=True, check=True).stdout.split()
     assert len(out) == 200
     from aifactory_cli.service import Service
@@ -98,9 +106,19 @@ def test_many_live_jobs_cost_one_connection_and_one_sacct(aif_home: Path, tb, mo
         with Service() as svc:
             for i, sid in enumerate(out):
                 now = now_iso()
-                svc.store.add(Job(id=f"many{i:04d}", token=f"many{i:04d}" + "0" * 24, name="held", site="testbed",
-                                  state="PENDING", created_at=now, updated_at=now, slurm_job_id=sid,
-                                  workdir="/tmp"))
+                svc.store.add(
+                    Job(
+                        id=f"many{i:04d}",
+                        token=f"many{i:04d}" + "0" * 24,
+                        name="held",
+                        site="testbed",
+                        state="PENDING",
+                        created_at=now,
+                        updated_at=now,
+                        slurm_job_id=sid,
+                        workdir="/tmp",
+                    )
+                )
         with Service() as svc:
             jobs = svc.status([])
             transport = svc.backend("testbed").transport
@@ -111,7 +129,7 @@ def test_many_live_jobs_cost_one_connection_and_one_sacct(aif_home: Path, tb, mo
         subprocess.run([*SSH, "scancel " + " ".join(out)], check=False)
 
 
-def test_sync_rebuilds_the_store_from_the_site(tb, aif_home: Path, tmp_path: Path) -> None:  # noqa: ANN001
+def test_sync_rebuilds_the_store_from_the_site(tb, aif_home: Path, tmp_path: Path) -> None:
     a = _submit(tb, _spec(tmp_path, "syncok", "run: echo ok\n"))
     b = _submit(tb, _spec(tmp_path, "syncfail", "run: exit 3\n"))
     assert tb("wait", a, b, "--timeout", "60").code == 1
@@ -128,10 +146,17 @@ def test_sync_rebuilds_the_store_from_the_site(tb, aif_home: Path, tmp_path: Pat
     assert "#SBATCH --comment=aifactory:" in prov["script"] and prov["hash"]
 
 
-def test_logs_follow_and_fetch(tb, tmp_path: Path) -> None:  # noqa: ANN001
-    job = _submit(tb, _spec(tmp_path, "stream", "download: ['outputs/**', 'summary.txt']\n"
-                            "run: for i in 1 2 3; do echo line $i; sleep 1; done; mkdir -p outputs/a; "
-                            "echo r > outputs/a/r.json; echo s > summary.txt; echo skip > other.txt\n"))
+def test_logs_follow_and_fetch(tb, tmp_path: Path) -> None:
+    job = _submit(
+        tb,
+        _spec(
+            tmp_path,
+            "stream",
+            "download: ['outputs/**', 'summary.txt']\n"
+            "run: for i in 1 2 3; do echo line $i; sleep 1; done; mkdir -p outputs/a; "
+            "echo r > outputs/a/r.json; echo s > summary.txt; echo skip > other.txt\n",
+        ),
+    )
     r = tb("logs", job, "--follow", timeout=60)
     assert r.code == 0
     assert r.stdout.splitlines() == ["line 1", "line 2", "line 3"]

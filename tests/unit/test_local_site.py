@@ -14,13 +14,13 @@ def _spec(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
-def _jobs(result) -> list[dict]:  # noqa: ANN001
+def _jobs(result) -> list[dict]:
     data = json.loads(result.stdout)
     assert data["schema_version"] == 1
     return data["jobs"]
 
 
-def test_hello_runs_and_is_tracked(cli) -> None:  # noqa: ANN001
+def test_hello_runs_and_is_tracked(cli) -> None:
     r = cli("submit", str(EXAMPLES / "hello.yaml"))
     assert r.code == 0, r.stderr
     job_id = r.stdout.strip()
@@ -37,7 +37,7 @@ def test_hello_runs_and_is_tracked(cli) -> None:  # noqa: ANN001
     assert prov["profile"] == "local" and prov["hash"] and "#!/bin/bash" in prov["script"]
 
 
-def test_failure_exit_code_and_wait_exit_1(cli, tmp_path: Path) -> None:  # noqa: ANN001
+def test_failure_exit_code_and_wait_exit_1(cli, tmp_path: Path) -> None:
     spec = _spec(tmp_path, "fail", "run: echo bad >&2; exit 3\n")
     r = cli("submit", str(spec), "--wait", "--json")
     assert r.code == 1, r.stderr
@@ -46,7 +46,7 @@ def test_failure_exit_code_and_wait_exit_1(cli, tmp_path: Path) -> None:  # noqa
     assert "bad" in cli("logs", job["id"], "--stderr").stdout
 
 
-def test_cancel_running_job(cli, tmp_path: Path) -> None:  # noqa: ANN001
+def test_cancel_running_job(cli, tmp_path: Path) -> None:
     spec = _spec(tmp_path, "sleepy", "run: echo started; sleep 60\n")
     job_id = cli("submit", str(spec)).stdout.strip()
     assert cli("wait", job_id, "--timeout", "1").code == 5
@@ -56,25 +56,28 @@ def test_cancel_running_job(cli, tmp_path: Path) -> None:  # noqa: ANN001
     assert _jobs(r)[0]["state"] == "CANCELLED"
 
 
-def test_time_limit_gives_timeout(cli, tmp_path: Path) -> None:  # noqa: ANN001
+def test_time_limit_gives_timeout(cli, tmp_path: Path) -> None:
     spec = _spec(tmp_path, "slow", "resources: {time: 1s}\nrun: sleep 30\n")
     r = cli("submit", str(spec), "--wait", "--json", timeout=60)
     assert r.code == 1
     assert _jobs(r)[0]["state"] == "TIMEOUT"
 
 
-def test_sweep_reports_each_element(cli, tmp_path: Path) -> None:  # noqa: ANN001
+def test_sweep_reports_each_element(cli, tmp_path: Path) -> None:
     spec = _spec(tmp_path, "sweep", "matrix: {X: [1, 2, 3]}\nrun: echo x=$X; test $X != 2\n")
     r = cli("submit", str(spec), "--wait", "--json")
     assert r.code == 1
     job = _jobs(r)[0]
     assert job["array_size"] == 3 and job["state"] == "FAILED"
     assert [(t["task_id"], t["state"], t["exit_code"]) for t in job["tasks"]] == [
-        (0, "COMPLETED", 0), (1, "FAILED", 1), (2, "COMPLETED", 0)]
+        (0, "COMPLETED", 0),
+        (1, "FAILED", 1),
+        (2, "COMPLETED", 0),
+    ]
     assert cli("logs", job["id"], "--task", "2").stdout.strip() == "x=3"
 
 
-def test_dependency_on_failed_job_never_runs(cli, tmp_path: Path) -> None:  # noqa: ANN001
+def test_dependency_on_failed_job_never_runs(cli, tmp_path: Path) -> None:
     first = _spec(tmp_path, "a", "run: exit 3\n")
     second = _spec(tmp_path, "b", "run: touch ran\n")
     r = cli("submit", str(first), str(second), "--wait", "--json")
@@ -85,11 +88,14 @@ def test_dependency_on_failed_job_never_runs(cli, tmp_path: Path) -> None:  # no
     assert not (Path(b["workdir"]) / "ran").exists()
 
 
-def test_upload_and_fetch(cli, tmp_path: Path) -> None:  # noqa: ANN001
+def test_upload_and_fetch(cli, tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "in.txt").write_text("payload\n")
-    spec = _spec(tmp_path, "io", "upload: [data/]\ndownload: ['outputs/**']\n"
-                 "run: mkdir -p outputs/sub && cp data/in.txt outputs/sub/out.txt\n")
+    spec = _spec(
+        tmp_path,
+        "io",
+        "upload: [data/]\ndownload: ['outputs/**']\nrun: mkdir -p outputs/sub && cp data/in.txt outputs/sub/out.txt\n",
+    )
     r = cli("submit", str(spec), "--wait", "--json")
     assert r.code == 0, r.stderr
     job = _jobs(r)[0]
@@ -99,13 +105,13 @@ def test_upload_and_fetch(cli, tmp_path: Path) -> None:  # noqa: ANN001
     assert (dest / "outputs" / "sub" / "out.txt").read_text() == "payload\n"
 
 
-def test_dry_run_records_nothing(cli, aif_home: Path) -> None:  # noqa: ANN001
+def test_dry_run_records_nothing(cli, aif_home: Path) -> None:
     r = cli("submit", str(EXAMPLES / "hello.yaml"), "--dry-run")
     assert r.code == 0 and r.stdout.startswith("#!/bin/bash")
     assert _jobs(cli("list", "--json")) == []
 
 
-def test_job_id_file(cli, tmp_path: Path) -> None:  # noqa: ANN001
+def test_job_id_file(cli, tmp_path: Path) -> None:
     ids = tmp_path / "ids"
     r = cli("submit", str(EXAMPLES / "hello.yaml"), "--job-id-file", str(ids))
     assert r.code == 0

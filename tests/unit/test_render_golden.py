@@ -23,15 +23,29 @@ CASES = {
     "lumi-train": ("examples/train.yaml", "lumi", "project_465000123"),
     "jupiter-train": ("examples/train.yaml", "jupiter", "exalab"),
     "local-hello": ("examples/hello.yaml", "local", None),
-    "lumi-small-g-1gpu": ("run: python3 infer.py\nname: infer\nresources: {gpus_per_node: 1, time: 2h}\n", "lumi",
-                          "project_465000123"),
-    "lumi-cpu": ("run: ./simulate\nname: sim\nresources: {nodes: 2, tasks_per_node: 128, time: 1d}\n", "lumi",
-                 "project_465000123"),
-    "jupiter-torchrun": ("run: train.py --epochs 3\nname: ddp\nlauncher: torchrun\n"
-                         "resources: {nodes: 4, gpus_per_node: all, time: 6h}\n", "jupiter", "exalab"),
-    "lumi-sweep-container": ("name: sweep\nrun: python3 bench.py --lr \"$LR\"\nresources: {gpus_per_node: 8, time: 1h}\n"
-                             "container: {image: /appl/local/containers/pytorch.sif, bind: [/scratch/project_465000123]}\n"
-                             "matrix: {LR: ['1e-4', '3e-4', '1e-3']}\nmax_parallel: 2\n", "lumi", "project_465000123"),
+    "lumi-small-g-1gpu": (
+        "run: python3 infer.py\nname: infer\nresources: {gpus_per_node: 1, time: 2h}\n",
+        "lumi",
+        "project_465000123",
+    ),
+    "lumi-cpu": (
+        "run: ./simulate\nname: sim\nresources: {nodes: 2, tasks_per_node: 128, time: 1d}\n",
+        "lumi",
+        "project_465000123",
+    ),
+    "jupiter-torchrun": (
+        "run: train.py --epochs 3\nname: ddp\nlauncher: torchrun\n"
+        "resources: {nodes: 4, gpus_per_node: all, time: 6h}\n",
+        "jupiter",
+        "exalab",
+    ),
+    "lumi-sweep-container": (
+        'name: sweep\nrun: python3 bench.py --lr "$LR"\nresources: {gpus_per_node: 8, time: 1h}\n'
+        "container: {image: /appl/local/containers/pytorch.sif, bind: [/scratch/project_465000123]}\n"
+        "matrix: {LR: ['1e-4', '3e-4', '1e-3']}\nmax_parallel: 2\n",
+        "lumi",
+        "project_465000123",
+    ),
 }
 
 
@@ -43,7 +57,7 @@ def _render(name: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _home(aif_home):  # noqa: ANN001, ANN202
+def _home(aif_home):
     return aif_home
 
 
@@ -74,7 +88,7 @@ def test_lumi_full_node_follows_the_lumi_docs() -> None:
     # full-node GPU request as in the docs' standard-g examples, one task per GCD, 7 cores per GCD
     assert {"--nodes=2", "--gpus-per-node=8", "--ntasks-per-node=8", "--cpus-per-task=7"} <= set(d)
     # the documented 7-core hybrid masks (distribution-binding.md) and GCD selection per task
-    assert 'CPU_BIND=mask_cpu:fe000000000000,fe00000000000000,fe0000,fe000000,fe,fe00,fe00000000,fe0000000000' in script
+    assert "CPU_BIND=mask_cpu:fe000000000000,fe00000000000000,fe0000,fe000000,fe,fe00,fe00000000,fe0000000000" in script
     assert "export ROCR_VISIBLE_DEVICES=$SLURM_LOCALID" in script
     assert 'exec "$@"' in script
     assert '--cpu-bind="$CPU_BIND" "$AIF_SELECT_GPU"' in script
@@ -84,16 +98,26 @@ def test_lumi_full_node_follows_the_lumi_docs() -> None:
 
 def test_lumi_sub_node_follows_the_ai_guide_recipe() -> None:
     d = _directives(_render("lumi-small-g-1gpu"))
-    assert {"--partition=small-g", "--gpus-per-node=1", "--ntasks-per-node=1", "--cpus-per-task=7",
-            "--mem-per-gpu=60G"} <= set(d)
+    assert {
+        "--partition=small-g",
+        "--gpus-per-node=1",
+        "--ntasks-per-node=1",
+        "--cpus-per-task=7",
+        "--mem-per-gpu=60G",
+    } <= set(d)
     assert "select_gpu" not in _render("lumi-small-g-1gpu")
 
 
 def test_jupiter_follows_the_jsc_docs() -> None:
     script = _render("jupiter-train")
     d = _directives(script)
-    assert {"--partition=booster", "--account=exalab", "--ntasks-per-node=4", "--cpus-per-task=72",
-            "--gpus-per-task=1"} <= set(d)
+    assert {
+        "--partition=booster",
+        "--account=exalab",
+        "--ntasks-per-node=4",
+        "--cpus-per-task=72",
+        "--gpus-per-task=1",
+    } <= set(d)
     assert 'export SRUN_CPUS_PER_TASK="$SLURM_CPUS_PER_TASK"' in script
     torch = _render("jupiter-torchrun")
     assert "export CUDA_VISIBLE_DEVICES=0,1,2,3" in torch
@@ -108,8 +132,10 @@ def test_sweep_is_one_array_with_a_limit() -> None:
 
 
 def test_every_user_value_is_quoted() -> None:
-    text = ("name: q\nrun: echo \"$(touch /tmp/pwned)\"; `id`\nsetup: \"echo '; rm -rf /'\"\n"
-            "env: {A: \"$(touch /tmp/pwned) '\\\"\"}\nmatrix: {B: [\"a b\", \"$(id)\"]}\n")
+    text = (
+        'name: q\nrun: echo "$(touch /tmp/pwned)"; `id`\nsetup: "echo \'; rm -rf /\'"\n'
+        'env: {A: "$(touch /tmp/pwned) \'\\""}\nmatrix: {B: ["a b", "$(id)"]}\n'
+    )
     job = resolve(load_spec_text(text).spec, load_profile("local"), UserConfig(), Overrides())
     script = render(job, TOKEN, TOKEN[:8]).script
     assert "export A='$(touch /tmp/pwned) '\"'\"'\"'" in script

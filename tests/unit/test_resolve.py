@@ -8,12 +8,12 @@ from aifactory_cli.spec import load_spec_text
 ACCOUNT = Overrides(account="project_465000123")
 
 
-def _resolve(text: str, site: str = "lumi", ov: Overrides = ACCOUNT, config: UserConfig | None = None):  # noqa: ANN202
+def _resolve(text: str, site: str = "lumi", ov: Overrides = ACCOUNT, config: UserConfig | None = None):
     return resolve(load_spec_text(text).spec, load_profile(site), config or UserConfig(), ov)
 
 
 @pytest.fixture(autouse=True)
-def _home(aif_home):  # noqa: ANN001, ANN202
+def _home(aif_home):
     return aif_home
 
 

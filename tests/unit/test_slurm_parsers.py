@@ -75,9 +75,20 @@ def test_status_command_output_split() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "state"),
-    [("CANCELLED by 1001", "CANCELLED"), ("COMPLETED", "COMPLETED"), ("PD", "PENDING"), ("COMPLETING", "RUNNING"),
-     ("OUT_OF_MEMORY", "OUT_OF_MEMORY"), ("NODE_FAIL", "NODE_FAIL"), ("PREEMPTED", "PREEMPTED"),
-     ("BOOT_FAIL", "NODE_FAIL"), ("DEADLINE", "TIMEOUT"), ("REQUEUED", "PENDING"), ("weird", "UNKNOWN"), ("", "UNKNOWN")],
+    [
+        ("CANCELLED by 1001", "CANCELLED"),
+        ("COMPLETED", "COMPLETED"),
+        ("PD", "PENDING"),
+        ("COMPLETING", "RUNNING"),
+        ("OUT_OF_MEMORY", "OUT_OF_MEMORY"),
+        ("NODE_FAIL", "NODE_FAIL"),
+        ("PREEMPTED", "PREEMPTED"),
+        ("BOOT_FAIL", "NODE_FAIL"),
+        ("DEADLINE", "TIMEOUT"),
+        ("REQUEUED", "PENDING"),
+        ("weird", "UNKNOWN"),
+        ("", "UNKNOWN"),
+    ],
 )
 def test_state_mapping(raw: str, state: str) -> None:
     assert from_slurm(raw) == state
@@ -104,11 +115,16 @@ def _rejections() -> dict[str, tuple[int, str]]:
     return out
 
 
-@pytest.mark.parametrize(("label", "needle"), [
-    ("bad-account", "Invalid account"), ("bad-partition", "invalid partition"),
-    ("too-many-gpus", "node configuration is not available"), ("time-over-limit", "time limit is invalid"),
-    ("bad-feature", "Invalid feature"),
-])
+@pytest.mark.parametrize(
+    ("label", "needle"),
+    [
+        ("bad-account", "Invalid account"),
+        ("bad-partition", "invalid partition"),
+        ("too-many-gpus", "node configuration is not available"),
+        ("time-over-limit", "time limit is invalid"),
+        ("bad-feature", "Invalid feature"),
+    ],
+)
 def test_sbatch_rejections_are_bad_input_with_a_hint(label: str, needle: str) -> None:
     rc, stderr = _rejections()[label]
     with pytest.raises(SubmitRejected) as info:
@@ -119,7 +135,9 @@ def test_sbatch_rejections_are_bad_input_with_a_hint(label: str, needle: str) ->
 
 def test_sbatch_other_failure_is_remote_error() -> None:
     with pytest.raises(RemoteError) as info:
-        slurm.parse_sbatch(CommandResult(1, "", "sbatch: error: Slurm controller not responding, sleeping and retrying."))
+        slurm.parse_sbatch(
+            CommandResult(1, "", "sbatch: error: Slurm controller not responding, sleeping and retrying.")
+        )
     assert info.value.exit_code == 3
 
 

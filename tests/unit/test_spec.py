@@ -72,7 +72,7 @@ def test_matrix_is_a_cartesian_product() -> None:
         ("run: x\nmatrix: {LR: []}\n", "non-empty list"),
         ("run: x\nupload: [../secret]\n", "without '..'"),
         ("run: x\nslurm: {partition: foo}\n", "set by aifactory"),
-        ("run: x\nslurm: {constraint: \"a\\nb\"}\n", "single line"),
+        ('run: x\nslurm: {constraint: "a\\nb"}\n', "single line"),
         ("run: x\nlauncher: mpirun\n", "srun"),
         ("run: x\nsites: {lumi: {resources: {nodez: 2}}}\n", "did you mean 'nodes'"),
         ("- a\n- b\n", "must be a YAML mapping"),

@@ -96,8 +96,15 @@ def test_alias_takes_everything_from_ssh_config(config: paramiko.SSHConfig, tmp_
 
 
 def test_explicit_settings_win_over_ssh_config(config: paramiko.SSHConfig, tmp_path: Path) -> None:
-    settings = SshSettings(host="lumi", port=22, user="zed", identity_file="~/k/id_x", known_hosts="~/kh",
-                           proxy_jump="none", host_key_fingerprints=["SHA256:" + "A" * 43])
+    settings = SshSettings(
+        host="lumi",
+        port=22,
+        user="zed",
+        identity_file="~/k/id_x",
+        known_hosts="~/kh",
+        proxy_jump="none",
+        host_key_fingerprints=["SHA256:" + "A" * 43],
+    )
     route = resolve_ssh(settings, config)
     t = route.target
     assert (t.hostname, t.port, t.user) == ("lumi.csc.fi", 22, "zed")
@@ -162,14 +169,17 @@ def test_missing_ssh_config_is_empty(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert (route.target.hostname, route.target.port) == ("h.example.org", 22)
 
 
-@pytest.mark.parametrize(("spec", "expected"), [
-    ("host", (None, "host", None)),
-    ("u@host", ("u", "host", None)),
-    ("u@host:2222", ("u", "host", 2222)),
-    ("ssh://u@host:2222", ("u", "host", 2222)),
-    ("[::1]:2200", (None, "::1", 2200)),
-    ("u@[fe80::1]", ("u", "fe80::1", None)),
-])
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("host", (None, "host", None)),
+        ("u@host", ("u", "host", None)),
+        ("u@host:2222", ("u", "host", 2222)),
+        ("ssh://u@host:2222", ("u", "host", 2222)),
+        ("[::1]:2200", (None, "::1", 2200)),
+        ("u@[fe80::1]", ("u", "fe80::1", None)),
+    ],
+)
 def test_parse_jump_spec(spec: str, expected: tuple[str | None, str, int | None]) -> None:
     assert parse_jump_spec(spec) == expected
 
@@ -192,7 +202,8 @@ def test_remote_path() -> None:
 
 def _key() -> paramiko.PKey:
     pem = ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
     import io
 
     return paramiko.Ed25519Key.from_private_key(io.StringIO(pem.decode()))

@@ -117,19 +117,22 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except Exception as exc:  # noqa: BLE001 - the boundary
+    except Exception as exc:
         if STATE.debug:
             traceback.print_exc()
-        sys.stderr.write(f"error: internal error: {type(exc).__name__}: {exc}\n  hint: rerun with --debug "
-                         "for the traceback, and please report it\n")
+        sys.stderr.write(
+            f"error: internal error: {type(exc).__name__}: {exc}\n  hint: rerun with --debug "
+            "for the traceback, and please report it\n"
+        )
         return 1
 
 
 def service(**kwargs: Any) -> Any:
     from aifactory_cli.service import Service
 
-    return Service(notify=note, progress_factory=progress_factory() if is_tty() else None,
-                   interactive=interactive(), **kwargs)
+    return Service(
+        notify=note, progress_factory=progress_factory() if is_tty() else None, interactive=interactive(), **kwargs
+    )
 
 
 def progress_factory() -> Callable[[int, str], Any]:
@@ -162,8 +165,15 @@ class _Progress:
             TransferSpeedColumn,
         )
 
-        self.bar = Progress(TextColumn(self.what), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                            TimeRemainingColumn(), console=err(), transient=True)
+        self.bar = Progress(
+            TextColumn(self.what),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err(),
+            transient=True,
+        )
         self.bar.start()
         self.task = self.bar.add_task(self.what, total=self.total or None)
         return lambda n: self.bar.advance(self.task, n)
@@ -174,9 +184,17 @@ class _Progress:
 
 
 STATE_STYLES = {
-    "COMPLETED": "green", "RUNNING": "cyan", "PENDING": "yellow", "PREPARED": "yellow",
-    "FAILED": "red", "CANCELLED": "magenta", "TIMEOUT": "red", "OUT_OF_MEMORY": "red",
-    "NODE_FAIL": "red", "PREEMPTED": "magenta", "UNKNOWN": "bright_black",
+    "COMPLETED": "green",
+    "RUNNING": "cyan",
+    "PENDING": "yellow",
+    "PREPARED": "yellow",
+    "FAILED": "red",
+    "CANCELLED": "magenta",
+    "TIMEOUT": "red",
+    "OUT_OF_MEMORY": "red",
+    "NODE_FAIL": "red",
+    "PREEMPTED": "magenta",
+    "UNKNOWN": "bright_black",
 }
 
 
@@ -222,7 +240,14 @@ def jobs_table(jobs: list[Job], title: str | None = None) -> None:
                 counts[t.state] = counts.get(t.state, 0) + 1
             state.append(" (" + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + ")")
         table.add_row(
-            j.id, j.name, j.site, j.slurm_job_id or "", state,
-            "" if j.exit_code is None else str(j.exit_code), queued, running, j.reason or "",
+            j.id,
+            j.name,
+            j.site,
+            j.slurm_job_id or "",
+            state,
+            "" if j.exit_code is None else str(j.exit_code),
+            queued,
+            running,
+            j.reason or "",
         )
     out().print(table)

@@ -25,10 +25,11 @@ def list_jobs(
     for s in wanted:
         if s not in ALL_STATES:
             guess = did_you_mean(s, list(ALL_STATES))
-            raise BadInput(f"unknown state '{s}'", f"did you mean {guess}?" if guess else
-                           f"states: {', '.join(ALL_STATES)}")
+            raise BadInput(
+                f"unknown state '{s}'", f"did you mean {guess}?" if guess else f"states: {', '.join(ALL_STATES)}"
+            )
     with common.service() as svc:
-        jobs = svc.store.list(site=site, states=wanted or None, name=name)
+        jobs = svc.store.query(site=site, states=wanted or None, name=name)
         if limit:
             jobs = jobs[-limit:]
         if as_json:

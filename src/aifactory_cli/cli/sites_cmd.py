@@ -52,8 +52,15 @@ def list_sites(as_json: bool = typer.Option(False, "--json", help="Print JSON on
     for col in ("SITE", "GPU", "GPUS/NODE", "ARCH", "PARTITIONS", "VERIFIED", "DESCRIPTION"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r["name"], r["gpu_model"] or "-", str(r["gpus_per_node"] or "-"), r["cpu_arch"],
-                      ", ".join(r["partitions"]) or "-", r["verified"] or "-", r["description"])
+        table.add_row(
+            r["name"],
+            r["gpu_model"] or "-",
+            str(r["gpus_per_node"] or "-"),
+            r["cpu_arch"],
+            ", ".join(r["partitions"]) or "-",
+            r["verified"] or "-",
+            r["description"],
+        )
     common.out().print(table)
     for b in broken:
         common.note(f"invalid profile {b['name']}: {b['error']}")

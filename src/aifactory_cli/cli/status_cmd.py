@@ -18,7 +18,7 @@ def status(
 ) -> None:
     with common.service() as svc:
         refs = jobs or []
-        found = (svc.jobs(refs) if refs else svc.store.list(live_only=True)) if cached else svc.status(refs)
+        found = (svc.jobs(refs) if refs else svc.store.query(live_only=True)) if cached else svc.status(refs)
         if as_json:
             common.print_json(common.jobs_json(found, provenance=bool(refs)))
         else:

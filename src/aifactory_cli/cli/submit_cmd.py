@@ -22,7 +22,9 @@ def register(app: typer.Typer) -> None:
 
 def submit(
     specs: list[Path] = typer.Argument(..., metavar="SPEC...", help="Job spec YAML file(s)."),
-    site: str | None = typer.Option(None, "--site", "-s", help="Site name (default: AIFACTORY_SITE, the config's default_site, or local)."),
+    site: str | None = typer.Option(
+        None, "--site", "-s", help="Site name (default: AIFACTORY_SITE, the config's default_site, or local)."
+    ),
     account: str | None = typer.Option(None, "--account", "-A", help="Slurm account/project (default: config)."),
     partition: str | None = typer.Option(None, "--partition", "-p", help="Override the automatic partition choice."),
     qos: str | None = typer.Option(None, "--qos", help="Slurm QoS, where the site uses one."),
@@ -31,12 +33,15 @@ def submit(
     wait: bool = typer.Option(False, "--wait", "-w", help="Block until the job(s) end; exit 0 only if all COMPLETED."),
     follow: bool = typer.Option(False, "--follow", "-f", help="With --wait: stream the job's output to stderr."),
     timeout: float | None = typer.Option(None, "--timeout", help="With --wait: give up after SECONDS (exit 5)."),
-    job_id_file: Path | None = typer.Option(None, "--job-id-file", help="Write the submitted job ids (one per line) to this file."),
-    cancel_on_interrupt: bool = typer.Option(True, "--cancel-on-interrupt/--no-cancel-on-interrupt", help="With --wait: cancel the jobs on SIGINT/SIGTERM."),
+    job_id_file: Path | None = typer.Option(
+        None, "--job-id-file", help="Write the submitted job ids (one per line) to this file."
+    ),
+    cancel_on_interrupt: bool = typer.Option(
+        True, "--cancel-on-interrupt/--no-cancel-on-interrupt", help="With --wait: cancel the jobs on SIGINT/SIGTERM."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only on stdout."),
 ) -> None:
     from aifactory_cli.resolve import Overrides
-    from aifactory_cli.service import exit_code_for
 
     overrides = Overrides(account=account, partition=partition, qos=qos)
     with common.service() as svc:
@@ -52,11 +57,22 @@ def submit(
                     sys.stdout.write(f"# ---- {p.loaded_spec.path} ----\n")
                 sys.stdout.write(p.script)
             if as_json:
-                common.print_json({"dry_run": True, "scripts": [
-                    {"spec": str(p.loaded_spec.path), "site": p.resolved.site, "resolved": p.resolved.summary(),
-                     "script": p.script} for p in prepared]})
+                common.print_json(
+                    {
+                        "dry_run": True,
+                        "scripts": [
+                            {
+                                "spec": str(p.loaded_spec.path),
+                                "site": p.resolved.site,
+                                "resolved": p.resolved.summary(),
+                                "script": p.script,
+                            }
+                            for p in prepared
+                        ],
+                    }
+                )
             return
-        jobs = []
+        jobs: list[Any] = []
         for i, p in enumerate(prepared):
             if i > 0:
                 # a chain: this one starts after the previous one succeeded
@@ -65,8 +81,11 @@ def submit(
                 common.note(f"warning: {w}")
             job = svc.submit(p)
             jobs.append(job)
-            common.note(f"submitted {job.id} ({job.name}) to {job.site} as Slurm job {job.slurm_job_id}"
-                        if job.site != "local" else f"submitted {job.id} ({job.name}) to local as job {job.slurm_job_id}")
+            common.note(
+                f"submitted {job.id} ({job.name}) to {job.site} as Slurm job {job.slurm_job_id}"
+                if job.site != "local"
+                else f"submitted {job.id} ({job.name}) to local as job {job.slurm_job_id}"
+            )
             if job_id_file:
                 job_id_file.write_text("".join(f"{j.id}\n" for j in jobs))
         if not wait:
@@ -80,8 +99,9 @@ def submit(
         raise typer.Exit(code)
 
 
-def wait_and_report(svc: Any, jobs: list[Any], timeout: float | None, follow: bool, cancel_on_interrupt: bool,
-                    as_json: bool) -> int:
+def wait_and_report(
+    svc: Any, jobs: list[Any], timeout: float | None, follow: bool, cancel_on_interrupt: bool, as_json: bool
+) -> int:
     """Wait with state changes on stderr; cancel the jobs on SIGINT/SIGTERM if asked."""
     from aifactory_cli.service import exit_code_for
 

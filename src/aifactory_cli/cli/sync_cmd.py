@@ -8,7 +8,9 @@ from aifactory_cli.cli import common
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sync", help="Rebuild or refresh the local store from the site alone (job dirs + Slurm comments).")(sync)
+    app.command("sync", help="Rebuild or refresh the local store from the site alone (job dirs + Slurm comments).")(
+        sync
+    )
 
 
 def sync(

@@ -16,8 +16,9 @@ def wait(
     timeout: float | None = typer.Option(None, "--timeout", help="Give up after SECONDS (exit 5)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
     junit: str | None = typer.Option(None, "--junit", help="Also write a JUnit XML report to PATH."),
-    cancel_on_interrupt: bool = typer.Option(False, "--cancel-on-interrupt/--no-cancel-on-interrupt",
-                                             help="Cancel the jobs on SIGINT/SIGTERM."),
+    cancel_on_interrupt: bool = typer.Option(
+        False, "--cancel-on-interrupt/--no-cancel-on-interrupt", help="Cancel the jobs on SIGINT/SIGTERM."
+    ),
 ) -> None:
     from aifactory_cli.cli.submit_cmd import wait_and_report
 

@@ -18,8 +18,8 @@ SQUEUE_FORMAT = "%i|%T|%r|%S"
 class SlurmRow:
     """One job or array task as Slurm reports it."""
 
-    job_id: str          # base id (the array's id for array tasks)
-    task: int | None     # array task index, None for plain jobs
+    job_id: str  # base id (the array's id for array tasks)
+    task: int | None  # array task index, None for plain jobs
     raw_state: str
     state: str
     exit_code: int | None = None
@@ -81,15 +81,26 @@ def sbatch_error(stderr: str) -> str | None:
 
 def sacct_command(job_ids: list[str]) -> list[str]:
     return [
-        "sacct", "--parsable2", "--noheader", "--allocations", "--duplicates",
-        f"--format={','.join(SACCT_FIELDS)}", f"--jobs={','.join(job_ids)}",
+        "sacct",
+        "--parsable2",
+        "--noheader",
+        "--allocations",
+        "--duplicates",
+        f"--format={','.join(SACCT_FIELDS)}",
+        f"--jobs={','.join(job_ids)}",
     ]
 
 
 def squeue_command(job_ids: list[str]) -> list[str]:
     # --states=all: also the jobs that ended in the last MinJobAge seconds
-    return ["squeue", "--noheader", "--array", "--states=all", f"--format={SQUEUE_FORMAT}",
-            f"--jobs={','.join(job_ids)}"]
+    return [
+        "squeue",
+        "--noheader",
+        "--array",
+        "--states=all",
+        f"--format={SQUEUE_FORMAT}",
+        f"--jobs={','.join(job_ids)}",
+    ]
 
 
 _STATUS_MARK = "@@AIF-SACCT@@"
@@ -99,8 +110,10 @@ def status_command(job_ids: list[str]) -> str:
     """squeue then sacct for `job_ids`, in one remote command (one round trip)."""
     import shlex
 
-    return (f"{shlex.join(squeue_command(job_ids))} 2>/dev/null; _aif_q=$?; "
-            f"printf '\\n%s %s\\n' {_STATUS_MARK} \"$_aif_q\"; {shlex.join(sacct_command(job_ids))}")
+    return (
+        f"{shlex.join(squeue_command(job_ids))} 2>/dev/null; _aif_q=$?; "
+        f"printf '\\n%s %s\\n' {_STATUS_MARK} \"$_aif_q\"; {shlex.join(sacct_command(job_ids))}"
+    )
 
 
 def split_status_output(text: str) -> tuple[str, int, str]:
@@ -202,9 +215,17 @@ def parse_sacct(text: str) -> list[SlurmRow]:
         for base, task in split_job_id(job_id):
             rows.append(
                 SlurmRow(
-                    job_id=base, task=task, raw_state=raw_state, state=states.from_slurm(raw_state),
-                    exit_code=rc, signal=sig, reason=_none(reason), start=_none(start), end=_none(end),
-                    comment=_none(comment), raw_id=raw_id,
+                    job_id=base,
+                    task=task,
+                    raw_state=raw_state,
+                    state=states.from_slurm(raw_state),
+                    exit_code=rc,
+                    signal=sig,
+                    reason=_none(reason),
+                    start=_none(start),
+                    end=_none(end),
+                    comment=_none(comment),
+                    raw_id=raw_id,
                 )
             )
     return rows
@@ -220,8 +241,14 @@ def parse_squeue(text: str) -> list[SlurmRow]:
         start = parts[3] if len(parts) > 3 else ""
         for base, task in split_job_id(job_id):
             rows.append(
-                SlurmRow(job_id=base, task=task, raw_state=raw_state, state=states.from_slurm(raw_state),
-                         reason=_none(reason), start=_none(start))
+                SlurmRow(
+                    job_id=base,
+                    task=task,
+                    raw_state=raw_state,
+                    state=states.from_slurm(raw_state),
+                    reason=_none(reason),
+                    start=_none(start),
+                )
             )
     return rows
 
@@ -247,7 +274,11 @@ def scancel_command(job_ids: list[str]) -> list[str]:
 def sacct_by_comment_command(since: str = "now-30days") -> list[str]:
     """All of the user's jobs with their comment, to find aifactory tokens."""
     return [
-        "sacct", "--parsable2", "--noheader", "--allocations", f"--starttime={since}",
+        "sacct",
+        "--parsable2",
+        "--noheader",
+        "--allocations",
+        f"--starttime={since}",
         f"--format={','.join(SACCT_FIELDS)}",
     ]
 

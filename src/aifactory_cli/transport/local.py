@@ -23,10 +23,12 @@ class LocalTransport:
         self.commands_run += 1
         if callable(stdin):
             with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-                proc = subprocess.Popen(["bash", "-c", to_shell(command)], stdin=subprocess.PIPE, stdout=out, stderr=err)
+                proc = subprocess.Popen(
+                    ["bash", "-c", to_shell(command)], stdin=subprocess.PIPE, stdout=out, stderr=err
+                )
                 assert proc.stdin is not None
                 try:
-                    stdin(proc.stdin)
+                    stdin(proc.stdin)  # type: ignore[arg-type]
                 except BrokenPipeError:
                     pass
                 finally:

@@ -111,15 +111,16 @@ def load_ssh_config(path: Path | None = None) -> paramiko.SSHConfig:
     try:
         return paramiko.SSHConfig.from_path(str(path))
     except (paramiko.SSHException, OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read the ssh config {path}: {exc}",
-                          f"fix the file or point {SSH_CONFIG_ENV} at another one") from exc
+        raise ConfigError(
+            f"cannot read the ssh config {path}: {exc}", f"fix the file or point {SSH_CONFIG_ENV} at another one"
+        ) from exc
 
 
 def parse_jump_spec(spec: str) -> tuple[str | None, str, int | None]:
     """`[ssh://][user@]host[:port]` (IPv6 as `[addr]:port`) -> (user, host, port)."""
     text = spec.strip()
     if text.startswith("ssh://"):
-        text = text[len("ssh://"):].rstrip("/")
+        text = text[len("ssh://") :].rstrip("/")
     user: str | None = None
     if "@" in text:
         user, text = text.rsplit("@", 1)
@@ -162,8 +163,16 @@ def _known_hosts_from(options: dict[str, Any], explicit: str | None) -> tuple[st
     return tuple(f for f in files if f != "/dev/null")
 
 
-def _endpoint(alias: str, options: dict[str, Any], *, user: str | None, port: int | None,
-              identity_files: list[str], known_hosts: str | None, fallback_user: str) -> Endpoint:
+def _endpoint(
+    alias: str,
+    options: dict[str, Any],
+    *,
+    user: str | None,
+    port: int | None,
+    identity_files: list[str],
+    known_hosts: str | None,
+    fallback_user: str,
+) -> Endpoint:
     config_port = options.get("port")
     return Endpoint(
         alias=alias,
@@ -186,15 +195,18 @@ def resolve_ssh(settings: SshSettings, config: paramiko.SSHConfig | None = None)
     known_hosts when their own entry has none, and the login node's user unless one is given.
     """
     if not settings.host:
-        raise ProfileError("the profile has no ssh.host",
-                           "set ssh.host (a host name or an ~/.ssh/config alias)")
+        raise ProfileError("the profile has no ssh.host", "set ssh.host (a host name or an ~/.ssh/config alias)")
     config = config if config is not None else load_ssh_config()
     options = config.lookup(settings.host)
     explicit_ids = [_expand(settings.identity_file)] if settings.identity_file else []
     config_ids = [_expand(p) for p in options.get("identityfile", [])]
     target = _endpoint(
-        settings.host, options, user=settings.user, port=settings.port,
-        identity_files=explicit_ids or config_ids, known_hosts=settings.known_hosts,
+        settings.host,
+        options,
+        user=settings.user,
+        port=settings.port,
+        identity_files=explicit_ids or config_ids,
+        known_hosts=settings.known_hosts,
         fallback_user=_local_user(),
     )
     jump_spec = settings.proxy_jump if settings.proxy_jump is not None else options.get("proxyjump")
@@ -203,8 +215,9 @@ def resolve_ssh(settings: SshSettings, config: paramiko.SSHConfig | None = None)
     return SshRoute(target=target, jumps=tuple(jumps), pins=pins)
 
 
-def _resolve_jumps(spec: str | None, config: paramiko.SSHConfig, settings: SshSettings,
-                   default_user: str, depth: int) -> list[Endpoint]:
+def _resolve_jumps(
+    spec: str | None, config: paramiko.SSHConfig, settings: SshSettings, default_user: str, depth: int
+) -> list[Endpoint]:
     if not spec or spec.strip().lower() == "none":
         return []
     if depth > MAX_JUMP_DEPTH:
@@ -217,8 +230,9 @@ def _resolve_jumps(spec: str | None, config: paramiko.SSHConfig, settings: SshSe
         if settings.identity_file:
             ids.append(_expand(settings.identity_file))
         known = None if options.get("userknownhostsfile") else settings.known_hosts
-        hop = _endpoint(host, options, user=user, port=port, identity_files=ids, known_hosts=known,
-                        fallback_user=default_user)
+        hop = _endpoint(
+            host, options, user=user, port=port, identity_files=ids, known_hosts=known, fallback_user=default_user
+        )
         if i == 0:
             # like OpenSSH: the first hop's own ProxyJump is honoured (later hops go through it)
             hops += _resolve_jumps(options.get("proxyjump"), config, settings, hop.user, depth + 1)
@@ -260,8 +274,13 @@ def known_key_types(endpoint: Endpoint, known: list[tuple[str, paramiko.HostKeys
     return types
 
 
-def check_host_key(endpoint: Endpoint, key_type: str, key_blob: bytes,
-                   known: list[tuple[str, paramiko.HostKeys]], pins: tuple[str, ...] = ()) -> str:
+def check_host_key(
+    endpoint: Endpoint,
+    key_type: str,
+    key_blob: bytes,
+    known: list[tuple[str, paramiko.HostKeys]],
+    pins: tuple[str, ...] = (),
+) -> str:
     """Accept the server's key if it is pinned or in known_hosts; else raise HostKeyError.
 
     Returns how it was accepted ("pinned" or the known_hosts file)."""
@@ -337,7 +356,7 @@ class _MarkerCut:
         i = self.buffer.find(self.marker)
         if i >= 0:
             self.found = True
-            rest, self.buffer = self.buffer[i + len(self.marker):], b""
+            rest, self.buffer = self.buffer[i + len(self.marker) :], b""
             if rest:
                 self.sink(rest)
         elif len(self.buffer) > self.LIMIT:
@@ -470,8 +489,12 @@ class SshTransport:
             except RemoteError as exc:
                 last = exc
         assert last is not None
-        raise RemoteError(f"lost the connection to {self.route.target.address} and could not reconnect "
-                          f"({len(RECONNECT_DELAYS)} tries): {last.message}", last.hint, where=self.site)
+        raise RemoteError(
+            f"lost the connection to {self.route.target.address} and could not reconnect "
+            f"({len(RECONNECT_DELAYS)} tries): {last.message}",
+            last.hint,
+            where=self.site,
+        )
 
     def _open(self) -> None:
         _quiet_paramiko()
@@ -503,22 +526,26 @@ class SshTransport:
 
     def _tcp_connect(self, hop: Endpoint) -> socket.socket:
         timeout = self.settings.connect_timeout
-        hint = (f"check the host name and port in the profile / ~/.ssh/config and that this machine can "
-                f"reach the site (VPN, firewall); `ssh -v -p {hop.port} {hop.user}@{hop.hostname}` says more")
+        hint = (
+            f"check the host name and port in the profile / ~/.ssh/config and that this machine can "
+            f"reach the site (VPN, firewall); `ssh -v -p {hop.port} {hop.user}@{hop.hostname}` says more"
+        )
         try:
             sock = socket.create_connection((hop.hostname, hop.port), timeout=timeout)
         except socket.gaierror as exc:
-            raise RemoteError(f"cannot resolve the host name {hop.hostname} ({hop.address}): {exc.strerror}",
-                              hint, where=self.site) from exc
+            raise RemoteError(
+                f"cannot resolve the host name {hop.hostname} ({hop.address}): {exc.strerror}", hint, where=self.site
+            ) from exc
         except ConnectionRefusedError as exc:
-            raise RemoteError(f"connection refused by {hop.address} (no SSH server listening?)", hint,
-                              where=self.site) from exc
+            raise RemoteError(
+                f"connection refused by {hop.address} (no SSH server listening?)", hint, where=self.site
+            ) from exc
         except TimeoutError as exc:
-            raise RemoteError(f"timed out after {timeout:g} s connecting to {hop.address}", hint,
-                              where=self.site) from exc
+            raise RemoteError(
+                f"timed out after {timeout:g} s connecting to {hop.address}", hint, where=self.site
+            ) from exc
         except OSError as exc:
-            raise RemoteError(f"cannot connect to {hop.address}: {exc.strerror or exc}", hint,
-                              where=self.site) from exc
+            raise RemoteError(f"cannot connect to {hop.address}: {exc.strerror or exc}", hint, where=self.site) from exc
         # paramiko leaves Nagle on: ~40 ms lost per command to Nagle + delayed ACK
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
@@ -528,8 +555,9 @@ class SshTransport:
         import paramiko
 
         try:
-            return via.open_channel("direct-tcpip", (hop.hostname, hop.port), ("127.0.0.1", 0),
-                                    timeout=self.settings.connect_timeout)
+            return via.open_channel(
+                "direct-tcpip", (hop.hostname, hop.port), ("127.0.0.1", 0), timeout=self.settings.connect_timeout
+            )
         except (paramiko.SSHException, EOFError, OSError) as exc:
             detail = getattr(exc, "text", None) or str(exc) or type(exc).__name__
             raise RemoteError(
@@ -539,8 +567,7 @@ class SshTransport:
                 where=self.site,
             ) from exc
 
-    def _ssh_login(self, hop: Endpoint, sock: Any, pins: tuple[str, ...],
-                   interactive: bool) -> paramiko.Transport:
+    def _ssh_login(self, hop: Endpoint, sock: Any, pins: tuple[str, ...], interactive: bool) -> paramiko.Transport:
         import paramiko
 
         timeout = self.settings.connect_timeout
@@ -599,8 +626,9 @@ class SshTransport:
                 return self._transport.open_session(timeout=self.settings.connect_timeout)
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 self._drop()
-                raise RemoteError(f"cannot open a session on {self.route.target.address}: {exc}",
-                                  where=self.site) from exc
+                raise RemoteError(
+                    f"cannot open a session on {self.route.target.address}: {exc}", where=self.site
+                ) from exc
 
     # --- commands -----------------------------------------------------------------------------------
 
@@ -609,8 +637,9 @@ class SshTransport:
         rc, err = self._exec(to_shell(command), stdin=stdin, timeout=timeout, stdout=out.write)
         return CommandResult(rc, out.getvalue().decode(errors="replace"), err.decode(errors="replace"))
 
-    def _exec(self, line: str, *, stdin: Stdin, timeout: float | None,
-              stdout: Callable[[bytes], object]) -> tuple[int, bytes]:
+    def _exec(
+        self, line: str, *, stdin: Stdin, timeout: float | None, stdout: Callable[[bytes], object]
+    ) -> tuple[int, bytes]:
         """Run `line` in the login shell, streaming stdout (after the marker) into `stdout`.
         Returns (exit code, stderr after its marker)."""
         mark = f"AIFACTORY-{secrets.token_hex(8)}"
@@ -651,8 +680,10 @@ class SshTransport:
                 sink_errors.append(exc)
                 channel.close()
 
-        readers = [threading.Thread(target=pump, args=(channel.recv, out_cut), daemon=True),
-                   threading.Thread(target=pump, args=(channel.recv_stderr, err_cut), daemon=True)]
+        readers = [
+            threading.Thread(target=pump, args=(channel.recv, out_cut), daemon=True),
+            threading.Thread(target=pump, args=(channel.recv_stderr, err_cut), daemon=True),
+        ]
         for t in readers:
             t.start()
         if timer is not None:
@@ -675,8 +706,10 @@ class SshTransport:
         if sink_errors:
             raise sink_errors[0]
         if timed_out.is_set():
-            raise RemoteError(f"command timed out after {timeout:g} s on {self.site} "
-                              f"(it may still be running there): {line[:200]}", where=self.site)
+            raise RemoteError(
+                f"command timed out after {timeout:g} s on {self.site} (it may still be running there): {line[:200]}",
+                where=self.site,
+            )
         if rc == -1 and lost:
             self._drop()
             raise RemoteError(
@@ -743,8 +776,7 @@ class SshTransport:
             return exc
         if isinstance(exc, OSError) and getattr(exc, "errno", None) == 2:
             return FileNotFoundError(2, f"no such file on {self.site}", path)
-        return RemoteError(f"cannot {what} {path} on {self.site}: {exc or type(exc).__name__}",
-                           where=self.site)
+        return RemoteError(f"cannot {what} {path} on {self.site}: {exc or type(exc).__name__}", where=self.site)
 
     def put_bytes(self, data: bytes, path: str, mode: int = 0o600) -> None:
         path = remote_path(path)
@@ -802,8 +834,7 @@ class SshTransport:
                 raise  # a local error (disk full...)
             raise self._sftp_error(exc, "download", path) from exc
 
-    def get_tar(self, workdir: str, files: list[str], local_archive: Path,
-                progress: Progress | None = None) -> None:
+    def get_tar(self, workdir: str, files: list[str], local_archive: Path, progress: Progress | None = None) -> None:
         """Pack `files` (relative to `workdir`) on the site and stream the tar into `local_archive`."""
         line = " && ".join([to_shell(["cd", workdir]), to_shell(["tar", "-c", "-f", "-", "--", *files])])
         local_archive.parent.mkdir(parents=True, exist_ok=True)
@@ -816,9 +847,11 @@ class SshTransport:
 
             rc, err = self._exec(line, stdin=None, timeout=None, stdout=sink)
         if rc != 0:
-            raise RemoteError(f"cannot pack files in {workdir} on {self.site}: "
-                              f"{err.decode(errors='replace').strip() or f'tar exited with {rc}'}",
-                              where=self.site)
+            raise RemoteError(
+                f"cannot pack files in {workdir} on {self.site}: "
+                f"{err.decode(errors='replace').strip() or f'tar exited with {rc}'}",
+                where=self.site,
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -829,7 +862,7 @@ def remote_path(path: str) -> str:
     """SFTP paths are relative to the home directory; `~/x` and `$HOME/x` mean the same there."""
     for prefix in ("~/", "$HOME/", "${HOME}/"):
         if path.startswith(prefix):
-            return path[len(prefix):] or "."
+            return path[len(prefix) :] or "."
     return "." if path in ("~", "$HOME", "${HOME}") else path
 
 
@@ -877,8 +910,9 @@ class _Authenticator:
             if not self.t.is_active():
                 self.notes.append(f"the server closed the connection ({exc})")
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise RemoteError(f"the connection to {self.hop.address} failed during login: {exc}",
-                              where=self.site) from exc
+            raise RemoteError(
+                f"the connection to {self.hop.address} failed during login: {exc}", where=self.site
+            ) from exc
         if self.t.is_authenticated():
             return
         tried = ", ".join(self.tried) if self.tried else "no key (none found)"
@@ -938,8 +972,9 @@ class _Authenticator:
                         continue
         for path in encrypted:
             if not self.interactive:
-                self.notes.append(f"{path} is encrypted and there is no terminal to ask its passphrase "
-                                  "(add it to ssh-agent)")
+                self.notes.append(
+                    f"{path} is encrypted and there is no terminal to ask its passphrase (add it to ssh-agent)"
+                )
                 continue
             try:
                 phrase = getpass.getpass(f"Passphrase for {path}: ", stream=sys.stderr)
@@ -966,8 +1001,9 @@ class _Authenticator:
             except paramiko.AuthenticationException:
                 self.tried.append(label)
                 if not self.t.is_active():
-                    self.notes.append("the server closed the connection (too many keys offered? set "
-                                      "identity_file / IdentitiesOnly)")
+                    self.notes.append(
+                        "the server closed the connection (too many keys offered? set identity_file / IdentitiesOnly)"
+                    )
                     return []
                 continue
             self.tried.append(label)
