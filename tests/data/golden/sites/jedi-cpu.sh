@@ -1,0 +1,39 @@
+#!/bin/bash
+#SBATCH --job-name=sample-cpu
+#SBATCH --partition=all
+#SBATCH --account=exalab
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --cpus-per-task=1
+#SBATCH --time=00:30:00
+#SBATCH --output=stdout.log
+#SBATCH --error=stderr.log
+#SBATCH --comment=aifactory:00000000000000000000000000000000
+
+# aifactory job sample-cpu on jedi (all), id 00000000
+AIF_JOB_DIR="${SLURM_SUBMIT_DIR:-$PWD}"
+AIF_JOB_ID=00000000
+AIF_JOB_TOKEN=00000000000000000000000000000000
+AIF_SITE=jedi
+export AIF_JOB_DIR AIF_JOB_ID AIF_JOB_TOKEN AIF_SITE
+cd "$AIF_JOB_DIR" || exit 1
+# The script records its own exit code, so the result is known even when the scheduler has
+# forgotten the job.
+_aif_rc_file="$AIF_JOB_DIR/exit_code${SLURM_ARRAY_TASK_ID:+.$SLURM_ARRAY_TASK_ID}"
+_aif_finish() {
+  local rc=$?
+  printf '%s\n' "$rc" > "$_aif_rc_file.tmp" && mv -f "$_aif_rc_file.tmp" "$_aif_rc_file"
+  exit "$rc"
+}
+trap _aif_finish EXIT
+
+# modules: the site's base modules, then the spec's
+module load Stages/2025 || { echo "aifactory: module load failed" >&2; exit 1; }
+
+
+# JSC: srun does not inherit --cpus-per-task from sbatch (Slurm >= 23.02)
+export SRUN_CPUS_PER_TASK="$SLURM_CPUS_PER_TASK"
+
+
+# launch
+srun --nodes=1 --ntasks=1 --cpus-per-task=1 bash -c hostname
