@@ -209,6 +209,7 @@ class SlurmBackend(Backend):
         rows = slurm.merge_rows(
             slurm.parse_squeue(queue_text) if queue_rc == 0 else [],
             slurm.parse_sacct(acct_text) if result.rc == 0 else [],
+            acct_ok=result.rc == 0,
         )
         out: dict[str, Update] = {}
         for job in jobs:

@@ -94,14 +94,7 @@ class Service:
         else:
             from aifactory_cli.transport.ssh import SshTransport
 
-            settings = loaded.profile.ssh.model_copy()
-            mine = self.config.for_site(site)
-            if mine.user:
-                settings.user = mine.user
-            if mine.ssh_host:
-                settings.host = mine.ssh_host
-            if mine.identity_file:
-                settings.identity_file = mine.identity_file
+            settings = self._ssh_settings(site, loaded)
             if not settings.host:
                 raise BadInput(
                     f"site '{site}' has no ssh.host in its profile", f"set sites.{site}.ssh_host in the config file"
@@ -109,6 +102,27 @@ class Service:
             backend = SlurmBackend(loaded, SshTransport(settings, site=site, interactive=self.interactive))
         self._backends[site] = backend
         return backend
+
+    def _ssh_settings(self, site: str, loaded: LoadedProfile) -> Any:
+        """The profile's SSH settings, then the user config, then the environment (CI runners get
+        the key path and known_hosts content as secrets)."""
+        import os
+
+        settings = loaded.profile.ssh.model_copy()
+        mine = self.config.for_site(site)
+        settings.user = os.environ.get("AIFACTORY_SSH_USER") or mine.user or settings.user
+        settings.host = mine.ssh_host or settings.host
+        settings.identity_file = os.environ.get("AIFACTORY_SSH_KEY") or mine.identity_file or settings.identity_file
+        content = os.environ.get("AIFACTORY_SSH_KNOWN_HOSTS")
+        if content:
+            from aifactory_cli import paths
+
+            path = paths.ensure_private_dir(paths.state_dir()) / "known_hosts.env"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(content.rstrip("\n") + "\n")
+            settings.known_hosts = str(path)
+        return settings
 
     def close(self) -> None:
         for backend in self._backends.values():

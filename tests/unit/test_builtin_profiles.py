@@ -29,7 +29,7 @@ GPU_SITES = [name for name in BUILTIN if load_profile_file(PROFILES / f"{name}.y
 
 
 @pytest.fixture(autouse=True)
-def _home(aif_home):  # noqa: ANN001, ANN202
+def _home(aif_home):
     return aif_home
 
 
@@ -41,9 +41,12 @@ def _samples(site: str) -> dict[str, str]:
     return {r["kind"]: r["script"] for r in render_samples(PROFILES / f"{site}.yaml")}
 
 
-def _render(text: str, site: str, account: str | None = None, **overrides: str) -> str:
-    job = resolve(load_spec_text(text).for_site(site), load_profile(site), UserConfig(),
-                  Overrides(account=account or load_profile(site).profile.account.example, **overrides))
+def _render(text: str, site: str) -> str:
+    """`text` (a spec) rendered for `site` with the profile's example account."""
+    loaded = load_profile(site)
+    job = resolve(
+        load_spec_text(text).for_site(site), loaded, UserConfig(), Overrides(account=loaded.profile.account.example)
+    )
     return render(job, TOKEN, TOKEN[:8]).script
 
 
@@ -51,8 +54,20 @@ def _render(text: str, site: str, account: str | None = None, **overrides: str) 
 
 
 def test_the_list_of_builtin_sites() -> None:
-    assert set(BUILTIN) >= {"local", "lumi", "jupiter", "jedi", "juwels-booster", "leonardo", "marenostrum5",
-                            "meluxina", "karolina", "vega", "deucalion", "lucia"}
+    assert set(BUILTIN) >= {
+        "local",
+        "lumi",
+        "jupiter",
+        "jedi",
+        "juwels-booster",
+        "leonardo",
+        "marenostrum5",
+        "meluxina",
+        "karolina",
+        "vega",
+        "deucalion",
+        "lucia",
+    }
 
 
 @pytest.mark.parametrize("site", BUILTIN)
@@ -92,36 +107,66 @@ def test_samples_match_golden_files(site: str) -> None:
 
 GPU_SAMPLE_DIRECTIVES = {
     # 1.3/1.4: standard-g whole nodes, --gpus-per-node=8, 7 cores per GCD
-    "lumi": {"--partition=standard-g", "--account=project_465000123", "--gpus-per-node=8",
-             "--ntasks-per-node=8", "--cpus-per-task=7"},
+    "lumi": {
+        "--partition=standard-g",
+        "--account=project_465000123",
+        "--gpus-per-node=8",
+        "--ntasks-per-node=8",
+        "--cpus-per-task=7",
+    },
     # 2.4: booster, --ntasks-per-node=4 --cpus-per-task=72 --gpus-per-task=1
-    "jupiter": {"--partition=booster", "--account=exalab", "--ntasks-per-node=4", "--cpus-per-task=72",
-                "--gpus-per-task=1"},
+    "jupiter": {
+        "--partition=booster",
+        "--account=exalab",
+        "--ntasks-per-node=4",
+        "--cpus-per-task=72",
+        "--gpus-per-task=1",
+    },
     # 3: partition all, JUPITER node design and layout
-    "jedi": {"--partition=all", "--account=exalab", "--ntasks-per-node=4", "--cpus-per-task=72",
-             "--gpus-per-task=1"},
+    "jedi": {"--partition=all", "--account=exalab", "--ntasks-per-node=4", "--cpus-per-task=72", "--gpus-per-task=1"},
     # 4: booster, --gres=gpu:4, 48 cores per node = 12 per GPU
-    "juwels-booster": {"--partition=booster", "--account=exalab", "--gres=gpu:4", "--ntasks-per-node=4",
-                       "--cpus-per-task=12"},
+    "juwels-booster": {
+        "--partition=booster",
+        "--account=exalab",
+        "--gres=gpu:4",
+        "--ntasks-per-node=4",
+        "--cpus-per-task=12",
+    },
     # 5: boost_usr_prod + QoS, -A, --gres=gpu:N, 8 cores per GPU on shared nodes
-    "leonardo": {"--partition=boost_usr_prod", "--qos=normal", "--account=AIFAC_F01_001", "--gres=gpu:4",
-                 "--ntasks-per-node=4", "--cpus-per-task=8", "--mem-per-gpu=120G"},
+    "leonardo": {
+        "--partition=boost_usr_prod",
+        "--qos=normal",
+        "--account=AIFAC_F01_001",
+        "--gres=gpu:4",
+        "--ntasks-per-node=4",
+        "--cpus-per-task=8",
+        "--mem-per-gpu=120G",
+    },
     # 6: QoS required, --gres, 20 CPUs per GPU
-    "marenostrum5": {"--partition=acc", "--qos=acc_ehpc", "--account=ehpc191", "--gres=gpu:4",
-                     "--ntasks-per-node=4", "--cpus-per-task=20"},
+    "marenostrum5": {
+        "--partition=acc",
+        "--qos=acc_ehpc",
+        "--account=ehpc191",
+        "--gres=gpu:4",
+        "--ntasks-per-node=4",
+        "--cpus-per-task=20",
+    },
     # 7: -A p20XXXX -p gpu -q default
     "meluxina": {"--partition=gpu", "--qos=default", "--account=p200000", "--gpus-per-node=4"},
     # 8: qgpu, --gpus, 16 cores per GPU
-    "karolina": {"--partition=qgpu", "--account=EU-25-10", "--gpus=8", "--ntasks-per-node=8",
-                 "--cpus-per-task=16"},
+    "karolina": {"--partition=qgpu", "--account=EU-25-10", "--gpus=8", "--ntasks-per-node=8", "--cpus-per-task=16"},
     # 9: partition gpu, 4 A100
     "vega": {"--partition=gpu", "--gpus-per-node=4", "--ntasks-per-node=4"},
     # 10: A100 partitions, account suffix g, --gpus=N with 32 CPUs per GPU
-    "deucalion": {"--partition=normal-a100-40", "--account=f202500017aivlabdeucaliong", "--gpus=4",
-                  "--ntasks-per-node=4", "--cpus-per-task=32"},
+    "deucalion": {
+        "--partition=normal-a100-40",
+        "--account=f202500017aivlabdeucaliong",
+        "--gpus=4",
+        "--ntasks-per-node=4",
+        "--cpus-per-task=32",
+    },
     # 12: gpu partition, <= 8 cores and <= 60 GB per GPU
-    "lucia": {"--partition=gpu", "--gpus-per-node=4", "--ntasks-per-node=4", "--cpus-per-task=8",
-              "--mem-per-gpu=60G"},
+    "lucia": {"--partition=gpu", "--gpus-per-node=4", "--ntasks-per-node=4", "--cpus-per-task=8", "--mem-per-gpu=60G"},
 }
 
 
@@ -145,33 +190,53 @@ def test_jsc_sites_export_srun_cpus_per_task() -> None:
 
 def test_juwels_booster_rendezvous_uses_the_infiniband_name() -> None:
     # 4: "For JUWELS Booster, MASTER_ADDR is augmented with an additional i at the end"
-    script = _samples("juwels-booster")["gpu"]
-    assert 'AIF_MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)i"' in script
-    torch = _render("name: t\nlauncher: torchrun\nrun: train.py\nresources: {nodes: 2, gpus_per_node: all, time: 1h}\n",
-                    "juwels-booster")
+    master = 'AIF_MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)i"'
+    assert master in _samples("juwels-booster")["gpu"]
+    torch = _render(
+        "name: t\nlauncher: torchrun\nrun: train.py\nresources: {nodes: 2, gpus_per_node: all, time: 1h}\n",
+        "juwels-booster",
+    )
     # the JSC benchmark's one-task layout: --ntasks-per-node=1 --cpus-per-task=48 --gres=gpu:4, all GPUs visible
     assert {"--ntasks-per-node=1", "--cpus-per-task=48", "--gres=gpu:4"} <= set(_directives(torch))
     assert "export CUDA_VISIBLE_DEVICES=0,1,2,3" in torch
-    assert "i\"" in torch and "--rdzv-endpoint=\"$AIF_MASTER_ADDR:29500\"" in torch
+    assert master in torch and '--rdzv-endpoint="$AIF_MASTER_ADDR:29500"' in torch
 
 
 def test_leonardo_qos_variants_are_entries_of_one_partition() -> None:
     # 5: boost_qos_dbg <= 2 nodes / 30 min, chosen on request only
-    d = set(_directives(_render("name: d\nrun: x\nresources: {nodes: 2, gpus_per_node: 4, time: 20m, "
-                                "partition: boost-dbg}\n", "leonardo")))
+    d = set(
+        _directives(
+            _render(
+                "name: d\nrun: x\nresources: {nodes: 2, gpus_per_node: 4, time: 20m, partition: boost-dbg}\n",
+                "leonardo",
+            )
+        )
+    )
     assert {"--partition=boost_usr_prod", "--qos=boost_qos_dbg", "--gres=gpu:4"} <= d
     with pytest.raises(LimitError, match="at most 2"):
-        _render("name: d\nrun: x\nresources: {nodes: 3, gpus_per_node: 4, time: 20m, partition: boost-dbg}\n",
-                "leonardo")
+        _render(
+            "name: d\nrun: x\nresources: {nodes: 3, gpus_per_node: 4, time: 20m, partition: boost-dbg}\n", "leonardo"
+        )
     # over 24 h on up to 3 nodes: the automatic choice is boost_qos_lprod (4 days)
     d = set(_directives(_render("name: l\nrun: x\nresources: {nodes: 2, gpus_per_node: 1, time: 2d}\n", "leonardo")))
-    assert {"--partition=boost_usr_prod", "--qos=boost_qos_lprod", "--gres=gpu:1", "--cpus-per-task=8",
-            "--mem-per-gpu=120G"} <= d
+    assert {
+        "--partition=boost_usr_prod",
+        "--qos=boost_qos_lprod",
+        "--gres=gpu:1",
+        "--cpus-per-task=8",
+        "--mem-per-gpu=120G",
+    } <= d
     # bprod (>= 65 full nodes) is never chosen automatically: a 65-node job must name it
     with pytest.raises(LimitError, match="at most 64"):
         _render("name: b\nrun: x\nresources: {nodes: 65, gpus_per_node: all, time: 1h}\n", "leonardo")
-    d = set(_directives(_render("name: b\nrun: x\nresources: {nodes: 65, gpus_per_node: all, time: 1h, "
-                                "partition: boost-bprod}\n", "leonardo")))
+    d = set(
+        _directives(
+            _render(
+                "name: b\nrun: x\nresources: {nodes: 65, gpus_per_node: all, time: 1h, partition: boost-bprod}\n",
+                "leonardo",
+            )
+        )
+    )
     assert {"--partition=boost_usr_prod", "--qos=boost_qos_bprod", "--nodes=65"} <= d
     # CPU work goes to the budget-free serial partition
     assert "--partition=lrd_all_serial" in _directives(_samples("leonardo")["cpu"])
@@ -184,8 +249,12 @@ def test_leonardo_ssh_notes_mention_the_12_hour_certificate() -> None:
 
 def test_marenostrum5_keeps_20_cpus_per_gpu() -> None:
     # 6: the submit plugin enforces 20 CPUs per GPU, whatever the task layout
-    for spec, gpus in [("gpus_per_node: 1", 1), ("gpus_per_node: 2", 2), ("gpus_per_node: all", 4),
-                       ("gpus_per_node: all, tasks_per_node: 1", 4)]:
+    for spec, gpus in [
+        ("gpus_per_node: 1", 1),
+        ("gpus_per_node: 2", 2),
+        ("gpus_per_node: all", 4),
+        ("gpus_per_node: all, tasks_per_node: 1", 4),
+    ]:
         d = _directives(_render(f"name: m\nrun: x\nresources: {{{spec}, time: 1h}}\n", "marenostrum5"))
         tasks = int(next(x for x in d if x.startswith("--ntasks-per-node=")).split("=")[1])
         cpus = int(next(x for x in d if x.startswith("--cpus-per-task=")).split("=")[1])
@@ -195,7 +264,8 @@ def test_marenostrum5_keeps_20_cpus_per_gpu() -> None:
 def test_marenostrum5_needs_a_qos() -> None:
     assert load_profile("marenostrum5").profile.account.qos_required
     assert "--qos=acc_debug" in _directives(
-        _render("name: m\nrun: x\nresources: {gpus_per_node: 1, time: 10m, partition: acc-debug}\n", "marenostrum5"))
+        _render("name: m\nrun: x\nresources: {gpus_per_node: 1, time: 10m, partition: acc-debug}\n", "marenostrum5")
+    )
 
 
 def test_meluxina_uses_port_8822() -> None:
@@ -224,27 +294,32 @@ def test_deucalion_gpus_and_32_cpus_per_gpu() -> None:
 def test_lucia_ia_partition_has_8_gpus_per_node() -> None:
     # 12: ia = 8x A100 80 GB per node; gpu = 4x A100 40 GB
     d = set(_directives(_render("name: i\nrun: x\nresources: {gpus_per_node: 8, time: 1h}\n", "lucia")))
-    assert {"--partition=ia", "--gpus-per-node=8", "--ntasks-per-node=8", "--cpus-per-task=8",
-            "--mem-per-gpu=60G"} <= d
+    assert {"--partition=ia", "--gpus-per-node=8", "--ntasks-per-node=8", "--cpus-per-task=8", "--mem-per-gpu=60G"} <= d
 
 
 # --- unknowns stay unknown ---------------------------------------------------------------------------
 
 
 def test_unknown_values_are_left_out() -> None:
-    assert load_profile("jedi").profile.ssh.host is None          # 3: login hostname UNKNOWN
-    assert load_profile("lucia").profile.ssh.host is None         # 12: SSH hostname UNKNOWN
+    assert load_profile("jedi").profile.ssh.host is None  # 3: login hostname UNKNOWN
+    assert load_profile("lucia").profile.ssh.host is None  # 12: SSH hostname UNKNOWN
     assert load_profile("lucia").profile.account.required is None  # 12: account flag UNKNOWN
-    assert load_profile("vega").profile.account.required is None   # 9: account optional only per 3P config
-    for site, part in [("jedi", "all"), ("karolina", "qgpu"), ("vega", "gpu"), ("lucia", "gpu"),
-                       ("marenostrum5", "acc")]:
+    assert load_profile("vega").profile.account.required is None  # 9: account optional only per 3P config
+    for site, part in [
+        ("jedi", "all"),
+        ("karolina", "qgpu"),
+        ("vega", "gpu"),
+        ("lucia", "gpu"),
+        ("marenostrum5", "acc"),
+    ]:
         p = load_profile(site).profile
         assert p.partitions[part].max_time is None and p.partitions[part].default_time is None, site
         assert p.default_time is None, site
 
 
-@pytest.mark.parametrize("site", ["jedi", "juwels-booster", "leonardo", "marenostrum5", "meluxina", "karolina",
-                                  "vega", "deucalion", "lucia"])
+@pytest.mark.parametrize(
+    "site", ["jedi", "juwels-booster", "leonardo", "marenostrum5", "meluxina", "karolina", "vega", "deucalion", "lucia"]
+)
 def test_a_job_without_time_names_the_missing_default(site: str) -> None:
     # none of these sites documents a default time: the job must say how long it runs
     with pytest.raises(LimitError, match="no time limit") as info:
@@ -253,16 +328,24 @@ def test_a_job_without_time_names_the_missing_default(site: str) -> None:
 
 
 def test_an_unknown_account_policy_warns_and_does_not_invent_a_flag() -> None:
-    job = resolve(load_spec_text("name: a\nrun: x\nresources: {gpus_per_node: 1, time: 1h}\n").spec,
-                  load_profile("lucia"), UserConfig(), Overrides())
+    job = resolve(
+        load_spec_text("name: a\nrun: x\nresources: {gpus_per_node: 1, time: 1h}\n").spec,
+        load_profile("lucia"),
+        UserConfig(),
+        Overrides(),
+    )
     assert job.account is None and any("not known" in w for w in job.warnings)
     assert not any(x.startswith("--account") for x in _directives(render(job, TOKEN, TOKEN[:8]).script))
 
 
 def test_required_account_missing_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="requires a Slurm account") as info:
-        resolve(load_spec_text("name: a\nrun: x\nresources: {gpus_per_node: 1, time: 1h}\n").spec,
-                load_profile("leonardo"), UserConfig(), Overrides())
+        resolve(
+            load_spec_text("name: a\nrun: x\nresources: {gpus_per_node: 1, time: 1h}\n").spec,
+            load_profile("leonardo"),
+            UserConfig(),
+            Overrides(),
+        )
     assert "AIFAC_F01_001" in (info.value.hint or "")
 
 

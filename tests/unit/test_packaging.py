@@ -17,33 +17,61 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_wheel_ships_templates_and_profiles_and_runs_hello(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(REPO)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = wheels.glob("aifactory_cli-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for needed in ("aifactory_cli/templates/slurm/base.sh.j2", "aifactory_cli/templates/slurm/lumi.sh.j2",
-                   "aifactory_cli/profiles/lumi.yaml", "aifactory_cli/profiles/jupiter.yaml",
-                   "aifactory_cli/profiles/local.yaml"):
+    for needed in (
+        "aifactory_cli/templates/slurm/base.sh.j2",
+        "aifactory_cli/templates/slurm/lumi.sh.j2",
+        "aifactory_cli/profiles/lumi.yaml",
+        "aifactory_cli/profiles/jupiter.yaml",
+        "aifactory_cli/profiles/local.yaml",
+    ):
         assert needed in names
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--no-deps", str(wheel)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--no-deps", str(wheel)], check=True, capture_output=True
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIFACTORY_") and k != "PYTHONPATH"}
     env["AIFACTORY_HOME"] = str(tmp_path / "home")
     run_dir = tmp_path / "elsewhere"  # not the checkout: the installed package must be used
     run_dir.mkdir()
     exe = str(venv / "bin" / "aifactory")
-    probe = subprocess.run([str(venv / "bin" / "python"), "-c", "import aifactory_cli; print(aifactory_cli.__file__)"],
-                           capture_output=True, text=True, env=env, cwd=run_dir, check=True).stdout
+    probe = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import aifactory_cli; print(aifactory_cli.__file__)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=run_dir,
+        check=True,
+    ).stdout
     assert str(venv) in probe, probe
-    r = subprocess.run([exe, "submit", str(REPO / "examples" / "hello.yaml"), "--wait"], capture_output=True,
-                       text=True, env=env, cwd=run_dir, timeout=120)
+    r = subprocess.run(
+        [exe, "submit", str(REPO / "examples" / "hello.yaml"), "--wait"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=run_dir,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
-    status = json.loads(subprocess.run([exe, "status", "--json"], capture_output=True, text=True, env=env,
-                                       cwd=run_dir, check=True).stdout)
+    status = json.loads(
+        subprocess.run(
+            [exe, "status", "--json"], capture_output=True, text=True, env=env, cwd=run_dir, check=True
+        ).stdout
+    )
     (job,) = status["jobs"]
     assert (job["state"], job["exit_code"]) == ("COMPLETED", 0)
-    r = subprocess.run([exe, "render", str(REPO / "examples" / "train.yaml"), "--site", "lumi", "-A",
-                        "project_465000123"], capture_output=True, text=True, env=env, cwd=run_dir)
+    r = subprocess.run(
+        [exe, "render", str(REPO / "examples" / "train.yaml"), "--site", "lumi", "-A", "project_465000123"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=run_dir,
+    )
     assert r.returncode == 0 and "--partition=standard-g" in r.stdout

@@ -39,6 +39,7 @@ def submit(
     cancel_on_interrupt: bool = typer.Option(
         True, "--cancel-on-interrupt/--no-cancel-on-interrupt", help="With --wait: cancel the jobs on SIGINT/SIGTERM."
     ),
+    junit: Path | None = typer.Option(None, "--junit", help="With --wait: write a JUnit XML report to PATH."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only on stdout."),
 ) -> None:
     from aifactory_cli.resolve import Overrides
@@ -95,19 +96,25 @@ def submit(
                 for job in jobs:
                     sys.stdout.write(f"{job.id}\n")
             return
-        code = wait_and_report(svc, jobs, timeout, follow, cancel_on_interrupt, as_json)
+        code = wait_and_report(svc, jobs, timeout, follow, cancel_on_interrupt, as_json, junit)
         raise typer.Exit(code)
 
 
 def wait_and_report(
-    svc: Any, jobs: list[Any], timeout: float | None, follow: bool, cancel_on_interrupt: bool, as_json: bool
+    svc: Any,
+    jobs: list[Any],
+    timeout: float | None,
+    follow: bool,
+    cancel_on_interrupt: bool,
+    as_json: bool,
+    junit: Path | None = None,
 ) -> int:
     """Wait with state changes on stderr; cancel the jobs on SIGINT/SIGTERM if asked."""
     from aifactory_cli.service import exit_code_for
 
     def on_change(job: Any) -> None:
         extra = f" ({job.reason})" if job.reason else ""
-        code = f" exit {job.exit_code}" if job.exit_code is not None and job.is_final else ""
+        code = f" exit {job.exit_code}" if job.exit_code is not None and job.state in ("COMPLETED", "FAILED") else ""
         common.note(f"{job.id} {job.name}: {job.state}{code}{extra}")
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -127,6 +134,10 @@ def wait_and_report(
         raise
     finally:
         signal.signal(signal.SIGTERM, old)
+        if junit is not None:
+            from aifactory_cli.junit import write_junit
+
+            write_junit(svc, jobs, junit)
     if as_json:
         common.print_json(common.jobs_json(jobs))
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from aifactory_cli.cli import common
@@ -24,11 +26,5 @@ def wait(
 
     with common.service() as svc:
         found = svc.jobs(jobs)
-        code = wait_and_report(svc, found, timeout, False, cancel_on_interrupt, as_json)
-        if junit:
-            from pathlib import Path
-
-            from aifactory_cli.junit import write_junit
-
-            write_junit(svc, found, Path(junit))
+        code = wait_and_report(svc, found, timeout, False, cancel_on_interrupt, as_json, Path(junit) if junit else None)
         raise typer.Exit(code)

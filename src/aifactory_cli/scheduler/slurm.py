@@ -129,8 +129,14 @@ def split_status_output(text: str) -> tuple[str, int, str]:
     return head, rc, acct
 
 
-def merge_rows(queue: list[SlurmRow], acct: list[SlurmRow]) -> dict[tuple[str, int | None], SlurmRow]:
-    """One row per (job, task): sacct for ended jobs (exit codes), squeue for live ones (reasons)."""
+def merge_rows(
+    queue: list[SlurmRow], acct: list[SlurmRow], acct_ok: bool = True
+) -> dict[tuple[str, int | None], SlurmRow]:
+    """One row per (job, task): sacct for ended jobs (exit codes), squeue for live ones (reasons).
+
+    A job that squeue already reports ended but sacct does not yet (slurmdbd lags ~1 s) stays
+    RUNNING until sacct has its exit code, unless accounting is unavailable altogether.
+    """
     a = latest_rows(acct)
     q = latest_rows(queue)
     out: dict[tuple[str, int | None], SlurmRow] = {}
@@ -144,6 +150,9 @@ def merge_rows(queue: list[SlurmRow], acct: list[SlurmRow]) -> dict[tuple[str, i
             if ar is not None:
                 qr.exit_code, qr.signal, qr.raw_id = ar.exit_code, ar.signal, ar.raw_id
                 qr.start = qr.start or ar.start
+            if acct_ok and qr.state in states.FINAL_STATES:
+                qr.state = states.RUNNING
+                qr.reason = f"{qr.raw_state} in squeue, waiting for accounting"
             out[key] = qr
     return out
 
