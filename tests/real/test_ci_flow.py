@@ -117,7 +117,7 @@ def test_sigterm_while_waiting_cancels_the_remote_job(ci_env: dict[str, str], tm
     while time.time() < deadline and not ((tmp_path / "ids").exists() and _state(ci_env, tmp_path) == "RUNNING"):
         time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "cancelling" in err
     job_id = (tmp_path / "ids").read_text().strip()

@@ -21,6 +21,11 @@ import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from aifactory_cli.errors import EXIT_REMOTE, AuthError, HostKeyError, RemoteError
+from aifactory_cli.profile import SshSettings
+from aifactory_cli.transport import and_then
+from aifactory_cli.transport.ssh import SshTransport, fingerprint
 from tests.real.conftest import (
     TESTBED_JUMP_PORT,
     TESTBED_KNOWN_HOSTS,
@@ -28,11 +33,6 @@ from tests.real.conftest import (
     TESTBED_SSH_PORT,
     TESTBED_USER,
 )
-
-from aifactory_cli.errors import EXIT_REMOTE, AuthError, HostKeyError, RemoteError
-from aifactory_cli.profile import SshSettings
-from aifactory_cli.transport import and_then
-from aifactory_cli.transport.ssh import SshTransport, fingerprint
 
 pytestmark = pytest.mark.real
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import EXAMPLES
 
 GOOD = "run: echo hi\n"
