@@ -75,6 +75,9 @@ class Partition(_Strict):
 
     kind: Literal["gpu", "cpu"]
     slurm_name: str | None = None
+    # False: render no --partition line, Slurm's default partition is used (for sites whose
+    # partition names the sources do not give)
+    partition_flag: bool = True
     whole_node: bool = False
     auto: bool = True
     max_nodes: int | None = Field(None, ge=1)
@@ -138,7 +141,7 @@ class SiteProfile(_Strict):
     scheduler: Literal["slurm", "local"] = "slurm"
     template: str | None = None
     cluster: str | None = None
-    cpu_arch: Literal["x86_64", "aarch64"] = "x86_64"
+    cpu_arch: Literal["x86_64", "aarch64"] | None = Field("x86_64", description="None: unknown")
     cores_per_node: int | None = Field(None, ge=1)
     memory_per_node: str | None = None
     gpu: GpuInfo | None = None

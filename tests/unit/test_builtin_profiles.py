@@ -106,6 +106,8 @@ def test_samples_match_golden_files(site: str) -> None:
 # --- what each site documents (gpu sample: 1 node, all GPUs, 30 min) --------------------------------
 
 GPU_SAMPLE_DIRECTIVES = {
+    # 11: --qos=<project> mandatory, --gres=gpu:N (3P); partition names UNKNOWN: no --partition line
+    "discoverer": {"--account=ehpc-aif-2026pg01-905", "--qos=ehpc-aif-2026pg01-905", "--gres=gpu:1"},
     # 1.3/1.4: standard-g whole nodes, --gpus-per-node=8, 7 cores per GCD
     "lumi": {
         "--partition=standard-g",
@@ -353,8 +355,12 @@ def test_unknown_gpus_per_node_cannot_render_all(tmp_path: Path) -> None:
     # a site whose GPU count is unknown (as Discoverer+ is, sites.md 11): the sample GPU job asks for
     # `all`, and the error says what is missing and how to set it
     (tmp_path / "h200.yaml").write_text("extends: vega\ngpu: {per_node: null}\n")
-    with pytest.raises(LimitError, match="GPUs per node of h200 is not known") as info:
-        render_samples(tmp_path / "h200.yaml")
+    # the sample asks for one GPU when a whole node's count is unknown...
+    gpu = next(r for r in render_samples(tmp_path / "h200.yaml") if r["kind"] == "gpu")
+    assert "--gpus-per-node=1" in gpu["directives"]
+    # ...and a job asking for all of them is told which value is missing and how to set it
+    with pytest.raises(LimitError, match="GPUs per node of discoverer is not known") as info:
+        _render("run: x\nresources: {gpus_per_node: all, time: 1h}\n", "discoverer")
     assert "gpus_per_node" in (info.value.hint or "")
 
 
@@ -389,7 +395,16 @@ def train_row(site: str) -> tuple[str, str, str]:
 
 
 def test_train_table_covers_every_gpu_site() -> None:
-    assert sorted(TRAIN) == sorted(GPU_SITES)
+    assert sorted([*TRAIN, "discoverer"]) == sorted(GPU_SITES)
+
+
+def test_train_example_on_discoverer_names_the_unknown() -> None:
+    with pytest.raises(LimitError, match="GPUs per node of discoverer is not known"):
+        train_row("discoverer")
+
+
+def test_discoverer_renders_no_partition_flag() -> None:
+    assert not any(d.startswith("--partition") for d in _directives(_samples("discoverer")["gpu"]))
 
 
 @pytest.mark.parametrize("site", sorted(TRAIN))

@@ -56,7 +56,7 @@ def list_sites(as_json: bool = typer.Option(False, "--json", help="Print JSON on
             r["name"],
             r["gpu_model"] or "-",
             str(r["gpus_per_node"] or "-"),
-            r["cpu_arch"],
+            r["cpu_arch"] or "unknown",
             ", ".join(r["partitions"]) or "-",
             r["verified"] or "-",
             r["description"],

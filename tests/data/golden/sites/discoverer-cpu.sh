@@ -1,0 +1,32 @@
+#!/bin/bash
+#SBATCH --job-name=sample-cpu
+#SBATCH --account=ehpc-aif-2026pg01-905
+#SBATCH --qos=ehpc-aif-2026pg01-905
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --cpus-per-task=1
+#SBATCH --time=00:30:00
+#SBATCH --output=stdout.log
+#SBATCH --error=stderr.log
+#SBATCH --comment=aifactory:00000000000000000000000000000000
+
+# aifactory job sample-cpu on discoverer (default), id 00000000
+AIF_JOB_DIR="${SLURM_SUBMIT_DIR:-$PWD}"
+AIF_JOB_ID=00000000
+AIF_JOB_TOKEN=00000000000000000000000000000000
+AIF_SITE=discoverer
+export AIF_JOB_DIR AIF_JOB_ID AIF_JOB_TOKEN AIF_SITE
+cd "$AIF_JOB_DIR" || exit 1
+# The script records its own exit code, so the result is known even when the scheduler has
+# forgotten the job.
+_aif_rc_file="$AIF_JOB_DIR/exit_code${SLURM_ARRAY_TASK_ID:+.$SLURM_ARRAY_TASK_ID}"
+_aif_finish() {
+  local rc=$?
+  printf '%s\n' "$rc" > "$_aif_rc_file.tmp" && mv -f "$_aif_rc_file.tmp" "$_aif_rc_file"
+  exit "$rc"
+}
+trap _aif_finish EXIT
+
+
+# launch
+srun --nodes=1 --ntasks=1 --cpus-per-task=1 bash -c hostname
