@@ -26,7 +26,9 @@ def test_final_states_from_sacct() -> None:
     assert (got["ok"].state, got["ok"].exit_code) == ("COMPLETED", 0)
     assert (got["fail3"].state, got["fail3"].exit_code) == ("FAILED", 3)
     assert got["running"].state == "CANCELLED" and got["running"].raw_state.startswith("CANCELLED by ")
-    assert got["held"].state == "CANCELLED"  # cancelled while pending
+    assert got["held"].state == "CANCELLED"  # cancelled while pending...
+    assert got["held"].start is None  # ...never started (sacct reports the cancel time as Start)
+    assert got["running"].start is not None
     assert got["timeout"].state == "TIMEOUT"
     assert (got["dep"].state, got["dep"].reason) == ("PENDING", "DependencyNeverSatisfied")
     assert got["gpu"].state == "COMPLETED"

@@ -218,7 +218,9 @@ def parse_sacct(text: str) -> list[SlurmRow]:
         parts = line.split("|")
         if len(parts) < len(SACCT_FIELDS):
             continue
-        job_id, raw_id, raw_state, exit_code, reason, start, end, _elapsed = parts[:8]
+        job_id, raw_id, raw_state, exit_code, reason, start, end, elapsed = parts[:8]
+        if raw_state.startswith("CANCELLED") and elapsed in ("00:00:00", "0:00") and start == end:
+            start = "None"  # cancelled while pending: Slurm sets Start to the cancel time; it never ran
         comment = "|".join(parts[8:])  # a comment may itself contain '|'
         rc, sig = _exit(exit_code)
         for base, task in split_job_id(job_id):
