@@ -13,17 +13,21 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aifactory_cli import states
-from aifactory_cli.backends import META, SCRIPT, Backend, LocalBackend, SlurmBackend, Update
 from aifactory_cli.errors import AifactoryError, BadInput, NotFound, RemoteError, WaitTimeout
-from aifactory_cli.profile import LoadedProfile, UserConfig, default_site, load_profile, load_user_config
-from aifactory_cli.render import Rendered, render
-from aifactory_cli.resolve import Overrides, ResolvedJob, resolve
-from aifactory_cli.spec import LoadedSpec, load_spec
-from aifactory_cli.staging import UploadPlan, collect_uploads, match_downloads
 from aifactory_cli.store import Job, Store, now_iso
+
+# Only the store is needed by `list` and `status --cached`: everything else (pydantic models,
+# Jinja, the SSH stack) is imported where it is used, so those commands start fast.
+if TYPE_CHECKING:
+    from aifactory_cli.backends import Backend, Update
+    from aifactory_cli.profile import LoadedProfile, UserConfig
+    from aifactory_cli.render import Rendered
+    from aifactory_cli.resolve import Overrides, ResolvedJob
+    from aifactory_cli.spec import LoadedSpec
+    from aifactory_cli.staging import UploadPlan
 
 Notify = Callable[[str], None]
 
@@ -72,20 +76,28 @@ class Service:
     @property
     def config(self) -> UserConfig:
         if self._config is None:
+            from aifactory_cli.profile import load_user_config
+
             self._config, _ = load_user_config()
         return self._config
 
     def profile(self, site: str) -> LoadedProfile:
         if site not in self._profiles:
+            from aifactory_cli.profile import load_profile
+
             self._profiles[site] = load_profile(site)
         return self._profiles[site]
 
     def site_or_default(self, site: str | None) -> str:
+        from aifactory_cli.profile import default_site
+
         return site or default_site(self.config)
 
     def backend(self, site: str) -> Backend:
         if site in self._backends:
             return self._backends[site]
+        from aifactory_cli.backends import LocalBackend, SlurmBackend
+
         loaded = self.profile(site)
         if loaded.profile.scheduler == "local":
             from aifactory_cli.transport.local import LocalTransport
@@ -149,6 +161,11 @@ class Service:
         after: list[str] | None = None,
         loaded_spec: LoadedSpec | None = None,
     ) -> Prepared:
+        from aifactory_cli.render import render
+        from aifactory_cli.resolve import resolve
+        from aifactory_cli.spec import load_spec
+        from aifactory_cli.staging import collect_uploads
+
         loaded_spec = loaded_spec or load_spec(spec_path)
         site = self.site_or_default(site)
         profile = self.profile(site)
@@ -242,6 +259,9 @@ class Service:
         return job
 
     def _plan(self, prepared: Prepared, job: Job, workdir: str) -> UploadPlan:
+        from aifactory_cli.backends import META, SCRIPT
+        from aifactory_cli.staging import UploadPlan
+
         r = prepared.resolved
         meta = {
             "aifactory": 1,
@@ -417,6 +437,8 @@ class Service:
             raise BadInput(
                 f"job {job.id} has no download: patterns", 'add download: ["outputs/**"] to the spec or pass --pattern'
             )
+        from aifactory_cli.staging import match_downloads
+
         backend = self.backend(job.site)
         files = match_downloads(backend.list_files(job), wanted)
         target = dest or Path.cwd() / f"{job.name}-{job.id}"
