@@ -14,7 +14,7 @@ from aifactory_cli import localrun, paths, states
 from aifactory_cli.errors import RemoteError, SubmitRejected
 from aifactory_cli.profile import LoadedProfile
 from aifactory_cli.scheduler import slurm
-from aifactory_cli.staging import UploadPlan, tar_writer
+from aifactory_cli.staging import CACHE_MISS_RC, UploadPlan, stage_commands, tar_writer
 from aifactory_cli.store import Job, Task
 from aifactory_cli.transport import Transport, and_then
 
@@ -84,6 +84,9 @@ class Backend:
     def workdir_for(self, job: Job, account: str | None, user: str | None) -> str:
         raise NotImplementedError
 
+    def cache_dir_for(self, workdir: str, key: str) -> str:
+        raise NotImplementedError
+
     def submit(
         self, job: Job, plan: UploadPlan, workdir: str, progress: Callable[[int], None] | None = None
     ) -> tuple[str, str]:
@@ -140,6 +143,10 @@ class SlurmBackend(Backend):
                 path = path[len(prefix) :]  # relative: ssh commands start in $HOME
         return path
 
+    def cache_dir_for(self, workdir: str, key: str) -> str:
+        """The site-side upload cache: next to the job dirs, shared by the jobs of one spec dir."""
+        return posixpath.join(posixpath.dirname(workdir.rstrip("/")) or ".", ".uploads", key)
+
     def remote_user(self) -> str:
         user = getattr(self.transport, "username", None)
         if user:
@@ -158,20 +165,21 @@ class SlurmBackend(Backend):
                 exc.nothing_sent = True  # type: ignore[attr-defined]
                 raise
         # One remote command: create the private job dir, unpack the tar stream (script, metadata,
-        # uploads), submit, and record the Slurm id in the job dir. HUP is ignored so that a dropped
-        # connection after sbatch still leaves the id on disk for `sync` and for the token lookup.
-        command = "trap '' HUP PIPE; " + and_then(
-            "umask 077",
-            ["mkdir", "-p", "--", workdir],
-            ["chmod", "700", workdir],
-            ["cd", workdir],
-            ["tar", "-x", "-f", "-"],
-            ["pwd", "-P"],
+        # changed uploads; unchanged ones come from the site-side cache), submit, and record the
+        # Slurm id in the job dir. HUP is ignored so that a dropped connection after sbatch still
+        # leaves the id on disk for `sync` and for the token lookup.
+        steps = [
+            *stage_commands(workdir, plan.cache_dir),
+            "pwd -P",
             "_aif_id=$(" + " ".join(slurm.sbatch_command(SCRIPT)) + ")",
             "printf '%s\\n' \"$_aif_id\" > slurm_job_id",
             "printf '%s\\n' \"$_aif_id\"",
-        )
+        ]
+        command = "trap '' HUP PIPE; " + " && ".join(steps)
         result = self.transport.run(command, stdin=tar_writer(plan, progress))
+        if result.rc == CACHE_MISS_RC and "AIF-CACHE-MISS" in result.stderr:
+            plan.send_everything()  # the site's upload cache was purged: one more round trip
+            result = self.transport.run(command, stdin=tar_writer(plan, progress))
         lines = [ln for ln in result.stdout.strip().splitlines() if ln.strip()]
         if not result.ok and "sbatch" not in result.stderr and not lines:
             if "{account}" in self.profile.workdir and job.extra.get("account"):
@@ -283,15 +291,20 @@ class LocalBackend(Backend):
     def workdir_for(self, job: Job, account: str | None, user: str | None) -> str:
         return str(paths.state_dir() / "local" / "jobs" / f"{job.name}-{job.id}")
 
+    def cache_dir_for(self, workdir: str, key: str) -> str:
+        return str(paths.state_dir() / "local" / "uploads" / key)
+
     def submit(
         self, job: Job, plan: UploadPlan, workdir: str, progress: Callable[[int], None] | None = None
     ) -> tuple[str, str]:
         jobdir = Path(workdir)
         paths.ensure_private_dir(jobdir.parent)
         paths.ensure_private_dir(jobdir)
-        result = self.transport.run(
-            and_then(["cd", workdir], ["tar", "-x", "-f", "-"]), stdin=tar_writer(plan, progress)
-        )
+        command = " && ".join(stage_commands(workdir, plan.cache_dir))
+        result = self.transport.run(command, stdin=tar_writer(plan, progress))
+        if result.rc == CACHE_MISS_RC and "AIF-CACHE-MISS" in result.stderr:
+            plan.send_everything()
+            result = self.transport.run(command, stdin=tar_writer(plan, progress))
         if not result.ok:
             raise RemoteError(f"cannot stage files into {workdir}: {result.stderr.strip()}")
         meta = json.loads(plan.generated[META][0])

@@ -229,12 +229,16 @@ class Service:
         # recorded before any remote step: an ambiguous failure can always be looked up by token
         self.store.add(job)
         backend = self.backend(resolved.site)
+        manifest = None
         try:
             workdir = backend.workdir_for(job, resolved.account, resolved.user)
-            plan = self._plan(prepared, job, workdir)
+            plan, manifest = self._plan(prepared, job, workdir, backend)
             progress = self._progress(plan.total_bytes, "upload") if self.progress_factory else None
+            started = time.monotonic()
             with progress or _nullcontext() as advance:
                 slurm_id, absolute = backend.submit(job, plan, workdir, advance)
+            if prepared.uploads:
+                self._report_upload(plan, time.monotonic() - started)
         except BadInput:
             # the scheduler refused it for certain: nothing is queued, so nothing is kept
             self.store.delete(job)
@@ -248,6 +252,8 @@ class Service:
         except BaseException:
             self.store.update(job, state=states.UNKNOWN, reason="submission interrupted")
             raise
+        if manifest is not None and plan.cache_dir is not None:
+            manifest.save(prepared.uploads, plan.cache_dir)
         self.store.update(
             job,
             state=states.PENDING,
@@ -258,9 +264,18 @@ class Service:
         )
         return job
 
-    def _plan(self, prepared: Prepared, job: Job, workdir: str) -> UploadPlan:
+    def _report_upload(self, plan: UploadPlan, seconds: float) -> None:
+        size = plan.upload_bytes
+        rate = size / seconds / 1e6 if seconds > 0 else 0.0
+        skipped = f", {len(plan.unchanged)} unchanged file(s) not sent" if plan.unchanged else ""
+        self.notify(
+            f"uploaded {len(plan.files)} file(s), {size / 1e6:.1f} MB in {seconds:.1f} s ({rate:.1f} MB/s){skipped}"
+        )
+
+    def _plan(self, prepared: Prepared, job: Job, workdir: str, backend: Backend) -> tuple[UploadPlan, Any]:
+        from aifactory_cli import paths
         from aifactory_cli.backends import META, SCRIPT
-        from aifactory_cli.staging import UploadPlan
+        from aifactory_cli.staging import UploadManifest, UploadPlan
 
         r = prepared.resolved
         meta = {
@@ -283,10 +298,16 @@ class Service:
         }
         if r.dependencies and job.site == "local":
             meta["depends_on_dirs"] = self._local_dep_dirs(r.dependencies)
-        plan = UploadPlan(files=prepared.uploads)
+        manifest = None
+        if prepared.uploads:
+            key = UploadManifest.key(job.site, prepared.loaded_spec.base_dir, r.spec.upload)
+            manifest = UploadManifest(paths.state_dir() / "uploads" / f"{job.site}-{key}.json")
+            plan = manifest.plan(prepared.uploads, backend.cache_dir_for(workdir, key))
+        else:
+            plan = UploadPlan()
         plan.add_generated(SCRIPT, prepared.script.encode(), 0o700)
         plan.add_generated(META, json.dumps(meta, indent=1).encode())
-        return plan
+        return plan, manifest
 
     def _local_dep_dirs(self, slurm_ids: list[str]) -> list[str]:
         dirs = []

@@ -4,31 +4,134 @@ number of files), downloads by glob, with progress."""
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import io
+import json
 import os
+import shlex
 import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from aifactory_cli.errors import SpecError
+
+UPLOAD_PREFIX = ".aif-upload"
+EXPECT_FILE = ".aif-expect"
+DELETE_FILE = ".aif-delete"
+CACHE_MISS_RC = 97
 
 
 @dataclass
 class UploadPlan:
-    """Files for a job dir: generated ones (script, metadata) and the spec's `upload:` entries."""
+    """Files for a job dir: generated ones (script, metadata) and the spec's `upload:` entries.
+
+    With a `cache_dir` on the site, only changed files travel (under `.aif-upload/`); unchanged
+    ones are copied from the site-side cache, which the remote command checks first.
+    """
 
     generated: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # name -> (data, mode)
     files: list[tuple[Path, str]] = field(default_factory=list)  # (local path, path in job dir)
+    cache_dir: str | None = None
+    unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    all_files: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:
         return sum(len(d) for d, _ in self.generated.values()) + sum(p.stat().st_size for p, _ in self.files)
 
+    @property
+    def upload_bytes(self) -> int:
+        return sum(p.stat().st_size for p, _ in self.files)
+
     def add_generated(self, name: str, data: bytes, mode: int = 0o600) -> None:
         self.generated[name] = (data, mode)
+
+    def members(self) -> list[tuple[str, bytes, int]]:
+        """Generated members of the tar, including the cache's control lists."""
+        out = [(name, data, mode) for name, (data, mode) in self.generated.items()]
+        if self.cache_dir is not None:
+            if self.unchanged:
+                out.append((EXPECT_FILE, b"\0".join(n.encode() for n in self.unchanged) + b"\0", 0o600))
+            if self.deleted:
+                out.append((DELETE_FILE, b"\0".join(n.encode() for n in self.deleted) + b"\0", 0o600))
+        return out
+
+    def arcname(self, rel: str) -> str:
+        return f"{UPLOAD_PREFIX}/{rel}" if self.cache_dir is not None else rel
+
+    def send_everything(self) -> None:
+        """After a cache miss on the site: send every file again."""
+        self.files = list(self.all_files)
+        self.unchanged = []
+
+
+def stage_commands(workdir: str, cache_dir: str | None) -> list[str]:
+    """Shell steps (run with `&&`) that create the private job dir and unpack the tar from stdin,
+    using the site-side upload cache when there is one. Paths are quoted; `$_aif_cache` comes
+    from `pwd -P`."""
+    q = shlex.quote
+    steps = ["umask 077"]
+    if cache_dir is not None:
+        steps += [f"mkdir -p -- {q(cache_dir)}", f"_aif_cache=$(cd -- {q(cache_dir)} && pwd -P)"]
+    steps += [f"mkdir -p -- {q(workdir)}", f"chmod 700 {q(workdir)}", f"cd -- {q(workdir)}"]
+    if cache_dir is not None:  # leftovers of an attempt that stopped at a cache miss
+        steps.append(f"rm -rf {UPLOAD_PREFIX} {EXPECT_FILE} {DELETE_FILE}")
+    steps.append("tar -x -f -")
+    if cache_dir is not None:
+        steps += [
+            f'{{ [ ! -f {EXPECT_FILE} ] || (cd -- "$_aif_cache" && xargs -0 ls -d -- >/dev/null 2>&1) '
+            f"< {EXPECT_FILE} || {{ echo AIF-CACHE-MISS >&2; exit {CACHE_MISS_RC}; }}; }}",
+            f'{{ [ ! -f {DELETE_FILE} ] || (cd -- "$_aif_cache" && xargs -0 rm -f --) < {DELETE_FILE}; }}',
+            f'{{ [ ! -d {UPLOAD_PREFIX} ] || cp -a {UPLOAD_PREFIX}/. "$_aif_cache"/; }}',
+            f"rm -rf {UPLOAD_PREFIX} {EXPECT_FILE} {DELETE_FILE}",
+            'cp -a "$_aif_cache"/. .',
+        ]
+    return steps
+
+
+class UploadManifest:
+    """What was last uploaded for one spec directory to one site (size + mtime per file), kept in
+    the state dir, so an unchanged file is not sent again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.data: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.data = {}
+
+    @staticmethod
+    def key(site: str, base: Path, entries: list[str]) -> str:
+        text = json.dumps([site, str(base.resolve()), sorted(entries)])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @staticmethod
+    def stamp(path: Path) -> list[int]:
+        st = path.stat()
+        return [st.st_size, st.st_mtime_ns]
+
+    def plan(self, files: list[tuple[Path, str]], cache_dir: str) -> UploadPlan:
+        previous: dict[str, list[int]] = self.data.get("files", {}) if self.data.get("cache_dir") == cache_dir else {}
+        plan = UploadPlan(cache_dir=cache_dir, all_files=list(files))
+        current = {rel for _, rel in files}
+        for path, rel in files:
+            if previous.get(rel) == self.stamp(path):
+                plan.unchanged.append(rel)
+            else:
+                plan.files.append((path, rel))
+        plan.deleted = sorted(set(previous) - current)
+        return plan
+
+    def save(self, files: list[tuple[Path, str]], cache_dir: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data = {"cache_dir": cache_dir, "files": {rel: self.stamp(path) for path, rel in files}}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self.path)
 
 
 def collect_uploads(entries: list[str], base: Path) -> list[tuple[Path, str]]:
@@ -82,14 +185,14 @@ def tar_writer(plan: UploadPlan, progress: Callable[[int], None] | None = None) 
         raw = _CountingWriter(sink, progress)
         buffered = io.BufferedWriter(raw, buffer_size=256 * 1024)  # type: ignore[type-var]
         with tarfile.open(fileobj=buffered, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            for name, (data, mode) in plan.generated.items():
+            for name, data, mode in plan.members():
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 info.mode = mode
                 info.mtime = int(time.time())
                 tar.addfile(info, io.BytesIO(data))
             for path, rel in plan.files:
-                info = tar.gettarinfo(str(path), arcname=rel)
+                info = tar.gettarinfo(str(path), arcname=plan.arcname(rel))
                 info.uid = info.gid = 0
                 info.uname = info.gname = ""
                 with open(path, "rb") as fh:

@@ -146,3 +146,33 @@ def test_connection_failures_exit_3(tb, tmp_path: Path, case: str, ssh: dict, ne
     assert "Traceback" not in r.stderr
     # the connection failed before anything was sent: nothing is recorded as submitted
     assert _jobs(tb("list", "--json", env=env)) == []
+
+
+def test_unchanged_uploads_are_not_sent_again(tb, tmp_path: Path) -> None:  # noqa: ANN001
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        (data / f"f{i}.txt").write_text(f"content {i}\n")
+    spec = tmp_path / "up.yaml"
+    spec.write_text("name: up\nupload: [data/]\nrun: cat data/*.txt\nresources: {time: 5m}\n")
+
+    def submit() -> tuple[dict, str]:
+        r = tb("submit", str(spec), "--site", "testbed", "--wait", "--json", "--timeout", "60")
+        assert r.code == 0, r.stderr
+        return _jobs(r)[0], r.stderr
+
+    first, err = submit()
+    assert "uploaded 3 file(s)" in err
+    second, err = submit()
+    assert "uploaded 0 file(s)" in err and "3 unchanged file(s) not sent" in err
+    assert tb("logs", second["id"]).stdout.splitlines() == ["content 0", "content 1", "content 2"]
+    (data / "f1.txt").write_text("changed\n")
+    (data / "f2.txt").unlink()
+    third, err = submit()
+    assert "uploaded 1 file(s)" in err and "1 unchanged" in err
+    assert tb("logs", third["id"]).stdout.splitlines() == ["content 0", "changed"]
+    # the site purged the cache (e.g. a scratch cleanup): everything is sent again, nothing is lost
+    cache = Path(third["workdir"]).parent / ".uploads"
+    subprocess.run(["rm", "-rf", str(cache)], check=True)
+    fourth, err = submit()
+    assert tb("logs", fourth["id"]).stdout.splitlines() == ["content 0", "changed"]
