@@ -70,7 +70,7 @@ def bench_help(runs: int) -> list[tuple[str, float]]:
 def bench_submit(runs: int, work: Path) -> list[tuple[str, float]]:
     env = aif_env(work / "home-submit")
     spec = work / "one.yaml"
-    spec.write_text("name: one\nrun: true\nresources: {time: 5m}\nslurm: {hold: true}\n")
+    spec.write_text("name: one\nrun: 'true'\nresources: {time: 5m}\nslurm: {hold: true}\n")
     script = "#!/bin/bash\n#SBATCH --hold\n#SBATCH --output=/dev/null\n#SBATCH --time=5\ntrue\n"
     subprocess.run(["ssh", "-F", str(SSH_CONFIG), "testbed", "cat > /tmp/bench-job.sh"], input=script.encode(),
                    check=True)
@@ -140,7 +140,7 @@ def bench_upload(runs: int, work: Path, nfiles: int) -> list[tuple[str, float]]:
     for i in range(nfiles):
         (src / "data" / f"f{i:04d}.txt").write_text(f"{i}\n" * 50)
     spec = src / "up.yaml"
-    spec.write_text("name: up\nrun: true\nupload: [data/]\nresources: {time: 5m}\nslurm: {hold: true}\n")
+    spec.write_text("name: up\nrun: 'true'\nupload: [data/]\nresources: {time: 5m}\nslurm: {hold: true}\n")
     env = aif_env(work / "home-upload")
     dest = "/tmp/bench-upload"
     ssh = ["ssh", "-F", str(SSH_CONFIG), "testbed"]

@@ -43,8 +43,15 @@ def sbatch_value(value: Any, what: str = "value") -> str:
 def _environment() -> jinja2.Environment:
     import jinja2
 
+    cache = None
+    try:  # compiled templates are cached in the state dir: no compile() on every run
+        cache_dir = paths.ensure_private_dir(paths.state_dir() / "cache" / "jinja")
+        cache = jinja2.FileSystemBytecodeCache(str(cache_dir))
+    except OSError:
+        pass
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(paths.templates_dir())),
+        bytecode_cache=cache,
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,

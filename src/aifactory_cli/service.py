@@ -64,6 +64,7 @@ class Service:
         self._config: UserConfig | None = None
         self._backends: dict[str, Backend] = {}
         self._profiles: dict[str, LoadedProfile] = {}
+        self._prewarm: dict[str, tuple[Any, list[BaseException]]] = {}
 
     # --- resources --------------------------------------------------------------------------------
 
@@ -135,6 +136,42 @@ class Service:
                 fh.write(content.rstrip("\n") + "\n")
             settings.known_hosts = str(path)
         return settings
+
+    def prewarm(self, site: str | None) -> None:
+        """Start connecting to a remote site in the background, so the network round trips of
+        the login overlap with loading, resolving and rendering the spec."""
+        import threading
+
+        try:
+            name = self.site_or_default(site)
+            if self.profile(name).profile.scheduler == "local" or name in self._prewarm:
+                return
+            transport = self.backend(name).transport
+        except AifactoryError:
+            return  # reported properly when the command gets there
+        errors: list[BaseException] = []
+
+        def connect() -> None:
+            try:
+                transport.connect()  # type: ignore[attr-defined]
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=connect, name=f"connect-{name}", daemon=True)
+        thread.start()
+        self._prewarm[name] = (thread, errors)
+
+    def _join_prewarm(self, site: str) -> None:
+        entry = self._prewarm.pop(site, None)
+        if entry is None:
+            return
+        thread, errors = entry
+        thread.join()
+        if errors:
+            exc = errors[0]
+            if isinstance(exc, RemoteError):
+                exc.nothing_sent = True  # type: ignore[attr-defined]
+            raise exc
 
     def close(self) -> None:
         for backend in self._backends.values():
@@ -231,6 +268,7 @@ class Service:
         backend = self.backend(resolved.site)
         manifest = None
         try:
+            self._join_prewarm(resolved.site)
             workdir = backend.workdir_for(job, resolved.account, resolved.user)
             plan, manifest = self._plan(prepared, job, workdir, backend)
             progress = self._progress(plan.total_bytes, "upload") if self.progress_factory else None

@@ -171,6 +171,17 @@ class JobSpec(_Strict):
             )
         return v
 
+    @field_validator("run", "setup", "name", "description", mode="before")
+    @classmethod
+    def _text(cls, v: Any, info: Any) -> Any:
+        if v is not None and not isinstance(v, str):
+            shown = str(v).lower() if isinstance(v, bool) else repr(v)
+            raise ValueError(
+                f"{info.field_name} must be text, but YAML read {shown} as a {type(v).__name__}: "
+                f'quote it ({info.field_name}: "{shown}")'
+            )
+        return v
+
     @field_validator("run")
     @classmethod
     def _run(cls, v: str) -> str:

@@ -64,8 +64,10 @@ def err() -> Console:
 
 
 def note(message: str) -> None:
-    """Progress/log lines: always stderr, so stdout stays clean for JSON and scripts."""
-    err().print(message, markup=False)
+    """Progress/log lines: always stderr, so stdout stays clean for JSON and scripts. Plain
+    text: no need to import rich for a line."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
 
 
 def print_json(data: dict[str, Any]) -> None:

@@ -46,6 +46,8 @@ def submit(
 
     overrides = Overrides(account=account, partition=partition, qos=qos)
     with common.service() as svc:
+        if not dry_run:
+            svc.prewarm(site)
         # resolve and render everything first: nothing is sent if any spec is bad
         prepared = [svc.prepare(s, site, overrides, after=after if i == 0 else None) for i, s in enumerate(specs)]
         if dry_run:
