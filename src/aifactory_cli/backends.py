@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import shlex
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,6 +99,56 @@ class Backend:
 
     def cancel(self, jobs: list[Job]) -> None:
         raise NotImplementedError
+
+    def find_submitted(self, jobs: list[Job]) -> dict[str, str | None]:
+        """For jobs whose submission was interrupted: the scheduler id each one got, or None if
+        it never reached the scheduler. One remote command: the job dirs' `slurm_job_id` files
+        (written right after sbatch), and for Slurm the tokens in live jobs' comments."""
+        marks = []
+        for job in jobs:
+            if job.workdir:
+                path = shlex.quote(posixpath.join(job.workdir, "slurm_job_id"))
+                marks.append(f"printf '%s ' {shlex.quote(job.id)}; cat {path} 2>/dev/null || echo -")
+        command = "; ".join(marks) or "true"
+        if self.kind == "slurm":
+            # sbatch may have queued it even when it reported a failure (e.g. "Socket timed out"):
+            # live jobs carry the token in their comment; ended ones are found by their job dir
+            since = min(j.created_at for j in jobs)[:19]
+            command += (
+                "; printf '%s\\n' @@AIF-SQUEUE@@; squeue --me --states=all --noheader --format='%i|%k' 2>/dev/null"
+                "; printf '%s\\n' @@AIF-SACCT@@; sacct --noheader --parsable2 --allocations "
+                f"--starttime={shlex.quote(since)} --format=JobID,WorkDir 2>/dev/null; true"
+            )
+        result = self.transport.run(command)
+        if not result.ok:
+            raise RemoteError(f"cannot look up interrupted submissions: {result.stderr.strip()}")
+        files_part, _, rest = result.stdout.partition("@@AIF-SQUEUE@@\n")
+        queue_part, _, acct_part = rest.partition("@@AIF-SACCT@@\n")
+        by_dir: dict[str, str] = {}
+        for line in acct_part.splitlines():
+            sid, _, workdir = line.strip().partition("|")
+            if sid.split("_")[0].isdigit() and workdir:
+                by_dir[workdir.rstrip("/")] = sid.split("_")[0]
+        found: dict[str, str | None] = {}
+        for line in files_part.splitlines():
+            job_id, _, value = line.strip().partition(" ")
+            found[job_id] = value.strip() if value.strip().isdigit() else None
+        by_token = {}
+        for line in queue_part.splitlines():
+            sid, _, comment = line.strip().partition("|")
+            token = slurm.token_of(comment)
+            if token and sid.split("_")[0].isdigit():
+                by_token[token] = sid.split("_")[0]
+        for job in jobs:
+            if found.get(job.id) is None and job.token in by_token:
+                found[job.id] = by_token[job.token]
+            if found.get(job.id) is None and job.workdir:
+                rel = job.workdir.rstrip("/")
+                match = [sid for d, sid in by_dir.items() if d == rel or d.endswith("/" + rel.lstrip("/"))]
+                if match:
+                    found[job.id] = match[-1]
+            found.setdefault(job.id, None)
+        return found
 
 
 def _task_list(job: Job, rows: dict[tuple[str, int | None], slurm.SlurmRow]) -> list[Task]:

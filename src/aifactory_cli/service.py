@@ -263,13 +263,23 @@ class Service:
                 "account": resolved.account,
             },
         )
-        # recorded before any remote step: an ambiguous failure can always be looked up by token
+        # an earlier submission of this very spec that was interrupted: find out what became of it
+        # before anything is sent again, so a job is never submitted twice
+        earlier = self.settle_in_doubt(resolved.site, provenance=job.provenance_hash, spec_path=job.spec_path)
+        if earlier is not None:
+            self.notify(
+                f"not submitting again: the interrupted submission {earlier.id} of this spec reached "
+                f"{earlier.site} as job {earlier.slurm_job_id}"
+            )
+            return earlier
+        # recorded before any remote step: an ambiguous failure can always be looked up
         self.store.add(job)
         backend = self.backend(resolved.site)
         manifest = None
         try:
             self._join_prewarm(resolved.site)
             workdir = backend.workdir_for(job, resolved.account, resolved.user)
+            self.store.update(job, workdir=workdir)
             plan, manifest = self._plan(prepared, job, workdir, backend)
             progress = self._progress(plan.total_bytes, "upload") if self.progress_factory else None
             started = time.monotonic()
@@ -282,13 +292,23 @@ class Service:
             self.store.delete(job)
             raise
         except RemoteError as exc:
-            if getattr(exc, "nothing_sent", False):
-                self.store.delete(job)  # the connection failed before anything was sent
+            if getattr(exc, "nothing_sent", False) or getattr(exc, "not_queued", False):
+                self.store.delete(job)  # certain: nothing was sent, or Slurm queued nothing
             else:
-                self.store.update(job, state=states.UNKNOWN, reason=f"submission outcome unknown: {exc.message}")
+                self.store.update(
+                    job,
+                    state=states.UNKNOWN,
+                    reason=f"submission outcome unknown: {exc.message}",
+                    extra={**job.extra, "in_doubt": True},
+                )
+                exc.hint = (exc.hint + "; " if exc.hint else "") + (
+                    f"`aifactory status {job.id}` finds out whether it reached Slurm (it is never submitted twice)"
+                )
             raise
         except BaseException:
-            self.store.update(job, state=states.UNKNOWN, reason="submission interrupted")
+            self.store.update(
+                job, state=states.UNKNOWN, reason="submission interrupted", extra={**job.extra, "in_doubt": True}
+            )
             raise
         if manifest is not None and plan.cache_dir is not None:
             manifest.save(prepared.uploads, plan.cache_dir)
@@ -358,6 +378,63 @@ class Service:
     def _progress(self, total: int, what: str) -> Any:
         return self.progress_factory(total, what) if self.progress_factory else None
 
+    # --- interrupted submissions -----------------------------------------------------------------
+
+    STALE_PREPARED_SECONDS = 3600.0
+    WAIT_RETRIES = 8
+
+    def in_doubt(self, site: str | None = None) -> list[Job]:
+        """Jobs whose submission was interrupted (flagged by the process that saw it), or that stayed
+        PREPARED for an hour (that process died)."""
+        import datetime as dt
+
+        out = []
+        now = dt.datetime.now(dt.timezone.utc)
+        for job in self.store.query(site=site, states=[states.UNKNOWN, states.PREPARED]):
+            if job.slurm_job_id:
+                continue
+            if job.extra.get("in_doubt"):
+                out.append(job)
+            elif job.state == states.PREPARED:
+                age = (now - dt.datetime.fromisoformat(job.created_at)).total_seconds()
+                if age > self.STALE_PREPARED_SECONDS:
+                    out.append(job)
+        return out
+
+    def settle_in_doubt(self, site: str, provenance: str | None = None, spec_path: str | None = None) -> Job | None:
+        """Look up interrupted submissions of `site` on the site (one remote command). Returns the
+        one for this spec (same provenance hash and path) if it did reach the scheduler."""
+        jobs = self.in_doubt(site)
+        if not jobs:
+            return None
+        found = self.backend(site).find_submitted(jobs)
+        match = None
+        for job in jobs:
+            sid = found.get(job.id)
+            extra = {k: v for k, v in job.extra.items() if k != "in_doubt"}
+            if sid:
+                self.store.update(
+                    job,
+                    slurm_job_id=sid,
+                    state=states.PENDING,
+                    slurm_state=None,
+                    reason="recovered after an interrupted submission",
+                    extra=extra,
+                    submitted_at=job.submitted_at or job.created_at,
+                )
+                self.notify(f"{job.id}: the interrupted submission did reach {site} as job {sid}")
+                if job.provenance_hash == provenance and job.spec_path == spec_path and provenance:
+                    match = job
+            else:
+                self.store.update(
+                    job,
+                    state=states.FAILED,
+                    reason="never submitted: the submission was interrupted before sbatch ran; submit it again",
+                    extra=extra,
+                )
+                self.notify(f"{job.id}: the interrupted submission never reached {site}")
+        return match
+
     # --- refresh / status -------------------------------------------------------------------------
 
     def refresh(self, jobs: list[Job], force: bool = False) -> list[Job]:
@@ -400,6 +477,8 @@ class Service:
 
     def status(self, refs: list[str], force: bool = True, recent_hours: float = 24.0) -> list[Job]:
         """The given jobs, or every live job plus those that ended in the last `recent_hours`."""
+        for site in sorted({j.site for j in self.in_doubt()}):
+            self.settle_in_doubt(site)
         if refs:
             return self.refresh(self.jobs(refs), force=force)
         jobs = self.refresh(self.store.query(live_only=True), force=force)
@@ -433,6 +512,7 @@ class Service:
         deadline = time.monotonic() + timeout if timeout is not None else None
         last = {j.id: (j.state, j.reason) for j in jobs}
         interval = min_interval
+        failures = 0
         while True:
             live = [j for j in jobs if not j.is_final]
             if not live:
@@ -442,7 +522,18 @@ class Service:
                     f"timeout: {len(live)} job(s) still not finished: " + ", ".join(f"{j.id} {j.state}" for j in live),
                     "wait again later with `aifactory wait`, or raise --timeout",
                 )
-            self.refresh(live, force=True)
+            try:
+                self.refresh(live, force=True)
+                failures = 0
+            except RemoteError as exc:
+                # a restarted login node or a network blip must not end a long wait: retry with back-off
+                failures += 1
+                if failures > self.WAIT_RETRIES:
+                    raise
+                self.notify(
+                    f"lost contact with the site ({exc.message}); retry {failures}/{self.WAIT_RETRIES} "
+                    f"in {interval:.0f} s"
+                )
             for job in live:
                 if (job.state, job.reason) != last.get(job.id):
                     last[job.id] = (job.state, job.reason)

@@ -217,8 +217,8 @@ class Store:
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(
-                f"cannot open the job store {path}: {exc}",
-                "check that the state dir is writable and has free space (AIFACTORY_HOME moves it)",
+                f"cannot open the job store {path}: {_diagnose(path, exc)}",
+                "free space or make the state dir writable (AIFACTORY_HOME moves it); nothing was changed",
             ) from exc
 
     def close(self) -> None:
@@ -231,9 +231,18 @@ class Store:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise StoreError(f"the job store is busy or unwritable: {exc}", str(self.path)) from exc
+            raise StoreError(
+                f"cannot write the job store {self.path}: {_diagnose(self.path, exc)}",
+                "free space or make the state dir writable; nothing was changed",
+            ) from exc
         try:
             yield self.conn
+        except sqlite3.OperationalError as exc:
+            self.conn.execute("ROLLBACK")
+            raise StoreError(
+                f"cannot write the job store {self.path}: {_diagnose(self.path, exc)}",
+                "free space or make the state dir writable; the store was not changed",
+            ) from exc
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
@@ -243,8 +252,8 @@ class Store:
             except sqlite3.OperationalError as exc:
                 self.conn.execute("ROLLBACK")
                 raise StoreError(
-                    f"cannot write the job store: {exc}",
-                    "check free space and permissions of the state dir; nothing was changed",
+                    f"cannot write the job store {self.path}: {_diagnose(self.path, exc)}",
+                    "free space or make the state dir writable; the store was not changed",
                 ) from exc
 
     def _migrate(self) -> None:
@@ -460,6 +469,26 @@ class Store:
 
     def count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+
+
+def _diagnose(path: Path, exc: Exception) -> str:
+    """The likely cause of an SQLite error, in words: read-only file system, no space, ..."""
+    import errno
+    import os
+
+    text = str(exc)
+    try:
+        vfs = os.statvfs(path.parent)
+        if vfs.f_flag & os.ST_RDONLY:
+            return f"the file system of {path.parent} is read-only ({text})"
+        if vfs.f_bavail * vfs.f_frsize < 64 * 1024 or "full" in text:
+            return f"no space left on the device of {path.parent} ({text})"
+    except OSError as os_exc:
+        if os_exc.errno == errno.ENOENT:
+            return f"{path.parent} does not exist ({text})"
+    if not os.access(path.parent, os.W_OK):
+        return f"{path.parent} is not writable ({text})"
+    return text
 
 
 def _like_prefix(text: str) -> str:

@@ -81,6 +81,7 @@ def sync_site(svc: Service, site: str) -> tuple[list[Job], list[Job]]:
     """Recover jobs of `site` missing from the store, then refresh every live job of the site."""
     loaded = svc.profile(site)
     backend = svc.backend(site)
+    svc.settle_in_doubt(site)
     if loaded.profile.scheduler == "local":
         glob = shlex.quote(str(paths.state_dir() / "local" / "jobs")) + "/*"
     else:

@@ -62,6 +62,14 @@ def parse_sbatch(result: CommandResult) -> str:
         hint = "the partition cannot give this shape (GPUs, cores or memory per node)"
     if any(k in lowered for k in ("invalid", "not available", "limit", "rejected", "denied", "qos")):
         raise SubmitRejected(f"Slurm rejected the job: {message}", hint)
+    if "unable to contact slurm controller" in lowered:
+        exc = RemoteError(
+            f"sbatch failed: {message}",
+            "the Slurm controller is down or unreachable from the login node; nothing was queued, try again later",
+        )
+        exc.not_queued = True  # type: ignore[attr-defined]
+        raise exc
+    # anything else (e.g. "Socket timed out on send/recv operation") may still have queued the job
     raise RemoteError(f"sbatch failed: {message}", hint)
 
 
