@@ -205,7 +205,14 @@ _JOB_COLUMNS = [
 class Store:
     def __init__(self, path: Path | None = None) -> None:
         if path is None:
-            path = paths.ensure_private_dir(paths.state_dir()) / "jobs.sqlite3"
+            try:
+                paths.ensure_private_dir(paths.config_dir())
+                path = paths.ensure_private_dir(paths.state_dir()) / "jobs.sqlite3"
+            except OSError as exc:
+                raise StoreError(
+                    f"cannot create the state dir {paths.state_dir()}: {exc}",
+                    "set AIFACTORY_HOME to a writable directory",
+                ) from exc
         self.path = path
         try:
             self.conn = sqlite3.connect(str(path), timeout=60, isolation_level=None)

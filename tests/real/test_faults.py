@@ -28,8 +28,11 @@ def _pid(name: str) -> int:
 
 
 def _sacct_count(name: str) -> int:
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-a", "-S", "now-1hour", "-o", "JobName", "--name", name],
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-a", "-S", "now-1hour", "-o", "JobName", "--name", name],
+        capture_output=True,
+        text=True,
+    ).stdout
     return len([x for x in out.splitlines() if x.strip() == name])
 
 
@@ -40,15 +43,27 @@ def env(tmp_path: Path) -> dict[str, str]:
     empty = tmp_path / "ssh_config"
     empty.write_text("")
     e = {k: v for k, v in os.environ.items() if not k.startswith("AIFACTORY_")}
-    e.update(AIFACTORY_HOME=str(tmp_path / "home"), AIFACTORY_PROFILES=f"{tmp_path / 'profiles'}:{TEST_PROFILES}",
-             AIFACTORY_ACCOUNT=ACCOUNT, AIFACTORY_SSH_CONFIG=str(empty), NO_COLOR="1")
+    e.update(
+        AIFACTORY_HOME=str(tmp_path / "home"),
+        AIFACTORY_PROFILES=f"{tmp_path / 'profiles'}:{TEST_PROFILES}",
+        AIFACTORY_ACCOUNT=ACCOUNT,
+        AIFACTORY_SSH_CONFIG=str(empty),
+        NO_COLOR="1",
+    )
     (tmp_path / "profiles").mkdir()
     return e
 
 
 def _aif(args: list[str], env: dict[str, str], timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:  # noqa: ANN003
-    return subprocess.run([sys.executable, "-m", "aifactory_cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "aifactory_cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        **kw,
+    )
 
 
 def _proxied_site(tmp_path: Path, proxy: FaultProxy) -> None:
@@ -56,8 +71,7 @@ def _proxied_site(tmp_path: Path, proxy: FaultProxy) -> None:
     empty_known = tmp_path / "known_hosts"
     empty_known.write_text("")
     (tmp_path / "profiles" / "tbproxy.yaml").write_text(
-        f"extends: testbed\nssh: {{port: {proxy.port}, known_hosts: {empty_known}, "
-        f"host_key_fingerprints: ['{pin}']}}\n"
+        f"extends: testbed\nssh: {{port: {proxy.port}, known_hosts: {empty_known}, host_key_fingerprints: ['{pin}']}}\n"
     )
 
 
@@ -70,9 +84,14 @@ def test_connection_dropped_after_sbatch_was_sent(env: dict[str, str], tmp_path:
     ctld = _pid("slurmctld")
     os.kill(ctld, 19)  # SIGSTOP: sbatch will block until we let the controller go on
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "aifactory_cli", "submit", str(spec), "--site", "tbproxy"],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aifactory_cli", "submit", str(spec), "--site", "tbproxy"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
         deadline = time.time() + 30
         while time.time() < deadline:  # sbatch is running on the login node: the command was sent
             if subprocess.run(["pgrep", "-u", "hpcuser", "-x", "sbatch"], capture_output=True).returncode == 0:
@@ -113,9 +132,14 @@ def test_sshd_restart_while_waiting(env: dict[str, str], tmp_path: Path) -> None
     r = _aif(["submit", str(spec), "--site", "testbed"], env)
     assert r.returncode == 0, r.stderr
     job_id = r.stdout.strip()
-    waiter = subprocess.Popen([sys.executable, "-m", "aifactory_cli", "wait", job_id, "--timeout", "120", "--json"],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              stdin=subprocess.DEVNULL)
+    waiter = subprocess.Popen(
+        [sys.executable, "-m", "aifactory_cli", "wait", job_id, "--timeout", "120", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     time.sleep(3)
     os.kill(_pid("sshd"), 15)  # the listener...
     subprocess.run(["pkill", "-u", "hpcuser", "-x", "sshd"], check=False)  # ...and every open session
@@ -146,8 +170,7 @@ def test_slurmctld_down_is_a_clear_error_and_nothing_is_lost(env: dict[str, str]
         jobs = json.loads(s.stdout)["jobs"]
         assert [j["id"] for j in jobs] == [before.stdout.strip()]  # the refused one is not recorded
     finally:
-        started = subprocess.run(["bash", str(REPO / "tests" / "testbed" / "start.sh")], capture_output=True,
-                                 text=True)
+        started = subprocess.run(["bash", str(REPO / "tests" / "testbed" / "start.sh")], capture_output=True, text=True)
         assert started.returncode == 0, started.stderr[-2000:]
     r = _aif(["submit", str(spec), "--site", "testbed", "--wait"], env)
     assert r.returncode == 0, r.stderr

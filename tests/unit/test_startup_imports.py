@@ -17,8 +17,13 @@ SSH_STACK = {"paramiko", "fabric", "invoke", "cryptography", "nacl", "bcrypt"}
 
 def _imported(args: list[str], home: Path) -> set[str]:
     env = {**os.environ, "AIFACTORY_HOME": str(home)}
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "aifactory_cli", *args], capture_output=True,
-                          text=True, env=env, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "aifactory_cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     mods = set()
     for line in proc.stderr.splitlines():
@@ -29,8 +34,14 @@ def _imported(args: list[str], home: Path) -> set[str]:
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["list"], ["status", "--cached"], ["render", str(EXAMPLES / "train.yaml"), "--site", "lumi"],
-     ["sites", "list"], ["submit", str(EXAMPLES / "hello.yaml"), "--wait"]],
+    [
+        ["--help"],
+        ["list"],
+        ["status", "--cached"],
+        ["render", str(EXAMPLES / "train.yaml"), "--site", "lumi"],
+        ["sites", "list"],
+        ["submit", str(EXAMPLES / "hello.yaml"), "--wait"],
+    ],
     ids=["help", "list", "status-cached", "render-lumi", "sites-list", "submit-local"],
 )
 def test_no_ssh_stack(args: list[str], aif_home: Path) -> None:
