@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -215,6 +216,8 @@ class Store:
                 ) from exc
         self.path = path
         try:
+            if not path.exists():  # private from the start (SQLite gives -wal/-shm the same mode)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
             self.conn = sqlite3.connect(str(path), timeout=60, isolation_level=None)
             self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA busy_timeout = 60000")

@@ -54,7 +54,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     return e
 
 
-def _aif(args: list[str], env: dict[str, str], timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:  # noqa: ANN003
+def _aif(args: list[str], env: dict[str, str], timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "aifactory_cli", *args],
         env=env,
@@ -108,7 +108,7 @@ def test_connection_dropped_after_sbatch_was_sent(env: dict[str, str], tmp_path:
         time.sleep(0.05)
     assert list(workdirs.glob(f"{name}-*/slurm_job_id")), "sbatch did not complete on the site"
     proxy.cut()
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, err
     assert "unknown" in err.lower() and "never submitted twice" in err
     assert "Traceback" not in err
@@ -206,7 +206,7 @@ def test_full_and_read_only_state_dir(env: dict[str, str], tmp_path: Path) -> No
         (home / "filler").unlink()
         listed = _aif(["list", "--json"], env)
         assert listed.returncode == 0, listed.stderr
-        assert [j["state"] for j in json.loads(listed.stdout)["jobs"]][0] == "COMPLETED"
+        assert next(j["state"] for j in json.loads(listed.stdout)["jobs"]) == "COMPLETED"
         db = home / "state" / "jobs.sqlite3"
         assert _integrity(db) == "ok"
         # read-only

@@ -148,7 +148,7 @@ def test_connection_failures_exit_3(tb, tmp_path: Path, case: str, ssh: dict, ne
     assert _jobs(tb("list", "--json", env=env)) == []
 
 
-def test_unchanged_uploads_are_not_sent_again(tb, tmp_path: Path) -> None:  # noqa: ANN001
+def test_unchanged_uploads_are_not_sent_again(tb, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     for i in range(3):
@@ -161,7 +161,7 @@ def test_unchanged_uploads_are_not_sent_again(tb, tmp_path: Path) -> None:  # no
         assert r.code == 0, r.stderr
         return _jobs(r)[0], r.stderr
 
-    first, err = submit()
+    _first, err = submit()
     assert "uploaded 3 file(s)" in err
     second, err = submit()
     assert "uploaded 0 file(s)" in err and "3 unchanged file(s) not sent" in err

@@ -51,7 +51,7 @@ HOSTILE = st.one_of(st.sampled_from(SEEDS), TEXT)
 @seed(1122)
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(env_value=HOSTILE, matrix_value=HOSTILE, arg=HOSTILE, setup_value=HOSTILE, bind=HOSTILE, extra=HOSTILE)
-def test_hostile_values_are_literal(tmp_path_factory, env_value, matrix_value, arg, setup_value, bind, extra) -> None:  # noqa: ANN001
+def test_hostile_values_are_literal(tmp_path_factory, env_value, matrix_value, arg, setup_value, bind, extra) -> None:
     tmp = tmp_path_factory.mktemp("inj")
     run = (
         'python3 -c \'import json,os,sys; print(json.dumps([os.environ["E"], os.environ["M"], sys.argv[1:]]))\' '

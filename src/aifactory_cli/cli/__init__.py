@@ -54,6 +54,10 @@ app.add_typer(sites_cmd.app, name="sites")
 
 
 def main() -> None:
+    import os
+
     from aifactory_cli.cli.common import run_app
+
+    os.umask(0o077)  # state, caches, manifests and local job files are the user's alone
 
     sys.exit(run_app(app))
