@@ -578,7 +578,7 @@ class AgentTransport:
                 raise error_from_json(msg["error"], self.site, self.log_path)
             raise RemoteError(
                 f"the connection agent for {self.site} exited (status {rc}) before it was ready",
-                f"its messages are above; set the connection persistence to 0 to connect without an agent",
+                "its messages are above; set the connection persistence to 0 to connect without an agent",
                 where=self.site,
             )
         self._procs.append(proc)  # our child: reaped in close()
