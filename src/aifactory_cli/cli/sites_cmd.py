@@ -123,3 +123,89 @@ def check(
             mark = {"ok": "ok  ", "drift": "DRIFT", "fail": "FAIL", "info": "info"}[item["status"]]
             common.out().print(f"{mark} {item['check']}: {item['detail']}", markup=False)
     raise typer.Exit(0 if report["ok"] else 1)
+
+
+@app.command(
+    "add", help="Scaffold a profile NAME in your profiles dir from flags, or from a live cluster (--from-live)."
+)
+def add(
+    name: str = typer.Argument(..., metavar="NAME", help="The new site's name (lower case)."),
+    from_live: str | None = typer.Option(
+        None, "--from-live", help="Read partitions and nodes from this site over SSH."
+    ),
+    extends: str | None = typer.Option(None, "--extends", help="Inherit everything else from this profile."),
+    host: str | None = typer.Option(None, "--host", help="Login host (or ~/.ssh/config alias)."),
+    port: int | None = typer.Option(None, "--port", help="SSH port."),
+    user: str | None = typer.Option(None, "--user", help="SSH user."),
+    gpu_vendor: str | None = typer.Option(None, "--gpu-vendor", help="amd or nvidia."),
+    gpu_model: str | None = typer.Option(None, "--gpu-model", help="e.g. A100, MI250X."),
+    gpus_per_node: int | None = typer.Option(None, "--gpus-per-node", help="GPUs per node as Slurm counts them."),
+    account_required: bool | None = typer.Option(None, "--account-required/--no-account-required"),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing user profile."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+) -> None:
+    import yaml
+
+    from aifactory_cli import paths
+    from aifactory_cli.errors import BadInput
+    from aifactory_cli.profile import SITE_NAME_RE
+    from aifactory_cli.sample import render_samples
+    from aifactory_cli.sitegen import LIVE_COMMAND, partitions_from_live, scaffold
+
+    if not SITE_NAME_RE.match(name):
+        raise BadInput(f"'{name}' is not a site name", "use lower-case letters, digits, '-' and '_'")
+    target = paths.user_profiles_dir() / f"{name}.yaml"
+    if target.exists() and not force:
+        raise BadInput(f"{target} exists", "pass --force to overwrite it, or pick another name")
+    partitions = None
+    source = "aifactory sites add (flags)"
+    if from_live:
+        with common.service() as svc:
+            live = svc.profile(from_live).profile
+            result = svc.backend(from_live).transport.run(LIVE_COMMAND)
+            if not result.ok:
+                from aifactory_cli.errors import RemoteError
+
+                raise RemoteError(f"scontrol failed on {from_live}: {result.stderr.strip()}")
+            part_text, _, node_text = result.stdout.partition("@@AIF-NODES@@\n")
+            partitions, facts = partitions_from_live(part_text, node_text)
+            source = f"scontrol show partition/node on {from_live}, {__import__('datetime').date.today()}"
+            host = host or live.ssh.host
+            port = port or live.ssh.port
+            user = user or live.ssh.user
+            if not gpus_per_node:
+                gpus_per_node = max((p.get("gpus_per_node", 0) for p in partitions.values()), default=0) or None
+            gpu_model = gpu_model or (facts["gpu_models"][0] if facts["gpu_models"] else None)
+            if gpus_per_node and not gpu_vendor:
+                gpu_vendor = live.gpu.vendor if live.gpu else None
+    data = scaffold(
+        name,
+        host=host,
+        port=port,
+        user=user,
+        extends=extends,
+        gpu_vendor=gpu_vendor,
+        gpu_model=gpu_model,
+        gpus_per_node=gpus_per_node,
+        account_required=account_required,
+        partitions=partitions,
+        source=source,
+    )
+    paths.ensure_private_dir(target.parent)
+    target.write_text(
+        "# Scaffolded by `aifactory sites add`: check every value against the site's documentation\n"
+        + yaml.safe_dump(data, sort_keys=False)
+    )
+    samples = render_samples(target)
+    if as_json:
+        common.print_json(
+            {
+                "file": str(target),
+                "profile": data,
+                "samples": [{k: v for k, v in s.items() if k != "script"} for s in samples],
+            }
+        )
+        return
+    common.out().print(f"wrote {target}", markup=False)
+    for s in samples:
+        common.out().print(f"  {s['kind']} sample: partition {s['partition']}: {s['directives']}", markup=False)

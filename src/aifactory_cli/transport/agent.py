@@ -483,8 +483,8 @@ class AgentTransport:
                     conn.close()
                     continue
                 return conn
-        conn = self._try_connect()
-        return conn if conn is not None else self._start_agent()
+        fresh = self._try_connect()
+        return fresh if fresh is not None else self._start_agent()
 
     def _checkin(self, conn: FrameConn) -> None:
         with self._lock:

@@ -1,0 +1,103 @@
+"""`sites add`: scaffold a site profile from flags, or from what a live cluster reports
+(`scontrol show partition` / `scontrol show node`, read over one SSH command)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from aifactory_cli.sitecheck import parse_partitions
+from aifactory_cli.units import format_duration, format_memory, parse_duration
+
+LIVE_COMMAND = "scontrol show partition --oneliner; printf '%s\\n' @@AIF-NODES@@; scontrol show node --oneliner"
+
+
+def parse_nodes(text: str) -> dict[str, dict[str, str]]:
+    nodes: dict[str, dict[str, str]] = {}
+    for line in text.splitlines():
+        fields = dict(re.findall(r"(\w+)=(\S*)", line))
+        if "NodeName" in fields:
+            nodes[fields["NodeName"]] = fields
+    return nodes
+
+
+def _gpus(gres: str) -> tuple[int, str | None]:
+    """`gpu:mi250:8(S:0)` -> (8, 'mi250'); `(null)` -> (0, None)."""
+    total, model = 0, None
+    for item in gres.split(","):
+        m = re.match(r"gpu(?::([^:(]+))?:(\d+)", item)
+        if m:
+            total += int(m.group(2))
+            model = model or m.group(1)
+    return total, model
+
+
+def partitions_from_live(partitions_text: str, nodes_text: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(partitions block, site-level facts) from the two scontrol outputs."""
+    parts = parse_partitions(partitions_text)
+    nodes = parse_nodes(nodes_text)
+    out: dict[str, Any] = {}
+    gpu_models: set[str] = set()
+    for name, p in parts.items():
+        members = [n for n in nodes.values() if name in n.get("Partitions", "").split(",")]
+        gpus = [_gpus(n.get("Gres", "")) for n in members]
+        per_node = min((g for g, _ in gpus), default=0)
+        gpu_models.update(m for _, m in gpus if m)
+        cores = min((int(n["CPUTot"]) for n in members if n.get("CPUTot", "").isdigit()), default=None)
+        mem = min((int(n["RealMemory"]) for n in members if n.get("RealMemory", "").isdigit()), default=None)
+        entry: dict[str, Any] = {"kind": "gpu" if per_node else "cpu"}
+        entry["whole_node"] = p.get("OverSubscribe", "NO").startswith("EXCLUSIVE")
+        if p.get("MaxNodes", "UNLIMITED").isdigit():
+            entry["max_nodes"] = int(p["MaxNodes"])
+        for key, field in (("max_time", "MaxTime"), ("default_time", "DefaultTime")):
+            value = p.get(field, "")
+            if value not in ("", "UNLIMITED", "NONE"):
+                entry[key] = format_duration(parse_duration(value))
+        if per_node:
+            entry["gpus_per_node"] = per_node
+        if cores:
+            entry["cores_per_node"] = cores
+        if mem:
+            entry["memory_per_node"] = format_memory(mem)
+        if p.get("State", "UP") != "UP":
+            entry["notes"] = [f"State={p.get('State')} when scaffolded"]
+        out[name] = entry
+    facts = {"gpu_models": sorted(gpu_models)}
+    return out, facts
+
+
+def scaffold(
+    name: str,
+    *,
+    host: str | None,
+    port: int | None,
+    user: str | None,
+    extends: str | None,
+    gpu_vendor: str | None,
+    gpu_model: str | None,
+    gpus_per_node: int | None,
+    account_required: bool | None,
+    partitions: dict[str, Any] | None,
+    source: str,
+) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    if extends:
+        data["extends"] = extends
+    data["version"] = 1
+    data["description"] = f"{name} (scaffolded by aifactory sites add; review every value)"
+    data["verified"] = dt.date.today().isoformat()
+    data["sources"] = [{"title": source, "url": f"aifactory://sites-add/{name}"}]
+    ssh = {k: v for k, v in (("host", host), ("port", port), ("user", user)) if v is not None}
+    if ssh:
+        data["ssh"] = ssh
+    if gpu_vendor or gpu_model or gpus_per_node:
+        gpu: dict[str, Any] = {"vendor": gpu_vendor or "nvidia", "model": gpu_model or "GPU"}
+        if gpus_per_node:
+            gpu["per_node"] = gpus_per_node
+        data["gpu"] = gpu
+    if account_required is not None:
+        data["account"] = {"required": account_required}
+    if partitions:
+        data["partitions"] = partitions
+    return data

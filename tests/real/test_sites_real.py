@@ -1,0 +1,63 @@
+"""Admin commands against the live test bed: `sites check` and `sites add --from-live`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.real
+KEY = Path("/tmp/testbed/client/id_ed25519")
+
+
+@pytest.fixture
+def tb(cli, tmp_path: Path):
+    if not KEY.is_file():
+        pytest.fail("no test bed: run tests/testbed/start.sh (tests/run does)")
+    empty = tmp_path / "ssh_config_empty"
+    empty.write_text("")
+
+    def call(*args: str, env: dict[str, str] | None = None):
+        return cli(
+            *args, env={"AIFACTORY_ACCOUNT": "project_465000001", "AIFACTORY_SSH_CONFIG": str(empty), **(env or {})}
+        )
+
+    return call
+
+
+def test_sites_check_testbed_passes(tb) -> None:
+    r = tb("sites", "check", "testbed", "--json")
+    assert r.code == 0, (r.stdout, r.stderr)
+    report = json.loads(r.stdout)
+    assert report["ok"]
+    checks = {c["check"]: c for c in report["checks"]}
+    assert checks["slurm"]["detail"].startswith("slurm")
+    assert checks["account"]["status"] == "ok" and checks["sacct"]["status"] == "ok"
+    assert checks["partition standard-g"]["status"] == "ok"
+
+
+def test_sites_check_reports_drift_one_line_each(tb, tmp_path: Path, aif_home: Path) -> None:
+    profiles = aif_home / "profiles"
+    profiles.mkdir(parents=True)
+    (profiles / "drifted.yaml").write_text(
+        "extends: testbed\npartitions:\n"
+        "  gpu-huge: {kind: gpu, max_time: '1-00:00:00'}\n"  # a partition the cluster lacks
+        "  dev-g: {max_time: '06:00:00'}\n"  # the cluster says 03:00:00
+    )
+    r = tb("sites", "check", "drifted")
+    assert r.code == 1, (r.stdout, r.stderr)
+    drift = [line for line in r.stdout.splitlines() if line.startswith("DRIFT")]
+    assert len(drift) == 2, r.stdout
+    assert any("gpu-huge" in line and "has no partition" in line for line in drift)
+    assert any("dev-g" in line and "profile 06:00:00, cluster 03:00:00" in line for line in drift)
+
+
+def test_sites_add_from_live(tb, aif_home: Path) -> None:
+    r = tb("sites", "add", "mylive", "--from-live", "testbed", "--json")
+    assert r.code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert Path(out["file"]) == aif_home / "profiles" / "mylive.yaml"
+    assert out["profile"]["partitions"]["standard-g"]["gpus_per_node"] == 8
+    assert tb("sites", "validate", out["file"]).code == 0
+    assert tb("sites", "add", "mylive", "--from-live", "testbed").code == 2  # exists: refused without --force
