@@ -155,6 +155,7 @@ class SiteProfile(_Strict):
     workdir: str = "$HOME/aifactory/jobs/{job}"
     env: dict[str, str] = Field(default_factory=dict)
     poll_interval: float = Field(10.0, ge=0)
+    usage_command: list[str] | None = Field(None, description="the site's allocation tool, e.g. [lumi-allocations]")
     ssh: SshSettings = Field(default_factory=lambda: SshSettings())
     default_time: str | None = None
     partitions: dict[str, Partition] = Field(default_factory=dict)

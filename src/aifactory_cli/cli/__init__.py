@@ -12,11 +12,13 @@ from aifactory_cli.cli import (
     fetch_cmd,
     list_cmd,
     logs_cmd,
+    plan_cmd,
     render_cmd,
     sites_cmd,
     status_cmd,
     submit_cmd,
     sync_cmd,
+    usage_cmd,
     wait_cmd,
 )
 from aifactory_cli.cli.common import STATE
@@ -48,7 +50,19 @@ def _root(
     STATE.debug = debug
 
 
-for module in (submit_cmd, render_cmd, status_cmd, list_cmd, logs_cmd, wait_cmd, cancel_cmd, fetch_cmd, sync_cmd):
+for module in (
+    submit_cmd,
+    render_cmd,
+    status_cmd,
+    list_cmd,
+    logs_cmd,
+    wait_cmd,
+    cancel_cmd,
+    fetch_cmd,
+    sync_cmd,
+    plan_cmd,
+    usage_cmd,
+):
     module.register(app)
 app.add_typer(sites_cmd.app, name="sites")
 

@@ -28,4 +28,9 @@ def render(
         prepared = svc.prepare(spec, site, Overrides(account=account, partition=partition, qos=qos, preview=True))
         for w in prepared.resolved.warnings:
             common.note(f"warning: {w}")
+        from aifactory_cli.billing import estimate
+
+        charge = estimate(prepared.resolved)
+        if charge:
+            common.note(f"estimated charge on {prepared.resolved.site}: at most {charge}")
         sys.stdout.write(prepared.script)

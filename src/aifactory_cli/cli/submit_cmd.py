@@ -23,7 +23,15 @@ def register(app: typer.Typer) -> None:
 def submit(
     specs: list[Path] = typer.Argument(..., metavar="SPEC...", help="Job spec YAML file(s)."),
     site: str | None = typer.Option(
-        None, "--site", "-s", help="Site name (default: AIFACTORY_SITE, the config's default_site, or local)."
+        None,
+        "--site",
+        "-s",
+        help="Site name (default: AIFACTORY_SITE, the config's default_site, or local); `auto` lets the broker "
+        "pick among the sites with an account (see `aifactory plan`).",
+    ),
+    prefer: str = typer.Option("start", "--prefer", help="With --site auto: pick the soonest `start` or the `cost`."),
+    sites: str | None = typer.Option(
+        None, "--sites", help="With --site auto: the sites to choose from (comma-separated)."
     ),
     account: str | None = typer.Option(None, "--account", "-A", help="Slurm account/project (default: config)."),
     partition: str | None = typer.Option(None, "--partition", "-p", help="Override the automatic partition choice."),
@@ -46,14 +54,29 @@ def submit(
 
     overrides = Overrides(account=account, partition=partition, qos=qos)
     with common.service() as svc:
+        if site == "auto":
+            from aifactory_cli.broker import plan, rank, why
+            from aifactory_cli.errors import LimitError
+
+            rows = rank(plan(svc, str(specs[0]), sites.split(",") if sites else None, overrides), prefer)
+            if not rows or not rows[0].ok:
+                reasons = "; ".join(f"{r.site}: {r.reason}" for r in rows)
+                raise LimitError(f"no site can run this job: {reasons}", "see `aifactory plan SPEC`")
+            common.note(why(rows[0], rows, prefer))
+            site = rows[0].site
         if not dry_run:
             svc.prewarm(site)
         # resolve and render everything first: nothing is sent if any spec is bad
         prepared = [svc.prepare(s, site, overrides, after=after if i == 0 else None) for i, s in enumerate(specs)]
         if dry_run:
+            from aifactory_cli.billing import charge_json, estimate
+
             for p in prepared:
                 for w in p.resolved.warnings:
                     common.note(f"warning: {w}")
+                charge = estimate(p.resolved)
+                if charge:
+                    common.note(f"estimated charge on {p.resolved.site}: at most {charge}")
                 if as_json:
                     continue
                 if len(prepared) > 1:
@@ -68,6 +91,7 @@ def submit(
                                 "spec": str(p.loaded_spec.path),
                                 "site": p.resolved.site,
                                 "resolved": p.resolved.summary(),
+                                "charge": charge_json(estimate(p.resolved)),
                                 "script": p.script,
                             }
                             for p in prepared

@@ -1,0 +1,72 @@
+"""Charge estimates in each site's own unit, from the partition's billing rule in the profile.
+
+An estimate assumes the job runs for its whole time limit (what the site reserves); a job that
+ends sooner is charged less. Rules (sites.md):
+- node_hours:      rate x nodes x hours (LUMI standard-g: 4 GPU-hours per node-hour; LUMI
+                   standard: 128 core-hours per node-hour; JUPITER: whole nodes, 288 core-hours)
+- lumi_shared_gpu: 0.5 x max(GCDs, ceil(cores/8), ceil(memory/64 GB)) per hour (LUMI small-g, dev-g)
+- lumi_shared_cpu: max(cores, ceil(memory/2 GB)) core-hours per hour (LUMI small, debug)
+- gpu_hours:       rate x GPUs x hours;  core_hours: rate x cores x hours
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aifactory_cli.resolve import ResolvedJob
+
+
+@dataclass
+class Charge:
+    amount: float
+    unit: str
+    how: str
+
+    def __str__(self) -> str:
+        return f"{self.amount:.2f} {self.unit} ({self.how})"
+
+
+def charge_json(charge: Charge | None) -> dict[str, object] | None:
+    return {"amount": charge.amount, "unit": charge.unit, "how": charge.how} if charge else None
+
+
+def estimate(job: ResolvedJob) -> Charge | None:
+    """The charge of `job` for its full time limit, or None where the profile has no billing rule."""
+    part = job.partition
+    if part is None or part.billing is None:
+        return None
+    b = part.billing
+    hours = job.time_seconds / 3600
+    copies = job.array_size or 1
+    cores = job.tasks_per_node * job.cpus_per_task  # per node
+    if job.memory_mib:
+        mem_gib = job.memory_mib / 1024
+    elif job.memory_per_gpu_mib:
+        mem_gib = job.memory_per_gpu_mib * job.gpus_per_node / 1024
+    else:
+        mem_gib = 0.0
+    times = f"{hours:g} h" + (f" x {copies} array elements" if copies > 1 else "")
+    if b.formula == "node_hours":
+        amount = b.rate * job.nodes * hours
+        how = f"{b.rate:g} per node-hour x {job.nodes} node(s) x {times}"
+    elif b.formula == "lumi_shared_gpu":
+        slots = max(job.gpus_per_node, math.ceil(cores / 8), math.ceil(mem_gib / 64))
+        amount = b.rate * slots * job.nodes * hours
+        how = (
+            f"{b.rate:g} x max({job.gpus_per_node} GCDs, ceil({cores} cores/8), ceil({mem_gib:g} GB/64)) "
+            f"x {job.nodes} node(s) x {times}"
+        )
+    elif b.formula == "lumi_shared_cpu":
+        slots = max(cores, math.ceil(mem_gib / 2))
+        amount = b.rate * slots * job.nodes * hours
+        how = f"max({cores} cores, ceil({mem_gib:g} GB/2)) x {job.nodes} node(s) x {times}"
+    elif b.formula == "gpu_hours":
+        amount = b.rate * job.gpus_per_node * job.nodes * hours
+        how = f"{b.rate:g} x {job.gpus_per_node * job.nodes} GPU(s) x {times}"
+    else:  # core_hours
+        amount = b.rate * cores * job.nodes * hours
+        how = f"{b.rate:g} x {cores * job.nodes} core(s) x {times}"
+    return Charge(round(amount * copies, 4), b.unit, how)

@@ -1,0 +1,210 @@
+"""The broker: where can this spec run, what would it cost, when would it start (`plan`), and
+which site to pick (`submit --site auto`); the allocation left (`usage`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aifactory_cli.errors import AifactoryError, BadInput, RemoteError
+
+if TYPE_CHECKING:
+    from aifactory_cli.resolve import Overrides
+    from aifactory_cli.service import Service
+
+_START = re.compile(r"to start at (\S+) using (\d+) processors on nodes (\S+) in partition (\S+)")
+
+
+@dataclass
+class PlanRow:
+    site: str
+    ok: bool
+    partition: str | None = None
+    reason: str | None = None
+    charge: float | None = None
+    unit: str | None = None
+    charge_how: str | None = None
+    start: str | None = None
+    nodes: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def parse_test_only(stderr: str) -> dict[str, str] | None:
+    """`sbatch --test-only` prints (on stderr) `sbatch: Job N to start at T using P processors on
+    nodes N in partition P`."""
+    m = _START.search(stderr)
+    if not m:
+        return None
+    return {"start": m.group(1), "processors": m.group(2), "nodes": m.group(3), "partition": m.group(4)}
+
+
+def candidate_sites(svc: Service, sites: list[str] | None) -> list[str]:
+    if sites:
+        return sites
+    configured = [name for name, s in svc.config.sites.items() if s.account] or []
+    if os.environ.get("AIFACTORY_SITE") and os.environ["AIFACTORY_SITE"] not in configured:
+        configured.append(os.environ["AIFACTORY_SITE"])
+    if not configured:
+        raise BadInput("no sites to compare", "pass --sites lumi,jupiter, or add sites with an account to the config")
+    return configured
+
+
+def plan(svc: Service, spec_path: str, sites: list[str] | None, overrides: Overrides) -> list[PlanRow]:
+    from aifactory_cli.billing import estimate
+    from aifactory_cli.spec import load_spec
+
+    loaded = load_spec(spec_path)
+    rows = []
+    for site in candidate_sites(svc, sites):
+        row = PlanRow(site=site, ok=False)
+        rows.append(row)
+        try:
+            prof = svc.profile(site).profile
+            req = loaded.for_site(site).requires
+            if req.gpu_vendor and (prof.gpu is None or prof.gpu.vendor != req.gpu_vendor):
+                have = prof.gpu.vendor if prof.gpu else "no GPUs"
+                row.reason = f"the spec requires {req.gpu_vendor} GPUs; {site} has {have}"
+                continue
+            if req.cpu_arch and prof.cpu_arch != req.cpu_arch:
+                row.reason = f"the spec requires {req.cpu_arch}; {site} is {prof.cpu_arch or 'unknown'}"
+                continue
+            prepared = svc.prepare(spec_path, site, overrides, loaded_spec=loaded)
+        except AifactoryError as exc:
+            row.reason = exc.message
+            continue
+        r = prepared.resolved
+        row.partition, row.warnings = r.partition_name, r.warnings
+        charge = estimate(r)
+        if charge:
+            row.charge, row.unit, row.charge_how = charge.amount, charge.unit, charge.how
+        if prof.scheduler == "local":
+            row.ok, row.start = True, dt.datetime.now().replace(microsecond=0).isoformat()
+            continue
+        try:
+            from aifactory_cli.scheduler.slurm import sbatch_error
+
+            result = svc.backend(site).transport.run(["sbatch", "--test-only"], stdin=prepared.script.encode())
+        except RemoteError as exc:
+            row.reason = f"cannot reach {site}: {exc.message}"
+            continue
+        parsed = parse_test_only(result.stderr)
+        if parsed is None:
+            row.reason = sbatch_error(result.stderr) or result.stderr.strip() or "sbatch --test-only gave no estimate"
+            continue
+        row.ok, row.start, row.nodes = True, parsed["start"], parsed["nodes"]
+    return rows
+
+
+def rank(rows: list[PlanRow], prefer: str = "start") -> list[PlanRow]:
+    """Runnable sites first; then the soonest start (or the lowest charge, among equal units)."""
+
+    def start_key(r: PlanRow) -> float:
+        try:
+            return dt.datetime.fromisoformat(r.start).timestamp() if r.start else math.inf
+        except ValueError:
+            return math.inf
+
+    def cost_key(r: PlanRow) -> float:
+        return r.charge if r.charge is not None else math.inf
+
+    units = {r.unit for r in rows if r.ok}
+    if prefer == "cost" and len(units) == 1:
+        return sorted(rows, key=lambda r: (not r.ok, cost_key(r), start_key(r)))
+    return sorted(rows, key=lambda r: (not r.ok, start_key(r), cost_key(r)))
+
+
+def why(best: PlanRow, rows: list[PlanRow], prefer: str) -> str:
+    others = [r for r in rows if r is not best]
+    parts = [f"{best.site} ({best.partition}) starts {best.start or '?'}"]
+    if best.charge is not None:
+        parts.append(f"costs about {best.charge:g} {best.unit}")
+    rest = "; ".join(
+        f"{r.site}: "
+        + (
+            f"starts {r.start}" + (f", {r.charge:g} {r.unit}" if r.charge is not None else "")
+            if r.ok
+            else f"cannot run ({r.reason})"
+        )
+        for r in others
+    )
+    return f"chose {', '.join(parts)} [prefer {prefer}]" + (f"; vs {rest}" if rest else "")
+
+
+# --- usage -----------------------------------------------------------------------------------------
+
+
+def usage(svc: Service, site: str) -> dict[str, Any]:
+    """The allocation left where the site has a tool for it, else the charge so far this month
+    computed from sacct with the profile's billing rules."""
+    import shlex
+
+    prof = svc.profile(site).profile
+    transport = svc.backend(site).transport
+    if prof.usage_command:
+        result = transport.run(shlex.join(prof.usage_command))
+        if result.ok:
+            return {"site": site, "source": shlex.join(prof.usage_command), "text": result.stdout}
+    month = dt.date.today().replace(day=1).isoformat()
+    result = transport.run(
+        [
+            "sacct",
+            "--noheader",
+            "--parsable2",
+            "--allocations",
+            f"--starttime={month}",
+            "--format=JobID,Partition,NNodes,ElapsedRaw,AllocTRES,State",
+        ]
+    )
+    if not result.ok:
+        raise RemoteError(f"sacct failed on {site}: {result.stderr.strip()}")
+    totals: dict[str, float] = {}
+    jobs = 0
+    for line in result.stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) < 6 or not parts[3].isdigit():
+            continue
+        _, partition, nnodes, elapsed, tres, _state = parts[:6]
+        part = prof.partitions.get(partition) or next(
+            (p for p in prof.partitions.values() if p.slurm_name == partition), None
+        )
+        if part is None or part.billing is None:
+            continue
+        jobs += 1
+        hours = int(elapsed) / 3600
+        t = dict(item.split("=", 1) for item in tres.split(",") if "=" in item)
+        nodes = int(nnodes or 1)
+        cpus = int(t.get("cpu", "0") or 0)
+        gpus = int(t.get("gres/gpu", "0") or 0)
+        mem_gib = _mem_gib(t.get("mem", "0"))
+        b = part.billing
+        if b.formula == "node_hours":
+            amount = b.rate * nodes * hours
+        elif b.formula == "lumi_shared_gpu":
+            amount = b.rate * max(gpus, math.ceil(cpus / 8), math.ceil(mem_gib / 64)) * hours
+        elif b.formula == "lumi_shared_cpu":
+            amount = b.rate * max(cpus, math.ceil(mem_gib / 2)) * hours
+        elif b.formula == "gpu_hours":
+            amount = b.rate * gpus * hours
+        else:
+            amount = b.rate * cpus * hours
+        totals[b.unit] = totals.get(b.unit, 0.0) + amount
+    return {
+        "site": site,
+        "source": f"sacct since {month} with the profile's billing rules",
+        "jobs": jobs,
+        "charged": {unit: round(v, 3) for unit, v in totals.items()},
+    }
+
+
+def _mem_gib(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)([KMGT]?)", text or "0")
+    if not m:
+        return 0.0
+    return float(m.group(1)) * {"": 1 / 1024, "K": 1 / 1024**2, "M": 1 / 1024, "G": 1, "T": 1024}[m.group(2)]

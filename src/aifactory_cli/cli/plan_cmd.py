@@ -1,0 +1,54 @@
+"""`aifactory plan SPEC`: where can it run, at what charge, starting when."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from aifactory_cli.cli import common
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "plan",
+        help="Compare sites for a spec: can it run, partition, estimated charge, and the start "
+        "estimate from `sbatch --test-only`. Sites: --sites, else those with an account in the config.",
+    )(plan)
+
+
+def plan(
+    spec: Path = typer.Argument(..., metavar="SPEC"),
+    sites: str | None = typer.Option(None, "--sites", help="Comma-separated site names."),
+    prefer: str = typer.Option("start", "--prefer", help="Rank by `start` (soonest) or `cost` (cheapest)."),
+    account: str | None = typer.Option(None, "--account", "-A", help="Account for every site (default: config)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+) -> None:
+    from aifactory_cli.broker import plan as make_plan
+    from aifactory_cli.broker import rank
+    from aifactory_cli.errors import BadInput
+    from aifactory_cli.resolve import Overrides
+
+    if prefer not in ("start", "cost"):
+        raise BadInput(f"--prefer {prefer!r}", "use --prefer start or --prefer cost")
+    with common.service() as svc:
+        rows = rank(make_plan(svc, str(spec), sites.split(",") if sites else None, Overrides(account=account)), prefer)
+    if as_json:
+        common.print_json({"prefer": prefer, "sites": [r.to_json() for r in rows]})
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("SITE", "RUNS", "PARTITION", "EST. START", "EST. CHARGE", "WHY NOT / NOTES"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        charge = f"{r.charge:g} {r.unit}" if r.charge is not None else "-"
+        table.add_row(
+            r.site,
+            "yes" if r.ok else "no",
+            r.partition or "-",
+            r.start or "-",
+            charge,
+            r.reason or "; ".join(r.warnings),
+        )
+    common.out().print(table)

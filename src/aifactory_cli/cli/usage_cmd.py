@@ -1,0 +1,35 @@
+"""`aifactory usage [--site S]`: the allocation left, or the charge so far."""
+
+from __future__ import annotations
+
+import typer
+
+from aifactory_cli.cli import common
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "usage",
+        help="Allocation left where the site has a tool (lumi-allocations, jutil), else the "
+        "charge so far this month from sacct and the profile's billing rules.",
+    )(usage)
+
+
+def usage(
+    site: str | None = typer.Option(None, "--site", "-s", help="Site (default: the default site)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+) -> None:
+    from aifactory_cli.broker import usage as site_usage
+
+    with common.service() as svc:
+        report = site_usage(svc, svc.site_or_default(site))
+    if as_json:
+        common.print_json(report)
+        return
+    common.out().print(f"{report['site']} ({report['source']})", markup=False)
+    if "text" in report:
+        common.out().print(report["text"], markup=False)
+    else:
+        common.out().print(f"  {report['jobs']} job(s) this month", markup=False)
+        for unit, amount in report["charged"].items():
+            common.out().print(f"  {amount:g} {unit}", markup=False)

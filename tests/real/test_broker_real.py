@@ -1,0 +1,97 @@
+"""The broker on two test-bed sites over the same cluster: one whose partition is full of queued
+work. `plan` ranks them by the `sbatch --test-only` start estimate; `submit --site auto` picks the
+sooner one and says why."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.real
+SSH = ["ssh", "-F", "/tmp/testbed/client/ssh_config", "testbed"]
+OFF = "{auto: false}"
+
+
+@pytest.fixture
+def tb(cli, tmp_path: Path, aif_home: Path):
+    if not Path("/tmp/testbed/client/id_ed25519").is_file():
+        pytest.fail("no test bed: run tests/testbed/start.sh (tests/run does)")
+    empty = tmp_path / "ssh_config_empty"
+    empty.write_text("")
+    profiles = aif_home / "profiles"
+    profiles.mkdir(parents=True)
+    # tb-busy runs CPU jobs on `standard` (the CPU nodes), tb-free on `small-g` (the GPU nodes)
+    (profiles / "tb-busy.yaml").write_text(
+        f"extends: testbed\npartitions:\n  standard-g: {OFF}\n  small-g: {OFF}\n  dev-g: {OFF}\n"
+        f"  small: {OFF}\n  debug: {OFF}\n"
+    )
+    (profiles / "tb-free.yaml").write_text(
+        f"extends: testbed\npartitions:\n  standard-g: {OFF}\n  dev-g: {OFF}\n  standard: {OFF}\n"
+        f"  small: {OFF}\n  debug: {OFF}\n"
+    )
+
+    def call(*args: str):
+        return cli(*args, env={"AIFACTORY_ACCOUNT": "project_465000001", "AIFACTORY_SSH_CONFIG": str(empty)})
+
+    return call
+
+
+@pytest.fixture
+def cpu_nodes_full():
+    script = "#!/bin/bash\n#SBATCH --output=/dev/null\nsleep 600\n"
+    ids = []
+    for _ in range(2):
+        out = subprocess.run(
+            [
+                *SSH,
+                "sbatch --parsable --account=project_465000001 --partition=standard --exclusive --nodes=1 --time=20",
+            ],
+            input=script,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        ids.append(out)
+    yield ids
+    subprocess.run([*SSH, "scancel " + " ".join(ids)], check=False)
+
+
+def test_plan_ranks_by_start_and_auto_picks_the_sooner(tb, tmp_path: Path, cpu_nodes_full) -> None:
+    spec = tmp_path / "cpu.yaml"
+    spec.write_text("name: brokered\nrun: echo ran\nresources: {cpus_per_task: 4, time: 10m}\n")
+    r = tb("plan", str(spec), "--sites", "tb-busy,tb-free", "--json")
+    assert r.code == 0, r.stderr
+    rows = json.loads(r.stdout)["sites"]
+    assert [x["site"] for x in rows] == ["tb-free", "tb-busy"]
+    free, busy = rows
+    assert free["ok"] and busy["ok"]
+    assert (free["partition"], busy["partition"]) == ("small-g", "standard")
+    t_free = dt.datetime.fromisoformat(free["start"])
+    t_busy = dt.datetime.fromisoformat(busy["start"])
+    assert t_busy - t_free > dt.timedelta(minutes=5)  # behind the two 20-minute fillers
+    assert free["charge"] is not None and busy["charge"] is not None
+    r = tb("submit", str(spec), "--site", "auto", "--sites", "tb-busy,tb-free", "--wait", "--json")
+    assert r.code == 0, r.stderr
+    assert "chose tb-free (small-g)" in r.stderr and "tb-busy: starts" in r.stderr
+    assert json.loads(r.stdout)["jobs"][0]["site"] == "tb-free"
+
+
+def test_plan_rules_out_sites_by_constraint(tb, tmp_path: Path) -> None:
+    spec = tmp_path / "nv.yaml"
+    spec.write_text("run: nvidia-smi\nrequires: {gpu_vendor: nvidia}\nresources: {gpus_per_node: 1, time: 10m}\n")
+    r = tb("plan", str(spec), "--sites", "tb-free", "--json")
+    row = json.loads(r.stdout)["sites"][0]
+    assert not row["ok"] and "requires nvidia GPUs" in row["reason"]
+
+
+def test_usage_from_sacct(tb) -> None:
+    r = tb("usage", "--site", "testbed", "--json")
+    assert r.code == 0, r.stderr
+    report = json.loads(r.stdout)
+    # the test bed has no lumi-allocations: aifactory falls back to sacct and the billing rules
+    assert report["source"].startswith("sacct since") and report["jobs"] > 0
+    assert set(report["charged"]) <= {"GPU-hours", "core-hours"}
