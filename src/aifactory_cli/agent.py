@@ -276,6 +276,7 @@ class AgentServer:
         self._threads: list[threading.Thread] = []
         self._idle_since = time.monotonic()
         self._stop = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()  # stop() interrupts the main loop's wait
         self.stop_reason = ""
 
     # --- socket file -----------------------------------------------------------------------------
@@ -327,6 +328,8 @@ class AgentServer:
             self.stop_reason = reason
             self.remove_socket()  # no new client finds a dying agent
             self._stop.set()
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"x")
 
     def serve(self) -> str:
         """Accept clients until idle for `persist` s, the socket file is gone, or stop(); returns why."""
@@ -335,8 +338,8 @@ class AgentServer:
         try:
             while not self._stop.is_set():
                 interval = min(0.5, max(0.05, self.persist / 10))
-                ready, _, _ = _select([listener], interval)
-                if ready:
+                ready, _, _ = _select([listener, self._wake_r], interval)
+                if listener in ready:
                     try:
                         sock, _ = listener.accept()
                     except OSError:
@@ -350,8 +353,9 @@ class AgentServer:
                     self.stop("its socket was removed or replaced")
         finally:
             self.stop(self.stop_reason or "stopped")
-            with contextlib.suppress(OSError):
-                listener.close()
+            for sock in (listener, self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    sock.close()
             self._finish_clients()
         self.log(f"exiting: {self.stop_reason}")
         return self.stop_reason
