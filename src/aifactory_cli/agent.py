@@ -2,8 +2,8 @@
 serves CLI commands over a Unix socket (the client side and the protocol are in
 `aifactory_cli.transport.agent`).
 
-    python -m aifactory_cli.agent --socket PATH --site NAME --persist SECONDS (--interactive|--batch)
-        --settings JSON
+    AIFACTORY_AGENT_SETTINGS=JSON python -m aifactory_cli.agent --socket PATH --site NAME \
+        --persist SECONDS (--interactive|--batch)
 
 Started by the CLI, it logs in first, on the CLI's terminal (MFA prompts reach the user), then
 writes one JSON line on stdout ("ready" or the error), leaves the terminal's session, sends its
@@ -45,6 +45,7 @@ from aifactory_cli.transport.agent import (
     ERROR,
     JSON,
     PROTOCOL,
+    SETTINGS_ENV,
     FrameConn,
     PeerGone,
     ProtocolError,
@@ -335,6 +336,8 @@ class AgentServer:
         """Accept clients until idle for `persist` s, the socket file is gone, or stop(); returns why."""
         assert self.listener is not None
         listener = self.listener
+        with self._lock:
+            self._idle_since = time.monotonic()
         try:
             while not self._stop.is_set():
                 interval = min(0.5, max(0.05, self.persist / 10))
@@ -606,19 +609,22 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--interactive", dest="interactive", action="store_true", default=False)
     mode.add_argument("--batch", dest="interactive", action="store_false")
-    parser.add_argument("--settings", required=True, help="the site's SSH settings as JSON")
     args = parser.parse_args(argv)
+    settings = os.environ.pop(SETTINGS_ENV, None)
+    if not settings:
+        parser.error(f"the SSH settings come as JSON in ${SETTINGS_ENV}")
 
     path: Path = args.socket
     log_path = path.with_suffix(".log")
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    ssh = AgentSsh(_settings(json.loads(args.settings)), site=args.site, interactive=args.interactive)
+    persist = max(args.persist, 1.0)  # the CLI that started us must have time to connect
+    ssh = AgentSsh(_settings(json.loads(settings)), site=args.site, interactive=args.interactive)
     ops = SshOps(ssh)
     server: AgentServer | None = None
     try:
         ssh.connect()  # prompts (MFA) still reach the user's terminal here
         ssh.interactive = False  # later reconnects cannot ask anyone
-        server = AgentServer(ops, path, args.persist, site=args.site)
+        server = AgentServer(ops, path, persist, site=args.site)
         server.bind()
     except BaseException as exc:
         ssh.close()
@@ -641,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{stamp} agent {os.getpid()} [{args.site}]: {message}", file=sys.stderr, flush=True)
 
     server.log = log
-    log(f"serving {path} for {ssh.route.describe()} (persist {args.persist:g} s)")
+    log(f"serving {path} for {ssh.route.describe()} (persist {persist:g} s)")
 
     def on_signal(signum: int, frame: Any) -> None:
         server.stop(f"signal {signal.Signals(signum).name}")

@@ -220,10 +220,13 @@ class Service:
     def _dependency_ids(self, refs: list[str], site: str) -> list[str]:
         ids = []
         for ref in refs:
-            if ref.isdigit():
-                ids.append(ref)
-                continue
-            job = self.store.find(ref)
+            try:
+                job = self.store.find(ref)
+            except NotFound:
+                if ref.isdigit():  # a Slurm job id that aifactory does not track
+                    ids.append(ref)
+                    continue
+                raise
             if job.site != site:
                 raise BadInput(
                     f"dependency {ref} runs on {job.site}, not on {site}",

@@ -9,8 +9,8 @@ uses only the standard library (socket/json/struct/subprocess): never import par
 - `make_transport(settings, site=..., interactive=..., persist=...)`: `persist <= 0` gives the plain
   in-process `SshTransport`; otherwise an `AgentTransport` with the same public surface.
 - The socket is `state_dir()/agents/<site>-<hash>.sock` (dir 0700, socket 0600); the hash covers the
-  SSH settings, the ssh_config file's content, the user and the protocol version, so a changed
-  setting gets a new agent (the old one exits when idle).
+  SSH settings, the ssh_config file's content (not files it includes), the user, the machine and
+  the package/protocol version, so a changed setting gets a new agent (the old one exits when idle).
 - No agent answering: the CLI starts `python -m aifactory_cli.agent` under a lock file (one start at
   a time per socket). The agent logs in first, while it still shares the CLI's terminal (stdin and
   stderr, so keyboard-interactive/MFA prompts reach the user), reports "ready" or the error on a
@@ -76,6 +76,7 @@ HELLO_TIMEOUT = 10.0
 MAX_SUN_PATH = 100  # sockaddr_un.sun_path is 108 bytes on Linux, 104 on macOS
 SSH_CONFIG_ENV = "AIFACTORY_SSH_CONFIG"  # as aifactory_cli.transport.ssh (not imported: it is slow)
 AGENT_MODULE = "aifactory_cli.agent"
+SETTINGS_ENV = "AIFACTORY_AGENT_SETTINGS"  # how the CLI hands the SSH settings to the agent it starts
 
 T = TypeVar("T")
 
@@ -288,6 +289,7 @@ def settings_hash(settings: SshSettings, site: str) -> str:
         "ssh_config_sha256": config_digest,
         "home": os.path.expanduser("~"),
         "uid": os.getuid(),
+        "host": socket.gethostname(),  # a home shared by several machines: one agent per machine
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -412,6 +414,7 @@ class AgentTransport:
         self.commands_run = 0
         self.agent_pid: int | None = None
         self.started_agent = False  # this process started the agent it talks to
+        self.agent_info: dict[str, Any] = {}  # the agent's last hello (pid, its own counters...)
         self._username: str | None = None
         self._pool: list[FrameConn] = []
         self._lock = threading.Lock()
@@ -473,6 +476,7 @@ class AgentTransport:
             return None
         self._username = str(reply.get("username") or "") or self._username
         self.agent_pid = reply.get("pid")
+        self.agent_info = reply
         return conn
 
     def _checkout(self) -> FrameConn:
@@ -538,9 +542,8 @@ class AgentTransport:
             "--persist",
             repr(float(self.persist)),
             "--interactive" if interactive else "--batch",
-            "--settings",
-            json.dumps(_settings_json(self.settings), separators=(",", ":")),
         ]
+        env[SETTINGS_ENV] = json.dumps(_settings_json(self.settings), separators=(",", ":"))  # not in `ps`
         try:
             proc = subprocess.Popen(
                 cmd,
