@@ -405,7 +405,7 @@ class AgentServer:
                 try:
                     request = json.loads(payload)
                     self._handle(conn, request if isinstance(request, dict) else {})
-                except (PeerGone, ProtocolError, ValueError) as exc:
+                except Exception as exc:  # the client went away, or spoke nonsense: drop it, and only it
                     self.log(f"client dropped: {type(exc).__name__}: {exc}")
                     return
                 finally:

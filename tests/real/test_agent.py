@@ -20,7 +20,7 @@ import tarfile
 import termios
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -144,7 +144,7 @@ tr.close()
 
 
 def cli_process(
-    settings: SshSettings, commands: list[str], persist: float = 60.0, reads: list[tuple[str, int]] = ()
+    settings: SshSettings, commands: list[str], persist: float = 60.0, reads: Sequence[tuple[str, int]] = ()
 ) -> subprocess.Popen[str]:
     """A CLI-like process that runs `commands` (then `read_bytes` of `reads`) through the site's agent
     and prints what it saw."""

@@ -185,6 +185,13 @@ class _Progress:
             self.bar.stop()
 
 
+def plain_table(headers: list[str], rows: list[list[str]]) -> None:
+    """Columns padded to their widest cell, never wrapped (readable in logs and narrow pipes)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    for line in [headers, *rows]:
+        sys.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() + "\n")
+
+
 STATE_STYLES = {
     "COMPLETED": "green",
     "RUNNING": "cyan",
@@ -222,13 +229,42 @@ def _age(iso: str | None, until: str | None = None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def jobs_table(jobs: list[Job], title: str | None = None) -> None:
-    from rich.table import Table
-    from rich.text import Text
+def _task_counts(job: Job) -> str:
+    if not job.tasks:
+        return ""
+    counts: dict[str, int] = {}
+    for t in job.tasks:
+        counts[t.state] = counts.get(t.state, 0) + 1
+    return " (" + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + ")"
 
+
+def jobs_table(jobs: list[Job], title: str | None = None) -> None:
+    """A rich table with state colours on a terminal; plain aligned columns in pipes and logs."""
     if not jobs:
         out().print("no jobs", markup=False)
         return
+    if not is_tty(sys.stdout):
+        plain_table(
+            ["ID", "NAME", "SITE", "SLURM ID", "STATE", "EXIT", "QUEUED", "RUNNING", "REASON"],
+            [
+                [
+                    j.id,
+                    j.name,
+                    j.site,
+                    j.slurm_job_id or "",
+                    j.state + _task_counts(j),
+                    "" if j.exit_code is None else str(j.exit_code),
+                    _age(j.submitted_at, j.started_at) if j.submitted_at else "",
+                    _age(j.started_at, j.ended_at) if j.started_at else "",
+                    j.reason or "",
+                ]
+                for j in jobs
+            ],
+        )
+        return
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=title, box=None, header_style="bold", pad_edge=False)
     for col in ("ID", "NAME", "SITE", "SLURM ID", "STATE", "EXIT", "QUEUED", "RUNNING", "REASON"):
         table.add_column(col, overflow="fold")
@@ -236,11 +272,7 @@ def jobs_table(jobs: list[Job], title: str | None = None) -> None:
         queued = _age(j.submitted_at, j.started_at) if j.submitted_at else ""
         running = _age(j.started_at, j.ended_at) if j.started_at else ""
         state = Text(j.state, style=STATE_STYLES.get(j.state, ""))
-        if j.tasks:
-            counts: dict[str, int] = {}
-            for t in j.tasks:
-                counts[t.state] = counts.get(t.state, 0) + 1
-            state.append(" (" + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + ")")
+        state.append(_task_counts(j))
         table.add_row(
             j.id,
             j.name,

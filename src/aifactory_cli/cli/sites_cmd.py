@@ -46,22 +46,21 @@ def list_sites(as_json: bool = typer.Option(False, "--json", help="Print JSON on
     if as_json:
         common.print_json({"sites": rows, "invalid": broken})
         return
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("SITE", "GPU", "GPUS/NODE", "ARCH", "PARTITIONS", "VERIFIED", "DESCRIPTION"):
-        table.add_column(col, overflow="fold")
+    rows_text = []
     for r in rows:
-        table.add_row(
-            r["name"],
-            r["gpu_model"] or "-",
-            str(r["gpus_per_node"] or "-"),
-            r["cpu_arch"] or "unknown",
-            ", ".join(r["partitions"]) or "-",
-            r["verified"] or "-",
-            r["description"],
+        parts = r["partitions"]
+        shown = ", ".join(parts[:3]) + (f" +{len(parts) - 3}" if len(parts) > 3 else "") if parts else "-"
+        rows_text.append(
+            [
+                r["name"],
+                r["gpu_model"] or "-",
+                str(r["gpus_per_node"] or "-"),
+                r["cpu_arch"] or "unknown",
+                r["verified"] or "-",
+                shown,
+            ]
         )
-    common.out().print(table)
+    common.plain_table(["SITE", "GPU", "GPUS/NODE", "ARCH", "VERIFIED", "PARTITIONS"], rows_text)
     for b in broken:
         common.note(f"invalid profile {b['name']}: {b['error']}")
 
