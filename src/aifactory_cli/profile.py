@@ -41,6 +41,9 @@ class SshSettings(_Strict):
     host_key_fingerprints: list[str] = Field(default_factory=list)
     proxy_jump: str | None = None
     connect_timeout: float = 15.0
+    # seconds a background agent keeps the connection open for later commands (like OpenSSH
+    # ControlPersist); 0: every command connects itself. AIFACTORY_PERSIST overrides it.
+    persist: float = Field(0, ge=0)
     notes: list[str] = Field(default_factory=list)
 
     @field_validator("host_key_fingerprints")
@@ -219,6 +222,7 @@ class SiteUserSettings(BaseModel):
     ssh_host: str | None = None
     identity_file: str | None = None
     partition: str | None = None
+    persist: float | None = None
 
 
 class UserConfig(BaseModel):

@@ -105,16 +105,36 @@ class Service:
 
             backend: Backend = LocalBackend(loaded, LocalTransport(), lambda: self.store.next_counter("local_job_id"))
         else:
-            from aifactory_cli.transport.ssh import SshTransport
+            from aifactory_cli.transport.agent import make_transport
 
             settings = self._ssh_settings(site, loaded)
             if not settings.host:
                 raise BadInput(
                     f"site '{site}' has no ssh.host in its profile", f"set sites.{site}.ssh_host in the config file"
                 )
-            backend = SlurmBackend(loaded, SshTransport(settings, site=site, interactive=self.interactive))
+            backend = SlurmBackend(
+                loaded, make_transport(settings, site=site, interactive=self.interactive, persist=self._persist(site))
+            )
         self._backends[site] = backend
         return backend
+
+    def _persist(self, site: str) -> float:
+        """How long a connection agent keeps the site's connection: env, then config, then profile."""
+        import os
+
+        from aifactory_cli.errors import ConfigError
+
+        value = os.environ.get("AIFACTORY_PERSIST")
+        if value is not None:
+            try:
+                return max(0.0, float(value))
+            except ValueError as exc:
+                raise ConfigError(
+                    f"AIFACTORY_PERSIST={value!r} is not a number of seconds",
+                    "e.g. AIFACTORY_PERSIST=600, or 0 to connect for every command",
+                ) from exc
+        mine = self.config.for_site(site).persist
+        return mine if mine is not None else self.profile(site).profile.ssh.persist
 
     def _ssh_settings(self, site: str, loaded: LoadedProfile) -> Any:
         """The profile's SSH settings, then the user config, then the environment (CI runners get

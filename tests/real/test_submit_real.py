@@ -176,3 +176,27 @@ def test_unchanged_uploads_are_not_sent_again(tb, tmp_path: Path) -> None:
     subprocess.run(["rm", "-rf", str(cache)], check=True)
     fourth, err = submit()
     assert tb("logs", fourth["id"]).stdout.splitlines() == ["content 0", "changed"]
+
+
+def test_commands_share_one_login_through_the_agent(
+    tb, aif_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With persistence on (AIFACTORY_PERSIST), the first command starts a background agent that
+    keeps the login; later commands reuse it."""
+    env = {"AIFACTORY_PERSIST": "60"}
+    first = tb("submit", str(EXAMPLES / "hello.yaml"), "--site", "testbed", env=env)
+    assert first.code == 0, first.stderr
+    agents = list((aif_home / "state" / "agents").glob("*.sock"))
+    assert len(agents) == 1
+    r = tb("wait", first.stdout.strip(), "--timeout", "60", "--json", env=env)
+    assert r.code == 0 and _jobs(r)[0]["state"] == "COMPLETED"
+    from aifactory_cli.service import Service
+
+    monkeypatch.setenv("AIFACTORY_PERSIST", "60")
+    monkeypatch.setenv("AIFACTORY_ACCOUNT", ACCOUNT)
+    monkeypatch.setenv("AIFACTORY_SSH_CONFIG", str(tmp_path / "ssh_config_empty"))  # as the CLI calls had
+    with Service() as svc:
+        transport = svc.backend("testbed").transport
+        assert transport.run("true").ok
+        assert transport.connections_opened == 0  # reused the agent's login
+        transport.shutdown_agent()

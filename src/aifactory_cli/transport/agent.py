@@ -239,7 +239,7 @@ def error_from_json(error: dict[str, Any] | None, site: str | None = None, log: 
             return exc
     return RemoteError(
         f"the connection agent failed: {kind}: {message}",
-        f"its log is {log}; set the connection persistence to 0 to connect without an agent" if log else None,
+        f"its log is {log}; set AIFACTORY_PERSIST=0 (or ssh.persist: 0) to connect without an agent" if log else None,
         where=site,
     )
 
@@ -518,7 +518,7 @@ class AgentTransport:
         if conn is None:
             raise RemoteError(
                 f"the connection agent for {self.site} started but does not answer on {self.socket_path}",
-                f"see {self.log_path}; set the connection persistence to 0 to connect without an agent",
+                f"see {self.log_path}; set AIFACTORY_PERSIST=0 (or ssh.persist: 0) to connect without an agent",
                 where=self.site,
             )
         return conn
@@ -556,7 +556,7 @@ class AgentTransport:
         except OSError as exc:
             raise RemoteError(
                 f"cannot start the connection agent for {self.site}: {exc}",
-                "set the connection persistence to 0 to connect without an agent",
+                "set AIFACTORY_PERSIST=0 (or ssh.persist: 0) to connect without an agent",
                 where=self.site,
             ) from exc
         assert proc.stdout is not None
@@ -581,7 +581,7 @@ class AgentTransport:
                 raise error_from_json(msg["error"], self.site, self.log_path)
             raise RemoteError(
                 f"the connection agent for {self.site} exited (status {rc}) before it was ready",
-                "its messages are above; set the connection persistence to 0 to connect without an agent",
+                "its messages are above; set AIFACTORY_PERSIST=0 (or ssh.persist: 0) to connect without an agent",
                 where=self.site,
             )
         self._procs.append(proc)  # our child: reaped in close()
