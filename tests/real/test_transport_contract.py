@@ -15,7 +15,7 @@ pytestmark = pytest.mark.real
 
 
 @pytest.fixture(params=["local", "ssh"])
-def transport(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
+def transport(request: pytest.FixtureRequest, tmp_path: Path):
     if request.param == "local":
         t = LocalTransport()
         base = tmp_path / "remote"
@@ -31,7 +31,7 @@ def transport(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
     t.close()
 
 
-def test_run_quotes_argv_and_returns_exact_output(transport) -> None:  # noqa: ANN001
+def test_run_quotes_argv_and_returns_exact_output(transport) -> None:
     t, _ = transport
     r = t.run(["printf", "%s|", "a b", "$(id)", "'q'", "\n"])
     assert (r.rc, r.stdout, r.stderr) == (0, "a b|$(id)|'q'|\n|", "")
@@ -41,18 +41,18 @@ def test_run_quotes_argv_and_returns_exact_output(transport) -> None:  # noqa: A
     assert t.run("true").stdout == ""
 
 
-def test_stdin_bytes_and_streams(transport) -> None:  # noqa: ANN001
+def test_stdin_bytes_and_streams(transport) -> None:
     t, _ = transport
     assert t.run(["wc", "-c"], stdin=b"x" * 100_000).stdout.strip() == "100000"
 
-    def writer(sink) -> None:  # noqa: ANN001
+    def writer(sink) -> None:
         for _ in range(50):
             sink.write(b"y" * 65536)
 
     assert t.run(["wc", "-c"], stdin=writer).stdout.strip() == str(50 * 65536)
 
 
-def test_files_put_read_offset(transport) -> None:  # noqa: ANN001
+def test_files_put_read_offset(transport) -> None:
     t, base = transport
     path = f"{base}/f.txt"
     t.put_bytes(b"hello world", path, 0o600)
@@ -63,7 +63,7 @@ def test_files_put_read_offset(transport) -> None:  # noqa: ANN001
         t.read_bytes(f"{base}/missing")
 
 
-def test_get_file_and_tar(transport, tmp_path: Path) -> None:  # noqa: ANN001
+def test_get_file_and_tar(transport, tmp_path: Path) -> None:
     t, base = transport
     assert t.run(and_then(["mkdir", "-p", f"{base}/d/sub"], ["sh", "-c", f"echo a > {base}/d/a.txt; "
                                                                           f"echo b > {base}/d/sub/b.txt"])).ok

@@ -9,11 +9,11 @@ from aifactory_cli.spec import load_spec_text
 
 
 @pytest.fixture(autouse=True)
-def _home(aif_home):  # noqa: ANN001, ANN202
+def _home(aif_home):
     return aif_home
 
 
-def _charge(text: str, site: str = "lumi", account: str = "project_465000123"):  # noqa: ANN202
+def _charge(text: str, site: str = "lumi", account: str = "project_465000123"):
     job = resolve(load_spec_text(text).spec, load_profile(site), UserConfig(), Overrides(account=account))
     return job.partition_name, estimate(job)
 
