@@ -65,8 +65,11 @@ def test_files_put_read_offset(transport) -> None:
 
 def test_get_file_and_tar(transport, tmp_path: Path) -> None:
     t, base = transport
-    assert t.run(and_then(["mkdir", "-p", f"{base}/d/sub"], ["sh", "-c", f"echo a > {base}/d/a.txt; "
-                                                                          f"echo b > {base}/d/sub/b.txt"])).ok
+    assert t.run(
+        and_then(
+            ["mkdir", "-p", f"{base}/d/sub"], ["sh", "-c", f"echo a > {base}/d/a.txt; echo b > {base}/d/sub/b.txt"]
+        )
+    ).ok
     got = tmp_path / "copy.txt"
     t.get_file(f"{base}/d/a.txt", got)
     assert got.read_text() == "a\n"

@@ -151,7 +151,9 @@ def merge_rows(
     for key in {*a, *q}:
         ar, qr = a.get(key), q.get(key)
         if ar is not None and (qr is None or ar.state in states.FINAL_STATES):
-            if qr is not None and ar.reason is None:
+            if qr is not None and qr.reason:
+                # squeue's reason is the current one (e.g. DependencyNeverSatisfied); sacct may keep
+                # the reason from when the job was last pending (e.g. Dependency)
                 ar.reason = qr.reason
             out[key] = ar
         elif qr is not None:
