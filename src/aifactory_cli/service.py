@@ -306,7 +306,7 @@ class Service:
             plan, manifest = self._plan(prepared, job, workdir, backend)
             progress = self._progress(plan.total_bytes, "upload") if self.progress_factory else None
             started = time.monotonic()
-            with progress or _nullcontext() as advance:
+            with progress or contextlib.nullcontext() as advance:
                 slurm_id, absolute = backend.submit(job, plan, workdir, advance)
             if prepared.uploads:
                 self._report_upload(plan, time.monotonic() - started)
@@ -617,17 +617,9 @@ class Service:
         target = dest or Path.cwd() / f"{job.name}-{job.id}"
         if files:
             progress = self._progress(0, "download") if self.progress_factory else None
-            with progress or _nullcontext() as advance:
+            with progress or contextlib.nullcontext() as advance:
                 backend.fetch(job, files, target, advance)
         return job, files, target
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def exit_code_for(jobs: list[Job]) -> int:

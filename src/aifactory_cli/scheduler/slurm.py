@@ -292,18 +292,6 @@ def scancel_command(job_ids: list[str]) -> list[str]:
 # --- lookups by token (idempotent submission, sync) ------------------------------------------------
 
 
-def sacct_by_comment_command(since: str = "now-30days") -> list[str]:
-    """All of the user's jobs with their comment, to find aifactory tokens."""
-    return [
-        "sacct",
-        "--parsable2",
-        "--noheader",
-        "--allocations",
-        f"--starttime={since}",
-        f"--format={','.join(SACCT_FIELDS)}",
-    ]
-
-
 def token_of(comment: str | None) -> str | None:
     if comment and comment.startswith("aifactory:"):
         return comment[len("aifactory:") :].strip() or None
