@@ -49,3 +49,46 @@ def testbed_ssh_settings(testbed_client: Path, isolated_ssh_env: Path) -> SshSet
         known_hosts=str(TESTBED_KNOWN_HOSTS),
         connect_timeout=10,
     )
+
+
+TESTBED_ACCOUNT = "project_465000001"
+
+
+@pytest.fixture
+def tb(cli, tmp_path: Path):
+    """`aifactory ...` (a subprocess) against the test bed's sites, with the account from the
+    environment as CI sets it, and an empty ssh_config (`tmp_path/ssh_config_empty`) instead of the
+    ~/.ssh/config of whoever runs the tests. `tb(..., env={...})` adds variables."""
+    if not TESTBED_KEY.is_file():
+        pytest.fail(f"no test bed ({TESTBED_KEY} missing): run tests/testbed/start.sh (tests/run does)")
+    empty = tmp_path / "ssh_config_empty"
+    empty.write_text("")
+
+    def call(*args: str, env: dict[str, str] | None = None, **kw):
+        full = {"AIFACTORY_ACCOUNT": TESTBED_ACCOUNT, "AIFACTORY_SSH_CONFIG": str(empty), **(env or {})}
+        return cli(*args, env=full, **kw)
+
+    return call
+
+
+@pytest.fixture
+def testbed_env(tmp_path: Path) -> dict[str, str]:
+    """A whole environment for `subprocess` runs of aifactory against the test bed: a private
+    AIFACTORY_HOME, `tmp_path/profiles` searched before tests/profiles, the account, an empty
+    ssh_config, and no AIFACTORY_* of the person running the tests."""
+    if not TESTBED_KEY.is_file():
+        pytest.fail(f"no test bed ({TESTBED_KEY} missing): run tests/testbed/start.sh (tests/run does)")
+    from tests.conftest import TEST_PROFILES
+
+    empty = tmp_path / "ssh_config_empty"
+    empty.write_text("")
+    (tmp_path / "profiles").mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIFACTORY_")}
+    env.update(
+        AIFACTORY_HOME=str(tmp_path / "home"),
+        AIFACTORY_PROFILES=f"{tmp_path / 'profiles'}:{TEST_PROFILES}",
+        AIFACTORY_ACCOUNT=TESTBED_ACCOUNT,
+        AIFACTORY_SSH_CONFIG=str(empty),
+        NO_COLOR="1",
+    )
+    return env

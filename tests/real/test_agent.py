@@ -12,29 +12,25 @@ import pty
 import secrets
 import select
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tarfile
 import termios
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import paramiko
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from aifactory_cli.errors import EXIT_REMOTE, AuthError, HostKeyError, RemoteError
 from aifactory_cli.profile import SshSettings
 from aifactory_cli.transport import and_then
 from aifactory_cli.transport.agent import AgentTransport, make_transport
-from aifactory_cli.transport.ssh import SshTransport, fingerprint
+from aifactory_cli.transport.ssh import SshTransport
 from tests.real.conftest import TESTBED_USER
+from tests.real.fake_sshd import FakeServer, write_key
 
 pytestmark = pytest.mark.real
 
@@ -459,15 +455,6 @@ def _agent_error(settings: SshSettings, home: Path) -> RemoteError:
     return info.value
 
 
-def _write_key(path: Path) -> Path:
-    key = ed25519.Ed25519PrivateKey.generate()
-    path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
-    )
-    path.chmod(0o600)
-    return path
-
-
 def test_unknown_host_key(settings: SshSettings, home: Path, tmp_path: Path, testbed_client: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
@@ -492,110 +479,13 @@ def test_dead_port(settings: SshSettings, home: Path) -> None:
 
 
 def test_wrong_key(settings: SshSettings, home: Path, tmp_path: Path) -> None:
-    bad = settings.model_copy(update={"identity_file": str(_write_key(tmp_path / "id_other"))})
+    bad = settings.model_copy(update={"identity_file": str(write_key(tmp_path / "id_other"))})
     expected = _ssh_error(bad)
     got = _agent_error(bad, home)
     assert type(got) is AuthError and str(got) == str(expected)
 
 
 # --- a paramiko server: MFA on the user's terminal, a server that goes away -----------------------------------
-
-
-class _LoginNode(paramiko.ServerInterface):
-    """Public key, then (if `mfa`) a keyboard-interactive 'Verification code' prompt; commands run in bash."""
-
-    def __init__(self, client_key: bytes, mfa: bool) -> None:
-        self.client_key, self.mfa, self.key_ok = client_key, mfa, False
-
-    def get_allowed_auths(self, username: str) -> str:
-        return "keyboard-interactive" if self.key_ok and self.mfa else "publickey"
-
-    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
-        if key.asbytes() != self.client_key:
-            return paramiko.AUTH_FAILED
-        self.key_ok = True
-        return paramiko.AUTH_PARTIALLY_SUCCESSFUL if self.mfa else paramiko.AUTH_SUCCESSFUL
-
-    def check_auth_interactive(self, username: str, submethods: str) -> Any:
-        if not self.key_ok:
-            return paramiko.AUTH_FAILED
-        return paramiko.InteractiveQuery("FakeHPC MFA", "", ("Verification code: ", False))
-
-    def check_auth_interactive_response(self, responses: list[str]) -> int:
-        return paramiko.AUTH_SUCCESSFUL if list(responses) == ["123456"] else paramiko.AUTH_FAILED
-
-    def check_channel_request(self, kind: str, chanid: int) -> int:
-        return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
-
-    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes | str) -> bool:
-        text = command.decode() if isinstance(command, bytes) else command
-        threading.Thread(target=self._exec, args=(channel, text), daemon=True).start()
-        return True
-
-    def _exec(self, channel: paramiko.Channel, command: str) -> None:
-        proc = subprocess.run(["bash", "-c", command], capture_output=True, timeout=30)
-        channel.sendall(proc.stdout)
-        channel.sendall_stderr(proc.stderr)
-        channel.send_exit_status(proc.returncode)
-        channel.shutdown_write()
-        channel.close()
-
-
-class FakeServer:
-    def __init__(self, tmp_path: Path, mfa: bool) -> None:
-        self.host_key = paramiko.Ed25519Key.from_path(_write_key(tmp_path / "host_key"))
-        self.client_key_path = _write_key(tmp_path / "id_client")
-        self.client_key = paramiko.PKey.from_path(self.client_key_path).asbytes()
-        self.mfa = mfa
-        self.logins = 0
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(8)
-        self.listener.settimeout(0.2)
-        self.port = self.listener.getsockname()[1]
-        self.stopped = threading.Event()
-        self.transports: list[paramiko.Transport] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-        (tmp_path / "known_hosts_fake").write_text("")
-        self.settings = SshSettings(
-            host="127.0.0.1",
-            port=self.port,
-            user="alice",
-            identity_file=str(self.client_key_path),
-            known_hosts=str(tmp_path / "known_hosts_fake"),
-            host_key_fingerprints=[fingerprint(self.host_key.asbytes())],
-            connect_timeout=5,
-        )
-
-    def _serve(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except (TimeoutError, OSError):
-                continue
-            self.logins += 1
-            t = paramiko.Transport(conn)
-            t.add_server_key(self.host_key)
-            t.start_server(server=_LoginNode(self.client_key, self.mfa))
-            self.transports.append(t)
-            threading.Thread(target=_accept_channels, args=(t,), daemon=True).start()
-
-    def stop(self) -> None:
-        """The site goes away: open connections drop, new ones are refused."""
-        self.stopped.set()
-        self.thread.join()
-        self.listener.close()
-        for t in self.transports:
-            t.close()
-
-
-def _accept_channels(t: paramiko.Transport) -> None:
-    channels = []  # keep them referenced: a collected Channel closes itself
-    while t.is_active():
-        channel = t.accept(0.5)
-        if channel is not None:
-            channels.append(channel)
 
 
 @pytest.fixture

@@ -17,14 +17,10 @@ OFF = "{auto: false}"
 
 
 @pytest.fixture
-def tb(cli, tmp_path: Path, aif_home: Path):
-    if not Path("/tmp/testbed/client/id_ed25519").is_file():
-        pytest.fail("no test bed: run tests/testbed/start.sh (tests/run does)")
-    empty = tmp_path / "ssh_config_empty"
-    empty.write_text("")
+def two_sites(aif_home: Path) -> None:
+    """tb-busy runs CPU jobs on `standard` (the CPU nodes), tb-free on `small-g` (the GPU nodes)."""
     profiles = aif_home / "profiles"
     profiles.mkdir(parents=True)
-    # tb-busy runs CPU jobs on `standard` (the CPU nodes), tb-free on `small-g` (the GPU nodes)
     (profiles / "tb-busy.yaml").write_text(
         f"extends: testbed\npartitions:\n  standard-g: {OFF}\n  small-g: {OFF}\n  dev-g: {OFF}\n"
         f"  small: {OFF}\n  debug: {OFF}\n"
@@ -33,11 +29,6 @@ def tb(cli, tmp_path: Path, aif_home: Path):
         f"extends: testbed\npartitions:\n  standard-g: {OFF}\n  dev-g: {OFF}\n  standard: {OFF}\n"
         f"  small: {OFF}\n  debug: {OFF}\n"
     )
-
-    def call(*args: str):
-        return cli(*args, env={"AIFACTORY_ACCOUNT": "project_465000001", "AIFACTORY_SSH_CONFIG": str(empty)})
-
-    return call
 
 
 @pytest.fixture
@@ -60,7 +51,7 @@ def cpu_nodes_full():
     subprocess.run([*SSH, "scancel " + " ".join(ids)], check=False)
 
 
-def test_plan_ranks_by_start_and_auto_picks_the_sooner(tb, tmp_path: Path, cpu_nodes_full) -> None:
+def test_plan_ranks_by_start_and_auto_picks_the_sooner(tb, two_sites, tmp_path: Path, cpu_nodes_full) -> None:
     spec = tmp_path / "cpu.yaml"
     spec.write_text("name: brokered\nrun: echo ran\nresources: {cpus_per_task: 4, time: 10m}\n")
     r = tb("plan", str(spec), "--sites", "tb-busy,tb-free", "--json")
@@ -80,7 +71,7 @@ def test_plan_ranks_by_start_and_auto_picks_the_sooner(tb, tmp_path: Path, cpu_n
     assert json.loads(r.stdout)["jobs"][0]["site"] == "tb-free"
 
 
-def test_plan_rules_out_sites_by_constraint(tb, tmp_path: Path) -> None:
+def test_plan_rules_out_sites_by_constraint(tb, two_sites, tmp_path: Path) -> None:
     spec = tmp_path / "nv.yaml"
     spec.write_text("run: nvidia-smi\nrequires: {gpu_vendor: nvidia}\nresources: {gpus_per_node: 1, time: 10m}\n")
     r = tb("plan", str(spec), "--sites", "tb-free", "--json")

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXAMPLES, TEST_PROFILES
+from tests.real.conftest import TESTBED_CLIENT
 
 pytestmark = pytest.mark.real
-CLIENT = Path("/tmp/testbed/client")
+CLIENT = TESTBED_CLIENT
 
 
 @pytest.fixture

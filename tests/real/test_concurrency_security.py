@@ -19,28 +19,12 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from tests.conftest import TEST_PROFILES
+from tests.real.conftest import TESTBED_ACCOUNT, TESTBED_CLIENT
 
 pytestmark = pytest.mark.real
-CLIENT = Path("/tmp/testbed/client")
-ACCOUNT = "project_465000001"
+CLIENT = TESTBED_CLIENT
+ACCOUNT = TESTBED_ACCOUNT
 MARKER = Path("/tmp/aif-pwned")
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    if not (CLIENT / "id_ed25519").is_file():
-        pytest.fail("no test bed: run tests/testbed/start.sh (tests/run does)")
-    empty = tmp_path / "ssh_config"
-    empty.write_text("")
-    e = {k: v for k, v in os.environ.items() if not k.startswith("AIFACTORY_")}
-    e.update(
-        AIFACTORY_HOME=str(tmp_path / "home"),
-        AIFACTORY_PROFILES=str(TEST_PROFILES),
-        AIFACTORY_ACCOUNT=ACCOUNT,
-        AIFACTORY_SSH_CONFIG=str(empty),
-        NO_COLOR="1",
-    )
-    return e
 
 
 def _aif(args: list[str], env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -54,7 +38,8 @@ def _aif(args: list[str], env: dict[str, str], timeout: float = 180) -> subproce
     )
 
 
-def test_twenty_parallel_submits_and_statuses(env: dict[str, str], tmp_path: Path) -> None:
+def test_twenty_parallel_submits_and_statuses(testbed_env: dict[str, str], tmp_path: Path) -> None:
+    env = testbed_env
     name = f"par{os.getpid()}"
     spec = tmp_path / "par.yaml"
     spec.write_text(f"name: {name}\nrun: echo $AIF_JOB_ID\nresources: {{time: 5m}}\n")
@@ -168,7 +153,8 @@ def test_hostile_values_reach_the_job_literally(tmp_path_factory, values: list[s
     assert not MARKER.exists()
 
 
-def test_private_permissions_and_no_secrets(env: dict[str, str], tmp_path: Path) -> None:
+def test_private_permissions_and_no_secrets(testbed_env: dict[str, str], tmp_path: Path) -> None:
+    env = testbed_env
     key = (CLIENT / "id_ed25519").read_text()
     spec = tmp_path / "p.yaml"
     spec.write_text("name: perm\nrun: echo ok\nresources: {time: 5m}\n")

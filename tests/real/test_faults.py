@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, TEST_PROFILES
+from tests.conftest import REPO
+from tests.real.conftest import TESTBED_ACCOUNT, TESTBED_CLIENT
 from tests.real.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.real
-CLIENT = Path("/tmp/testbed/client")
+CLIENT = TESTBED_CLIENT
 PIDS = Path("/tmp/testbed/pids")
-ACCOUNT = "project_465000001"
+ACCOUNT = TESTBED_ACCOUNT
 
 
 def _pid(name: str) -> int:
@@ -34,24 +35,6 @@ def _sacct_count(name: str) -> int:
         text=True,
     ).stdout
     return len([x for x in out.splitlines() if x.strip() == name])
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    if not (CLIENT / "id_ed25519").is_file():
-        pytest.fail("no test bed: run tests/testbed/start.sh (tests/run does)")
-    empty = tmp_path / "ssh_config"
-    empty.write_text("")
-    e = {k: v for k, v in os.environ.items() if not k.startswith("AIFACTORY_")}
-    e.update(
-        AIFACTORY_HOME=str(tmp_path / "home"),
-        AIFACTORY_PROFILES=f"{tmp_path / 'profiles'}:{TEST_PROFILES}",
-        AIFACTORY_ACCOUNT=ACCOUNT,
-        AIFACTORY_SSH_CONFIG=str(empty),
-        NO_COLOR="1",
-    )
-    (tmp_path / "profiles").mkdir()
-    return e
 
 
 def _aif(args: list[str], env: dict[str, str], timeout: float = 120, **kw) -> subprocess.CompletedProcess[str]:
@@ -75,7 +58,8 @@ def _proxied_site(tmp_path: Path, proxy: FaultProxy) -> None:
     )
 
 
-def test_connection_dropped_after_sbatch_was_sent(env: dict[str, str], tmp_path: Path) -> None:
+def test_connection_dropped_after_sbatch_was_sent(testbed_env: dict[str, str], tmp_path: Path) -> None:
+    env = testbed_env
     proxy = FaultProxy(("127.0.0.1", 2222))
     _proxied_site(tmp_path, proxy)
     name = f"drop{os.getpid()}{int(time.time()) % 100000}"
@@ -126,7 +110,8 @@ def test_connection_dropped_after_sbatch_was_sent(env: dict[str, str], tmp_path:
     proxy.close()
 
 
-def test_sshd_restart_while_waiting(env: dict[str, str], tmp_path: Path) -> None:
+def test_sshd_restart_while_waiting(testbed_env: dict[str, str], tmp_path: Path) -> None:
+    env = testbed_env
     spec = tmp_path / "job.yaml"
     spec.write_text("name: survive\nrun: sleep 12; echo done\nresources: {time: 5m}\n")
     r = _aif(["submit", str(spec), "--site", "testbed"], env)
@@ -152,7 +137,8 @@ def test_sshd_restart_while_waiting(env: dict[str, str], tmp_path: Path) -> None
     assert "lost contact" in err or "reconnect" in err.lower() or waiter.returncode == 0
 
 
-def test_slurmctld_down_is_a_clear_error_and_nothing_is_lost(env: dict[str, str], tmp_path: Path) -> None:
+def test_slurmctld_down_is_a_clear_error_and_nothing_is_lost(testbed_env: dict[str, str], tmp_path: Path) -> None:
+    env = testbed_env
     spec = tmp_path / "job.yaml"
     spec.write_text("name: noctld\nrun: echo hi\nresources: {time: 5m}\n")
     before = _aif(["submit", str(spec), "--site", "testbed"], env)
@@ -190,7 +176,8 @@ def _mount(path: Path, *opts: str) -> None:
     subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(opts), "tmpfs", str(path)], check=True)
 
 
-def test_full_and_read_only_state_dir(env: dict[str, str], tmp_path: Path) -> None:
+def test_full_and_read_only_state_dir(testbed_env: dict[str, str], tmp_path: Path) -> None:
+    env = testbed_env
     home = tmp_path / "small"
     _mount(home, "size=512k")
     try:

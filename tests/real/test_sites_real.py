@@ -7,23 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.real.conftest import TESTBED_KEY
+
 pytestmark = pytest.mark.real
-KEY = Path("/tmp/testbed/client/id_ed25519")
-
-
-@pytest.fixture
-def tb(cli, tmp_path: Path):
-    if not KEY.is_file():
-        pytest.fail("no test bed: run tests/testbed/start.sh (tests/run does)")
-    empty = tmp_path / "ssh_config_empty"
-    empty.write_text("")
-
-    def call(*args: str, env: dict[str, str] | None = None):
-        return cli(
-            *args, env={"AIFACTORY_ACCOUNT": "project_465000001", "AIFACTORY_SSH_CONFIG": str(empty), **(env or {})}
-        )
-
-    return call
+KEY = TESTBED_KEY
 
 
 def test_sites_check_testbed_passes(tb) -> None:

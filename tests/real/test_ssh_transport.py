@@ -11,21 +11,17 @@ import statistics
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import paramiko
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from aifactory_cli.errors import EXIT_REMOTE, AuthError, HostKeyError, RemoteError
 from aifactory_cli.profile import SshSettings
 from aifactory_cli.transport import and_then
-from aifactory_cli.transport.ssh import SshTransport, fingerprint
+from aifactory_cli.transport.ssh import SshTransport
 from tests.real.conftest import (
     TESTBED_JUMP_PORT,
     TESTBED_KNOWN_HOSTS,
@@ -33,6 +29,7 @@ from tests.real.conftest import (
     TESTBED_SSH_PORT,
     TESTBED_USER,
 )
+from tests.real.fake_sshd import FakeServer, write_key
 
 pytestmark = pytest.mark.real
 
@@ -295,17 +292,8 @@ def test_pinned_fingerprint_without_known_hosts(
 # --- auth and connection errors ---------------------------------------------------------------------------
 
 
-def _write_key(path: Path) -> Path:
-    key = ed25519.Ed25519PrivateKey.generate()
-    path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
-    )
-    path.chmod(0o600)
-    return path
-
-
 def test_wrong_key(testbed_ssh_settings: SshSettings, tmp_path: Path) -> None:
-    key = _write_key(tmp_path / "id_other")
+    key = write_key(tmp_path / "id_other")
     tr = _transport(testbed_ssh_settings, identity_file=str(key))
     with pytest.raises(AuthError) as info:
         tr.run("true")
@@ -416,111 +404,17 @@ def test_importing_the_ssh_module_does_not_import_paramiko() -> None:
 # --- a paramiko server: MFA prompts and a noisy login shell -------------------------------------------------
 
 
-class _FakeLoginNode(paramiko.ServerInterface):
-    """Public key, then (if `mfa`) a keyboard-interactive 'Verification code' prompt. Commands run in
-    bash after a banner that a chatty ~/.bashrc would print."""
-
-    BANNER = b"Welcome to FakeHPC!\nLast login: yesterday"  # no newline at the end, on purpose
-
-    def __init__(self, client_key: bytes, mfa: bool) -> None:
-        self.client_key = client_key
-        self.mfa = mfa
-        self.key_ok = False
-
-    def get_allowed_auths(self, username: str) -> str:
-        return "keyboard-interactive" if self.key_ok and self.mfa else "publickey"
-
-    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
-        if key.asbytes() != self.client_key:
-            return paramiko.AUTH_FAILED
-        self.key_ok = True
-        return paramiko.AUTH_PARTIALLY_SUCCESSFUL if self.mfa else paramiko.AUTH_SUCCESSFUL
-
-    def check_auth_interactive(self, username: str, submethods: str) -> Any:
-        if not self.key_ok:
-            return paramiko.AUTH_FAILED
-        return paramiko.InteractiveQuery("FakeHPC MFA", "", ("Verification code: ", False))
-
-    def check_auth_interactive_response(self, responses: list[str]) -> int:
-        return paramiko.AUTH_SUCCESSFUL if list(responses) == ["123456"] else paramiko.AUTH_FAILED
-
-    def check_channel_request(self, kind: str, chanid: int) -> int:
-        if kind != "session":
-            return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
-        return paramiko.OPEN_SUCCEEDED
-
-    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes | str) -> bool:
-        text = command.decode() if isinstance(command, bytes) else command
-        threading.Thread(target=self._exec, args=(channel, text), daemon=True).start()
-        return True
-
-    def _exec(self, channel: paramiko.Channel, command: str) -> None:
-        proc = subprocess.run(["bash", "-c", command], capture_output=True, timeout=30)
-        channel.sendall(self.BANNER)
-        channel.sendall_stderr(b"bash: module: command not found\n")
-        channel.sendall(proc.stdout)
-        channel.sendall_stderr(proc.stderr)
-        channel.send_exit_status(proc.returncode)
-        channel.shutdown_write()
-        channel.close()
-
-
 @pytest.fixture
 def fake_login_node(tmp_path: Path, isolated_ssh_env: Path) -> Iterator[Any]:
-    host_key = paramiko.Ed25519Key.from_path(_write_key(tmp_path / "host_key"))
-    client_key_path = _write_key(tmp_path / "id_client")
-    client_key = paramiko.PKey.from_path(client_key_path).asbytes()
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    listener.settimeout(0.2)
-    stop = threading.Event()
-    transports: list[paramiko.Transport] = []
-    state = {"mfa": True}
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except (TimeoutError, OSError):
-                continue
-            t = paramiko.Transport(conn)
-            t.add_server_key(host_key)
-            t.start_server(server=_FakeLoginNode(client_key, state["mfa"]))
-            transports.append(t)
-            threading.Thread(target=_accept_channels, args=(t,), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    empty = tmp_path / "known_hosts"
-    empty.write_text("")
+    """`fake_login_node(mfa=...)` -> settings for a paramiko server whose login shell is noisy."""
+    server = FakeServer(tmp_path, mfa=True, banner=True)
 
     def settings(mfa: bool = True) -> SshSettings:
-        state["mfa"] = mfa
-        return SshSettings(
-            host="127.0.0.1",
-            port=listener.getsockname()[1],
-            user="alice",
-            identity_file=str(client_key_path),
-            known_hosts=str(empty),
-            host_key_fingerprints=[fingerprint(host_key.asbytes())],
-            connect_timeout=5,
-        )
+        server.mfa = mfa
+        return server.settings
 
     yield settings
-    stop.set()
-    thread.join()
-    listener.close()
-    for t in transports:
-        t.close()
-
-
-def _accept_channels(t: paramiko.Transport) -> None:
-    channels = []  # keep them referenced: a collected Channel closes itself
-    while t.is_active():
-        channel = t.accept(0.5)
-        if channel is not None:
-            channels.append(channel)
+    server.stop()
 
 
 def test_noisy_login_shell_banner_is_cut(fake_login_node: Any) -> None:

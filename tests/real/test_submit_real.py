@@ -9,28 +9,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import EXAMPLES
+from tests.real.conftest import TESTBED_ACCOUNT, TESTBED_CLIENT
 
 pytestmark = pytest.mark.real
-TESTBED_CLIENT = Path("/tmp/testbed/client")
+TESTBED_CLIENT = TESTBED_CLIENT
 TESTBED_KEY = TESTBED_CLIENT / "id_ed25519"
 TESTBED_KNOWN_HOSTS = TESTBED_CLIENT / "known_hosts"
-ACCOUNT = "project_465000001"
-
-
-@pytest.fixture
-def tb(cli, tmp_path: Path):
-    """`aifactory ...` against the test bed site, with the account set as CI would (env) and no
-    ~/.ssh/config of whoever runs the tests."""
-    if not TESTBED_KEY.is_file():
-        pytest.fail(f"no test bed ({TESTBED_KEY} missing): run tests/testbed/start.sh (tests/run does)")
-    isolated_ssh_env = tmp_path / "ssh_config_empty"
-    isolated_ssh_env.write_text("")
-
-    def call(*args: str, env: dict[str, str] | None = None, **kw):
-        full = {"AIFACTORY_ACCOUNT": ACCOUNT, "AIFACTORY_SSH_CONFIG": str(isolated_ssh_env), **(env or {})}
-        return cli(*args, env=full, **kw)
-
-    return call
+ACCOUNT = TESTBED_ACCOUNT
 
 
 def _jobs(result) -> list[dict]:

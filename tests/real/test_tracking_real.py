@@ -11,23 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.real.conftest import TESTBED_ACCOUNT, TESTBED_KEY
+
 pytestmark = pytest.mark.real
-ACCOUNT = "project_465000001"
-KEY = Path("/tmp/testbed/client/id_ed25519")
+ACCOUNT = TESTBED_ACCOUNT
+KEY = TESTBED_KEY
 SSH = ["ssh", "-F", "/tmp/testbed/client/ssh_config", "testbed"]
-
-
-@pytest.fixture
-def tb(cli, tmp_path: Path):
-    if not KEY.is_file():
-        pytest.fail("no test bed: run tests/testbed/start.sh (tests/run does)")
-    empty = tmp_path / "ssh_config_empty"
-    empty.write_text("")
-
-    def call(*args: str, env: dict[str, str] | None = None, **kw):
-        return cli(*args, env={"AIFACTORY_ACCOUNT": ACCOUNT, "AIFACTORY_SSH_CONFIG": str(empty), **(env or {})}, **kw)
-
-    return call
 
 
 def _spec(tmp_path: Path, name: str, text: str) -> str:
