@@ -116,3 +116,17 @@ def test_job_id_file(cli, tmp_path: Path) -> None:
     r = cli("submit", str(EXAMPLES / "hello.yaml"), "--job-id-file", str(ids))
     assert r.code == 0
     assert ids.read_text().strip() == r.stdout.strip()
+
+
+def test_status_honours_the_profiles_poll_interval(cli, aif_home: Path, tmp_path: Path) -> None:
+    profiles = aif_home / "profiles"
+    profiles.mkdir(parents=True)
+    (profiles / "slowlocal.yaml").write_text("extends: local\npoll_interval: 3600\n")
+    spec = _spec(tmp_path, "short", "run: sleep 2\n")
+    job_id = cli("submit", str(spec), "--site", "slowlocal").stdout.strip()
+    assert _jobs(cli("status", job_id, "--json"))[0]["state"] in ("PENDING", "RUNNING")  # first poll
+    import time
+
+    time.sleep(4)  # the job has ended, but the site was asked less than poll_interval ago
+    assert _jobs(cli("status", job_id, "--json"))[0]["state"] in ("PENDING", "RUNNING")
+    assert _jobs(cli("status", job_id, "--json", "--refresh"))[0]["state"] == "COMPLETED"

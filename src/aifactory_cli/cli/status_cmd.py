@@ -8,17 +8,26 @@ from aifactory_cli.cli import common
 
 
 def register(app: typer.Typer) -> None:
-    app.command("status", help="Refresh and show jobs: the given ones, or every live job. One query per site.")(status)
+    app.command(
+        "status",
+        help="Refresh and show jobs: the given ones, or every live job (and those ended in the "
+        "last 24 h). One query per site, at most every poll_interval seconds of the site's profile.",
+    )(status)
 
 
 def status(
     jobs: list[str] = typer.Argument(None, metavar="[JOB...]", help="Job id, SITE:SLURM_ID, or unique name."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only (with provenance for named jobs)."),
     cached: bool = typer.Option(False, "--cached", help="Do not ask the sites; show the stored state."),
+    refresh: bool = typer.Option(
+        False, "--refresh", help="Ask the sites even if they were asked less than the profile's poll_interval ago."
+    ),
 ) -> None:
     with common.service() as svc:
         refs = jobs or []
-        found = (svc.jobs(refs) if refs else svc.store.query(live_only=True)) if cached else svc.status(refs)
+        found = (
+            (svc.jobs(refs) if refs else svc.store.query(live_only=True)) if cached else svc.status(refs, force=refresh)
+        )
         if as_json:
             common.print_json(common.jobs_json(found, provenance=bool(refs)))
         else:
