@@ -103,6 +103,10 @@ class FrameConn:
         return self.sock.fileno()
 
     def close(self) -> None:
+        # shutdown() first: a copy of the descriptor held by a process forked meanwhile (any thread's
+        # subprocess, between its fork and exec) would otherwise keep the peer from seeing EOF.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.sock.close()
 
