@@ -241,7 +241,7 @@ def _task_counts(job: Job) -> str:
 def jobs_table(jobs: list[Job], title: str | None = None) -> None:
     """A rich table with state colours on a terminal; plain aligned columns in pipes and logs."""
     if not jobs:
-        out().print("no jobs", markup=False)
+        print("no jobs")
         return
     if not is_tty(sys.stdout):
         plain_table(
