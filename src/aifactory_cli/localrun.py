@@ -21,6 +21,7 @@ from typing import Any
 
 STATUS = "status.json"
 RUNNER = "runner.json"
+CANCEL_FLAG = "cancel-requested"
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"}
 KILL_WAIT = 5.0
 
@@ -87,9 +88,11 @@ def cancel(jobdir: Path) -> bool:
     pid = status.get("runner_pid")
     if status.get("state") in FINAL:
         return False
+    # The flag first: a runner that has not saved its pid yet checks it before launching anything.
+    (jobdir / CANCEL_FLAG).touch()
     if pid and pid_alive(pid):
-        (jobdir / "cancel-requested").touch()
-        os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
         return True
     status["state"] = "CANCELLED"
     status["ended_at"] = _now()
@@ -120,6 +123,12 @@ class Runner:
 
     def on_term(self, signum: int, frame: Any) -> None:
         self.cancelled = True
+
+    def cancel_requested(self) -> bool:
+        """SIGTERM arrived, or `cancel()` ran before this runner had saved its pid."""
+        if not self.cancelled and (self.dir / CANCEL_FLAG).exists():
+            self.cancelled = True
+        return self.cancelled
 
     def env_for(self, task: int | None) -> dict[str, str]:
         env = dict(os.environ)
@@ -156,7 +165,7 @@ class Runner:
             return True
         self.status["reason"] = "Dependency"
         self.save()
-        while not self.cancelled:
+        while not self.cancel_requested():
             states = [(read_status(d) or {}).get("state") for d in deps]
             if any(s in FINAL and s != "COMPLETED" for s in states):
                 self.status["reason"] = "DependencyNeverSatisfied"
@@ -213,6 +222,11 @@ class Runner:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self.on_term)
         signal.signal(signal.SIGINT, self.on_term)
+        if self.cancel_requested():
+            self.finish_all("CANCELLED")
+            self.status.update(state="CANCELLED", ended_at=_now())
+            self.save()
+            return
         self.save()
         if not self.wait_dependencies():
             self.finish_all("CANCELLED")
@@ -225,7 +239,7 @@ class Runner:
         started = None
         timed_out = False
         while True:
-            if self.cancelled:
+            if self.cancel_requested():
                 self.kill_all()
                 self.finish_all("CANCELLED")
                 break

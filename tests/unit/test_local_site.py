@@ -119,14 +119,46 @@ def test_job_id_file(cli, tmp_path: Path) -> None:
 
 
 def test_status_honours_the_profiles_poll_interval(cli, aif_home: Path, tmp_path: Path) -> None:
+    import time
+
+    from aifactory_cli import localrun
+
     profiles = aif_home / "profiles"
     profiles.mkdir(parents=True)
     (profiles / "slowlocal.yaml").write_text("extends: local\npoll_interval: 3600\n")
-    spec = _spec(tmp_path, "short", "run: sleep 2\n")
+    go = tmp_path / "go"
+    # the job runs until the test says so: no race with a slow machine
+    spec = _spec(tmp_path, "short", f"run: |\n  while [ ! -e '{go}' ]; do sleep 0.1; done\n")
     job_id = cli("submit", str(spec), "--site", "slowlocal").stdout.strip()
-    assert _jobs(cli("status", job_id, "--json"))[0]["state"] in ("PENDING", "RUNNING")  # first poll
-    import time
-
-    time.sleep(4)  # the job has ended, but the site was asked less than poll_interval ago
+    first = _jobs(cli("status", job_id, "--json"))[0]  # the first status asks the site
+    assert first["state"] in ("PENDING", "RUNNING")
+    go.touch()
+    deadline = time.monotonic() + 60
+    while (localrun.read_status(Path(first["workdir"])) or {}).get("state") != "COMPLETED":
+        assert time.monotonic() < deadline, "the local job did not end"
+        time.sleep(0.1)
+    # the job has ended, but the site was asked less than poll_interval ago
     assert _jobs(cli("status", job_id, "--json"))[0]["state"] in ("PENDING", "RUNNING")
     assert _jobs(cli("status", job_id, "--json", "--refresh"))[0]["state"] == "COMPLETED"
+
+
+def test_cancel_before_the_runner_started_is_not_lost(tmp_path: Path) -> None:
+    """`cancel` can run between submit and the runner's first save (no runner pid yet): the runner
+    must then end CANCELLED without running anything, not overwrite the cancel."""
+    from aifactory_cli import localrun
+
+    jobdir = tmp_path / "job"
+    jobdir.mkdir()
+    marker = tmp_path / "ran"
+    (jobdir / "job.sh").write_text(f"touch '{marker}'\n")
+    runner = {
+        "job_id": 1, "name": "early", "script": "job.sh", "array_size": 0, "max_parallel": None,
+        "time_limit": 60, "tasks": 1, "cpus_per_task": 1, "depends_on": [],
+    }  # fmt: skip
+    localrun.write_json_atomic(jobdir / localrun.RUNNER, runner)
+    localrun.write_json_atomic(jobdir / localrun.STATUS, {"state": "PENDING", "tasks": {}})
+    assert localrun.cancel(jobdir)
+    localrun.Runner(jobdir).run()
+    status = localrun.read_status(jobdir) or {}
+    assert status["state"] == "CANCELLED"
+    assert not marker.exists()
