@@ -25,9 +25,9 @@ class CliResult:
 @pytest.fixture
 def aif_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "aifhome"
-    monkeypatch.setenv("AIFACTORY_HOME", str(home))
-    for var in ("AIFACTORY_SITE", "AIFACTORY_CONFIG", "AIFACTORY_ACCOUNT", "AIFACTORY_PROFILES"):
+    for var in [v for v in os.environ if v.startswith("AIFACTORY_")]:  # e.g. a runner's AIFACTORY_PERSIST
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AIFACTORY_HOME", str(home))
     monkeypatch.setenv("AIFACTORY_PROFILES", str(TEST_PROFILES))
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("COLUMNS", "200")

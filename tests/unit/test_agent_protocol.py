@@ -543,7 +543,7 @@ def test_idle_exit_and_socket_removal(ops: FakeOps, sock_path: Path) -> None:
     tr.close()
     thread.join(5)
     assert not thread.is_alive() and "no client" in done[0]
-    assert 0.3 < time.monotonic() - started < 2.0
+    assert 0.3 < time.monotonic() - started < 15  # it waited for `persist`, and did not hang
     assert not sock_path.exists()
 
     # removing the socket file stops it, even with a client connected
