@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from aifactory_cli import paths
 from aifactory_cli.errors import ConfigError, NotFound, ProfileError, did_you_mean
-from aifactory_cli.spec import deep_merge
+from aifactory_cli.spec import check_slurm_options, deep_merge
 from aifactory_cli.units import parse_duration, parse_memory
 from aifactory_cli.yamlio import YamlDoc, format_validation_error, load_yaml_file
 
@@ -83,6 +83,7 @@ class Partition(_Strict):
     partition_flag: bool = True
     whole_node: bool = False
     auto: bool = True
+    min_nodes: int | None = Field(None, ge=1, description="smaller jobs are refused (e.g. Leonardo bprod: 65)")
     max_nodes: int | None = Field(None, ge=1)
     max_time: str | None = Field(None, description="None: unknown (never invented)")
     default_time: str | None = None
@@ -91,8 +92,23 @@ class Partition(_Strict):
     memory_per_node: str | None = None
     modules: list[str] | None = None
     qos: str | None = None
+    # appended to the account for this partition (Deucalion: <project>g for GPUs, <project>x for x86)
+    account_suffix: str | None = Field(None, pattern=r"^[A-Za-z0-9_]+$")
+    # extra sbatch options for jobs on this partition, on top of the site's `slurm:`
+    slurm: dict[str, str | int | bool | None] = Field(default_factory=dict)
     billing: Billing | None = None
     notes: list[str] = Field(default_factory=list)
+
+    @field_validator("slurm", mode="before")
+    @classmethod
+    def _slurm(cls, v: Any) -> Any:
+        return check_slurm_options(v, "a profile cannot override it")
+
+    @model_validator(mode="after")
+    def _nodes(self) -> Partition:
+        if self.min_nodes and self.max_nodes and self.min_nodes > self.max_nodes:
+            raise ValueError(f"min_nodes {self.min_nodes} is more than max_nodes {self.max_nodes}")
+        return self
 
     @field_validator("max_time", "default_time")
     @classmethod
@@ -131,6 +147,7 @@ class AccountPolicy(_Strict):
 
 class ContainerRuntime(_Strict):
     runtime: Literal["singularity", "apptainer", "none"] = "none"
+    module: str | None = Field(None, description="loaded before a container job runs (MN5: singularity)")
     options: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
 
@@ -157,6 +174,8 @@ class SiteProfile(_Strict):
     container: ContainerRuntime = Field(default_factory=lambda: ContainerRuntime())
     workdir: str = "$HOME/aifactory/jobs/{job}"
     env: dict[str, str] = Field(default_factory=dict)
+    # extra sbatch options for every job on the site (a spec's own `slurm:` wins; null drops one)
+    slurm: dict[str, str | int | bool | None] = Field(default_factory=dict)
     poll_interval: float = Field(10.0, ge=0)
     usage_command: list[str] | None = Field(None, description="the site's allocation tool, e.g. [lumi-allocations]")
     ssh: SshSettings = Field(default_factory=lambda: SshSettings())
@@ -170,6 +189,11 @@ class SiteProfile(_Strict):
         if v is not None:
             parse_duration(v)
         return v
+
+    @field_validator("slurm", mode="before")
+    @classmethod
+    def _slurm(cls, v: Any) -> Any:
+        return check_slurm_options(v, "a profile cannot override it")
 
     @field_validator("workdir")
     @classmethod

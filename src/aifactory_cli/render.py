@@ -109,7 +109,7 @@ def render(job: ResolvedJob, token: str, job_id: str) -> Rendered:
         "job_id": job_id,
         "elements": elements,
         "dependencies": job.dependencies,
-        "extra_slurm": _extra_slurm(job.spec.slurm),
+        "extra_slurm": _extra_slurm(job.slurm_options),
     }
     try:
         script = template.render(**context)

@@ -53,6 +53,7 @@ class ResolvedJob:
     array_size: int
     max_parallel: int | None
     container_runtime: str | None
+    slurm_options: dict[str, str | int | bool | None] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     dependencies: list[str] = field(default_factory=list)
 
@@ -137,6 +138,8 @@ def _limit_problems(spec: JobSpec, profile: SiteProfile, pname: str, part: Parti
                     f"{asked} GPUs per node asked, but {profile.name} nodes have {node_gpus} ({gpu_model}); "
                     f"use gpus_per_node: {node_gpus} (or 'all') and more nodes"
                 )
+    if part.min_nodes is not None and res.nodes < part.min_nodes:
+        problems.append(f"{res.nodes} node(s) asked, but '{pname}' takes jobs of at least {part.min_nodes} nodes")
     if part.max_nodes is not None and res.nodes > part.max_nodes:
         problems.append(f"{res.nodes} nodes asked, but '{pname}' allows at most {part.max_nodes} per job")
     max_time = part.max_time_seconds
@@ -257,6 +260,8 @@ def resolve(
             f"pass --account {example}, set AIFACTORY_ACCOUNT, or add to the config file:  "
             f"sites: {{{site}: {{account: {example}}}}}",
         )
+    if account and account != ACCOUNT_PLACEHOLDER and part and part.account_suffix:
+        account = _with_suffix(account, pname or "", part.account_suffix, profile, warnings)
     if account and account != ACCOUNT_PLACEHOLDER and profile.account.pattern:
         import re
 
@@ -344,7 +349,12 @@ def resolve(
             )
         container_runtime = profile.container.runtime
 
-    modules = [*(profile.modules_for(part) if part else profile.modules), *spec.modules]
+    modules = [*(profile.modules_for(part) if part else profile.modules)]
+    if container_runtime and profile.container.module and profile.container.module not in modules:
+        modules.append(profile.container.module)
+    modules += spec.modules
+    # sbatch extras: the site's, then the partition's, then the spec's (null drops an inherited one)
+    slurm_options = {**profile.slurm, **(part.slurm if part else {}), **spec.slurm}
     env = {**profile.env, **spec.env}
     if spec.array_size and spec.max_parallel and spec.max_parallel > spec.array_size:
         warnings.append(f"max_parallel {spec.max_parallel} is more than the {spec.array_size} elements")
@@ -376,5 +386,27 @@ def resolve(
         array_size=spec.array_size,
         max_parallel=spec.max_parallel,
         container_runtime=container_runtime,
+        slurm_options=slurm_options,
         warnings=warnings,
     )
+
+
+def _with_suffix(account: str, pname: str, suffix: str, profile: SiteProfile, warnings: list[str]) -> str:
+    """The account for a partition that wants `<project><suffix>` (Deucalion: g GPU, x x86, a ARM).
+    An account that ends with another partition's suffix has it swapped, with a warning."""
+    if account.endswith(suffix):
+        return account
+    others = sorted(
+        {p.account_suffix for p in profile.partitions.values() if p.account_suffix and p.account_suffix != suffix},
+        key=len,
+        reverse=True,
+    )
+    for other in others:
+        if account.endswith(other) and len(account) > len(other):
+            fixed = account[: -len(other)] + suffix
+            warnings.append(
+                f"'{pname}' takes the account with suffix '{suffix}': using {fixed} instead of {account} "
+                f"(configure the project id without a suffix to silence this)"
+            )
+            return fixed
+    return account + suffix

@@ -64,6 +64,22 @@ PROTECTED_SLURM_OPTIONS = frozenset(
 Scalar = str | int | float | bool
 
 
+def check_slurm_options(v: Any, instead: str) -> Any:
+    """A `slurm:` block (spec or profile): extra sbatch long options, none that aifactory sets itself.
+    A value of true gives `--name`; null or false leaves the option out (and drops an inherited one)."""
+    if isinstance(v, dict):
+        for key, value in v.items():
+            key = str(key).lstrip("-")
+            if not SLURM_OPT_RE.match(key):
+                raise ValueError(f"slurm option '{key}' is not an sbatch long option name")
+            if key in PROTECTED_SLURM_OPTIONS:
+                raise ValueError(f"slurm.{key} is set by aifactory; {instead}")
+            if isinstance(value, str) and ("\n" in value or "\r" in value):
+                raise ValueError(f"slurm.{key} must be a single line")
+        return {str(k).lstrip("-"): val for k, val in v.items()}
+    return v
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -253,20 +269,7 @@ class JobSpec(_Strict):
     @field_validator("slurm", mode="before")
     @classmethod
     def _slurm(cls, v: Any) -> Any:
-        if isinstance(v, dict):
-            for key, value in v.items():
-                key = str(key).lstrip("-")
-                if not SLURM_OPT_RE.match(key):
-                    raise ValueError(f"slurm option '{key}' is not an sbatch long option name")
-                if key in PROTECTED_SLURM_OPTIONS:
-                    raise ValueError(
-                        f"slurm.{key} is set by aifactory; use the spec's own field instead "
-                        "(resources, name, depends_on, matrix)"
-                    )
-                if isinstance(value, str) and ("\n" in value or "\r" in value):
-                    raise ValueError(f"slurm.{key} must be a single line")
-            return {str(k).lstrip("-"): val for k, val in v.items()}
-        return v
+        return check_slurm_options(v, "use the spec's own field instead (resources, name, depends_on, matrix)")
 
     @model_validator(mode="after")
     def _launcher_vs_tasks(self) -> JobSpec:

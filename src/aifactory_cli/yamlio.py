@@ -91,7 +91,8 @@ def load_yaml_file(path: Path, error_cls: type[AifactoryError] = BadInput, what:
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """The field names (aliases) allowed at `loc` inside `model`, for "did you mean"."""
-    from typing import get_args, get_origin
+    from types import UnionType
+    from typing import Union, get_args, get_origin
 
     from pydantic import BaseModel as _BM
 
@@ -115,10 +116,11 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
                 current = args[-1]
             else:
                 return []
-        # unwrap Optional / Union with one model
-        args = [a for a in get_args(current) if isinstance(a, type) and issubclass(a, _BM)]
-        if args and not (isinstance(current, type) and issubclass(current, _BM)):
-            current = args[0]
+        # unwrap Optional / Union with one model (not dict/list: their keys are the next loc part)
+        if get_origin(current) in (Union, UnionType):
+            args = [a for a in get_args(current) if isinstance(a, type) and issubclass(a, _BM)]
+            if args:
+                current = args[0]
     if isinstance(current, type) and issubclass(current, _BM):
         return [f.alias or name for name, f in current.model_fields.items()]
     return []

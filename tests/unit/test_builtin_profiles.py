@@ -8,6 +8,7 @@ Regenerate the golden files with AIF_UPDATE_GOLDEN=1 after a deliberate change, 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -228,18 +229,18 @@ def test_leonardo_qos_variants_are_entries_of_one_partition() -> None:
         "--cpus-per-task=8",
         "--mem-per-gpu=120G",
     } <= d
-    # bprod (>= 65 full nodes) is never chosen automatically: a 65-node job must name it
-    with pytest.raises(LimitError, match="at most 64"):
-        _render("name: b\nrun: x\nresources: {nodes: 65, gpus_per_node: all, time: 1h}\n", "leonardo")
-    d = set(
-        _directives(
-            _render(
-                "name: b\nrun: x\nresources: {nodes: 65, gpus_per_node: all, time: 1h, partition: boost-bprod}\n",
-                "leonardo",
-            )
-        )
-    )
+    # bprod takes jobs of 65 nodes or more (min_nodes): a 65-node job goes there by itself,
+    # and a 64-node job that names it is refused before anything is sent
+    d = set(_directives(_render("name: b\nrun: x\nresources: {nodes: 65, gpus_per_node: all, time: 1h}\n", "leonardo")))
     assert {"--partition=boost_usr_prod", "--qos=boost_qos_bprod", "--nodes=65"} <= d
+    assert "--qos=normal" in _directives(
+        _render("name: b\nrun: x\nresources: {nodes: 64, gpus_per_node: all, time: 1h}\n", "leonardo")
+    )
+    with pytest.raises(LimitError, match="at least 65 nodes"):
+        _render(
+            "name: b\nrun: x\nresources: {nodes: 64, gpus_per_node: all, time: 1h, partition: boost-bprod}\n",
+            "leonardo",
+        )
     # CPU work goes to the budget-free serial partition
     assert "--partition=lrd_all_serial" in _directives(_samples("leonardo")["cpu"])
 
@@ -410,3 +411,76 @@ def test_discoverer_renders_no_partition_flag() -> None:
 @pytest.mark.parametrize("site", sorted(TRAIN))
 def test_train_example_on_every_gpu_site(site: str) -> None:
     assert train_row(site) == TRAIN[site]
+
+
+# --- profile features: min_nodes, account suffix, container module, sbatch extras ----------------
+
+
+def test_deucalion_account_suffix_follows_the_partition() -> None:
+    gpu = "name: g\nrun: x\nresources: {gpus_per_node: 1, time: 1h}\n"
+    cpu = "name: c\nrun: x\nresources: {time: 1h}\n"
+
+    def account(text: str, given: str) -> tuple[str, list[str]]:
+        job = resolve(load_spec_text(text).spec, load_profile("deucalion"), UserConfig(), Overrides(account=given))
+        return job.account or "", job.warnings
+
+    # the project id gets the partition's suffix: g on the A100 partitions, x on the x86 ones
+    assert account(gpu, "f202500017aivlabdeucalion") == ("f202500017aivlabdeucaliong", [])
+    assert account(cpu, "f202500017aivlabdeucalion") == ("f202500017aivlabdeucalionx", [])
+    # a full GPU account is kept on GPUs, and swapped (with a warning) for an x86 job
+    assert account(gpu, "f202500017aivlabdeucaliong") == ("f202500017aivlabdeucaliong", [])
+    acct, warnings = account(cpu, "f202500017aivlabdeucaliong")
+    assert acct == "f202500017aivlabdeucalionx"
+    assert any("suffix 'x'" in w and "instead of f202500017aivlabdeucaliong" in w for w in warnings)
+    assert "--account=f202500017aivlabdeucaliong" in _directives(_render(gpu, "deucalion"))
+
+
+def test_karolina_qgpu_big_takes_only_big_jobs() -> None:
+    with pytest.raises(LimitError, match="'qgpu_big' takes jobs of at least 17 nodes"):
+        _render(
+            "name: b\nrun: x\nresources: {nodes: 16, gpus_per_node: 8, time: 1h, partition: qgpu_big}\n", "karolina"
+        )
+    big = _render(
+        "name: b\nrun: x\nresources: {nodes: 17, gpus_per_node: 8, time: 1h, partition: qgpu_big}\n", "karolina"
+    )
+    assert "--partition=qgpu_big" in _directives(big)
+
+
+def test_marenostrum5_loads_singularity_for_container_jobs_only() -> None:
+    base = "name: c\nrun: python t.py\nresources: {gpus_per_node: 1, time: 1h}\n"
+    with_container = _render(base + "container: {image: /gpfs/projects/x/img.sif}\n", "marenostrum5")
+    assert "module load singularity" in with_container
+    assert "singularity exec" in with_container
+    assert "module load singularity" not in _render(base, "marenostrum5")
+
+
+def test_profile_sbatch_extras_and_the_spec_overrides_them() -> None:
+    gpu = "name: j\nrun: x\nresources: {nodes: 1, gpus_per_node: all, time: 1h}\n"
+    assert "--hint=nomultithread" in _directives(_render(gpu, "juwels-booster"))
+    # the spec's own slurm: block wins, and null drops the site's option
+    assert "--hint=multithread" in _directives(_render(gpu + "slurm: {hint: multithread}\n", "juwels-booster"))
+    assert not any(
+        d.startswith("--hint") for d in _directives(_render(gpu + "slurm: {hint: null}\n", "juwels-booster"))
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("slurm: {partition: x}", "slurm.partition is set by aifactory; a profile cannot override it"),
+        ("slurm: {'bad key': x}", "not an sbatch long option name"),
+        ("partitions: {p: {kind: cpu, min_nodes: 5, max_nodes: 2}}", "min_nodes 5 is more than max_nodes 2"),
+        ("partitions: {p: {kind: cpu, account_suffix: 'x; rm'}}", "account_suffix"),
+        # a typo inside a partition (a dict entry) gets the partition's keys as suggestions
+        ("partitions: {p: {kind: cpu, min_node: 5}}", "unknown key 'min_node' (did you mean 'min_nodes'?)"),
+    ],
+)
+def test_profile_feature_mistakes_are_clear_errors(tmp_path: Path, body: str, message: str) -> None:
+    from aifactory_cli.errors import ProfileError
+
+    path = tmp_path / "mine.yaml"
+    text = "version: 1\nextends: lumi\n" + body + "\n"
+    path.write_text(text)
+    with pytest.raises(ProfileError, match=re.escape(message)) as err:
+        load_profile_file(path)
+    assert "mine.yaml" in str(err.value) or "mine.yaml" in str(getattr(err.value, "hint", ""))

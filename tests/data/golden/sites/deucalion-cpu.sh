@@ -1,7 +1,7 @@
 #!/bin/bash
 #SBATCH --job-name=sample-cpu
 #SBATCH --partition=normal-x86
-#SBATCH --account=f202500017aivlabdeucaliong
+#SBATCH --account=f202500017aivlabdeucalionx
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
 #SBATCH --cpus-per-task=1

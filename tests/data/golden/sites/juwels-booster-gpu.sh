@@ -10,6 +10,7 @@
 #SBATCH --output=stdout.log
 #SBATCH --error=stderr.log
 #SBATCH --comment=aifactory:00000000000000000000000000000000
+#SBATCH --hint=nomultithread
 
 # aifactory job sample-gpu on juwels-booster (booster), id 00000000
 AIF_JOB_DIR="${SLURM_SUBMIT_DIR:-$PWD}"
