@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aifactory_cli.units import format_duration, parse_duration
 
 if TYPE_CHECKING:
+    from aifactory_cli.profile import SiteProfile
     from aifactory_cli.service import Service
 
 _MARK = "@@AIF-CHECK@@"
@@ -47,6 +48,51 @@ def parse_partitions(text: str) -> dict[str, dict[str, str]]:
         if "PartitionName" in fields:
             parts[fields["PartitionName"]] = fields
     return parts
+
+
+def partition_drift(profile: SiteProfile, live: dict[str, dict[str, str]]) -> list[tuple[str, str, str]]:
+    """(check, status, detail) for each partition of the profile against `scontrol show partition`.
+    Entries with a QoS (Leonardo's boost-dbg = boost_usr_prod + boost_qos_dbg) take their limits
+    from the QoS, so only the partition's existence and state are compared for them."""
+    out: list[tuple[str, str, str]] = []
+    for key, part in profile.partitions.items():
+        name = part.slurm_name or key
+        check = f"partition {name}" if name == key else f"partition {key} ({name})"
+        got = live.get(name)
+        if got is None:
+            if live:
+                out.append(
+                    (
+                        check,
+                        "drift",
+                        f"in the profile, but the cluster has no partition '{name}' "
+                        f"(it has: {', '.join(sorted(live))})",
+                    )
+                )
+            continue
+        problems = []
+        if part.qos is None:
+            live_max = _slurm_time(got.get("MaxTime", ""))
+            if part.max_time and live_max is not None and part.max_time_seconds != live_max:
+                problems.append(
+                    f"max_time: profile {format_duration(part.max_time_seconds or 0)}, "
+                    f"cluster {format_duration(live_max)}"
+                )
+            live_nodes = got.get("MaxNodes", "UNLIMITED")
+            if part.max_nodes and live_nodes.isdigit() and int(live_nodes) != part.max_nodes:
+                problems.append(f"max_nodes: profile {part.max_nodes}, cluster {live_nodes}")
+            live_min = got.get("MinNodes", "0")
+            if part.min_nodes and live_min.isdigit() and max(1, int(live_min)) != part.min_nodes:
+                problems.append(f"min_nodes: profile {part.min_nodes}, cluster {max(1, int(live_min))}")
+        if got.get("State", "UP") != "UP":
+            problems.append(f"state {got.get('State')}")
+        out.extend((check, "drift", problem) for problem in problems)
+        if not problems:
+            limits = f"MaxTime={got.get('MaxTime')} MaxNodes={got.get('MaxNodes')}"
+            if part.qos is not None:
+                limits = f"limits come from QoS {part.qos} (not compared; see `sacctmgr show qos {part.qos}`)"
+            out.append((check, "ok", limits))
+    return out
 
 
 def _slurm_time(text: str) -> int | None:
@@ -88,32 +134,8 @@ def check_site(svc: Service, site: str) -> dict[str, Any]:
     live = parse_partitions(text) if rc == 0 else {}
     if rc != 0:
         add("partitions", "fail", text.strip() or "scontrol show partition failed")
-    for key, part in profile.partitions.items():
-        name = part.slurm_name or key
-        got = live.get(name)
-        if got is None:
-            if live:
-                add(
-                    f"partition {name}",
-                    "drift",
-                    f"in the profile, but the cluster has no partition '{name}' (it has: {', '.join(sorted(live))})",
-                )
-            continue
-        problems = []
-        live_max = _slurm_time(got.get("MaxTime", ""))
-        if part.max_time and live_max is not None and part.max_time_seconds != live_max:
-            problems.append(
-                f"max_time: profile {format_duration(part.max_time_seconds or 0)}, cluster {format_duration(live_max)}"
-            )
-        live_nodes = got.get("MaxNodes", "UNLIMITED")
-        if part.max_nodes and live_nodes.isdigit() and int(live_nodes) != part.max_nodes:
-            problems.append(f"max_nodes: profile {part.max_nodes}, cluster {live_nodes}")
-        if got.get("State", "UP") != "UP":
-            problems.append(f"state {got.get('State')}")
-        for problem in problems:
-            add(f"partition {name}", "drift", problem)
-        if not problems:
-            add(f"partition {name}", "ok", f"MaxTime={got.get('MaxTime')} MaxNodes={got.get('MaxNodes')}")
+    for name, status, detail in partition_drift(profile, live):
+        add(name, status, detail)
     known = {p.slurm_name or k for k, p in profile.partitions.items()}
     extra = sorted(set(live) - known)
     if extra:

@@ -48,6 +48,8 @@ def partitions_from_live(partitions_text: str, nodes_text: str) -> tuple[dict[st
         mem = min((int(n["RealMemory"]) for n in members if n.get("RealMemory", "").isdigit()), default=None)
         entry: dict[str, Any] = {"kind": "gpu" if per_node else "cpu"}
         entry["whole_node"] = p.get("OverSubscribe", "NO").startswith("EXCLUSIVE")
+        if p.get("MinNodes", "0").isdigit() and int(p["MinNodes"]) > 1:
+            entry["min_nodes"] = int(p["MinNodes"])
         if p.get("MaxNodes", "UNLIMITED").isdigit():
             entry["max_nodes"] = int(p["MaxNodes"])
         for key, field in (("max_time", "MaxTime"), ("default_time", "DefaultTime")):

@@ -31,3 +31,30 @@ def test_parse_partitions_and_sections() -> None:
     assert parts["dev-g"]["MaxTime"] == "03:00:00"
     text = "\n@@AIF-CHECK@@ version\nslurm 22.05.8\n@@AIF-CHECK@@ rc 0\n"
     assert split_sections(text)["version"] == ("slurm 22.05.8", 0)
+
+
+def test_partition_drift_against_recorded_scontrol(tmp_path: Path, aif_home: Path) -> None:
+    from aifactory_cli.profile import load_profile_file
+    from aifactory_cli.sitecheck import partition_drift
+
+    live = parse_partitions((DATA / "scontrol_partitions.txt").read_text())
+    path = tmp_path / "drifty.yaml"
+    path.write_text(
+        "version: 1\nextends: testbed\npartitions:\n"
+        "  standard-g: {min_nodes: 2}\n"  # the cluster takes 1-node jobs there
+        "  dev-g: {max_time: '06:00:00'}\n"  # the cluster says 03:00:00
+        # a partition + QoS entry: its limits are the QoS's, so the partition's are not compared
+        "  small-g-long: {kind: gpu, slurm_name: small-g, qos: long, max_nodes: 1, max_time: '7-00:00:00'}\n"
+    )
+    checks = partition_drift(load_profile_file(path).profile, live)
+    drift = sorted((c, d) for c, s, d in checks if s == "drift")
+    assert drift == [
+        ("partition dev-g", "max_time: profile 06:00:00, cluster 03:00:00"),
+        ("partition standard-g", "min_nodes: profile 2, cluster 1"),
+    ]
+    status = {c: (s, d) for c, s, d in checks}
+    assert status["partition small-g-long (small-g)"] == (
+        "ok",
+        "limits come from QoS long (not compared; see `sacctmgr show qos long`)",
+    )
+    assert status["partition small-g"][0] == "ok"
