@@ -320,10 +320,18 @@ def test_client_killed_while_sending_input(settings: SshSettings, home: Path, re
     def size() -> int:
         return int(tr.run(["stat", "-c", "%s", target]).stdout)
 
-    time.sleep(0.5)
-    first = size()
+    # the agent notices the dead client and stops the remote `cat`: wait until the file stops growing
+    deadline = time.monotonic() + 20
+    last = size()
+    while True:
+        time.sleep(1)
+        now = size()
+        if now == last:
+            break
+        assert time.monotonic() < deadline, f"{target} still grows 20 s after its client was killed"
+        last = now
     time.sleep(1)
-    assert size() == first > 0  # the remote command was stopped with its client
+    assert size() == now > 0  # the remote command was stopped with its client
     assert tr.run("echo alive").stdout == "alive\n"
     assert agent_pids(home) == [tr.agent_pid]
     stop(tr)
@@ -402,9 +410,9 @@ def test_idle_exit_after_persist(settings: SshSettings, home: Path) -> None:
     assert tr.run("true").ok and tr.connections_opened == 1
     tr.close()
     closed = time.monotonic()
-    proc.wait(10)
+    proc.wait(30)
     waited = time.monotonic() - closed
-    assert 1.8 < waited < 6, waited
+    assert 1.8 < waited < 15, waited  # exits after persist=2 s without a client (slack for a slow CI machine)
     assert not tr.socket_path.exists()
     assert "no client for 2 s" in tr.log_path.read_text()
     # the next command starts a new one
@@ -473,7 +481,7 @@ def test_dead_port(settings: SshSettings, home: Path) -> None:
     expected = _ssh_error(bad)
     start = time.monotonic()
     got = _agent_error(bad, home)
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 15  # refused is final: no retry loop, no 60 s hang (slack for slow CI)
     assert type(got) is RemoteError and str(got) == str(expected)
     assert "127.0.0.1:1" in got.message and "refused" in got.message
 

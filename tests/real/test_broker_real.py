@@ -7,12 +7,16 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
+from tests.real.conftest import TESTBED_ACCOUNT, TESTBED_SSH_CONFIG
+
 pytestmark = pytest.mark.real
-SSH = ["ssh", "-F", "/tmp/testbed/client/ssh_config", "testbed"]
+SSH = ["ssh", "-F", str(TESTBED_SSH_CONFIG), "testbed"]
 OFF = "{auto: false}"
 
 
@@ -39,7 +43,7 @@ def cpu_nodes_full():
         out = subprocess.run(
             [
                 *SSH,
-                "sbatch --parsable --account=project_465000001 --partition=standard --exclusive --nodes=1 --time=20",
+                f"sbatch --parsable --account={TESTBED_ACCOUNT} --partition=standard --exclusive --nodes=1 --time=20",
             ],
             input=script,
             capture_output=True,
@@ -47,6 +51,18 @@ def cpu_nodes_full():
             check=True,
         ).stdout.strip()
         ids.append(out)
+    # `sbatch --test-only` estimates a start only from running jobs: queued fillers would not count
+    deadline = time.monotonic() + 60
+    while True:
+        states = subprocess.run(
+            [*SSH, f"squeue -h -j {','.join(ids)} -o %T"], capture_output=True, text=True, check=False
+        ).stdout.split()
+        if states == ["RUNNING", "RUNNING"]:
+            break
+        if time.monotonic() > deadline:
+            subprocess.run([*SSH, "scancel " + " ".join(ids)], check=False)
+            pytest.fail(f"the two filler jobs {ids} are not both RUNNING after 60 s: {states}")
+        time.sleep(0.5)
     yield ids
     subprocess.run([*SSH, "scancel " + " ".join(ids)], check=False)
 
@@ -80,9 +96,17 @@ def test_plan_rules_out_sites_by_constraint(tb, two_sites, tmp_path: Path) -> No
 
 
 def test_usage_from_sacct(tb) -> None:
-    r = tb("usage", "--site", "testbed", "--json")
-    assert r.code == 0, r.stderr
-    report = json.loads(r.stdout)
+    # a job of its own, so the count does not depend on what ran before on this test bed
+    done = tb("submit", str(REPO / "examples" / "hello.yaml"), "--site", "testbed", "--wait", "--timeout", "120")
+    assert done.code == 0, done.stderr
+    deadline = time.monotonic() + 30  # slurmdbd records finished jobs with a lag
+    while True:
+        r = tb("usage", "--site", "testbed", "--json")
+        assert r.code == 0, r.stderr
+        report = json.loads(r.stdout)
+        if report.get("jobs") or time.monotonic() > deadline:
+            break
+        time.sleep(1)
     # the test bed has no lumi-allocations: aifactory falls back to sacct and the billing rules
     assert report["source"].startswith("sacct since") and report["jobs"] > 0
     assert set(report["charged"]) <= {"GPU-hours", "core-hours"}

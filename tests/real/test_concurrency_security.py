@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shlex
 import sqlite3
 import stat
@@ -40,7 +41,7 @@ def _aif(args: list[str], env: dict[str, str], timeout: float = 180) -> subproce
 
 def test_twenty_parallel_submits_and_statuses(testbed_env: dict[str, str], tmp_path: Path) -> None:
     env = testbed_env
-    name = f"par{os.getpid()}"
+    name = f"par{secrets.token_hex(4)}"  # unique on a reused test bed too (sacct looks back an hour)
     spec = tmp_path / "par.yaml"
     spec.write_text(f"name: {name}\nrun: echo $AIF_JOB_ID\nresources: {{time: 5m}}\n")
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.real.conftest import TESTBED_ACCOUNT, TESTBED_CLIENT
+from tests.real.conftest import TESTBED_ACCOUNT, TESTBED_CLIENT, TESTBED_DIR
 from tests.real.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.real
 CLIENT = TESTBED_CLIENT
-PIDS = Path("/tmp/testbed/pids")
+PIDS = TESTBED_DIR / "pids"  # tests/testbed/lib.sh: $TESTBED_DIR/pids
 ACCOUNT = TESTBED_ACCOUNT
 
 
@@ -61,53 +61,55 @@ def _proxied_site(tmp_path: Path, proxy: FaultProxy) -> None:
 def test_connection_dropped_after_sbatch_was_sent(testbed_env: dict[str, str], tmp_path: Path) -> None:
     env = testbed_env
     proxy = FaultProxy(("127.0.0.1", 2222))
-    _proxied_site(tmp_path, proxy)
-    name = f"drop{os.getpid()}{int(time.time()) % 100000}"
-    spec = tmp_path / "job.yaml"
-    spec.write_text(f"name: {name}\nrun: echo done\nresources: {{time: 5m}}\n")
-    ctld = _pid("slurmctld")
-    os.kill(ctld, 19)  # SIGSTOP: sbatch will block until we let the controller go on
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "aifactory_cli", "submit", str(spec), "--site", "tbproxy"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
+        _proxied_site(tmp_path, proxy)
+        name = f"drop{os.getpid()}{int(time.time()) % 100000}"
+        spec = tmp_path / "job.yaml"
+        spec.write_text(f"name: {name}\nrun: echo done\nresources: {{time: 5m}}\n")
+        ctld = _pid("slurmctld")
+        os.kill(ctld, 19)  # SIGSTOP: sbatch will block until we let the controller go on
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "aifactory_cli", "submit", str(spec), "--site", "tbproxy"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                stdin=subprocess.DEVNULL,
+            )
+            deadline = time.time() + 30
+            while time.time() < deadline:  # sbatch is running on the login node: the command was sent
+                if subprocess.run(["pgrep", "-u", "hpcuser", "-x", "sbatch"], capture_output=True).returncode == 0:
+                    break
+                time.sleep(0.02)
+            else:
+                pytest.fail("sbatch never started")
+            proxy.freeze()  # from now on the reply never reaches the client
+        finally:
+            os.kill(ctld, 18)  # SIGCONT
+        workdirs = Path(f"/scratch/{ACCOUNT}/hpcuser/aifactory")
         deadline = time.time() + 30
-        while time.time() < deadline:  # sbatch is running on the login node: the command was sent
-            if subprocess.run(["pgrep", "-u", "hpcuser", "-x", "sbatch"], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.02)
-        else:
-            pytest.fail("sbatch never started")
-        proxy.freeze()  # from now on the reply never reaches the client
+        while time.time() < deadline and not list(workdirs.glob(f"{name}-*/slurm_job_id")):
+            time.sleep(0.05)
+        assert list(workdirs.glob(f"{name}-*/slurm_job_id")), "sbatch did not complete on the site"
+        proxy.cut()
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 3, err
+        assert "unknown" in err.lower() and "never submitted twice" in err
+        assert "Traceback" not in err
+        store = json.loads(_aif(["list", "--json"], env).stdout)["jobs"]
+        assert [(j["state"], j["slurm_job_id"]) for j in store] == [("UNKNOWN", None)]
+        # the next command looks the job up on the site before anything is sent again
+        again = _aif(["submit", str(spec), "--site", "tbproxy", "--json"], env)
+        assert again.returncode == 0, again.stderr
+        assert "not submitting again" in again.stderr
+        status = json.loads(_aif(["status", "--json"], env).stdout)["jobs"]
+        assert len(status) == 1 and status[0]["slurm_job_id"] is not None
+        assert status[0]["id"] == store[0]["id"]
+        assert _aif(["wait", status[0]["id"], "--timeout", "60"], env).returncode == 0
+        assert _sacct_count(name) == 1  # exactly one job in Slurm, one in the store
     finally:
-        os.kill(ctld, 18)  # SIGCONT
-    workdirs = Path(f"/scratch/{ACCOUNT}/hpcuser/aifactory")
-    deadline = time.time() + 30
-    while time.time() < deadline and not list(workdirs.glob(f"{name}-*/slurm_job_id")):
-        time.sleep(0.05)
-    assert list(workdirs.glob(f"{name}-*/slurm_job_id")), "sbatch did not complete on the site"
-    proxy.cut()
-    _out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 3, err
-    assert "unknown" in err.lower() and "never submitted twice" in err
-    assert "Traceback" not in err
-    store = json.loads(_aif(["list", "--json"], env).stdout)["jobs"]
-    assert [(j["state"], j["slurm_job_id"]) for j in store] == [("UNKNOWN", None)]
-    # the next command looks the job up on the site before anything is sent again
-    again = _aif(["submit", str(spec), "--site", "tbproxy", "--json"], env)
-    assert again.returncode == 0, again.stderr
-    assert "not submitting again" in again.stderr
-    status = json.loads(_aif(["status", "--json"], env).stdout)["jobs"]
-    assert len(status) == 1 and status[0]["slurm_job_id"] is not None
-    assert status[0]["id"] == store[0]["id"]
-    assert _aif(["wait", status[0]["id"], "--timeout", "60"], env).returncode == 0
-    assert _sacct_count(name) == 1  # exactly one job in Slurm, one in the store
-    proxy.close()
+        proxy.close()
 
 
 def test_sshd_restart_while_waiting(testbed_env: dict[str, str], tmp_path: Path) -> None:

@@ -313,7 +313,7 @@ def test_dead_port_fails_fast(testbed_ssh_settings: SshSettings) -> None:
     start = time.monotonic()
     with pytest.raises(RemoteError) as info:
         tr.run("true")
-    assert time.monotonic() - start < 2
+    assert time.monotonic() - start < 15  # refused is final: no retry loop, no 60 s hang (slack for slow CI)
     assert "127.0.0.1:1" in info.value.message and "refused" in info.value.message
     assert not isinstance(info.value, (AuthError, HostKeyError))
 
@@ -385,8 +385,8 @@ def test_connection_lost_mid_command_then_reconnect(ssh: SshTransport) -> None:
 
 def test_reconnect_when_connection_died_between_commands(ssh: SshTransport) -> None:
     assert ssh.run("true").ok
-    assert ssh.run("(sleep 0.3; kill -9 $PPID) </dev/null >/dev/null 2>&1 &").ok
-    deadline = time.monotonic() + 10
+    assert ssh.run("(sleep 2; kill -9 $PPID) </dev/null >/dev/null 2>&1 &").ok
+    deadline = time.monotonic() + 30
     while ssh.connected and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not ssh.connected

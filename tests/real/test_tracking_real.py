@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.real.conftest import TESTBED_ACCOUNT, TESTBED_KEY
+from tests.real.conftest import TESTBED_ACCOUNT, TESTBED_KEY, TESTBED_SSH_CONFIG
 
 pytestmark = pytest.mark.real
 ACCOUNT = TESTBED_ACCOUNT
 KEY = TESTBED_KEY
-SSH = ["ssh", "-F", "/tmp/testbed/client/ssh_config", "testbed"]
+SSH = ["ssh", "-F", str(TESTBED_SSH_CONFIG), "testbed"]
 
 
 def _spec(tmp_path: Path, name: str, text: str) -> str:
@@ -49,9 +49,15 @@ def test_states_are_what_slurm_did(tb, tmp_path: Path) -> None:
     }
     # cancel one while it runs, one while it is pending
     r = tb("wait", ids["running"], "--timeout", "3")
-    assert r.code == 5
-    status = _jobs(tb("status", ids["running"], ids["pending"], "--json"))
-    assert {j["id"]: j["state"] for j in status} == {ids["running"]: "RUNNING", ids["pending"]: "PENDING"}
+    assert r.code == 5  # timed out (sleep 300 cannot have ended)
+    deadline = time.monotonic() + 60  # a slow machine may take a while to start it
+    while True:
+        status = _jobs(tb("status", ids["running"], ids["pending"], "--json"))
+        states = {j["id"]: j["state"] for j in status}
+        if states.get(ids["running"]) == "RUNNING" or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert states == {ids["running"]: "RUNNING", ids["pending"]: "PENDING"}
     assert next(j for j in status if j["id"] == ids["pending"])["reason"] == "JobHeldUser"
     assert tb("cancel", ids["running"], ids["pending"]).code == 0
     r = tb("wait", *ids.values(), "--timeout", "180", "--json")
