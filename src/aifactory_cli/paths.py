@@ -67,3 +67,13 @@ def ensure_private_dir(path: Path) -> Path:
     if (path.stat().st_mode & 0o777) != 0o700:
         path.chmod(0o700)
     return path
+
+
+def available_sites() -> list[str]:
+    """Every site name with a profile on the search path, plus the embedded `local` (file names
+    only: nothing is parsed, so shell completion stays fast)."""
+    names: set[str] = {"local"}
+    for directory in profile_search_path():
+        if directory.is_dir():
+            names.update(p.stem for p in directory.glob("*.yaml"))
+    return sorted(names)

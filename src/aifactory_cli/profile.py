@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from aifactory_cli import paths
 from aifactory_cli.errors import ConfigError, NotFound, ProfileError, did_you_mean
+from aifactory_cli.paths import available_sites
 from aifactory_cli.spec import check_slurm_options, deep_merge
 from aifactory_cli.units import parse_duration, parse_memory
 from aifactory_cli.yamlio import YamlDoc, format_validation_error, load_yaml_file
@@ -285,14 +286,6 @@ def find_profile_file(name: str, exclude: Path | None = None) -> Path | None:
         if candidate.is_file() and (exclude is None or candidate.resolve() != exclude.resolve()):
             return candidate
     return None
-
-
-def available_sites() -> list[str]:
-    names: set[str] = {"local"}
-    for directory in paths.profile_search_path():
-        if directory.is_dir():
-            names.update(p.stem for p in directory.glob("*.yaml"))
-    return sorted(names)
 
 
 def _load_chain(path: Path, seen: list[Path]) -> tuple[dict[str, Any], list[Path], YamlDoc]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aifactory_cli.cli import common
+from aifactory_cli.cli import common, completion
 
 
 def register(app: typer.Typer) -> None:
@@ -12,7 +12,7 @@ def register(app: typer.Typer) -> None:
 
 
 def cancel(
-    jobs: list[str] = typer.Argument(..., metavar="JOB..."),
+    jobs: list[str] = typer.Argument(..., metavar="JOB...", autocompletion=completion.jobs),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
     with common.service() as svc:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from aifactory_cli.cli import common
+from aifactory_cli.cli import common, completion
 
 
 def register(app: typer.Typer) -> None:
@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
 
 
 def fetch(
-    job: str = typer.Argument(..., metavar="JOB"),
+    job: str = typer.Argument(..., metavar="JOB", autocompletion=completion.jobs),
     dest: Path | None = typer.Option(None, "--dest", "-d", help="Local directory (default ./NAME-ID)."),
     pattern: list[str] = typer.Option([], "--pattern", help="Globs instead of the spec's download: list."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),

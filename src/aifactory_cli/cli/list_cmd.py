@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aifactory_cli.cli import common
+from aifactory_cli.cli import common, completion
 from aifactory_cli.states import ALL_STATES
 
 
@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
 
 
 def list_jobs(
-    site: str | None = typer.Option(None, "--site", "-s", help="Only this site."),
+    site: str | None = typer.Option(None, "--site", "-s", help="Only this site.", autocompletion=completion.sites),
     state: list[str] = typer.Option([], "--state", help="Only these states (repeatable), e.g. RUNNING."),
     name: str | None = typer.Option(None, "--name", help="Only jobs with this name."),
     limit: int | None = typer.Option(None, "--limit", "-n", help="At most N jobs (the newest)."),

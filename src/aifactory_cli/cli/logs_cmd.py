@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from aifactory_cli.cli import common
+from aifactory_cli.cli import common, completion
 
 
 def register(app: typer.Typer) -> None:
@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
 
 
 def logs(
-    job: str = typer.Argument(..., metavar="JOB"),
+    job: str = typer.Argument(..., metavar="JOB", autocompletion=completion.jobs),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the job ends."),
     stderr: bool = typer.Option(False, "--stderr", "-e", help="Show stderr instead of stdout."),
     task: int | None = typer.Option(None, "--task", "-t", help="Array element (default 0)."),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from aifactory_cli.cli import common
+from aifactory_cli.cli import common, completion
 
 
 def register(app: typer.Typer) -> None:
@@ -19,7 +19,9 @@ def register(app: typer.Typer) -> None:
 
 def plan(
     spec: Path = typer.Argument(..., metavar="SPEC"),
-    sites: str | None = typer.Option(None, "--sites", help="Comma-separated site names."),
+    sites: str | None = typer.Option(
+        None, "--sites", help="Comma-separated site names.", autocompletion=completion.site_list
+    ),
     prefer: str = typer.Option("start", "--prefer", help="Rank by `start` (soonest) or `cost` (cheapest)."),
     account: str | None = typer.Option(None, "--account", "-A", help="Account for every site (default: config)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from aifactory_cli.cli import common
+from aifactory_cli.cli import common, completion
 
 
 def register(app: typer.Typer) -> None:
@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 def render(
     spec: Path = typer.Argument(..., metavar="SPEC", help="Job spec YAML file."),
-    site: str | None = typer.Option(None, "--site", "-s", help="Site name."),
+    site: str | None = typer.Option(None, "--site", "-s", help="Site name.", autocompletion=completion.sites),
     account: str | None = typer.Option(None, "--account", "-A", help="Slurm account/project."),
     partition: str | None = typer.Option(None, "--partition", "-p", help="Override the partition choice."),
     qos: str | None = typer.Option(None, "--qos", help="Slurm QoS."),

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from aifactory_cli.cli import common
+from aifactory_cli.cli import common, completion
 
 app = typer.Typer(help="Site profiles: list, show, validate, check against the live site.", no_args_is_help=True)
 
@@ -67,7 +67,7 @@ def list_sites(as_json: bool = typer.Option(False, "--json", help="Print JSON on
 
 @app.command("show", help="The resolved profile of a site (extends applied), its sources and verification date.")
 def show(
-    site: str = typer.Argument(..., metavar="SITE"),
+    site: str = typer.Argument(..., metavar="SITE", autocompletion=completion.sites),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
     import yaml
@@ -108,7 +108,7 @@ def validate(
 
 @app.command("check", help="Connect to a site and compare it with its profile (partitions, limits, account, sacct).")
 def check(
-    site: str = typer.Argument(..., metavar="SITE"),
+    site: str = typer.Argument(..., metavar="SITE", autocompletion=completion.sites),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
     from aifactory_cli.sitecheck import check_site

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aifactory_cli.cli import common
+from aifactory_cli.cli import common, completion
 
 
 def register(app: typer.Typer) -> None:
@@ -16,7 +16,9 @@ def register(app: typer.Typer) -> None:
 
 
 def status(
-    jobs: list[str] = typer.Argument(None, metavar="[JOB...]", help="Job id, SITE:SLURM_ID, or unique name."),
+    jobs: list[str] = typer.Argument(
+        None, metavar="[JOB...]", help="Job id, SITE:SLURM_ID, or unique name.", autocompletion=completion.jobs
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only (with provenance for named jobs)."),
     cached: bool = typer.Option(False, "--cached", help="Do not ask the sites; show the stored state."),
     refresh: bool = typer.Option(

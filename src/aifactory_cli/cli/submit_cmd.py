@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from aifactory_cli.cli import common
+from aifactory_cli.cli import common, completion
 
 
 def register(app: typer.Typer) -> None:
@@ -28,10 +28,14 @@ def submit(
         "-s",
         help="Site name (default: AIFACTORY_SITE, the config's default_site, or local); `auto` lets the broker "
         "pick among the sites with an account (see `aifactory plan`).",
+        autocompletion=completion.sites_or_auto,
     ),
     prefer: str = typer.Option("start", "--prefer", help="With --site auto: pick the soonest `start` or the `cost`."),
     sites: str | None = typer.Option(
-        None, "--sites", help="With --site auto: the sites to choose from (comma-separated)."
+        None,
+        "--sites",
+        help="With --site auto: the sites to choose from (comma-separated).",
+        autocompletion=completion.site_list,
     ),
     account: str | None = typer.Option(None, "--account", "-A", help="Slurm account/project (default: config)."),
     partition: str | None = typer.Option(None, "--partition", "-p", help="Override the automatic partition choice."),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aifactory_cli.cli import common
+from aifactory_cli.cli import common, completion
 
 
 def register(app: typer.Typer) -> None:
@@ -16,7 +16,9 @@ def register(app: typer.Typer) -> None:
 
 
 def usage(
-    site: str | None = typer.Option(None, "--site", "-s", help="Site (default: the default site)."),
+    site: str | None = typer.Option(
+        None, "--site", "-s", help="Site (default: the default site).", autocompletion=completion.sites
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
     from aifactory_cli.broker import usage as site_usage

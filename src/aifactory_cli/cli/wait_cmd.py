@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from aifactory_cli.cli import common
+from aifactory_cli.cli import common, completion
 
 
 def register(app: typer.Typer) -> None:
@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
 
 
 def wait(
-    jobs: list[str] = typer.Argument(..., metavar="JOB..."),
+    jobs: list[str] = typer.Argument(..., metavar="JOB...", autocompletion=completion.jobs),
     timeout: float | None = typer.Option(None, "--timeout", help="Give up after SECONDS (exit 5)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
     junit: str | None = typer.Option(None, "--junit", help="Also write a JUnit XML report to PATH."),
