@@ -95,6 +95,26 @@ def partition_drift(profile: SiteProfile, live: dict[str, dict[str, str]]) -> li
     return out
 
 
+def account_check(account: str, suffixes: list[str], accounts: list[str]) -> tuple[str, str]:
+    """(status, detail) for the configured account against the user's Slurm associations. With
+    per-partition suffixes (Deucalion: <project>g, <project>x) the project id is checked through
+    its suffixed forms: ok when at least one exists, and the detail says which partitions lack one."""
+    yours = f"(yours: {', '.join(accounts) or 'none found'})"
+    if not suffixes:
+        if account in accounts:
+            return "ok", f"'{account}' is among your accounts {yours}"
+        return "fail", f"'{account}' is NOT among your accounts {yours}"
+    base = next((account[: -len(x)] for x in sorted(suffixes, key=len, reverse=True) if account.endswith(x)), account)
+    have = [base + x for x in suffixes if base + x in accounts]
+    lack = [base + x for x in suffixes if base + x not in accounts]
+    if not have:
+        return "fail", f"none of {', '.join(base + x for x in suffixes)} is among your accounts {yours}"
+    detail = f"{', '.join(have)} among your accounts"
+    if lack:
+        detail += f"; not {', '.join(lack)} (jobs on partitions that use it will be refused)"
+    return "ok", f"{detail} {yours}"
+
+
 def _slurm_time(text: str) -> int | None:
     if text in ("UNLIMITED", "NONE", "", "Partition_Limit"):
         return None
@@ -146,11 +166,8 @@ def check_site(svc: Service, site: str) -> dict[str, Any]:
     if rc != 0:
         add("account", "info", f"cannot list associations: {text.strip()}")
     elif account:
-        add(
-            "account",
-            "ok" if account in accounts else "fail",
-            f"'{account}' {'is' if account in accounts else 'is NOT'} one of your accounts ({', '.join(accounts)})",
-        )
+        suffixes = sorted({p.account_suffix for p in profile.partitions.values() if p.account_suffix})
+        add("account", *account_check(account, suffixes, accounts))
     else:
         add("account", "info", f"none configured; yours: {', '.join(accounts) or 'none found'}")
     text, rc = sections.get("sacct", ("", 1))

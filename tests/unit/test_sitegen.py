@@ -58,3 +58,20 @@ def test_partition_drift_against_recorded_scontrol(tmp_path: Path, aif_home: Pat
         "limits come from QoS long (not compared; see `sacctmgr show qos long`)",
     )
     assert status["partition small-g"][0] == "ok"
+
+
+def test_account_check_with_and_without_suffixes() -> None:
+    from aifactory_cli.sitecheck import account_check
+
+    mine = ["project_465000001", "project_465000002"]
+    assert account_check("project_465000001", [], mine)[0] == "ok"
+    status, detail = account_check("project_465000009", [], mine)
+    assert status == "fail" and "'project_465000009' is NOT among your accounts" in detail
+    # Deucalion: the project id (or a suffixed form of it) is checked through <id>g / <id>x
+    deu = ["f2025deucaliong", "other"]
+    for given in ("f2025deucalion", "f2025deucaliong", "f2025deucalionx"):
+        status, detail = account_check(given, ["g", "x"], deu)
+        assert status == "ok", detail
+        assert detail.startswith("f2025deucaliong among your accounts; not f2025deucalionx"), detail
+    status, detail = account_check("f2025deucalion", ["g", "x"], ["other"])
+    assert status == "fail" and "none of f2025deucaliong, f2025deucalionx" in detail
