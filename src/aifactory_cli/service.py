@@ -53,6 +53,9 @@ class Prepared:
         return self.rendered.script
 
 
+MAX_PERSIST = 86400.0  # a background login kept longer than a day is a forgotten one
+
+
 class Service:
     def __init__(
         self, notify: Notify | None = None, progress_factory: Any = None, interactive: bool | None = None
@@ -127,12 +130,15 @@ class Service:
         value = os.environ.get("AIFACTORY_PERSIST")
         if value is not None:
             try:
-                return max(0.0, float(value))
-            except ValueError as exc:
+                seconds = float(value)
+            except ValueError:
+                seconds = float("nan")
+            if not 0 <= seconds <= MAX_PERSIST:  # also refuses nan
                 raise ConfigError(
-                    f"AIFACTORY_PERSIST={value!r} is not a number of seconds",
+                    f"AIFACTORY_PERSIST={value!r} is not a number of seconds from 0 to {MAX_PERSIST:.0f}",
                     "e.g. AIFACTORY_PERSIST=600, or 0 to connect for every command",
-                ) from exc
+                )
+            return seconds
         mine = self.config.for_site(site).persist
         return mine if mine is not None else self.profile(site).profile.ssh.persist
 
@@ -228,6 +234,7 @@ class Service:
         profile = self.profile(site)
         spec = loaded_spec.for_site(site)
         resolved = resolve(spec, profile, self.config, overrides)
+        resolved.warnings += _unknown_override_sites(loaded_spec)
         uploads = collect_uploads(spec.upload, loaded_spec.base_dir)
         token = uuid.uuid4().hex
         job_id = token[:8]
@@ -295,9 +302,10 @@ class Service:
                 f"{earlier.site} as job {earlier.slurm_job_id}"
             )
             return earlier
+        # a bad ssh setting or AIFACTORY_PERSIST fails here, before anything is recorded
+        backend = self.backend(resolved.site)
         # recorded before any remote step: an ambiguous failure can always be looked up
         self.store.add(job)
-        backend = self.backend(resolved.site)
         manifest = None
         try:
             self._join_prewarm(resolved.site)
@@ -463,14 +471,24 @@ class Service:
     def refresh(self, jobs: list[Job], force: bool = False) -> list[Job]:
         """Ask each site, once, about its live jobs among `jobs`; store and return them."""
         by_site: dict[str, list[Job]] = {}
+        orphans: dict[str, list[Job]] = {}
         now = time.time()
         for job in jobs:
             if job.is_final or not job.slurm_job_id:
                 continue
-            interval = self.profile(job.site).profile.poll_interval
+            try:
+                interval = self.profile(job.site).profile.poll_interval
+            except NotFound:  # the site's profile was removed: keep what is stored, say so
+                orphans.setdefault(job.site, []).append(job)
+                continue
             if not force and job.polled_at and now - job.polled_at < interval:
                 continue
             by_site.setdefault(job.site, []).append(job)
+        for site, site_jobs in orphans.items():
+            self.notify(
+                f"warning: site '{site}' has no profile any more; {', '.join(j.id for j in site_jobs)} "
+                f"keep their last known state (restore {site}.yaml in a profile dir to follow them)"
+            )
         for site, site_jobs in by_site.items():
             updates = self.backend(site).poll(site_jobs)
             self.store.mark_polled(site_jobs, now)
@@ -517,9 +535,20 @@ class Service:
         for job in jobs:
             if not job.is_final and job.slurm_job_id:
                 by_site.setdefault(job.site, []).append(job)
+        unreachable: list[str] = []
         for site, site_jobs in by_site.items():
-            self.backend(site).cancel(site_jobs)
+            try:
+                backend = self.backend(site)
+            except NotFound:
+                unreachable += [f"{j.id} ({site} job {j.slurm_job_id})" for j in site_jobs]
+                continue
+            backend.cancel(site_jobs)
             self.notify(f"cancel sent for {', '.join(j.id for j in site_jobs)} on {site}")
+        if unreachable:
+            raise NotFound(
+                f"cannot cancel {', '.join(unreachable)}: the site's profile is gone",
+                "restore the site's profile (SITE.yaml in a profile dir), or scancel the job on the site yourself",
+            )
         return jobs
 
     def wait(
@@ -620,6 +649,23 @@ class Service:
             with progress or contextlib.nullcontext() as advance:
                 backend.fetch(job, files, target, advance)
         return job, files, target
+
+
+def _unknown_override_sites(loaded_spec: LoadedSpec) -> list[str]:
+    """A `sites:` entry for a site with no profile is probably a typo: its overrides are never used."""
+    from aifactory_cli.errors import did_you_mean
+    from aifactory_cli.paths import available_sites
+
+    known = available_sites()
+    out = []
+    for name in loaded_spec.raw.get("sites") or {}:
+        if str(name) not in known:
+            guess = did_you_mean(str(name), known)
+            out.append(
+                f"sites.{name}: no site '{name}' is known, so these overrides are never used"
+                + (f" (did you mean '{guess}'?)" if guess else f" (sites: {', '.join(known)})")
+            )
+    return out
 
 
 def exit_code_for(jobs: list[Job]) -> int:

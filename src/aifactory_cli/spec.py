@@ -74,6 +74,13 @@ def check_slurm_options(v: Any, instead: str) -> Any:
                 raise ValueError(f"slurm option '{key}' is not an sbatch long option name")
             if key in PROTECTED_SLURM_OPTIONS:
                 raise ValueError(f"slurm.{key} is set by aifactory; {instead}")
+            # sbatch takes any unique prefix of a long option (--parti = --partition)
+            full = sorted(o for o in PROTECTED_SLURM_OPTIONS if len(o) > 1 and o.startswith(key))
+            if full and len(key) > 1:
+                raise ValueError(
+                    f"slurm.{key} is an abbreviation sbatch would read as --{full[0]}, which aifactory sets; "
+                    f"{instead}"
+                )
             if isinstance(value, str) and ("\n" in value or "\r" in value):
                 raise ValueError(f"slurm.{key} must be a single line")
         return {str(k).lstrip("-"): val for k, val in v.items()}

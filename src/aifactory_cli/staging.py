@@ -151,16 +151,27 @@ def collect_uploads(entries: list[str], base: Path) -> list[tuple[Path, str]]:
                     dirs[:] = sorted(d for d in dirs if d not in ("__pycache__", ".git"))
                     for name in sorted(files):
                         full = Path(root) / name
+                        _regular(full, entry)
                         rel = full.relative_to(base).as_posix()
                         if rel not in seen:
                             seen.add(rel)
                             out.append((full, rel))
             else:
+                _regular(path, entry)
                 rel = path.relative_to(base).as_posix()
                 if rel not in seen:
                     seen.add(rel)
                     out.append((path, rel))
     return out
+
+
+def _regular(path: Path, entry: str) -> None:
+    """Only regular files are sent: a fifo would block the upload forever, a device never ends."""
+    if not path.is_file():  # follows symlinks: a link to /dev/zero is refused too
+        raise SpecError(
+            f"upload entry '{entry}': {path} is not a regular file (a pipe, socket, device or broken link)",
+            "upload only files and directories of files",
+        )
 
 
 class _CountingWriter(io.RawIOBase):

@@ -3,8 +3,9 @@ that name the file, the line, the key path and a likely fix."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import yaml
 
@@ -34,22 +35,87 @@ class YamlDoc:
 
 # libyaml's C loader when PyYAML was built with it (about 10x faster), else the pure-Python one;
 # both keep node marks, so lines can be reported.
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _walk(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int]) -> None:
+_RETYPED = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+
+
+class _Loader(_Base):
+    """Plain scalars are text unless they are a decimal integer, true/false or null. YAML 1.1
+    (PyYAML's default) reads `time: 1:00:00` as the sexagesimal integer 3600, `0755` as octal 493
+    and `yes`/`on` as true, and turns `3e-4` into 0.0003 but `1e-4` not: a job would silently get
+    60 hours, another file mode, another learning rate. The models still turn "yes" or "0.5" into
+    a bool or a float where a field wants one, and env/matrix values keep the text as written."""
+
+    yaml_implicit_resolvers: ClassVar[dict[Any, Any]] = {
+        first: [(tag, rx) for tag, rx in resolvers if tag not in _RETYPED]
+        for first, resolvers in _Base.yaml_implicit_resolvers.items()
+    }
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789"))
+
+MAX_NODES = 200_000  # after aliases are expanded: a "billion laughs" file is refused, not validated for minutes
+
+
+class _Tooling(Exception):
+    """A structural problem found while walking the node tree (message, line, hint)."""
+
+    def __init__(self, message: str, line: int, hint: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.hint = hint
+
+
+def _walk(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], active: set[int], sizes: dict[int, int]) -> int:
+    """Record the line of every key path; refuse duplicate keys and recursive aliases. Returns the
+    node count of this subtree with aliases expanded (aliased subtrees are walked once)."""
     lines.setdefault(path, node.start_mark.line + 1)
+    nid = id(node)
+    if nid in active:
+        raise _Tooling(
+            "an alias refers to a node that contains it (a recursive structure)",
+            node.start_mark.line + 1,
+            "write the values out instead of the *alias",
+        )
+    if nid in sizes:
+        return sizes[nid]
+    active.add(nid)
+    size = 1
     if isinstance(node, yaml.MappingNode):
+        first: dict[Any, int] = {}
         for key_node, value_node in node.value:
             key = key_node.value
+            line = key_node.start_mark.line + 1
+            if isinstance(key_node, yaml.ScalarNode) and key != "<<":
+                if key in first:
+                    raise _Tooling(
+                        f"duplicate key '{key}' (first at line {first[key]})",
+                        line,
+                        "keep one of them: YAML would silently use the last",
+                    )
+                first[key] = line
             child = (*path, key)
-            lines[child] = key_node.start_mark.line + 1
-            _walk(value_node, child, lines)
+            lines[child] = line
+            size += _walk(value_node, child, lines, active, sizes)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             child = (*path, i)
             lines[child] = item.start_mark.line + 1
-            _walk(item, child, lines)
+            size += _walk(item, child, lines, active, sizes)
+    active.discard(nid)
+    sizes[nid] = size
+    if size > MAX_NODES:
+        raise _Tooling(
+            f"the document expands to more than {MAX_NODES} values through aliases",
+            node.start_mark.line + 1,
+            "a job file or profile needs far fewer values; check the &anchors and *aliases",
+        )
+    return size
 
 
 def parse_yaml(text: str, source: str, error_cls: type[AifactoryError] = BadInput) -> YamlDoc:
@@ -73,7 +139,10 @@ def parse_yaml(text: str, source: str, error_cls: type[AifactoryError] = BadInpu
         raise error_cls(f"malformed YAML: {exc}", where=source) from exc
     lines: dict[KeyPath, int] = {}
     if node is not None:
-        _walk(node, (), lines)
+        try:
+            _walk(node, (), lines, set(), {})
+        except _Tooling as exc:
+            raise error_cls(str(exc), exc.hint, where=f"{source}:{exc.line}") from exc
     return YamlDoc(data, lines, source)
 
 

@@ -81,14 +81,44 @@ CASES = [
     ("config-unknown-key", GOOD, [], "default_site: local\nsitez: {}\n", 2, ["config.yaml:2", "did you mean 'sites'"]),
     ("config-malformed", GOOD, [], "sites: [\n", 2, ["config.yaml", "malformed YAML"]),
     ("bad-cli-option", GOOD, ["--nodes", "3"], None, 2, ["No such option"]),
+    # sbatch reads a unique prefix as the whole option: --parti would override --partition
+    (
+        "abbreviated-slurm-option",
+        "run: x\nslurm: {parti: debug}\n",
+        [],
+        None,
+        2,
+        ["job.yaml:2", "slurm.parti is an abbreviation sbatch would read as --partition"],
+    ),
+    ("duplicate-key", "name: x\nrun: echo a\nrun: echo b\n", [], None, 2, ["job.yaml:3", "duplicate key 'run'"]),
+    ("recursive-alias", "run: x\nenv: &a {A: *a}\n", [], None, 2, ["job.yaml:2", "recursive structure"]),
+    (
+        "alias-bomb",
+        "run: x\na0: &a0 [x,x,x,x,x,x,x,x,x]\n"
+        + "".join(f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]\n" for i in range(1, 8)),
+        [],
+        None,
+        2,
+        ["expands to more than 200000 values"],
+    ),
+    # checked before the job is recorded (no PREPARED record left behind) and before any login
+    (
+        "persist-not-seconds",
+        GOOD,
+        ["--site", "testbed", "-A", "project_465000001"],
+        None,
+        2,
+        ["AIFACTORY_PERSIST='-5' is not a number of seconds"],
+    ),
 ]
+ENV = {"persist-not-seconds": {"AIFACTORY_PERSIST": "-5"}}
 
 
 @pytest.mark.parametrize(("case", "spec", "args", "config", "code", "words"), CASES, ids=[c[0] for c in CASES])
 def test_bad_input(cli, aif_home: Path, tmp_path: Path, case, spec, args, config, code, words) -> None:
     path = tmp_path / "job.yaml"
     path.write_text(spec)
-    env = {}
+    env = dict(ENV.get(case, {}))
     if config is not None:
         cfg = tmp_path / "config.yaml"
         cfg.write_text(config)
@@ -131,3 +161,38 @@ def test_debug_shows_the_cause(cli, tmp_path: Path) -> None:
 def test_examples_render_for_lumi_without_account_as_preview(cli) -> None:
     r = cli("render", str(EXAMPLES / "train.yaml"), "--site", "lumi")
     assert r.code == 0 and "--account=ACCOUNT_NOT_SET" in r.stdout and "no account set" in r.stderr
+
+
+def test_yaml_plain_scalars_keep_their_text(cli, tmp_path: Path) -> None:
+    """YAML 1.1 would read 1:00:00 as 3600 (minutes -> 60 h), 0755 as 493, yes as true, 3e-4 as 0.0003."""
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        "name: t\nresources: {time: 1:00:00}\nenv: {A: 1:30, B: yes, D: 0755, F: 0x1F, N: 7}\n"
+        "matrix: {LR: [1e-4, 3e-4, 0.10]}\nrun: echo\n"
+    )
+    r = cli("render", str(spec), "--site", "lumi", "-A", "project_465000001")
+    assert r.code == 0, r.stderr
+    assert "#SBATCH --time=01:00:00" in r.stdout
+    for line in ("export A=1:30", "export B=yes", "export D=0755", "export F=0x1F", "export N=7"):
+        assert line in r.stdout, line
+    assert "LR=1e-4" in r.stdout and "LR=3e-4" in r.stdout and "LR=0.10" in r.stdout
+
+
+def test_typo_in_a_sites_override_is_flagged(cli, tmp_path: Path) -> None:
+    spec = tmp_path / "job.yaml"
+    spec.write_text('run: x\nsites:\n  lumii: {env: {A: "1"}}\n')
+    r = cli("render", str(spec), "--site", "lumi", "-A", "project_465000001")
+    assert r.code == 0
+    assert "sites.lumii: no site 'lumii' is known" in r.stderr and "did you mean 'lumi'" in r.stderr
+
+
+def test_upload_of_a_fifo_is_refused_before_anything_is_recorded(cli, tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "pipe")
+    spec = tmp_path / "job.yaml"
+    spec.write_text("run: x\nupload: [pipe]\n")
+    r = cli("submit", str(spec), timeout=60)
+    assert r.code == 2, r.stderr
+    assert "upload entry 'pipe'" in r.stderr and "not a regular file" in r.stderr
+    assert json.loads(cli("list", "--json").stdout)["jobs"] == []

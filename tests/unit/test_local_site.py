@@ -162,3 +162,22 @@ def test_cancel_before_the_runner_started_is_not_lost(tmp_path: Path) -> None:
     status = localrun.read_status(jobdir) or {}
     assert status["state"] == "CANCELLED"
     assert not marker.exists()
+
+
+def test_a_job_whose_site_profile_was_removed_does_not_break_status(cli, aif_home: Path, tmp_path: Path) -> None:
+    profiles = aif_home / "profiles"
+    profiles.mkdir(parents=True)
+    mine = profiles / "gone.yaml"
+    mine.write_text("extends: local\n")
+    other = cli("submit", str(_spec(tmp_path, "other", "run: 'true'\n"))).stdout.strip()
+    job_id = cli("submit", str(_spec(tmp_path, "sleepy", "run: sleep 60\n")), "--site", "gone").stdout.strip()
+    mine.unlink()
+    r = cli("status", "--json")
+    assert r.code == 0, r.stderr
+    assert f"site 'gone' has no profile any more; {job_id} keep" in r.stderr
+    assert {j["id"] for j in _jobs(r)} >= {job_id, other}  # the other jobs are still followed
+    c = cli("cancel", job_id)
+    assert c.code == 4 and f"cannot cancel {job_id} (gone job" in c.stderr and "Traceback" not in c.stderr
+    mine.write_text("extends: local\n")  # restored: it can be followed and cancelled again
+    assert cli("cancel", job_id).code == 0
+    assert _jobs(cli("wait", job_id, "--timeout", "30", "--json"))[0]["state"] == "CANCELLED"

@@ -44,7 +44,7 @@ slurm: {constraint: mi250}
     loaded = load_spec_text(text)
     spec = loaded.spec
     assert spec.env["SEED"] == "7"
-    assert spec.matrix["LR"] == ["1e-4", "3e-4"]  # YAML 1.1: no dot, so a string
+    assert spec.matrix["LR"] == ["1e-4", "3e-4"]  # the text as written, quoted or not
     assert spec.array_size == 2
     assert loaded.for_site("lumi").modules == ["LUMI/24.03", "partition/G"]
     assert loaded.for_site("jupiter").modules == ["PyTorch"]
