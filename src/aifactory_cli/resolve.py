@@ -92,6 +92,12 @@ class ResolvedJob:
         }
 
 
+def local_task_limit() -> int:
+    """How many task processes a local job may start at once: generous for trying a multi-node
+    layout out, but never an unbounded fork."""
+    return max(64, 8 * (os.cpu_count() or 1))
+
+
 def _check_token(value: str, what: str) -> None:
     import re
 
@@ -301,6 +307,12 @@ def resolve(
         cpus = max(1, (profile.cpus_per_gpu * gpus) // tasks)
     else:
         cpus = 1
+    if profile.scheduler == "local" and res.nodes * tasks > local_task_limit():
+        raise LimitError(
+            f"the local site starts every task on this machine: {res.nodes} node(s) x {tasks} task(s) = "
+            f"{res.nodes * tasks} processes, more than the {local_task_limit()} it allows",
+            "use fewer nodes or tasks_per_node for a local run (the site runs them all as processes here)",
+        )
     cores = profile.cores_per_node_of(part) if part else None
     if cores and tasks * cpus > cores:
         raise LimitError(

@@ -90,6 +90,15 @@ CASES = [
         2,
         ["job.yaml:2", "slurm.parti is an abbreviation sbatch would read as --partition"],
     ),
+    # the local site forks every task here: an absurd node count is refused, not started
+    (
+        "local-task-limit",
+        "run: x\nresources: {nodes: 99999999999999999999999}\n",
+        [],
+        None,
+        2,
+        ["= 99999999999999999999999 processes, more than the"],
+    ),
     ("duplicate-key", "name: x\nrun: echo a\nrun: echo b\n", [], None, 2, ["job.yaml:3", "duplicate key 'run'"]),
     ("recursive-alias", "run: x\nenv: &a {A: *a}\n", [], None, 2, ["job.yaml:2", "recursive structure"]),
     (
