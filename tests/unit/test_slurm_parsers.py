@@ -125,6 +125,9 @@ def _rejections() -> dict[str, tuple[int, str]]:
         ("too-many-gpus", "node configuration is not available"),
         ("time-over-limit", "time limit is invalid"),
         ("bad-feature", "Invalid feature"),
+        # sbatch's own option parser (recorded from Slurm 22.05): nothing was queued either
+        ("unknown-option", "unrecognized option '--bogus-opt=1'"),
+        ("ambiguous-option", "is ambiguous"),
     ],
 )
 def test_sbatch_rejections_are_bad_input_with_a_hint(label: str, needle: str) -> None:

@@ -60,7 +60,10 @@ def parse_sbatch(result: CommandResult) -> str:
         hint = "lower resources.time to fit the partition's limit"
     elif "node configuration is not available" in lowered:
         hint = "the partition cannot give this shape (GPUs, cores or memory per node)"
-    if any(k in lowered for k in ("invalid", "not available", "limit", "rejected", "denied", "qos")):
+    elif "unrecognized option" in lowered or "is ambiguous" in lowered:
+        hint = "check the option names under `slurm:` (spec or profile) against `sbatch --help` on the site"
+    rejected = ("invalid", "not available", "limit", "rejected", "denied", "qos", "unrecognized option", "is ambiguous")
+    if any(k in lowered for k in rejected):
         raise SubmitRejected(f"Slurm rejected the job: {message}", hint)
     if "unable to contact slurm controller" in lowered:
         exc = RemoteError(
