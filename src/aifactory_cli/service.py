@@ -261,6 +261,12 @@ class Service:
                 )
             if not job.slurm_job_id:
                 raise BadInput(f"dependency {ref} has no scheduler job id yet (state {job.state})")
+            if job.is_final and job.state != states.COMPLETED:
+                raise BadInput(
+                    f"dependency {ref} ({job.id}) ended {job.state}: "
+                    "a job that waits for it to succeed would never start",
+                    "resubmit the dependency first, or drop it from depends_on/--after",
+                )
             ids.append(job.slurm_job_id)
         return ids
 

@@ -86,6 +86,13 @@ def test_dependency_on_failed_job_never_runs(cli, tmp_path: Path) -> None:
     assert a["state"] == "FAILED"
     assert (b["state"], b["reason"]) == ("CANCELLED", "DependencyNeverSatisfied")
     assert not (Path(b["workdir"]) / "ran").exists()
+    # known to have failed already: --after it is refused up front, and nothing is submitted
+    r = cli("submit", str(second), "--after", a["id"])
+    assert r.code == 2 and f"dependency {a['id']} ({a['id']}) ended FAILED" in r.stderr, r.stderr
+    assert len(_jobs(cli("list", "--json"))) == 2
+    ok = cli("submit", str(_spec(tmp_path, "c", "run: 'true'\n")), "--wait").code
+    assert ok == 0  # after a COMPLETED job is fine
+    assert cli("submit", str(second), "--after", "c", "--wait").code == 0
 
 
 def test_upload_and_fetch(cli, tmp_path: Path) -> None:
