@@ -4,11 +4,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
-from typing import Any
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 from aifactory_cli.sitecheck import parse_partitions
 from aifactory_cli.units import format_duration, format_memory, parse_duration
+
+T = TypeVar("T")
 
 LIVE_COMMAND = "scontrol show partition --oneliner; printf '%s\\n' @@AIF-NODES@@; scontrol show node --oneliner"
 
@@ -103,3 +110,28 @@ def scaffold(
     if partitions:
         data["partitions"] = partitions
     return data
+
+
+def install_profile(target: Path, text: str, check: Callable[[Path], T]) -> T:
+    """Put a profile at `target` only if `check` accepts it: written first as NAME.yaml in a hidden
+    temporary directory next to `target` (the same file name, so the profile's name and an `extends`
+    of a built-in of that name work as for the final file; in a directory, so `sites list` never sees
+    it), checked, then renamed into place in one step. If the check fails, `target` (absent or an
+    older profile) is left untouched and the temporary file is removed; the error's location names
+    `target`, not the temporary file."""
+    from aifactory_cli.errors import AifactoryError
+
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{target.stem}-", suffix=".tmp", dir=target.parent))
+    try:
+        tmp = tmpdir / target.name
+        tmp.write_text(text)
+        try:
+            result = check(tmp)
+        except AifactoryError as exc:
+            if exc.where:
+                exc.where = exc.where.replace(str(tmp), str(target))
+            raise
+        os.replace(tmp, target)
+        return result
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)

@@ -8,9 +8,10 @@ import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aifactory_cli.errors import EXIT_INTERRUPTED, AifactoryError
+from aifactory_cli.errors import EXIT_INTERRUPTED, AifactoryError, BadInput
 
 if TYPE_CHECKING:
     import typer
@@ -127,6 +128,88 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
             "for the traceback, and please report it\n"
         )
         return 1
+
+
+def site_option(value: str | None, option: str = "--site") -> str | None:
+    """An explicitly empty --site (CI's `--site "$SITE"` with SITE unset) is an error, not the default site."""
+    if value is not None and not value.strip():
+        raise BadInput(
+            f"{option} is empty",
+            f"pass a site name (see `aifactory sites list`), or leave out {option} for the default site; "
+            f'in a script, check the variable behind {option} "$VAR" is set',
+        )
+    return value
+
+
+def site_list_option(value: str | None, option: str = "--sites") -> list[str] | None:
+    """A comma-separated list of sites; None if not given; an empty list or an empty name is an error."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise BadInput(
+            f"{option} is empty",
+            f"pass site names (e.g. {option} lumi,leonardo), or leave out {option} for the sites with an account "
+            f'in the config; in a script, check the variable behind {option} "$VAR" is set',
+        )
+    names = [s.strip() for s in value.split(",")]
+    if not all(names):
+        raise BadInput(
+            f"{option} {value!r} has an empty site name",
+            f"separate site names with single commas, e.g. {option} lumi,leonardo",
+        )
+    return names
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path` or its closest ancestor that exists (`exists()` is False below a regular file, too)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_file(path: Path | str | None, option: str, *, make_parents: bool = False) -> Path | None:
+    """Fail now (bad input, exit 2) if the file `option` names could not be written later, after a job was
+    submitted or waited for: the path must not be a directory, and its directory must exist (or, with
+    `make_parents`, be creatable) and be writable."""
+    if path is None:
+        return None
+    if isinstance(path, str) and not path.strip():
+        raise BadInput(f"{option} is empty", f"give a file path, or leave out {option}")
+    path = Path(path)
+    if path.is_dir():
+        raise BadInput(f"{option} {path}: is a directory", f"give a file path, e.g. {option} {path / 'out.txt'}")
+    parent = path.parent
+    if make_parents:
+        parent = _nearest_existing(parent)
+    if not parent.exists():
+        raise BadInput(
+            f"{option} {path}: the directory {parent} does not exist",
+            f"create it first (mkdir -p {parent}), or pick a path in an existing directory",
+        )
+    if not parent.is_dir():
+        raise BadInput(
+            f"{option} {path}: {parent} is not a directory", "pick a path whose parent is a directory, not a file"
+        )
+    writable = os.access(path, os.W_OK) if path.exists() else os.access(parent, os.W_OK | os.X_OK)
+    if not writable:
+        raise BadInput(f"{option} {path}: not writable", "pick a path you can write to")
+    return path
+
+
+def check_output_dir(path: Path, option: str) -> Path:
+    """Fail now (bad input, exit 2) if the directory `option` names could not be created or written into:
+    it must be a directory if it exists, and its closest existing ancestor must be a writable directory."""
+    if path.exists() and not path.is_dir():
+        raise BadInput(
+            f"{option} {path}: is a file, not a directory",
+            f"give a directory (created if missing), e.g. {option} {path.with_name(path.name + '.d')}",
+        )
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise BadInput(f"{option} {path}: {base} is a file, not a directory", "pick a path under a directory")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise BadInput(f"{option} {path}: {base} is not writable", "pick a directory you can write to")
+    return path
 
 
 def service(**kwargs: Any) -> Any:

@@ -20,11 +20,15 @@ def fetch(
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
     with common.service() as svc:
+        named = svc.store.find(job)
+        if dest is None:  # the default ./NAME-ID, checked like a --dest
+            dest = Path.cwd() / f"{named.name}-{named.id}"
+        common.check_output_dir(dest, "--dest")  # before anything is downloaded
         found, files, target = svc.fetch(job, dest, pattern or None)
         if as_json:
             common.print_json({"job": found.to_json(), "dest": str(target), "files": files})
             return
         if not files:
-            common.note(f"no files of {found.id} match {found.extra.get('download') or pattern}")
+            common.note(f"no files of {found.id} match {', '.join(pattern or found.extra.get('download') or [])}")
         else:
             common.note(f"fetched {len(files)} file(s) of {found.id} into {target}")

@@ -16,11 +16,12 @@ def list_jobs(
     site: str | None = typer.Option(None, "--site", "-s", help="Only this site.", autocompletion=completion.sites),
     state: list[str] = typer.Option([], "--state", help="Only these states (repeatable), e.g. RUNNING."),
     name: str | None = typer.Option(None, "--name", help="Only jobs with this name."),
-    limit: int | None = typer.Option(None, "--limit", "-n", help="At most N jobs (the newest)."),
+    limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="At most N jobs (the newest)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
     from aifactory_cli.errors import BadInput, did_you_mean
 
+    site = common.site_option(site)
     wanted = [s.upper() for s in state]
     for s in wanted:
         if s not in ALL_STATES:

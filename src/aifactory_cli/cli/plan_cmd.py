@@ -33,8 +33,9 @@ def plan(
 
     if prefer not in ("start", "cost"):
         raise BadInput(f"--prefer {prefer!r}", "use --prefer start or --prefer cost")
+    site_names = common.site_list_option(sites)
     with common.service() as svc:
-        rows = rank(make_plan(svc, str(spec), sites.split(",") if sites else None, Overrides(account=account)), prefer)
+        rows = rank(make_plan(svc, str(spec), site_names, Overrides(account=account)), prefer)
     if as_json:
         common.print_json({"prefer": prefer, "sites": [r.to_json() for r in rows]})
         return

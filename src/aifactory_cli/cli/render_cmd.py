@@ -24,6 +24,7 @@ def render(
     from aifactory_cli.resolve import Overrides
     from aifactory_cli.service import Service
 
+    site = common.site_option(site)
     with Service(notify=common.note) as svc:
         prepared = svc.prepare(spec, site, Overrides(account=account, partition=partition, qos=qos, preview=True))
         for w in prepared.resolved.warnings:

@@ -146,10 +146,10 @@ def add(
     import yaml
 
     from aifactory_cli import paths
-    from aifactory_cli.errors import BadInput
+    from aifactory_cli.errors import AifactoryError, BadInput
     from aifactory_cli.profile import SITE_NAME_RE
     from aifactory_cli.sample import render_samples
-    from aifactory_cli.sitegen import LIVE_COMMAND, partitions_from_live, scaffold
+    from aifactory_cli.sitegen import LIVE_COMMAND, install_profile, partitions_from_live, scaffold
 
     if not SITE_NAME_RE.match(name):
         raise BadInput(f"'{name}' is not a site name", "use lower-case letters, digits, '-' and '_'")
@@ -191,11 +191,15 @@ def add(
         source=source,
     )
     paths.ensure_private_dir(target.parent)
-    target.write_text(
-        "# Scaffolded by `aifactory sites add`: check every value against the site's documentation\n"
-        + yaml.safe_dump(data, sort_keys=False)
-    )
-    samples = render_samples(target)
+    existed = target.exists()
+    text = "# Scaffolded by `aifactory sites add`: check every value against the site's documentation\n"
+    text += yaml.safe_dump(data, sort_keys=False)
+    try:  # checked before it is put in place: a broken profile would hide a built-in of the same name
+        samples = install_profile(target, text, render_samples)
+    except AifactoryError as exc:
+        kept = f"{target} was left as it was" if existed else f"{target} was not written"
+        exc.hint = f"{exc.hint}; {kept}" if exc.hint else f"{kept}; fix the flags and rerun"
+        raise
     if as_json:
         common.print_json(
             {

@@ -56,13 +56,18 @@ def submit(
 ) -> None:
     from aifactory_cli.resolve import Overrides
 
+    # argument checks first: nothing is submitted if one of them fails
+    site = common.site_option(site)
+    site_names = common.site_list_option(sites)
+    common.check_output_file(job_id_file, "--job-id-file")
+    common.check_output_file(junit, "--junit", make_parents=True)
     overrides = Overrides(account=account, partition=partition, qos=qos)
     with common.service() as svc:
         if site == "auto":
             from aifactory_cli.broker import plan, rank, why
             from aifactory_cli.errors import LimitError
 
-            rows = rank(plan(svc, str(specs[0]), sites.split(",") if sites else None, overrides), prefer)
+            rows = rank(plan(svc, str(specs[0]), site_names, overrides), prefer)
             if not rows or not rows[0].ok:
                 reasons = "; ".join(f"{r.site}: {r.reason}" for r in rows)
                 raise LimitError(f"no site can run this job: {reasons}", "see `aifactory plan SPEC`")
@@ -118,7 +123,7 @@ def submit(
                 else f"submitted {job.id} ({job.name}) to local as job {job.slurm_job_id}"
             )
             if job_id_file:
-                job_id_file.write_text("".join(f"{j.id}\n" for j in jobs))
+                _write_job_ids(job_id_file, jobs, len(prepared))
         if not wait:
             if as_json:
                 common.print_json(common.jobs_json(jobs))
@@ -128,6 +133,21 @@ def submit(
             return
         code = wait_and_report(svc, jobs, timeout, follow, cancel_on_interrupt, as_json, junit)
         raise typer.Exit(code)
+
+
+def _write_job_ids(path: Path, jobs: list[Any], total: int) -> None:
+    """The ids so far, one per line; if that fails the jobs are already queued, so say which."""
+    try:
+        path.write_text("".join(f"{j.id}\n" for j in jobs))
+    except OSError as exc:
+        from aifactory_cli.errors import StoreError
+
+        ids = " ".join(j.id for j in jobs)
+        rest = f"; the other {total - len(jobs)} spec(s) of the chain were not submitted" if total > len(jobs) else ""
+        raise StoreError(
+            f"submitted {ids}, but could not write --job-id-file {path}: {exc.strerror or exc}{rest}",
+            f"the job(s) are queued: follow them with `aifactory status {ids}`, or `aifactory cancel {ids}`",
+        ) from exc
 
 
 def wait_and_report(
@@ -150,6 +170,7 @@ def wait_and_report(
     def on_signal(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    junit_error: Exception | None = None
     old = signal.signal(signal.SIGTERM, on_signal)
     try:
         if follow and len(jobs) == 1:
@@ -165,11 +186,28 @@ def wait_and_report(
     finally:
         signal.signal(signal.SIGTERM, old)
         if junit is not None:
-            from aifactory_cli.junit import write_junit
-
-            write_junit(svc, jobs, junit)
+            junit_error = _write_junit(svc, jobs, junit)
+            if junit_error is not None and sys.exc_info()[1] is not None:
+                common.note(f"error: {junit_error}")  # the exception in flight wins: say it here
     if as_json:
         common.print_json(common.jobs_json(jobs))
     else:
         common.jobs_table(jobs)
+    if junit_error is not None:
+        raise junit_error
     return exit_code_for(jobs)
+
+
+def _write_junit(svc: Any, jobs: list[Any], path: Path) -> Exception | None:
+    """Write the report; on failure return the error, to raise once the results are shown."""
+    from aifactory_cli.errors import StoreError
+    from aifactory_cli.junit import write_junit
+
+    try:
+        write_junit(svc, jobs, path)
+    except OSError as exc:
+        return StoreError(
+            f"could not write the JUnit report --junit {path}: {exc.strerror or exc}",
+            "see the jobs with `aifactory status " + " ".join(j.id for j in jobs) + "`",
+        )
+    return None

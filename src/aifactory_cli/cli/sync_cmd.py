@@ -21,6 +21,7 @@ def sync(
 ) -> None:
     from aifactory_cli.syncing import sync_site
 
+    site = common.site_option(site)
     with common.service() as svc:
         name = svc.site_or_default(site)
         added, refreshed = sync_site(svc, name)

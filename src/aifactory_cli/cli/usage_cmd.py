@@ -23,6 +23,7 @@ def usage(
 ) -> None:
     from aifactory_cli.broker import usage as site_usage
 
+    site = common.site_option(site)
     with common.service() as svc:
         report = site_usage(svc, svc.site_or_default(site))
     if as_json:

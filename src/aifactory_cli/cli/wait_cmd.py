@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from aifactory_cli.cli import common, completion
@@ -24,7 +22,8 @@ def wait(
 ) -> None:
     from aifactory_cli.cli.submit_cmd import wait_and_report
 
+    report = common.check_output_file(junit, "--junit", make_parents=True)
     with common.service() as svc:
         found = svc.jobs(jobs)
-        code = wait_and_report(svc, found, timeout, False, cancel_on_interrupt, as_json, Path(junit) if junit else None)
+        code = wait_and_report(svc, found, timeout, False, cancel_on_interrupt, as_json, report)
         raise typer.Exit(code)
