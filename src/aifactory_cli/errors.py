@@ -13,6 +13,9 @@ EXIT_REMOTE = 3
 EXIT_NOT_FOUND = 4
 EXIT_TIMEOUT = 5
 EXIT_INTERRUPTED = 130
+# not in the contract's table (an extension): a bug in aifactory, so that CI can tell a crash from a
+# failed job (1); 70 is EX_SOFTWARE in sysexits.h
+EXIT_INTERNAL = 70
 
 
 class AifactoryError(Exception):

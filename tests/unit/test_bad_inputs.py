@@ -205,3 +205,25 @@ def test_upload_of_a_fifo_is_refused_before_anything_is_recorded(cli, tmp_path: 
     assert r.code == 2, r.stderr
     assert "upload entry 'pipe'" in r.stderr and "not a regular file" in r.stderr
     assert json.loads(cli("list", "--json").stdout)["jobs"] == []
+
+
+def test_an_internal_error_has_its_own_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bug in aifactory exits 70 (EX_SOFTWARE), not 1: CI must not read a crash as a failed job."""
+    import typer
+
+    from aifactory_cli.cli.common import run_app
+    from aifactory_cli.errors import EXIT_INTERNAL
+
+    app = typer.Typer()
+
+    @app.command()
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    @app.command()
+    def other() -> None:  # two commands, so typer keeps the sub-command name
+        pass
+
+    assert run_app(app, ["boom"]) == EXIT_INTERNAL == 70
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError: a bug" in err and "Traceback" not in err

@@ -27,7 +27,7 @@ app = typer.Typer(
     name="aifactory",
     help="Run one portable job file on the EuroHPC supercomputers (LUMI, JUPITER, ...) or on this "
     "machine. Exit codes: 0 ok, 1 job failed, 2 bad input, 3 connection/remote, 4 not found, "
-    "5 timeout, 130 interrupted.",
+    "5 timeout, 130 interrupted, 70 internal error.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,

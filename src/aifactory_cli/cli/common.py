@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aifactory_cli.errors import EXIT_INTERRUPTED, AifactoryError, BadInput
+from aifactory_cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, AifactoryError, BadInput
 
 if TYPE_CHECKING:
     import typer
@@ -127,7 +127,7 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
             f"error: internal error: {type(exc).__name__}: {exc}\n  hint: rerun with --debug "
             "for the traceback, and please report it\n"
         )
-        return 1
+        return EXIT_INTERNAL
 
 
 def site_option(value: str | None, option: str = "--site") -> str | None:
