@@ -351,6 +351,11 @@ def load_profile(name: str) -> LoadedProfile:
 def load_user_config() -> tuple[UserConfig, Path]:
     path = paths.config_file()
     if not path.exists():
+        if os.environ.get("AIFACTORY_CONFIG"):  # named explicitly: a missing file is a mistake
+            raise ConfigError(
+                f"AIFACTORY_CONFIG names {path}, which does not exist",
+                "fix the path, or unset AIFACTORY_CONFIG to use the default config file",
+            )
         return UserConfig(), path
     doc = load_yaml_file(path, ConfigError, what="config file")
     data = doc.data or {}

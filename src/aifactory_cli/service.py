@@ -610,14 +610,12 @@ class Service:
 
     def logs(self, ref: str, stderr: bool = False, task: int | None = None) -> tuple[Job, bytes]:
         job = self.store.find(ref)
-        if job.array_size and task is None:
-            task = 0
+        task = _log_task(job, task)
         return job, self.backend(job.site).read_log(job, stderr, task)
 
     def follow(self, ref: str, stderr: bool = False, task: int | None = None, interval: float = 1.0) -> Iterator[bytes]:
         job = self.store.find(ref)
-        if job.array_size and task is None:
-            task = 0
+        task = _log_task(job, task)
         backend = self.backend(job.site)
         offset = 0
         while True:
@@ -655,6 +653,22 @@ class Service:
             with progress or contextlib.nullcontext() as advance:
                 backend.fetch(job, files, target, advance)
         return job, files, target
+
+
+def _log_task(job: Job, task: int | None) -> int | None:
+    """The array element whose logs are wanted (0 by default); an element the job lacks is an error."""
+    if not job.array_size:
+        if task is not None:
+            raise BadInput(f"job {job.id} is not an array, so it has no --task {task}", "leave out --task")
+        return None
+    if task is None:
+        return 0
+    if not 0 <= task < job.array_size:
+        raise BadInput(
+            f"job {job.id} has array elements 0-{job.array_size - 1}, not {task}",
+            f"use --task 0 to --task {job.array_size - 1}",
+        )
+    return task
 
 
 def _unknown_override_sites(loaded_spec: LoadedSpec) -> list[str]:

@@ -78,8 +78,7 @@ def check_slurm_options(v: Any, instead: str) -> Any:
             full = sorted(o for o in PROTECTED_SLURM_OPTIONS if len(o) > 1 and o.startswith(key))
             if full and len(key) > 1:
                 raise ValueError(
-                    f"slurm.{key} is an abbreviation sbatch would read as --{full[0]}, which aifactory sets; "
-                    f"{instead}"
+                    f"slurm.{key} is an abbreviation sbatch would read as --{full[0]}, which aifactory sets; {instead}"
                 )
             if isinstance(value, str) and ("\n" in value or "\r" in value):
                 raise ValueError(f"slurm.{key} must be a single line")

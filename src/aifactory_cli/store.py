@@ -226,6 +226,12 @@ class Store:
             self.conn.execute("PRAGMA foreign_keys = ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc) or "malformed" in str(exc):
+                raise StoreError(
+                    f"the job store {path} is damaged: {exc}",
+                    f"move it aside (mv {path} {path}.damaged), then `aifactory sync --site SITE` "
+                    "rebuilds the list of jobs from each site's job directories",
+                ) from exc
             raise StoreError(
                 f"cannot open the job store {path}: {_diagnose(path, exc)}",
                 "free space or make the state dir writable (AIFACTORY_HOME moves it); nothing was changed",

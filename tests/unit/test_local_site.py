@@ -188,3 +188,30 @@ def test_a_job_whose_site_profile_was_removed_does_not_break_status(cli, aif_hom
     mine.write_text("extends: local\n")  # restored: it can be followed and cancelled again
     assert cli("cancel", job_id).code == 0
     assert _jobs(cli("wait", job_id, "--timeout", "30", "--json"))[0]["state"] == "CANCELLED"
+
+
+def test_logs_say_why_they_are_empty_and_check_the_task(cli, tmp_path: Path) -> None:
+    job_id = cli("submit", str(_spec(tmp_path, "quiet", "run: 'true'\n"))).stdout.strip()
+    assert cli("wait", job_id, "--timeout", "60").code == 0
+    r = cli("logs", job_id)
+    assert r.code == 0 and r.stdout == "" and f"{job_id} (COMPLETED): its stdout is empty" in r.stderr
+    bad = cli("logs", job_id, "--task", "2")
+    assert bad.code == 2 and "not an array" in bad.stderr
+    sweep = _spec(tmp_path, "sweep", "matrix: {X: [a, b]}\nrun: echo $X\n")
+    sid = cli("submit", str(sweep)).stdout.strip()
+    assert cli("wait", sid, "--timeout", "60").code == 0
+    assert cli("logs", sid, "--task", "1").stdout.strip() == "b"
+    out = cli("logs", sid, "--task", "2")
+    assert out.code == 2 and f"job {sid} has array elements 0-1, not 2" in out.stderr
+
+
+def test_config_file_named_but_missing_and_a_damaged_store(cli, aif_home: Path, tmp_path: Path) -> None:
+    r = cli(
+        "submit", str(EXAMPLES / "hello.yaml"), "--dry-run", env={"AIFACTORY_CONFIG": str(tmp_path / "nosuch.yaml")}
+    )
+    assert r.code == 2 and "AIFACTORY_CONFIG names" in r.stderr and "does not exist" in r.stderr
+    assert cli("list").code == 0  # creates the store
+    (db,) = (aif_home).rglob("jobs.sqlite3")
+    db.write_bytes(b"this is not sqlite" * 100)
+    r = cli("list")
+    assert r.code == 3 and "is damaged" in r.stderr and "aifactory sync" in r.stderr and "Traceback" not in r.stderr

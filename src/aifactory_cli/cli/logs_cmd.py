@@ -25,5 +25,11 @@ def logs(
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.flush()
             return
-        _, data = svc.logs(job, stderr=stderr, task=task)
+        found, data = svc.logs(job, stderr=stderr, task=task)
         sys.stdout.buffer.write(data)
+        if not data:  # say why nothing is shown (stderr: stdout stays the log itself)
+            stream = "stderr" if stderr else "stdout"
+            if found.state in ("PREPARED", "PENDING"):
+                common.note(f"{found.id} has not started yet ({found.state}): no {stream} so far")
+            else:
+                common.note(f"{found.id} ({found.state}): its {stream} is empty")
