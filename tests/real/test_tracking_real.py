@@ -77,6 +77,12 @@ def test_states_are_what_slurm_did(tb, tmp_path: Path) -> None:
         if code is not None:
             assert job["exit_code"] == code, (key, job)
     assert got[ids["running"]]["slurm_state"].startswith("CANCELLED by ")  # the raw state is kept
+    # times are ISO 8601 in UTC with an offset, like submitted_at (Slurm's own format has none)
+    ok = got[ids["ok"]]
+    for key in ("submitted_at", "started_at", "ended_at"):
+        assert ok[key].endswith("+00:00"), (key, ok[key])
+    assert ok["submitted_at"] <= ok["ended_at"] and ok["started_at"] <= ok["ended_at"]
+    assert got[ids["pending"]]["started_at"] is None  # cancelled while pending: it never ran
     tasks = got[ids["array"]]["tasks"]
     assert [(t["task_id"], t["state"]) for t in tasks] == [(i, "COMPLETED") for i in range(4)]
     assert tb("logs", ids["array"], "--task", "3").stdout.strip() == "element d"

@@ -151,3 +151,15 @@ def test_array_range_expansion() -> None:
     assert slurm.expand_array_range("1,4-6,9") == [1, 4, 5, 6, 9]
     assert slurm.split_job_id("12_[0-2]") == [("12", 0), ("12", 1), ("12", 2)]
     assert slurm.split_job_id("12.batch") == []
+
+
+def test_epoch_times_become_utc_with_an_offset() -> None:
+    """status_command asks for SLURM_TIME_FORMAT=%s (recorded from the test bed, whose clock is UTC:
+    the default format printed 2026-11-22T06:05:24 for the same job), so no time is ambiguous."""
+    assert "export SLURM_TIME_FORMAT=%s;" in slurm.status_command(["1"])
+    (row,) = slurm.parse_sacct((DATA / "sacct_epoch.txt").read_text())
+    assert (row.state, row.start, row.end) == ("COMPLETED", "2026-11-22T06:05:24+00:00", "2026-11-22T06:05:27+00:00")
+    (live,) = slurm.parse_squeue("8772|RUNNING|None|1795327524\n")
+    assert live.start == "2026-11-22T06:05:24+00:00"
+    (held,) = slurm.parse_squeue("8771|PENDING|JobHeldUser|N/A\n")
+    assert held.start is None

@@ -121,8 +121,10 @@ def status_command(job_ids: list[str]) -> str:
     """squeue then sacct for `job_ids`, in one remote command (one round trip)."""
     import shlex
 
+    # times as epoch seconds: Slurm prints local time without an offset otherwise (and truncates
+    # a longer strftime format to the column width), so a job's start would be ambiguous
     return (
-        f"{shlex.join(squeue_command(job_ids))} 2>/dev/null; _aif_q=$?; "
+        f"export SLURM_TIME_FORMAT=%s; {shlex.join(squeue_command(job_ids))} 2>/dev/null; _aif_q=$?; "
         f"printf '\\n%s %s\\n' {_STATUS_MARK} \"$_aif_q\"; {shlex.join(sacct_command(job_ids))}"
     )
 
@@ -182,6 +184,17 @@ def _exit(text: str) -> tuple[int | None, int | None]:
 
 def _none(text: str) -> str | None:
     return None if text in ("", "None", "Unknown", "N/A", "(null)") else text
+
+
+def _time(text: str) -> str | None:
+    """A Slurm time as ISO 8601: epoch seconds (SLURM_TIME_FORMAT=%s) become UTC with an offset;
+    the default format (the cluster's local time, no offset) is kept as Slurm printed it."""
+    value = _none(text.strip())
+    if value is not None and value.isdigit():
+        import datetime as dt
+
+        return dt.datetime.fromtimestamp(int(value), tz=dt.timezone.utc).isoformat()
+    return value
 
 
 _ARRAY = re.compile(r"^(\d+)_(\d+)$")
@@ -246,8 +259,8 @@ def parse_sacct(text: str) -> list[SlurmRow]:
                     exit_code=rc,
                     signal=sig,
                     reason=_none(reason),
-                    start=_none(start),
-                    end=_none(end),
+                    start=_time(start),
+                    end=_time(end),
                     comment=_none(comment),
                     raw_id=raw_id,
                 )
@@ -271,7 +284,7 @@ def parse_squeue(text: str) -> list[SlurmRow]:
                     raw_state=raw_state,
                     state=states.from_slurm(raw_state),
                     reason=_none(reason),
-                    start=_none(start),
+                    start=_time(start),
                 )
             )
     return rows
