@@ -215,3 +215,12 @@ def test_config_file_named_but_missing_and_a_damaged_store(cli, aif_home: Path, 
     db.write_bytes(b"this is not sqlite" * 100)
     r = cli("list")
     assert r.code == 3 and "is damaged" in r.stderr and "aifactory sync" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_plan_names_an_unknown_site_and_cancel_says_a_job_already_ended(cli, tmp_path: Path) -> None:
+    r = cli("plan", str(EXAMPLES / "hello.yaml"), "--sites", "local,lumy")
+    assert r.code == 4 and "unknown site 'lumy' in --sites" in r.stderr and "did you mean 'lumi'" in r.stderr
+    job_id = cli("submit", str(EXAMPLES / "hello.yaml")).stdout.strip()
+    assert cli("wait", job_id, "--timeout", "60").code == 0
+    c = cli("cancel", job_id)
+    assert c.code == 0 and f"{job_id} already ended (COMPLETED): nothing to cancel" in c.stderr

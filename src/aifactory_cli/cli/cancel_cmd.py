@@ -17,5 +17,8 @@ def cancel(
 ) -> None:
     with common.service() as svc:
         found = svc.cancel(jobs)
+        for job in found:
+            if job.is_final:
+                common.note(f"{job.id} already ended ({job.state}): nothing to cancel")
         if as_json:
             common.print_json(common.jobs_json(found))

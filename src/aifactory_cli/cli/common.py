@@ -157,7 +157,18 @@ def site_list_option(value: str | None, option: str = "--sites") -> list[str] | 
             f"{option} {value!r} has an empty site name",
             f"separate site names with single commas, e.g. {option} lumi,leonardo",
         )
-    return names
+    from aifactory_cli.errors import NotFound, did_you_mean
+    from aifactory_cli.paths import available_sites
+
+    known = available_sites()
+    for name in names:
+        if name not in known:
+            guess = did_you_mean(name, known) or did_you_mean(name.lower(), known)
+            raise NotFound(
+                f"unknown site '{name}' in {option}",
+                f"did you mean '{guess}'?" if guess else f"known sites: {', '.join(known)}",
+            )
+    return list(dict.fromkeys(names))  # a site named twice is planned once
 
 
 def _nearest_existing(path: Path) -> Path:
