@@ -25,6 +25,7 @@ class Overrides:
 
 
 ACCOUNT_PLACEHOLDER = "ACCOUNT_NOT_SET"
+SLURM_DEFAULT_MAX_ARRAY = 1001  # slurm.conf MaxArraySize default; the sites' own values are not in sites.md
 
 
 @dataclass
@@ -368,6 +369,11 @@ def resolve(
     # sbatch extras: the site's, then the partition's, then the spec's (null drops an inherited one)
     slurm_options = {**profile.slurm, **(part.slurm if part else {}), **spec.slurm}
     env = {**profile.env, **spec.env}
+    if profile.scheduler == "slurm" and spec.array_size > SLURM_DEFAULT_MAX_ARRAY:
+        warnings.append(
+            f"the matrix has {spec.array_size} elements; Slurm's default MaxArraySize allows indexes up to "
+            f"{SLURM_DEFAULT_MAX_ARRAY - 1} and {site} may refuse it (`scontrol show config | grep MaxArraySize`)"
+        )
     if spec.array_size and spec.max_parallel and spec.max_parallel > spec.array_size:
         warnings.append(f"max_parallel {spec.max_parallel} is more than the {spec.array_size} elements")
 

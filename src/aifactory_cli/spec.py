@@ -224,6 +224,8 @@ class JobSpec(_Strict):
             for key, value in v.items():
                 if not isinstance(key, str) or not ENV_NAME_RE.match(key):
                     raise ValueError(f"'{key}' is not a valid environment variable name")
+                if key.startswith("AIF_"):
+                    raise ValueError(f"env.{key}: names starting with AIF_ are set by aifactory in the job")
                 if isinstance(value, (dict, list)) or value is None:
                     raise ValueError(f"env.{key} must be a single value (a string or number)")
                 out[key] = _scalar_text(value)
@@ -238,6 +240,8 @@ class JobSpec(_Strict):
             for key, values in v.items():
                 if not isinstance(key, str) or not ENV_NAME_RE.match(key):
                     raise ValueError(f"matrix key '{key}' must be a valid environment variable name")
+                if key.startswith("AIF_"):
+                    raise ValueError(f"matrix.{key}: names starting with AIF_ are set by aifactory in the job")
                 if not isinstance(values, list) or not values:
                     raise ValueError(f"matrix.{key} must be a non-empty list of values")
                 if any(isinstance(x, (dict, list)) or x is None for x in values):

@@ -99,6 +99,7 @@ CASES = [
         2,
         ["= 99999999999999999999999 processes, more than the"],
     ),
+    ("reserved-env", "run: x\nenv: {AIF_JOB_DIR: /tmp}\n", [], None, 2, ["job.yaml:2", "AIF_ are set by aifactory"]),
     ("duplicate-key", "name: x\nrun: echo a\nrun: echo b\n", [], None, 2, ["job.yaml:3", "duplicate key 'run'"]),
     ("recursive-alias", "run: x\nenv: &a {A: *a}\n", [], None, 2, ["job.yaml:2", "recursive structure"]),
     (
@@ -227,3 +228,11 @@ def test_an_internal_error_has_its_own_exit_code(capsys: pytest.CaptureFixture[s
     assert run_app(app, ["boom"]) == EXIT_INTERNAL == 70
     err = capsys.readouterr().err
     assert "internal error: RuntimeError: a bug" in err and "Traceback" not in err
+
+
+def test_a_matrix_over_slurms_default_array_limit_is_flagged(cli, tmp_path: Path) -> None:
+    spec = tmp_path / "job.yaml"
+    spec.write_text("run: x\nmatrix: {A: [" + ",".join(str(i) for i in range(1200)) + "]}\n")
+    r = cli("render", str(spec), "--site", "lumi", "-A", "project_465000001")
+    assert r.code == 0 and "--array=0-1199" in r.stdout
+    assert "the matrix has 1200 elements; Slurm's default MaxArraySize" in r.stderr
