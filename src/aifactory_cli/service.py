@@ -522,6 +522,10 @@ class Service:
             seen.setdefault(job.id, job)
         return list(seen.values())
 
+    def cached_status(self, recent_hours: float = 24.0) -> list[Job]:
+        """What `status` shows, from the store alone: live jobs and those that ended recently."""
+        return _live_and_recent(self.store.query(live_only=True), self.store.recent(recent_hours))
+
     def status(self, refs: list[str], force: bool = True, recent_hours: float = 24.0) -> list[Job]:
         """The given jobs, or every live job plus those that ended in the last `recent_hours`."""
         for site in sorted({j.site for j in self.in_doubt()}):
@@ -529,9 +533,7 @@ class Service:
         if refs:
             return self.refresh(self.jobs(refs), force=force)
         jobs = self.refresh(self.store.query(live_only=True), force=force)
-        return sorted(
-            {j.id: j for j in [*self.store.recent(recent_hours), *jobs]}.values(), key=lambda j: (j.created_at, j.id)
-        )
+        return _live_and_recent(jobs, self.store.recent(recent_hours))
 
     # --- cancel / wait ----------------------------------------------------------------------------
 
@@ -653,6 +655,10 @@ class Service:
             with progress or contextlib.nullcontext() as advance:
                 backend.fetch(job, files, target, advance)
         return job, files, target
+
+
+def _live_and_recent(live: list[Job], recent: list[Job]) -> list[Job]:
+    return sorted({j.id: j for j in [*recent, *live]}.values(), key=lambda j: (j.created_at, j.id))
 
 
 def _log_task(job: Job, task: int | None) -> int | None:

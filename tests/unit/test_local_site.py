@@ -224,3 +224,24 @@ def test_plan_names_an_unknown_site_and_cancel_says_a_job_already_ended(cli, tmp
     assert cli("wait", job_id, "--timeout", "60").code == 0
     c = cli("cancel", job_id)
     assert c.code == 0 and f"{job_id} already ended (COMPLETED): nothing to cancel" in c.stderr
+
+
+def test_wait_timeout_still_reports_and_wait_options_need_wait(cli, tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "slowish", "run: sleep 60\n")
+    job_id = cli("submit", str(spec)).stdout.strip()
+    r = cli("wait", job_id, "--timeout", "1", "--json")
+    assert r.code == 5 and "timeout" in r.stderr.lower()
+    assert [(j["id"], j["state"]) for j in _jobs(r)] == [(job_id, "RUNNING")]  # CI still gets the states
+    for bad in ("-1", "nan"):
+        w = cli("wait", job_id, "--timeout", bad)
+        assert w.code == 2 and "not a number of seconds" in w.stderr, (bad, w.stderr)
+    # the same jobs with and without --cached: live ones and those that ended recently
+    done = cli("submit", str(_spec(tmp_path, "done", "run: 'true'\n"))).stdout.strip()
+    assert cli("wait", done, "--timeout", "60").code == 0
+    ids = {j["id"] for j in _jobs(cli("status", "--json"))}
+    assert ids == {j["id"] for j in _jobs(cli("status", "--cached", "--json"))} == {job_id, done}
+    assert cli("cancel", job_id).code == 0
+    for option in (["--timeout", "5"], ["--follow"], ["--junit", str(tmp_path / "j.xml")]):
+        s = cli("submit", str(spec), *option)
+        assert s.code == 2 and f"{option[0]} only applies with --wait" in s.stderr
+    assert len(_jobs(cli("list", "--json"))) == 2  # nothing more was submitted

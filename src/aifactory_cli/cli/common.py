@@ -171,6 +171,14 @@ def site_list_option(value: str | None, option: str = "--sites") -> list[str] | 
     return list(dict.fromkeys(names))  # a site named twice is planned once
 
 
+def check_timeout(value: float | None, option: str = "--timeout") -> None:
+    """A number of seconds, finite and not negative (click lets nan and -1 through)."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise BadInput(f"{option} {value}: not a number of seconds", f"e.g. {option} 3600 (0 = check once)")
+
+
 def _nearest_existing(path: Path) -> Path:
     """`path` or its closest ancestor that exists (`exists()` is False below a regular file, too)."""
     while not path.exists() and path != path.parent:

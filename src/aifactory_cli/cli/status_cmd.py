@@ -27,9 +27,8 @@ def status(
 ) -> None:
     with common.service() as svc:
         refs = jobs or []
-        found = (
-            (svc.jobs(refs) if refs else svc.store.query(live_only=True)) if cached else svc.status(refs, force=refresh)
-        )
+        # --cached: the same jobs as without it (live ones, and those ended in the last 24 h), unasked
+        found = (svc.jobs(refs) if refs else svc.cached_status()) if cached else svc.status(refs, force=refresh)
         if as_json:
             common.print_json(common.jobs_json(found, provenance=bool(refs)))
         else:

@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from aifactory_cli.cli import common, completion
+from aifactory_cli.errors import BadInput
 
 
 def register(app: typer.Typer) -> None:
@@ -57,6 +58,10 @@ def submit(
     from aifactory_cli.resolve import Overrides
 
     # argument checks first: nothing is submitted if one of them fails
+    for given, option in ((follow, "--follow"), (timeout is not None, "--timeout"), (junit is not None, "--junit")):
+        if given and not wait:
+            raise BadInput(f"{option} only applies with --wait", f"add --wait, or leave out {option}")
+    common.check_timeout(timeout)
     site = common.site_option(site)
     site_names = common.site_list_option(sites)
     common.check_output_file(job_id_file, "--job-id-file")
@@ -170,7 +175,10 @@ def wait_and_report(
     def on_signal(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    from aifactory_cli.errors import WaitTimeout
+
     junit_error: Exception | None = None
+    timed_out: WaitTimeout | None = None
     old = signal.signal(signal.SIGTERM, on_signal)
     try:
         if follow and len(jobs) == 1:
@@ -178,6 +186,8 @@ def wait_and_report(
                 sys.stderr.write(chunk.decode(errors="replace"))
                 sys.stderr.flush()
         svc.wait(jobs=jobs, timeout=timeout, on_change=on_change)
+    except WaitTimeout as exc:
+        timed_out = exc  # the states so far still go to stdout (JSON for CI), then exit 5
     except KeyboardInterrupt:
         if cancel_on_interrupt:
             common.note("interrupted: cancelling " + ", ".join(j.id for j in jobs if not j.is_final))
@@ -195,6 +205,8 @@ def wait_and_report(
         common.jobs_table(jobs)
     if junit_error is not None:
         raise junit_error
+    if timed_out is not None:
+        raise timed_out
     return exit_code_for(jobs)
 
 

@@ -22,6 +22,7 @@ def wait(
 ) -> None:
     from aifactory_cli.cli.submit_cmd import wait_and_report
 
+    common.check_timeout(timeout)
     report = common.check_output_file(junit, "--junit", make_parents=True)
     with common.service() as svc:
         found = svc.jobs(jobs)
