@@ -208,7 +208,7 @@ def format_validation_error(
     first_line: int | None = None
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        keypath = ".".join(str(p) for p in loc) or "(top level)"
+        keypath = ".".join(str(p) for p in (*prefix, *loc)) or "(top level)"
         line = doc.line_of((*prefix, *loc)) if doc else None
         if first_line is None:
             first_line = line
