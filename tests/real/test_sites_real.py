@@ -48,3 +48,7 @@ def test_sites_add_from_live(tb, aif_home: Path) -> None:
     assert out["profile"]["partitions"]["standard-g"]["gpus_per_node"] == 8
     assert tb("sites", "validate", out["file"]).code == 0
     assert tb("sites", "add", "mylive", "--from-live", "testbed").code == 2  # exists: refused without --force
+    # it took over how the test bed is reached (key, known_hosts), so it can log in and check itself
+    assert out["profile"]["ssh"]["identity_file"] == str(KEY)
+    check = tb("sites", "check", "mylive", "--json")
+    assert check.code == 0, (check.stdout, check.stderr)

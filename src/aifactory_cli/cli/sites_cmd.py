@@ -158,9 +158,15 @@ def add(
         raise BadInput(f"{target} exists", "pass --force to overwrite it, or pick another name")
     partitions = None
     source = "aifactory sites add (flags)"
+    live_ssh: dict[str, Any] = {}
     if from_live:
         with common.service() as svc:
             live = svc.profile(from_live).profile
+            # how we reached it (key, known_hosts, pinned host keys, jump host, persist): without these
+            # the new profile could not log in where --from-live just did
+            live_ssh = live.ssh.model_dump(
+                mode="json", exclude_defaults=True, exclude={"host", "port", "user", "notes"}
+            )
             result = svc.backend(from_live).transport.run(LIVE_COMMAND)
             if not result.ok:
                 from aifactory_cli.errors import RemoteError
@@ -190,6 +196,8 @@ def add(
         partitions=partitions,
         source=source,
     )
+    if live_ssh and not extends:  # with --extends the ssh block is inherited anyway
+        data["ssh"] = {**data.get("ssh", {}), **{k: v for k, v in live_ssh.items() if k not in data.get("ssh", {})}}
     paths.ensure_private_dir(target.parent)
     existed = target.exists()
     text = "# Scaffolded by `aifactory sites add`: check every value against the site's documentation\n"
