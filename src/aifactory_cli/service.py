@@ -529,7 +529,10 @@ class Service:
     def status(self, refs: list[str], force: bool = True, recent_hours: float = 24.0) -> list[Job]:
         """The given jobs, or every live job plus those that ended in the last `recent_hours`."""
         for site in sorted({j.site for j in self.in_doubt()}):
-            self.settle_in_doubt(site)
+            try:
+                self.settle_in_doubt(site)
+            except NotFound:  # the site's profile was removed: refresh() says so for its jobs
+                continue
         if refs:
             return self.refresh(self.jobs(refs), force=force)
         jobs = self.refresh(self.store.query(live_only=True), force=force)
@@ -577,11 +580,6 @@ class Service:
             live = [j for j in jobs if not j.is_final]
             if not live:
                 return jobs
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(
-                    f"timeout: {len(live)} job(s) still not finished: " + ", ".join(f"{j.id} {j.state}" for j in live),
-                    "wait again later with `aifactory wait`, or raise --timeout",
-                )
             try:
                 self.refresh(live, force=True)
                 failures = 0
@@ -601,6 +599,13 @@ class Service:
                         on_change(job)
             if all(j.is_final for j in jobs):
                 return jobs
+            # checked after a refresh: --timeout 0 asks the site once instead of reporting stored states
+            if deadline is not None and time.monotonic() >= deadline:
+                live = [j for j in jobs if not j.is_final]
+                raise WaitTimeout(
+                    f"timeout: {len(live)} job(s) still not finished: " + ", ".join(f"{j.id} {j.state}" for j in live),
+                    "wait again later with `aifactory wait`, or raise --timeout",
+                )
             site_min = max(self.profile(j.site).profile.poll_interval for j in live)
             sleep = max(interval, min(site_min, max_interval))
             if deadline is not None:

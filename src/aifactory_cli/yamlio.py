@@ -38,15 +38,21 @@ class YamlDoc:
 _Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-_RETYPED = {"tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+_RETYPED = {
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:timestamp",
+}
 
 
 class _Loader(_Base):
     """Plain scalars are text unless they are a decimal integer, true/false or null. YAML 1.1
-    (PyYAML's default) reads `time: 1:00:00` as the sexagesimal integer 3600, `0755` as octal 493
-    and `yes`/`on` as true, and turns `3e-4` into 0.0003 but `1e-4` not: a job would silently get
-    60 hours, another file mode, another learning rate. The models still turn "yes" or "0.5" into
-    a bool or a float where a field wants one, and env/matrix values keep the text as written."""
+    (PyYAML's default) reads `time: 1:00:00` as the sexagesimal integer 3600, `0755` as octal 493,
+    `yes`/`on` as true, `0.10` as 0.1 and a date-time as a datetime: a job would silently get
+    60 hours, another file mode, another value. The models still turn "yes", "0.5" or
+    "2026-11-22" into a bool, a float or a date where a field wants one; env/matrix values keep
+    the text as written."""
 
     yaml_implicit_resolvers: ClassVar[dict[Any, Any]] = {
         first: [(tag, rx) for tag, rx in resolvers if tag not in _RETYPED]
@@ -57,12 +63,12 @@ class _Loader(_Base):
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
-_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789"))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789"))
 
 MAX_NODES = 200_000  # after aliases are expanded: a "billion laughs" file is refused, not validated for minutes
 
 
-class _Tooling(Exception):
+class _StructureError(Exception):
     """A structural problem found while walking the node tree (message, line, hint)."""
 
     def __init__(self, message: str, line: int, hint: str) -> None:
@@ -77,7 +83,7 @@ def _walk(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], active: set
     lines.setdefault(path, node.start_mark.line + 1)
     nid = id(node)
     if nid in active:
-        raise _Tooling(
+        raise _StructureError(
             "an alias refers to a node that contains it (a recursive structure)",
             node.start_mark.line + 1,
             "write the values out instead of the *alias",
@@ -93,7 +99,7 @@ def _walk(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], active: set
             line = key_node.start_mark.line + 1
             if isinstance(key_node, yaml.ScalarNode) and key != "<<":
                 if key in first:
-                    raise _Tooling(
+                    raise _StructureError(
                         f"duplicate key '{key}' (first at line {first[key]})",
                         line,
                         "keep one of them: YAML would silently use the last",
@@ -110,7 +116,7 @@ def _walk(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], active: set
     active.discard(nid)
     sizes[nid] = size
     if size > MAX_NODES:
-        raise _Tooling(
+        raise _StructureError(
             f"the document expands to more than {MAX_NODES} values through aliases",
             node.start_mark.line + 1,
             "a job file or profile needs far fewer values; check the &anchors and *aliases",
@@ -119,10 +125,15 @@ def _walk(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], active: set
 
 
 def parse_yaml(text: str, source: str, error_cls: type[AifactoryError] = BadInput) -> YamlDoc:
+    lines: dict[KeyPath, int] = {}
     try:
         loader = _Loader(text)
         try:
             node = loader.get_single_node()
+            # walked before it is built: building flattens `<<:` merges into the mapping (merged keys
+            # would look duplicated), and a recursive or exploding alias is refused before it is built
+            if node is not None:
+                _walk(node, (), lines, set(), {})
             data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
@@ -137,12 +148,8 @@ def parse_yaml(text: str, source: str, error_cls: type[AifactoryError] = BadInpu
         ) from exc
     except yaml.YAMLError as exc:
         raise error_cls(f"malformed YAML: {exc}", where=source) from exc
-    lines: dict[KeyPath, int] = {}
-    if node is not None:
-        try:
-            _walk(node, (), lines, set(), {})
-        except _Tooling as exc:
-            raise error_cls(str(exc), exc.hint, where=f"{source}:{exc.line}") from exc
+    except _StructureError as exc:
+        raise error_cls(str(exc), exc.hint, where=f"{source}:{exc.line}") from exc
     return YamlDoc(data, lines, source)
 
 

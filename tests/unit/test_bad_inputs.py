@@ -244,3 +244,22 @@ def test_a_matrix_over_slurms_default_array_limit_is_flagged(cli, tmp_path: Path
     r = cli("render", str(spec), "--site", "lumi", "-A", "project_465000001")
     assert r.code == 0 and "--array=0-1199" in r.stdout
     assert "the matrix has 1200 elements; Slurm's default MaxArraySize" in r.stderr
+
+
+def test_yaml_merge_keys_may_override(cli, tmp_path: Path) -> None:
+    """`<<: *base` then a local key is an override, not a duplicate key."""
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        "common: &c {OMP_NUM_THREADS: '7', MODE: a}\nrun: echo\nenv: {<<: *c, MODE: b}\n"
+        "matrix: {WHEN: [2024-01-01T10:00:00Z]}\n"
+    )
+    r = cli("render", str(spec), "--site", "lumi", "-A", "project_465000001")
+    # `common` is not a spec key: the merge is accepted, the unknown key is what fails
+    assert r.code == 2 and "unknown key 'common'" in r.stderr and "duplicate" not in r.stderr
+    spec.write_text(
+        "run: echo\nenv: {<<: {OMP_NUM_THREADS: '7', MODE: a}, MODE: b}\nmatrix: {WHEN: [2024-01-01T10:00:00Z]}\n"
+    )
+    r = cli("render", str(spec), "--site", "lumi", "-A", "project_465000001")
+    assert r.code == 0, r.stderr
+    assert "export MODE=b" in r.stdout and "export OMP_NUM_THREADS=7" in r.stdout
+    assert "WHEN=2024-01-01T10:00:00Z" in r.stdout  # a date-time stays as written

@@ -181,6 +181,18 @@ def test_sites_add_force_keeps_a_working_profile_when_the_new_one_is_invalid(cli
     assert "per_node: 4" in target.read_text()
 
 
+def test_sites_add_that_would_extend_only_itself_is_refused(cli, aif_home: Path) -> None:
+    assert cli("sites", "add", "foo", "--extends", "lumi").code == 0
+    target = aif_home / "profiles" / "foo.yaml"
+    before = target.read_text()
+    r = cli("sites", "add", "foo", "--extends", "foo", "--force")  # no other profile named foo
+    _clean(r, 2, "--extends foo: there is no other profile named foo")
+    assert target.read_text() == before and cli("sites", "show", "foo").code == 0
+    # a user profile that extends the built-in of its own name is fine
+    assert cli("sites", "add", "lumi", "--extends", "lumi").code == 0
+    assert cli("sites", "show", "lumi").code == 0
+
+
 # --- 5. fetch --pattern message, list --limit ----------------------------------------------------
 
 

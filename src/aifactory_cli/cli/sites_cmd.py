@@ -156,6 +156,14 @@ def add(
     target = paths.user_profiles_dir() / f"{name}.yaml"
     if target.exists() and not force:
         raise BadInput(f"{target} exists", "pass --force to overwrite it, or pick another name")
+    if extends == name:
+        from aifactory_cli.profile import find_profile_file
+
+        if find_profile_file(name, exclude=target) is None:  # it would extend only itself
+            raise BadInput(
+                f"--extends {name}: there is no other profile named {name} to extend",
+                "extend a built-in site (`aifactory sites list`), or leave out --extends",
+            )
     partitions = None
     source = "aifactory sites add (flags)"
     live_ssh: dict[str, Any] = {}
