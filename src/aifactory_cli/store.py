@@ -422,14 +422,13 @@ class Store:
                 "`aifactory list` shows tracked jobs; `aifactory sync` recovers jobs from the site",
             )
         matches = self._jobs("WHERE id LIKE ? ESCAPE '\\'", (_like_prefix(ref),))
-        if len(matches) == 1:
-            return matches[0]
         named = self._jobs("WHERE name = ? ORDER BY created_at DESC", (ref,))
-        if len(named) == 1:
-            return named[0]
-        if len(named) > 1 or len(matches) > 1:
-            cands = named or matches
-            listing = ", ".join(f"{j.id} ({j.site}, {j.state})" for j in cands[:5])
+        # an id prefix and a name are both references: if they point at different jobs, say so
+        cands = list({j.id: j for j in [*named, *matches]}.values())
+        if len(cands) == 1:
+            return cands[0]
+        if cands:
+            listing = ", ".join(f"{j.id} ({j.name}, {j.site}, {j.state})" for j in cands[:5])
             raise BadInput(f"'{ref}' matches {len(cands)} jobs: {listing}", "use the job id instead")
         raise NotFound(f"no tracked job '{ref}'", "`aifactory list` shows tracked jobs")
 

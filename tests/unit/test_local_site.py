@@ -90,9 +90,9 @@ def test_dependency_on_failed_job_never_runs(cli, tmp_path: Path) -> None:
     r = cli("submit", str(second), "--after", a["id"])
     assert r.code == 2 and f"dependency {a['id']} ({a['id']}) ended FAILED" in r.stderr, r.stderr
     assert len(_jobs(cli("list", "--json"))) == 2
-    ok = cli("submit", str(_spec(tmp_path, "c", "run: 'true'\n")), "--wait").code
-    assert ok == 0  # after a COMPLETED job is fine
-    assert cli("submit", str(second), "--after", "c", "--wait").code == 0
+    ok = cli("submit", str(_spec(tmp_path, "okdep", "run: 'true'\n")), "--wait").code
+    assert ok == 0  # after a COMPLETED job is fine ("okdep": a name that cannot be an id prefix)
+    assert cli("submit", str(second), "--after", "okdep", "--wait").code == 0
 
 
 def test_upload_and_fetch(cli, tmp_path: Path) -> None:
@@ -268,3 +268,21 @@ def test_wait_timeout_zero_asks_once(cli, tmp_path: Path) -> None:
         time.sleep(0.5)
     assert r.code == 0, r.stderr
     assert _jobs(r)[0]["state"] == "COMPLETED"
+
+
+def test_a_name_that_is_also_an_id_prefix_is_ambiguous(aif_home: Path) -> None:
+    import pytest
+
+    from aifactory_cli.errors import BadInput
+    from aifactory_cli.store import Job, Store, now_iso
+
+    store = Store()
+    for job_id, name in (("c49a490f", "first"), ("11111111", "c")):
+        store.add(Job(id=job_id, token=job_id * 4, name=name, site="local", state="COMPLETED",
+                      created_at=now_iso(), updated_at=now_iso()))  # fmt: skip
+    with pytest.raises(BadInput, match=r"'c' matches 2 jobs: ") as err:
+        store.find("c")
+    assert "c49a490f" in err.value.message and "11111111" in err.value.message
+    assert store.find("c4").id == "c49a490f" and store.find("first").id == "c49a490f"
+    assert store.find("11111111").name == "c"
+    store.close()
