@@ -684,12 +684,15 @@ def _log_task(job: Job, task: int | None) -> int | None:
 
 def _unknown_override_sites(loaded_spec: LoadedSpec) -> list[str]:
     """A `sites:` entry for a site with no profile is probably a typo: its overrides are never used."""
+    named = loaded_spec.raw.get("sites") or {}
+    if not named:
+        return []  # most specs: no profile dirs are listed on the submit path
     from aifactory_cli.errors import did_you_mean
     from aifactory_cli.paths import available_sites
 
     known = available_sites()
     out = []
-    for name in loaded_spec.raw.get("sites") or {}:
+    for name in named:
         if str(name) not in known:
             guess = did_you_mean(str(name), known)
             out.append(

@@ -247,18 +247,12 @@ class Store:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise StoreError(
-                f"cannot write the job store {self.path}: {_diagnose(self.path, exc)}",
-                "free space or make the state dir writable; nothing was changed",
-            ) from exc
+            raise self._write_error(exc, "nothing was changed") from exc
         try:
             yield self.conn
         except sqlite3.OperationalError as exc:
             self.conn.execute("ROLLBACK")
-            raise StoreError(
-                f"cannot write the job store {self.path}: {_diagnose(self.path, exc)}",
-                "free space or make the state dir writable; the store was not changed",
-            ) from exc
+            raise self._write_error(exc, "the store was not changed") from exc
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
@@ -267,10 +261,13 @@ class Store:
                 self.conn.execute("COMMIT")
             except sqlite3.OperationalError as exc:
                 self.conn.execute("ROLLBACK")
-                raise StoreError(
-                    f"cannot write the job store {self.path}: {_diagnose(self.path, exc)}",
-                    "free space or make the state dir writable; the store was not changed",
-                ) from exc
+                raise self._write_error(exc, "the store was not changed") from exc
+
+    def _write_error(self, exc: sqlite3.OperationalError, outcome: str) -> StoreError:
+        return StoreError(
+            f"cannot write the job store {self.path}: {_diagnose(self.path, exc)}",
+            f"free space or make the state dir writable; {outcome}",
+        )
 
     def _migrate(self) -> None:
         current = 0
