@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -44,7 +45,14 @@ def test_wheel_ships_templates_and_profiles_and_runs_hello(tmp_path: Path) -> No
     ):
         assert needed in names
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # The wheel goes in with --no-deps; its dependencies come from the interpreter running this test
+    # (a venv or the system one), appended after the new venv's own site-packages so the wheel wins.
+    # (--system-site-packages reached the *base* interpreter's packages, which lack typer when the
+    # suite runs from a venv.)
+    (new_site,) = venv.glob("lib/python*/site-packages")
+    outer = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (new_site / "outer_env.pth").write_text("".join(f"{p}\n" for p in sorted(outer)))
     subprocess.run(
         [str(venv / "bin" / "pip"), "install", "--quiet", "--no-deps", str(wheel)], check=True, capture_output=True
     )

@@ -90,14 +90,27 @@ def report_error(exc: AifactoryError) -> int:
     return exc.exit_code
 
 
+def _click_exception_type() -> type[Exception]:
+    """click's base exception: typer >= 0.26 vendors click as typer._click, older typer runs on click.
+
+    Looked up by name so that mypy sees the same code whichever typer the venv has (a try/except
+    import of both made mypy fail on a fresh venv without click: unused ignore + no-redef)."""
+    import importlib
+
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found: type[Exception] = importlib.import_module(name).ClickException
+            return found
+        except ImportError:
+            continue
+    raise ImportError("neither typer._click nor click is installed")  # pragma: no cover
+
+
 def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
     """The one error boundary: message + hint and the contract's exit code, no traceback unless --debug."""
     import typer
 
-    try:  # recent typer vendors click as typer._click
-        from typer._click.exceptions import ClickException
-    except ImportError:  # pragma: no cover - older typer on real click
-        from click import ClickException  # type: ignore[assignment]
+    ClickException = _click_exception_type()
 
     args = sys.argv[1:] if argv is None else argv
     STATE.debug = "--debug" in args[:2] or bool(os.environ.get("AIFACTORY_DEBUG"))
@@ -113,7 +126,7 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
         sys.stderr.write("interrupted\n")
         return EXIT_INTERRUPTED
     except ClickException as exc:
-        exc.show()
+        exc.show()  # type: ignore[attr-defined]  # every ClickException has show()
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

@@ -30,7 +30,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -324,7 +324,7 @@ def check_host_key(
     )
 
 
-def _preferred_key_types(current: tuple[str, ...] | list[str], known_types: list[str]) -> list[str]:
+def _preferred_key_types(current: Sequence[str], known_types: list[str]) -> list[str]:
     """Negotiate a host key type we already know, so a known server is not refused as unknown."""
     wanted: list[str] = []
     for t in known_types:
