@@ -112,7 +112,7 @@ def bench_status(runs: int, work: Path, counts: list[int]) -> list[tuple[str, fl
             home = work / f"home-status-{n}"
             env = aif_env(home)
             code = (
-                "import os\nfrom aifactory_cli.store import Store, Job, now_iso\n"
+                "import os\nfrom aifactory_cli.jobs.store import Store, Job, now_iso\n"
                 "from aifactory_cli import paths\n"
                 "s = Store()\n"
                 f"for i, sid in enumerate({ids[:n]!r}):\n"
@@ -124,7 +124,7 @@ def bench_status(runs: int, work: Path, counts: list[int]) -> list[tuple[str, fl
             env["AIFACTORY_PERSIST"] = "0"
             samples = timed([*AIF, "status", "--json"], runs, env=env)
             probe = (
-                "from aifactory_cli.service import Service\n"
+                "from aifactory_cli.service.session import Service\n"
                 "with Service() as s:\n"
                 "    jobs = s.status([])\n"
                 "    t = s.backend('testbed').transport\n"

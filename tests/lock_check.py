@@ -14,7 +14,7 @@ from pathlib import Path
 
 def main(argv: list[str]) -> int:
     quiet = "--quiet" in argv
-    lock = Path([a for a in argv if not a.startswith("--")][0])
+    lock = Path(next(a for a in argv if not a.startswith("--")))
     wrong: list[str] = []
     for line in lock.read_text().splitlines():
         m = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)", line)

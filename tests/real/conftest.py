@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aifactory_cli.profile import SshSettings
+from aifactory_cli.sites.profile import SshSettings
 
 TESTBED_DIR = Path(os.environ.get("TESTBED_DIR", "/tmp/testbed"))
 TESTBED_CLIENT = TESTBED_DIR / "client"

@@ -13,7 +13,7 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from aifactory_cli.profile import SshSettings
+from aifactory_cli.sites.profile import SshSettings
 from aifactory_cli.transport.ssh import fingerprint
 
 

@@ -25,9 +25,9 @@ from typing import Any, BinaryIO
 import pytest
 
 from aifactory_cli.errors import EXIT_REMOTE, AuthError, HostKeyError, RemoteError
-from aifactory_cli.profile import SshSettings
+from aifactory_cli.sites.profile import SshSettings
 from aifactory_cli.transport import and_then
-from aifactory_cli.transport.agent import AgentTransport, make_transport
+from aifactory_cli.transport.agent.client import AgentTransport, make_transport
 from aifactory_cli.transport.ssh import SshTransport
 from tests.real.conftest import TESTBED_USER
 from tests.real.fake_sshd import FakeServer, write_key
@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def agent_pids(home: Path) -> list[int]:
-    """Live (not zombie) `python -m aifactory_cli.agent` processes whose socket is under `home`."""
+    """Live (not zombie) `python -m aifactory_cli.transport.agent.server` processes whose socket is under `home`."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -52,7 +52,8 @@ def agent_pids(home: Path) -> list[int]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if b"aifactory_cli.agent" in cmdline and any(str(home).encode() in a for a in cmdline) and state != "Z":
+        ours = any(str(home).encode() in a for a in cmdline)
+        if b"aifactory_cli.transport.agent.server" in cmdline and ours and state != "Z":
             pids.append(int(entry.name))
     return pids
 
@@ -121,8 +122,8 @@ def stop(tr: AgentTransport) -> None:
 CLIENT = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from aifactory_cli.profile import SshSettings
-from aifactory_cli.transport.agent import make_transport
+from aifactory_cli.sites.profile import SshSettings
+from aifactory_cli.transport.agent.client import make_transport
 args = json.loads(sys.argv[1])
 tr = make_transport(SshSettings(**args["settings"]), site="testbed", interactive=False, persist=args["persist"])
 out = []
@@ -292,8 +293,8 @@ def test_timeout_while_sending_input(settings: SshSettings) -> None:
 
 UPLOADER = r"""
 import json, sys
-from aifactory_cli.profile import SshSettings
-from aifactory_cli.transport.agent import make_transport
+from aifactory_cli.sites.profile import SshSettings
+from aifactory_cli.transport.agent.client import make_transport
 args = json.loads(sys.argv[1])
 tr = make_transport(SshSettings(**args["settings"]), site="testbed", interactive=False, persist=60)
 
@@ -610,8 +611,8 @@ def test_timing_warm_agent_vs_cold_ssh(settings: SshSettings, home: Path) -> Non
     data = json.dumps(settings.model_dump(mode="json"))
     code = (
         "import json, sys\n"
-        "from aifactory_cli.profile import SshSettings\n"
-        "from aifactory_cli.transport.agent import make_transport\n"
+        "from aifactory_cli.sites.profile import SshSettings\n"
+        "from aifactory_cli.transport.agent.client import make_transport\n"
         "tr = make_transport(SshSettings(**json.loads(sys.argv[1])), site='testbed', interactive=False,"
         " persist=float(sys.argv[2]))\n"
         "assert tr.run(['true']).rc == 0\n"

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 import pytest
 
 from aifactory_cli.errors import EXIT_REMOTE, AuthError, HostKeyError, RemoteError
-from aifactory_cli.profile import SshSettings
+from aifactory_cli.sites.profile import SshSettings
 from aifactory_cli.transport import and_then
 from aifactory_cli.transport.ssh import SshTransport
 from tests.real.conftest import (

@@ -175,7 +175,7 @@ def test_commands_share_one_login_through_the_agent(
     assert len(agents) == 1
     r = tb("wait", first.stdout.strip(), "--timeout", "60", "--json", env=env)
     assert r.code == 0 and _jobs(r)[0]["state"] == "COMPLETED"
-    from aifactory_cli.service import Service
+    from aifactory_cli.service.session import Service
 
     monkeypatch.setenv("AIFACTORY_PERSIST", "60")
     monkeypatch.setenv("AIFACTORY_ACCOUNT", ACCOUNT)

@@ -19,11 +19,10 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from aifactory_cli.agent import AgentServer
 from aifactory_cli.errors import EXIT_REMOTE, AuthError, ConfigError, HostKeyError, RemoteError
-from aifactory_cli.profile import SshSettings
+from aifactory_cli.sites.profile import SshSettings
 from aifactory_cli.transport import Stdin
-from aifactory_cli.transport.agent import (
+from aifactory_cli.transport.agent.client import (
     CHUNK,
     DATA,
     END,
@@ -38,6 +37,7 @@ from aifactory_cli.transport.agent import (
     make_transport,
     peer_uid,
 )
+from aifactory_cli.transport.agent.server import AgentServer
 
 MB = 1024 * 1024
 SETTINGS = SshSettings(host="fake.invalid", user="alice")
@@ -598,7 +598,7 @@ def test_make_transport(home: Path) -> None:
 
 def test_client_module_imports_no_ssh_stack() -> None:
     code = (
-        "import sys, aifactory_cli.transport.agent; "
+        "import sys, aifactory_cli.transport.agent.client; "
         "print(sorted(m for m in ('paramiko', 'cryptography', 'aifactory_cli.transport.ssh', 'pydantic') "
         "if m in sys.modules))"
     )

@@ -2,10 +2,10 @@
 
 import pytest
 
-from aifactory_cli.billing import estimate
-from aifactory_cli.profile import UserConfig, load_profile
-from aifactory_cli.resolve import Overrides, resolve
-from aifactory_cli.spec import load_spec_text
+from aifactory_cli.sites.billing import estimate
+from aifactory_cli.sites.profile import UserConfig, load_profile
+from aifactory_cli.sites.resolve import Overrides, resolve
+from aifactory_cli.spec.model import load_spec_text
 
 
 @pytest.fixture(autouse=True)

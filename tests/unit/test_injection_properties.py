@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from aifactory_cli.errors import BadInput
-from aifactory_cli.profile import UserConfig, load_profile
-from aifactory_cli.render import render, sbatch_value
-from aifactory_cli.resolve import Overrides, resolve
-from aifactory_cli.spec import JobSpec
+from aifactory_cli.sites.profile import UserConfig, load_profile
+from aifactory_cli.sites.render import render, sbatch_value
+from aifactory_cli.sites.resolve import Overrides, resolve
+from aifactory_cli.spec.model import JobSpec
 
 MARKER = "/tmp/aif-pwned-unit"
 SEEDS = [

@@ -128,7 +128,7 @@ def test_job_id_file(cli, tmp_path: Path) -> None:
 def test_status_honours_the_profiles_poll_interval(cli, aif_home: Path, tmp_path: Path) -> None:
     import time
 
-    from aifactory_cli import localrun
+    from aifactory_cli.backends import localrun
 
     profiles = aif_home / "profiles"
     profiles.mkdir(parents=True)
@@ -152,7 +152,7 @@ def test_status_honours_the_profiles_poll_interval(cli, aif_home: Path, tmp_path
 def test_cancel_before_the_runner_started_is_not_lost(tmp_path: Path) -> None:
     """`cancel` can run between submit and the runner's first save (no runner pid yet): the runner
     must then end CANCELLED without running anything, not overwrite the cancel."""
-    from aifactory_cli import localrun
+    from aifactory_cli.backends import localrun
 
     jobdir = tmp_path / "job"
     jobdir.mkdir()
@@ -186,7 +186,7 @@ def test_a_job_whose_site_profile_was_removed_does_not_break_status(cli, aif_hom
     c = cli("cancel", job_id)
     assert c.code == 4 and f"cannot cancel {job_id} (gone job" in c.stderr and "Traceback" not in c.stderr
     # an interrupted submission to that site (in doubt, no Slurm id) does not break status either
-    from aifactory_cli.store import Job, Store, now_iso
+    from aifactory_cli.jobs.store import Job, Store, now_iso
 
     store = Store()
     store.add(Job(id="deadbeef", token="t" * 32, name="lost", site="gone", state="UNKNOWN",
@@ -274,7 +274,7 @@ def test_a_name_that_is_also_an_id_prefix_is_ambiguous(aif_home: Path) -> None:
     import pytest
 
     from aifactory_cli.errors import BadInput
-    from aifactory_cli.store import Job, Store, now_iso
+    from aifactory_cli.jobs.store import Job, Store, now_iso
 
     store = Store()
     for job_id, name in (("c49a490f", "first"), ("11111111", "c")):

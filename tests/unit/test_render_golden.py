@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from aifactory_cli.profile import UserConfig, load_profile
-from aifactory_cli.render import render
-from aifactory_cli.resolve import Overrides, resolve
-from aifactory_cli.spec import load_spec, load_spec_text
+from aifactory_cli.sites.profile import UserConfig, load_profile
+from aifactory_cli.sites.render import render
+from aifactory_cli.sites.resolve import Overrides, resolve
+from aifactory_cli.spec.model import load_spec, load_spec_text
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "data" / "golden"

@@ -1,9 +1,9 @@
 import pytest
 
 from aifactory_cli.errors import ConfigError, LimitError
-from aifactory_cli.profile import SiteUserSettings, UserConfig, load_profile
-from aifactory_cli.resolve import Overrides, resolve
-from aifactory_cli.spec import load_spec_text
+from aifactory_cli.sites.profile import SiteUserSettings, UserConfig, load_profile
+from aifactory_cli.sites.resolve import Overrides, resolve
+from aifactory_cli.spec.model import load_spec_text
 
 ACCOUNT = Overrides(account="project_465000123")
 

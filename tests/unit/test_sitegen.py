@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from aifactory_cli.sitecheck import parse_partitions, split_sections
-from aifactory_cli.sitegen import partitions_from_live
+from aifactory_cli.service.sites import parse_partitions, split_sections
+from aifactory_cli.sites.scaffold import partitions_from_live
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "slurm"
 
@@ -34,8 +34,8 @@ def test_parse_partitions_and_sections() -> None:
 
 
 def test_partition_drift_against_recorded_scontrol(tmp_path: Path, aif_home: Path) -> None:
-    from aifactory_cli.profile import load_profile_file
-    from aifactory_cli.sitecheck import partition_drift
+    from aifactory_cli.service.sites import partition_drift
+    from aifactory_cli.sites.profile import load_profile_file
 
     live = parse_partitions((DATA / "scontrol_partitions.txt").read_text())
     path = tmp_path / "drifty.yaml"
@@ -61,7 +61,7 @@ def test_partition_drift_against_recorded_scontrol(tmp_path: Path, aif_home: Pat
 
 
 def test_account_check_with_and_without_suffixes() -> None:
-    from aifactory_cli.sitecheck import account_check
+    from aifactory_cli.service.sites import account_check
 
     mine = ["project_465000001", "project_465000002"]
     assert account_check("project_465000001", [], mine)[0] == "ok"

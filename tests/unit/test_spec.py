@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from aifactory_cli.errors import SpecError
-from aifactory_cli.spec import PROTECTED_SLURM_OPTIONS, load_spec, load_spec_text
+from aifactory_cli.spec.model import PROTECTED_SLURM_OPTIONS, load_spec, load_spec_text
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from aifactory_cli.errors import ConfigError, HostKeyError, ProfileError
-from aifactory_cli.profile import SshSettings
+from aifactory_cli.sites.profile import SshSettings
 from aifactory_cli.transport.ssh import (
     Endpoint,
     check_host_key,

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import typer
     from rich.console import Console
 
-    from aifactory_cli.store import Job
+    from aifactory_cli.jobs.store import Job
 
 SCHEMA_VERSION = 1
 
@@ -245,7 +245,7 @@ def check_output_dir(path: Path, option: str) -> Path:
 
 
 def service(**kwargs: Any) -> Any:
-    from aifactory_cli.service import Service
+    from aifactory_cli.service.session import Service
 
     return Service(
         notify=note, progress_factory=progress_factory() if is_tty() else None, interactive=interactive(), **kwargs

@@ -36,7 +36,7 @@ def jobs(incomplete: str) -> list[tuple[str, str]]:
         db = paths.state_dir() / "jobs.sqlite3"
         if not db.is_file():
             return []  # nothing tracked yet; do not create a store just to complete
-        from aifactory_cli.store import Store
+        from aifactory_cli.jobs.store import Store
 
         store = Store(db)
         try:

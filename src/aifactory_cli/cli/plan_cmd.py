@@ -26,10 +26,10 @@ def plan(
     account: str | None = typer.Option(None, "--account", "-A", help="Account for every site (default: config)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
-    from aifactory_cli.broker import plan as make_plan
-    from aifactory_cli.broker import rank
     from aifactory_cli.errors import BadInput
-    from aifactory_cli.resolve import Overrides
+    from aifactory_cli.service.broker import plan as make_plan
+    from aifactory_cli.service.broker import rank
+    from aifactory_cli.sites.resolve import Overrides
 
     if prefer not in ("start", "cost"):
         raise BadInput(f"--prefer {prefer!r}", "use --prefer start or --prefer cost")

@@ -21,15 +21,15 @@ def render(
     partition: str | None = typer.Option(None, "--partition", "-p", help="Override the partition choice."),
     qos: str | None = typer.Option(None, "--qos", help="Slurm QoS."),
 ) -> None:
-    from aifactory_cli.resolve import Overrides
-    from aifactory_cli.service import Service
+    from aifactory_cli.service.session import Service
+    from aifactory_cli.sites.resolve import Overrides
 
     site = common.site_option(site)
     with Service(notify=common.note) as svc:
         prepared = svc.prepare(spec, site, Overrides(account=account, partition=partition, qos=qos, preview=True))
         for w in prepared.resolved.warnings:
             common.note(f"warning: {w}")
-        from aifactory_cli.billing import estimate
+        from aifactory_cli.sites.billing import estimate
 
         charge = estimate(prepared.resolved)
         if charge:

@@ -14,7 +14,7 @@ app = typer.Typer(help="Site profiles: list, show, validate, check against the l
 
 
 def _profile_row(name: str) -> dict[str, Any]:
-    from aifactory_cli.profile import load_profile
+    from aifactory_cli.sites.profile import load_profile
 
     lp = load_profile(name)
     p = lp.profile
@@ -35,7 +35,7 @@ def _profile_row(name: str) -> dict[str, Any]:
 @app.command("list", help="All known sites with GPU model, GPUs per node and verification date.")
 def list_sites(as_json: bool = typer.Option(False, "--json", help="Print JSON only.")) -> None:
     from aifactory_cli.errors import AifactoryError
-    from aifactory_cli.profile import available_sites
+    from aifactory_cli.sites.profile import available_sites
 
     rows, broken = [], []
     for name in available_sites():
@@ -72,7 +72,7 @@ def show(
 ) -> None:
     import yaml
 
-    from aifactory_cli.profile import load_profile
+    from aifactory_cli.sites.profile import load_profile
 
     lp = load_profile(site)
     data = lp.profile.model_dump(mode="json", exclude_none=True)
@@ -95,7 +95,7 @@ def validate(
     file: Path = typer.Argument(..., metavar="FILE", help="A profile YAML file."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
-    from aifactory_cli.sample import render_samples
+    from aifactory_cli.sites.sample import render_samples
 
     results = render_samples(file)
     if as_json:
@@ -111,7 +111,7 @@ def check(
     site: str = typer.Argument(..., metavar="SITE", autocompletion=completion.sites),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
-    from aifactory_cli.sitecheck import check_site
+    from aifactory_cli.service.sites import check_site
 
     with common.service() as svc:
         report = check_site(svc, site)
@@ -147,9 +147,9 @@ def add(
 
     from aifactory_cli import paths
     from aifactory_cli.errors import AifactoryError, BadInput
-    from aifactory_cli.profile import SITE_NAME_RE
-    from aifactory_cli.sample import render_samples
-    from aifactory_cli.sitegen import LIVE_COMMAND, install_profile, partitions_from_live, scaffold
+    from aifactory_cli.sites.profile import SITE_NAME_RE
+    from aifactory_cli.sites.sample import render_samples
+    from aifactory_cli.sites.scaffold import LIVE_COMMAND, install_profile, partitions_from_live, scaffold
 
     if not SITE_NAME_RE.match(name):
         raise BadInput(f"'{name}' is not a site name", "use lower-case letters, digits, '-' and '_'")
@@ -157,7 +157,7 @@ def add(
     if target.exists() and not force:
         raise BadInput(f"{target} exists", "pass --force to overwrite it, or pick another name")
     if extends == name:
-        from aifactory_cli.profile import find_profile_file
+        from aifactory_cli.sites.profile import find_profile_file
 
         if find_profile_file(name, exclude=target) is None:  # it would extend only itself
             raise BadInput(

@@ -55,7 +55,7 @@ def submit(
     junit: Path | None = typer.Option(None, "--junit", help="With --wait: write a JUnit XML report to PATH."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only on stdout."),
 ) -> None:
-    from aifactory_cli.resolve import Overrides
+    from aifactory_cli.sites.resolve import Overrides
 
     # argument checks first: nothing is submitted if one of them fails
     for given, option in ((follow, "--follow"), (timeout is not None, "--timeout"), (junit is not None, "--junit")):
@@ -69,8 +69,8 @@ def submit(
     overrides = Overrides(account=account, partition=partition, qos=qos)
     with common.service() as svc:
         if site == "auto":
-            from aifactory_cli.broker import plan, rank, why
             from aifactory_cli.errors import LimitError
+            from aifactory_cli.service.broker import plan, rank, why
 
             rows = rank(plan(svc, str(specs[0]), site_names, overrides), prefer)
             if not rows or not rows[0].ok:
@@ -83,7 +83,7 @@ def submit(
         # resolve and render everything first: nothing is sent if any spec is bad
         prepared = [svc.prepare(s, site, overrides, after=after if i == 0 else None) for i, s in enumerate(specs)]
         if dry_run:
-            from aifactory_cli.billing import charge_json, estimate
+            from aifactory_cli.sites.billing import charge_json, estimate
 
             for p in prepared:
                 for w in p.resolved.warnings:
@@ -165,7 +165,7 @@ def wait_and_report(
     junit: Path | None = None,
 ) -> int:
     """Wait with state changes on stderr; cancel the jobs on SIGINT/SIGTERM if asked."""
-    from aifactory_cli.service import exit_code_for
+    from aifactory_cli.service.session import exit_code_for
 
     def on_change(job: Any) -> None:
         extra = f" ({job.reason})" if job.reason else ""
@@ -213,7 +213,7 @@ def wait_and_report(
 def _write_junit(svc: Any, jobs: list[Any], path: Path) -> Exception | None:
     """Write the report; on failure return the error, to raise once the results are shown."""
     from aifactory_cli.errors import StoreError
-    from aifactory_cli.junit import write_junit
+    from aifactory_cli.service.junit import write_junit
 
     try:
         write_junit(svc, jobs, path)

@@ -19,7 +19,7 @@ def sync(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
-    from aifactory_cli.syncing import sync_site
+    from aifactory_cli.service.sync import sync_site
 
     site = common.site_option(site)
     with common.service() as svc:

@@ -21,7 +21,7 @@ def usage(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
-    from aifactory_cli.broker import usage as site_usage
+    from aifactory_cli.service.broker import usage as site_usage
 
     site = common.site_option(site)
     with common.service() as svc:

@@ -1,2 +1,2 @@
 """Schedulers: pure command builders and parsers of real scheduler output (`slurm`), and the
-embedded local runner (`aifactory_cli.localrun`)."""
+embedded local runner (`aifactory_cli.backends.localrun`)."""

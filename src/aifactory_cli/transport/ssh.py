@@ -41,7 +41,7 @@ from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, to_
 if TYPE_CHECKING:
     import paramiko
 
-    from aifactory_cli.profile import SshSettings
+    from aifactory_cli.sites.profile import SshSettings
 
 SSH_CONFIG_ENV = "AIFACTORY_SSH_CONFIG"
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from aifactory_cli.errors import AifactoryError, BadInput, RemoteError
 
 if TYPE_CHECKING:
-    from aifactory_cli.resolve import Overrides
-    from aifactory_cli.service import Service
+    from aifactory_cli.service.session import Service
+    from aifactory_cli.sites.resolve import Overrides
 
 _START = re.compile(r"to start at (\S+) using (\d+) processors on nodes (\S+) in partition (\S+)")
 
@@ -57,8 +57,8 @@ def candidate_sites(svc: Service, sites: list[str] | None) -> list[str]:
 
 
 def plan(svc: Service, spec_path: str, sites: list[str] | None, overrides: Overrides) -> list[PlanRow]:
-    from aifactory_cli.billing import estimate
-    from aifactory_cli.spec import load_spec
+    from aifactory_cli.sites.billing import estimate
+    from aifactory_cli.spec.model import load_spec
 
     loaded = load_spec(spec_path)
     rows = []

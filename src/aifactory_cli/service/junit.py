@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 from aifactory_cli import states
 
 if TYPE_CHECKING:
-    from aifactory_cli.service import Service
-    from aifactory_cli.store import Job
+    from aifactory_cli.jobs.store import Job
+    from aifactory_cli.service.session import Service
 
 TAIL_BYTES = 4000
 

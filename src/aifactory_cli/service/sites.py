@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from aifactory_cli.units import format_duration, parse_duration
 
 if TYPE_CHECKING:
-    from aifactory_cli.profile import SiteProfile
-    from aifactory_cli.service import Service
+    from aifactory_cli.service.session import Service
+    from aifactory_cli.sites.profile import SiteProfile
 
 _MARK = "@@AIF-CHECK@@"
 _SECTIONS = ("version", "partitions", "accounts", "sacct")

@@ -11,7 +11,7 @@ uses only the standard library (socket/json/struct/subprocess): never import par
 - The socket is `state_dir()/agents/<site>-<hash>.sock` (dir 0700, socket 0600); the hash covers the
   SSH settings, the ssh_config file's content (not files it includes), the user, the machine and
   the package/protocol version, so a changed setting gets a new agent (the old one exits when idle).
-- No agent answering: the CLI starts `python -m aifactory_cli.agent` under a lock file (one start at
+- No agent answering: the CLI starts `python -m aifactory_cli.transport.agent.server` under a lock file (one start at
   a time per socket). The agent logs in first, while it still shares the CLI's terminal (stdin and
   stderr, so keyboard-interactive/MFA prompts reach the user), reports "ready" or the error on a
   pipe, then leaves the terminal's session and serves the socket, logging to `<name>.log`.
@@ -65,7 +65,7 @@ from aifactory_cli.paths import ensure_private_dir, state_dir
 from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, Transport, to_shell
 
 if TYPE_CHECKING:
-    from aifactory_cli.profile import SshSettings
+    from aifactory_cli.sites.profile import SshSettings
 
 PROTOCOL = 1
 CHUNK = 256 * 1024
@@ -75,7 +75,7 @@ JSON, DATA, END, ABORT, ERROR = (ord(c) for c in "JDEAX")
 HELLO_TIMEOUT = 10.0
 MAX_SUN_PATH = 100  # sockaddr_un.sun_path is 108 bytes on Linux, 104 on macOS
 SSH_CONFIG_ENV = "AIFACTORY_SSH_CONFIG"  # as aifactory_cli.transport.ssh (not imported: it is slow)
-AGENT_MODULE = "aifactory_cli.agent"
+AGENT_MODULE = "aifactory_cli.transport.agent.server"
 SETTINGS_ENV = "AIFACTORY_AGENT_SETTINGS"  # how the CLI hands the SSH settings to the agent it starts
 
 T = TypeVar("T")
@@ -531,7 +531,7 @@ class AgentTransport:
         """Start the agent; it logs in (prompting on our terminal if needed) before it reports."""
         interactive = self.interactive if self.interactive is not None else _stdin_isatty()
         env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parent.parent.parent)
+        package_root = str(Path(__file__).resolve().parents[3])  # the dir that holds aifactory_cli/
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         if env.get(SSH_CONFIG_ENV):
             env[SSH_CONFIG_ENV] = str(Path(env[SSH_CONFIG_ENV]).expanduser().absolute())

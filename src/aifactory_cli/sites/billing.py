@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from aifactory_cli.resolve import ResolvedJob
+    from aifactory_cli.sites.resolve import ResolvedJob
 
 
 @dataclass

@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass, field
 
 from aifactory_cli.errors import ConfigError, LimitError, did_you_mean
-from aifactory_cli.profile import LoadedProfile, Partition, SiteProfile, UserConfig
-from aifactory_cli.spec import JobSpec
+from aifactory_cli.sites.profile import LoadedProfile, Partition, SiteProfile, UserConfig
+from aifactory_cli.spec.model import JobSpec
 from aifactory_cli.units import format_duration, format_memory, parse_duration, parse_memory
 
 

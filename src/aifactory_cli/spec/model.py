@@ -10,8 +10,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aifactory_cli.errors import SpecError
+from aifactory_cli.spec.yamlio import YamlDoc, format_validation_error, load_yaml_file, parse_yaml
 from aifactory_cli.units import parse_duration, parse_memory
-from aifactory_cli.yamlio import YamlDoc, format_validation_error, load_yaml_file, parse_yaml
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -2,7 +2,7 @@
 like a tiny Slurm (array elements, concurrency limit, time limit, dependencies, cancel), and keeps
 `status.json` in the job dir up to date.
 
-Started detached by `start()`; the runner process is `python -m aifactory_cli.localrun JOBDIR`.
+Started detached by `start()`; the runner process is `python -m aifactory_cli.backends.localrun JOBDIR`.
 Only the standard library is imported here: the runner must start fast and stay small.
 """
 
@@ -64,10 +64,10 @@ def start(jobdir: Path) -> int:
     """Start the runner for `jobdir` detached from this process; return its pid."""
     log = open(jobdir / "runner.log", "ab")  # noqa: SIM115 - handed to the child
     env = dict(os.environ)
-    src = str(Path(__file__).resolve().parent.parent)
+    src = str(Path(__file__).resolve().parents[2])  # the dir that holds aifactory_cli/
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aifactory_cli.localrun", str(jobdir)],
+        [sys.executable, "-m", "aifactory_cli.backends.localrun", str(jobdir)],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=log,
@@ -286,7 +286,7 @@ class Runner:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m aifactory_cli.localrun JOBDIR", file=sys.stderr)
+        print("usage: python -m aifactory_cli.backends.localrun JOBDIR", file=sys.stderr)
         return 2
     Runner(Path(argv[0])).run()
     return 0

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aifactory_cli.sitecheck import parse_partitions
+from aifactory_cli.service.sites import parse_partitions
 from aifactory_cli.units import format_duration, format_memory, parse_duration
 
 T = TypeVar("T")

@@ -16,9 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from aifactory_cli import paths
 from aifactory_cli.errors import ConfigError, NotFound, ProfileError, did_you_mean
 from aifactory_cli.paths import available_sites
-from aifactory_cli.spec import check_slurm_options, deep_merge
+from aifactory_cli.spec.model import check_slurm_options, deep_merge
+from aifactory_cli.spec.yamlio import YamlDoc, format_validation_error, load_yaml_file
 from aifactory_cli.units import parse_duration, parse_memory
-from aifactory_cli.yamlio import YamlDoc, format_validation_error, load_yaml_file
 
 SITE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 

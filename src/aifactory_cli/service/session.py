@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from aifactory_cli import states
 from aifactory_cli.errors import AifactoryError, BadInput, NotFound, RemoteError, WaitTimeout
-from aifactory_cli.store import Job, Store, now_iso
+from aifactory_cli.jobs.store import Job, Store, now_iso
 
 # Only the store is needed by `list` and `status --cached`: everything else (pydantic models,
 # Jinja, the SSH stack) is imported where it is used, so those commands start fast.
 if TYPE_CHECKING:
-    from aifactory_cli.backends import Backend, Update
-    from aifactory_cli.profile import LoadedProfile, UserConfig
-    from aifactory_cli.render import Rendered
-    from aifactory_cli.resolve import Overrides, ResolvedJob
-    from aifactory_cli.spec import LoadedSpec
-    from aifactory_cli.staging import UploadPlan
+    from aifactory_cli.backends.base import Backend, Update
+    from aifactory_cli.jobs.staging import UploadPlan
+    from aifactory_cli.sites.profile import LoadedProfile, UserConfig
+    from aifactory_cli.sites.render import Rendered
+    from aifactory_cli.sites.resolve import Overrides, ResolvedJob
+    from aifactory_cli.spec.model import LoadedSpec
 
 Notify = Callable[[str], None]
 
@@ -80,27 +80,27 @@ class Service:
     @property
     def config(self) -> UserConfig:
         if self._config is None:
-            from aifactory_cli.profile import load_user_config
+            from aifactory_cli.sites.profile import load_user_config
 
             self._config, _ = load_user_config()
         return self._config
 
     def profile(self, site: str) -> LoadedProfile:
         if site not in self._profiles:
-            from aifactory_cli.profile import load_profile
+            from aifactory_cli.sites.profile import load_profile
 
             self._profiles[site] = load_profile(site)
         return self._profiles[site]
 
     def site_or_default(self, site: str | None) -> str:
-        from aifactory_cli.profile import default_site
+        from aifactory_cli.sites.profile import default_site
 
         return site or default_site(self.config)
 
     def backend(self, site: str) -> Backend:
         if site in self._backends:
             return self._backends[site]
-        from aifactory_cli.backends import LocalBackend, SlurmBackend
+        from aifactory_cli.backends.base import LocalBackend, SlurmBackend
 
         loaded = self.profile(site)
         if loaded.profile.scheduler == "local":
@@ -108,7 +108,7 @@ class Service:
 
             backend: Backend = LocalBackend(loaded, LocalTransport(), lambda: self.store.next_counter("local_job_id"))
         else:
-            from aifactory_cli.transport.agent import make_transport
+            from aifactory_cli.transport.agent.client import make_transport
 
             settings = self._ssh_settings(site, loaded)
             if not settings.host:
@@ -224,10 +224,10 @@ class Service:
         after: list[str] | None = None,
         loaded_spec: LoadedSpec | None = None,
     ) -> Prepared:
-        from aifactory_cli.render import render
-        from aifactory_cli.resolve import resolve
-        from aifactory_cli.spec import load_spec
-        from aifactory_cli.staging import collect_uploads
+        from aifactory_cli.jobs.staging import collect_uploads
+        from aifactory_cli.sites.render import render
+        from aifactory_cli.sites.resolve import resolve
+        from aifactory_cli.spec.model import load_spec
 
         loaded_spec = loaded_spec or load_spec(spec_path)
         site = self.site_or_default(site)
@@ -369,8 +369,8 @@ class Service:
 
     def _plan(self, prepared: Prepared, job: Job, workdir: str, backend: Backend) -> tuple[UploadPlan, Any]:
         from aifactory_cli import paths
-        from aifactory_cli.backends import META, SCRIPT
-        from aifactory_cli.staging import UploadManifest, UploadPlan
+        from aifactory_cli.backends.base import META, SCRIPT
+        from aifactory_cli.jobs.staging import UploadManifest, UploadPlan
 
         r = prepared.resolved
         meta = {
@@ -650,7 +650,7 @@ class Service:
             raise BadInput(
                 f"job {job.id} has no download: patterns", 'add download: ["outputs/**"] to the spec or pass --pattern'
             )
-        from aifactory_cli.staging import match_downloads
+        from aifactory_cli.jobs.staging import match_downloads
 
         backend = self.backend(job.site)
         files = match_downloads(backend.list_files(job), wanted)

@@ -1,8 +1,8 @@
 """The connection agent: one process per site and SSH settings that keeps one SSH connection open and
 serves CLI commands over a Unix socket (the client side and the protocol are in
-`aifactory_cli.transport.agent`).
+`aifactory_cli.transport.agent.client`).
 
-    AIFACTORY_AGENT_SETTINGS=JSON python -m aifactory_cli.agent --socket PATH --site NAME \
+    AIFACTORY_AGENT_SETTINGS=JSON python -m aifactory_cli.transport.agent.server --socket PATH --site NAME \
         --persist SECONDS (--interactive|--batch)
 
 Started by the CLI, it logs in first, on the CLI's terminal (MFA prompts reach the user), then
@@ -37,7 +37,7 @@ from typing import Any, BinaryIO, Protocol
 
 from aifactory_cli.errors import RemoteError
 from aifactory_cli.transport import Stdin, to_shell
-from aifactory_cli.transport.agent import (
+from aifactory_cli.transport.agent.client import (
     ABORT,
     CHUNK,
     DATA,
@@ -602,7 +602,7 @@ def _report(message: dict[str, Any]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aifactory_cli.agent")
+    parser = argparse.ArgumentParser(prog="python -m aifactory_cli.transport.agent.server")
     parser.add_argument("--socket", required=True, type=Path)
     parser.add_argument("--site", required=True)
     parser.add_argument("--persist", type=float, default=600.0)

@@ -17,7 +17,7 @@ from aifactory_cli.errors import BadInput, ProfileError
 if TYPE_CHECKING:
     import jinja2
 
-    from aifactory_cli.resolve import ResolvedJob
+    from aifactory_cli.sites.resolve import ResolvedJob
 
 _SBATCH_SAFE = re.compile(r"^[A-Za-z0-9_.,:=@%+/\[\]&|!*-]+$")
 
