@@ -9,6 +9,12 @@ one run on the test bed (tests/testbed/start.sh must be up). Prints a Markdown t
    over a kept-open ControlMaster connection)
 3. `aifactory status` with 1, 100 and 1000 tracked live jobs (remote commands counted)
 4. uploading 1000 small files: aifactory's tar stream vs `scp -r` and `rsync` over the same sshd
+
+    python3 bench/run.py --startup-vs OTHER_CHECKOUT [--quick]
+
+compares only the start-up of `aifactory --help` and `aifactory list` (20 tracked jobs) between this
+checkout and another one (e.g. a `git worktree` of an older commit), run alternately in one loop so
+both see the same machine load. Needs no test bed.
 """
 
 from __future__ import annotations
@@ -177,12 +183,46 @@ def machine() -> str:
             f"{int(mem) // 1024 // 1024} GiB RAM, {slurm}, OpenSSH + Slurm test bed on 127.0.0.1")
 
 
+def startup_vs(other: Path, runs: int) -> str:
+    """`--help` and `list` of this checkout and of `other`, alternated run by run; a Markdown table."""
+    trees = {"this checkout": REPO, f"{other}": other.resolve()}
+    for tree in trees.values():
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "src")], check=True,
+                       stdout=subprocess.DEVNULL)
+    times: dict[tuple[str, str], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        envs = {}
+        for label, tree in trees.items():
+            env = aif_env(Path(tmp) / label.replace("/", "_"))
+            env["PYTHONPATH"] = str(tree / "src")
+            env["AIFACTORY_PROFILES"] = str(tree / "tests" / "profiles")
+            env.pop("AIFACTORY_SSH_CONFIG", None)
+            envs[label] = env
+            for _ in range(20):  # tracked jobs for `list`, on the embedded local site
+                subprocess.run([*AIF, "submit", str(tree / "examples" / "hello.yaml"), "--site", "local"],
+                               env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(runs):
+            for cmd in (["--help"], ["list"]):
+                for label in trees:
+                    times.setdefault((" ".join(cmd), label), []).extend(timed([*AIF, *cmd], 1, env=envs[label]))
+    lines = ["| command | " + " | ".join(trees) + " | ratio |", "|---|---|---|---|"]
+    for cmd in ("--help", "list"):
+        a, b = (med(times[(cmd, label)]) for label in trees)
+        lines.append(f"| `aifactory {cmd}` | {a * 1000:.0f} ms | {b * 1000:.0f} ms | {a / b:.2f}x |")
+    return f"Start-up, medians of {runs} alternated runs each ({machine()}):\n\n" + "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer runs")
     ap.add_argument("--write", action="store_true", help="write docs/benchmarks.md")
+    ap.add_argument("--startup-vs", type=Path, metavar="CHECKOUT",
+                    help="only compare start-up (--help, list) with another checkout, side by side")
     args = ap.parse_args()
     runs = 5 if args.quick else 15
+    if args.startup_vs:
+        print(startup_vs(args.startup_vs, runs * 2))
+        return
     if not (CLIENT / "id_ed25519").exists():
         raise SystemExit("the test bed is not up: bash tests/testbed/start.sh")
     lines = [f"Machine: {machine()}", f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
