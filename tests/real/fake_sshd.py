@@ -13,8 +13,8 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from aifactory_cli.sites.profile import SshSettings
-from aifactory_cli.transport.ssh import fingerprint
+from aifactory_cli.transport.ssh.hostkeys import fingerprint
+from aifactory_cli.transport.ssh.settings import SshSettings
 
 
 def write_key(path: Path) -> Path:
@@ -31,6 +31,7 @@ class LoginNode(paramiko.ServerInterface):
     123456). Commands run in bash; with `banner`, after the noise a chatty ~/.bashrc prints."""
 
     BANNER = b"Welcome to FakeHPC!\nLast login: yesterday"  # no newline at the end, on purpose
+    STDERR_NOISE = b"bash: module: command not found\n"
 
     def __init__(self, client_key: bytes, mfa: bool, banner: bool = False) -> None:
         self.client_key, self.mfa, self.banner, self.key_ok = client_key, mfa, banner, False
@@ -64,7 +65,7 @@ class LoginNode(paramiko.ServerInterface):
         proc = subprocess.run(["bash", "-c", command], capture_output=True, timeout=30)
         if self.banner:
             channel.sendall(self.BANNER)
-            channel.sendall_stderr(b"bash: module: command not found\n")
+            channel.sendall_stderr(self.STDERR_NOISE)
         channel.sendall(proc.stdout)
         channel.sendall_stderr(proc.stderr)
         channel.send_exit_status(proc.returncode)

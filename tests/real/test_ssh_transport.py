@@ -5,6 +5,7 @@ login shell), a small paramiko server started in the test."""
 from __future__ import annotations
 
 import io
+import json
 import secrets
 import socket
 import statistics
@@ -19,9 +20,9 @@ from typing import Any, BinaryIO
 import pytest
 
 from aifactory_cli.errors import EXIT_REMOTE, AuthError, HostKeyError, RemoteError
-from aifactory_cli.sites.profile import SshSettings
 from aifactory_cli.transport import and_then
-from aifactory_cli.transport.ssh import SshTransport
+from aifactory_cli.transport.ssh.connection import SshTransport
+from aifactory_cli.transport.ssh.settings import SshSettings
 from tests.real.conftest import (
     TESTBED_JUMP_PORT,
     TESTBED_KNOWN_HOSTS,
@@ -29,7 +30,7 @@ from tests.real.conftest import (
     TESTBED_SSH_PORT,
     TESTBED_USER,
 )
-from tests.real.fake_sshd import FakeServer, write_key
+from tests.real.fake_sshd import FakeServer, LoginNode, write_key
 
 pytestmark = pytest.mark.real
 
@@ -67,9 +68,9 @@ def test_run_returns_exact_output_and_exit_code(ssh: SshTransport) -> None:
     r = ssh.run("echo out; echo err >&2; exit 3")
     assert (r.rc, r.stdout, r.stderr) == (3, "out\n", "err\n")
     assert ssh.username == TESTBED_USER
-    # nothing at all after the markers
+    # nothing at all after the markers, and nothing before them (the test bed's shell is quiet)
     r = ssh.run("true")
-    assert (r.rc, r.stdout, r.stderr) == (0, "", "")
+    assert (r.rc, r.stdout, r.stderr, r.noise_bytes) == (0, "", "", 0)
     # no trailing newline, blank lines, marker-like text in the output are kept as they are
     r = ssh.run(["printf", "%s", "\n\nAIFACTORY-0123456789abcdef\nlast"])
     assert r.stdout == "\n\nAIFACTORY-0123456789abcdef\nlast"
@@ -147,8 +148,8 @@ def test_timeout(ssh: SshTransport) -> None:
 def test_one_connection_for_many_commands(ssh: SshTransport, remote_dir: str) -> None:
     for i in range(50):
         assert ssh.run(["echo", str(i)]).stdout == f"{i}\n"
-    ssh.put_bytes(b"x", f"{remote_dir}/f")
-    assert ssh.read_bytes(f"{remote_dir}/f") == b"x"
+    assert ssh.run(["sh", "-c", 'printf x > "$1"', "sh", f"{remote_dir}/f"]).ok
+    assert ssh.read_bytes(f"{remote_dir}/f") == b"x"  # SFTP on the same connection
     assert ssh.connections_opened == 1
     assert ssh.commands_run >= 51
 
@@ -177,20 +178,20 @@ def test_sbatch_parsable(ssh: SshTransport, remote_dir: str) -> None:
 # --- files ----------------------------------------------------------------------------------------
 
 
-def test_put_and_read_bytes(ssh: SshTransport, remote_dir: str) -> None:
+def write(ssh: SshTransport, path: str, data: bytes) -> None:
+    assert ssh.run(["sh", "-c", 'cat > "$1"', "sh", path], stdin=data).ok
+
+
+def test_read_bytes(ssh: SshTransport, remote_dir: str) -> None:
     path = f"{remote_dir}/sub.txt"
     data = b"0123456789" * 1000
-    ssh.put_bytes(data, path, mode=0o640)
+    write(ssh, path, data)
     assert ssh.read_bytes(path) == data
     assert ssh.read_bytes(path, offset=9995) == b"56789"
     assert ssh.read_bytes(path, offset=len(data)) == b""
     assert ssh.read_bytes(path, offset=len(data) + 10) == b""
-    assert ssh.run(["stat", "-c", "%a", path]).stdout.strip() == "640"
-    ssh.put_bytes(b"new", path)  # replaces atomically, default mode 600
-    assert ssh.read_bytes(path) == b"new"
-    assert ssh.run(["stat", "-c", "%a", path]).stdout.strip() == "600"
-    assert ssh.run(["ls", "-A", remote_dir]).stdout.split() == ["sub.txt"]  # no temp files left
     # ~/ and $HOME/ paths mean the home directory
+    write(ssh, path, b"new")
     assert ssh.read_bytes(f"~/{path}") == b"new"
     assert ssh.read_bytes(f"$HOME/{path}") == b"new"
 
@@ -202,19 +203,15 @@ def test_read_missing_file(ssh: SshTransport, remote_dir: str) -> None:
         ssh.read_bytes(f"{remote_dir}/nope.log", offset=100)
 
 
-def test_get_file(ssh: SshTransport, remote_dir: str, tmp_path: Path) -> None:
+def test_read_bytes_big_file(ssh: SshTransport, remote_dir: str) -> None:
     assert ssh.run(f"head -c 3000000 /dev/urandom > {remote_dir}/big.bin").ok
-    seen: list[int] = []
-    ssh.get_file(f"{remote_dir}/big.bin", tmp_path / "d" / "big.bin", progress=seen.append)
-    local = (tmp_path / "d" / "big.bin").read_bytes()
-    assert len(local) == 3_000_000 and sum(seen) == 3_000_000
+    local = ssh.read_bytes(f"{remote_dir}/big.bin")
+    assert len(local) == 3_000_000
     assert (
         ssh.run(f"sha256sum < {remote_dir}/big.bin").stdout.split()[0]
         == __import__("hashlib").sha256(local).hexdigest()
     )
-    with pytest.raises(FileNotFoundError):
-        ssh.get_file(f"{remote_dir}/nope", tmp_path / "nope")
-    assert not (tmp_path / "nope").exists() and not (tmp_path / ".nope.part").exists()
+    assert ssh.read_bytes(f"{remote_dir}/big.bin", offset=1000) == local[1000:]
 
 
 def test_get_tar(ssh: SshTransport, remote_dir: str, tmp_path: Path) -> None:
@@ -396,7 +393,11 @@ def test_reconnect_when_connection_died_between_commands(ssh: SshTransport) -> N
 
 
 def test_importing_the_ssh_module_does_not_import_paramiko() -> None:
-    code = "import sys, aifactory_cli.transport.ssh; print('paramiko' in sys.modules)"
+    modules = ", ".join(
+        f"aifactory_cli.transport.ssh.{m}"
+        for m in ("auth", "config", "connection", "hostkeys", "login", "settings", "streams")
+    )
+    code = f"import sys, {modules}; print('paramiko' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -417,10 +418,14 @@ def fake_login_node(tmp_path: Path, isolated_ssh_env: Path) -> Iterator[Any]:
     server.stop()
 
 
+NOISE = len(LoginNode.BANNER) + len(LoginNode.STDERR_NOISE)
+
+
 def test_noisy_login_shell_banner_is_cut(fake_login_node: Any) -> None:
     with SshTransport(fake_login_node(mfa=False), site="fake", interactive=False) as tr:
         r = tr.run("echo out; echo err >&2; exit 4")
         assert (r.rc, r.stdout, r.stderr) == (4, "out\n", "err\n")
+        assert r.noise_bytes == NOISE  # what the shell printed before the markers, counted
         r = tr.run("true")
         assert (r.rc, r.stdout, r.stderr) == (0, "", "")
         r = tr.run("head -c 300000 /dev/zero | tr '\\0' z; echo tail")
@@ -428,6 +433,21 @@ def test_noisy_login_shell_banner_is_cut(fake_login_node: Any) -> None:
         # a command that fails before the markers (a syntax error): the raw output is returned
         r = tr.run("echo (")
         assert r.rc != 0 and "syntax error" in r.stderr
+        assert r.noise_bytes == 0  # nothing was cut off
+
+
+def test_sites_check_reports_a_noisy_login_shell(fake_login_node: Any, tb: Any, aif_home: Path) -> None:
+    # the row used to read an attribute no transport set, so it said "no output" on every site
+    settings = fake_login_node(mfa=False)
+    profiles = aif_home / "profiles"
+    profiles.mkdir(parents=True)
+    ssh = settings.model_dump(mode="json", exclude={"notes", "persist"})
+    (profiles / "noisy.yaml").write_text("extends: testbed\nssh: " + json.dumps(ssh) + "\n")
+    r = tb("sites", "check", "noisy", "--json", env={"AIFACTORY_PERSIST": "0"})
+    rows = {c["check"]: c for c in json.loads(r.stdout)["checks"]}
+    assert rows["connect"]["status"] == "ok", r.stdout + r.stderr
+    assert rows["login shell"]["status"] == "info", rows["login shell"]
+    assert rows["login shell"]["detail"].startswith(f"{NOISE} bytes of banner/rc-file output"), rows["login shell"]
 
 
 def test_no_sftp_subsystem_is_a_remote_error(fake_login_node: Any) -> None:
@@ -456,7 +476,7 @@ def test_mfa_prompt_is_passed_to_the_user(
         asked.append(prompt)
         return "123456"
 
-    monkeypatch.setattr("aifactory_cli.transport.ssh.getpass.getpass", fake_getpass)
+    monkeypatch.setattr("aifactory_cli.transport.ssh.auth.getpass.getpass", fake_getpass)
     with SshTransport(fake_login_node(mfa=True), site="fake", interactive=True) as tr:
         assert tr.run("echo in").stdout == "in\n"
     assert asked == ["Verification code: "]
@@ -464,17 +484,18 @@ def test_mfa_prompt_is_passed_to_the_user(
 
 
 def test_wrong_mfa_code(fake_login_node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("aifactory_cli.transport.ssh.getpass.getpass", lambda *a, **kw: "000000")
+    monkeypatch.setattr("aifactory_cli.transport.ssh.auth.getpass.getpass", lambda *a, **kw: "000000")
     with pytest.raises(AuthError, match="keyboard-interactive"):
         SshTransport(fake_login_node(mfa=True), site="fake", interactive=True).run("true")
 
 
 def test_marker_survives_split_reads() -> None:
-    from aifactory_cli.transport.ssh import _MarkerCut
+    from aifactory_cli.transport.ssh.streams import MarkerCut
 
     out = io.BytesIO()
-    cut = _MarkerCut(b"MARK", out.write)
+    cut = MarkerCut(b"MARK", out.write)
     for piece in [b"ban", b"ner MA", b"RK", b"\nrea", b"l\n"]:
         cut.feed(piece)
     cut.finish()
     assert out.getvalue() == b"real\n"
+    assert cut.noise_bytes == len(b"banner ")

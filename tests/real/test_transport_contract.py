@@ -1,81 +1,105 @@
-"""One contract suite, run over every transport: `local` (this machine) and `ssh` (paramiko to
-the test bed's sshd). The backends rely on exactly these behaviours."""
+"""One contract suite, run over every transport: `local` (this machine), `ssh` (paramiko to the test
+bed's sshd, in this process) and `agent` (the same through a connection agent process). The
+backends rely on exactly these behaviours: the `Transport` protocol in aifactory_cli.transport."""
 
 from __future__ import annotations
 
+import getpass
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from aifactory_cli.transport import and_then
+from aifactory_cli.transport import Transport, and_then
 from aifactory_cli.transport.local import LocalTransport
+from tests.real.conftest import TESTBED_USER
 
 pytestmark = pytest.mark.real
 
 
-@pytest.fixture(params=["local", "ssh"])
-def transport(request: pytest.FixtureRequest, tmp_path: Path):
+@pytest.fixture(params=["local", "ssh", "agent"])
+def transport(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Transport, str, str]]:
+    t: Any
     if request.param == "local":
         t = LocalTransport()
         base = tmp_path / "remote"
         base.mkdir()
+        user = getpass.getuser()
     else:
-        from aifactory_cli.transport.ssh import SshTransport
+        from aifactory_cli.transport.agent.client import AgentTransport, make_transport
 
         settings = request.getfixturevalue("testbed_ssh_settings")
-        t = SshTransport(settings, site="testbed")
+        monkeypatch.setenv("AIFACTORY_HOME", str(tmp_path / "home"))  # this test's own agent
+        t = make_transport(settings, site="testbed", interactive=False, persist=30 if request.param == "agent" else 0)
+        assert isinstance(t, AgentTransport) == (request.param == "agent")
         base = Path(t.run(["mktemp", "-d", "/tmp/aif-contract.XXXXXX"]).stdout.strip())
-    yield t, str(base)
+        user = TESTBED_USER
+    yield t, str(base), user
     t.run(["rm", "-rf", "--", str(base)])
     t.close()
+    if request.param == "agent":
+        t.shutdown_agent()
+        for proc in t._procs:
+            proc.wait(10)
 
 
-def test_run_quotes_argv_and_returns_exact_output(transport) -> None:
-    t, _ = transport
+def test_connect_and_username(transport: tuple[Transport, str, str]) -> None:
+    t, _, user = transport
+    t.connect()
+    t.connect()  # idempotent
+    assert t.username == user
+    assert t.run(["id", "-un"]).stdout.strip() == user
+
+
+def test_run_quotes_argv_and_returns_exact_output(transport: tuple[Transport, str, str]) -> None:
+    t, _, _ = transport
     r = t.run(["printf", "%s|", "a b", "$(id)", "'q'", "\n"])
     assert (r.rc, r.stdout, r.stderr) == (0, "a b|$(id)|'q'|\n|", "")
     assert t.run("exit 7").rc == 7
     r = t.run("echo out; echo err >&2")
     assert (r.stdout, r.stderr) == ("out\n", "err\n")
-    assert t.run("true").stdout == ""
+    r = t.run("true")
+    assert (r.stdout, r.noise_bytes) == ("", 0)  # quiet shells here; noisy ones: test_ssh_transport/test_agent
 
 
-def test_stdin_bytes_and_streams(transport) -> None:
-    t, _ = transport
+def test_stdin_bytes_and_streams(transport: tuple[Transport, str, str]) -> None:
+    t, _, _ = transport
     assert t.run(["wc", "-c"], stdin=b"x" * 100_000).stdout.strip() == "100000"
 
-    def writer(sink) -> None:
+    def writer(sink: Any) -> None:
         for _ in range(50):
             sink.write(b"y" * 65536)
 
     assert t.run(["wc", "-c"], stdin=writer).stdout.strip() == str(50 * 65536)
 
 
-def test_files_put_read_offset(transport) -> None:
-    t, base = transport
+def test_read_bytes_offset_and_missing(transport: tuple[Transport, str, str]) -> None:
+    t, base, _ = transport
     path = f"{base}/f.txt"
-    t.put_bytes(b"hello world", path, 0o600)
+    assert t.run(["sh", "-c", 'cat > "$1"', "sh", path], stdin=b"hello world").ok
     assert t.read_bytes(path) == b"hello world"
     assert t.read_bytes(path, 6) == b"world"
-    assert t.run(["stat", "-c", "%a", path]).stdout.strip() == "600"
+    assert t.read_bytes(path, 11) == b""
     with pytest.raises(FileNotFoundError):
         t.read_bytes(f"{base}/missing")
 
 
-def test_get_file_and_tar(transport, tmp_path: Path) -> None:
-    t, base = transport
+def test_get_tar(transport: tuple[Transport, str, str], tmp_path: Path) -> None:
+    t, base, _ = transport
     assert t.run(
         and_then(
             ["mkdir", "-p", f"{base}/d/sub"], ["sh", "-c", f"echo a > {base}/d/a.txt; echo b > {base}/d/sub/b.txt"]
         )
     ).ok
-    got = tmp_path / "copy.txt"
-    t.get_file(f"{base}/d/a.txt", got)
-    assert got.read_text() == "a\n"
     seen: list[int] = []
-    archive = tmp_path / "x.tar"
+    archive = tmp_path / "out" / "x.tar"
     t.get_tar(f"{base}/d", ["a.txt", "sub/b.txt"], archive, seen.append)
     with tarfile.open(archive) as tar:
         assert sorted(tar.getnames()) == ["a.txt", "sub/b.txt"]
+        member = tar.extractfile("sub/b.txt")
+        assert member is not None and member.read() == b"b\n"
     assert sum(seen) > 0

@@ -20,24 +20,23 @@ from typing import Any, BinaryIO
 import pytest
 
 from aifactory_cli.errors import EXIT_REMOTE, AuthError, ConfigError, HostKeyError, RemoteError
-from aifactory_cli.sites.profile import SshSettings
 from aifactory_cli.transport import Stdin
-from aifactory_cli.transport.agent.client import (
+from aifactory_cli.transport.agent.client import AgentTransport, make_transport
+from aifactory_cli.transport.agent.launch import agent_socket_path
+from aifactory_cli.transport.agent.protocol import (
     CHUNK,
     DATA,
     END,
     JSON,
-    AgentTransport,
     FrameConn,
     PeerGone,
     ProtocolError,
-    agent_socket_path,
     error_from_json,
     error_to_json,
-    make_transport,
     peer_uid,
 )
 from aifactory_cli.transport.agent.server import AgentServer
+from aifactory_cli.transport.ssh.settings import SshSettings
 
 MB = 1024 * 1024
 SETTINGS = SshSettings(host="fake.invalid", user="alice")
@@ -90,6 +89,7 @@ class FakeOps:
         self.can_reconnect = False
         self.error: Exception | None = None
         self.aborted = 0
+        self.noise = 0  # bytes of login-shell output cut off before each command's output
         self.lock = threading.Lock()
 
     def _login(self) -> None:
@@ -105,7 +105,7 @@ class FakeOps:
     def connect(self) -> None:
         self._login()
 
-    def run(self, line: str, stdin: Stdin, timeout: float | None) -> tuple[int, bytes, bytes]:
+    def run(self, line: str, stdin: Stdin, timeout: float | None) -> tuple[int, bytes, bytes, int]:
         if line == "hang-up" and not self.can_reconnect:
             self.connected = False
             self.is_broken = True
@@ -134,17 +134,13 @@ class FakeOps:
                 sink.discard = True
                 writer.close()
         if word == "count":
-            return 0, str(sink.count).encode(), b""
+            return 0, str(sink.count).encode(), b"", self.noise
         if word == "head":
-            return 0, bytes(sink.data[: int(args[0])]), b""
+            return 0, bytes(sink.data[: int(args[0])]), b"", self.noise
         if word == "echo":
             rc, out, err = args
-            return int(rc), out.encode(), err.encode()
-        return 127, b"", f"{word}: command not found\n".encode()
-
-    def put_bytes(self, data: bytes, path: str, mode: int) -> None:
-        self._login()
-        self.files[path] = data
+            return int(rc), out.encode(), err.encode(), self.noise
+        return 127, b"", f"{word}: command not found\n".encode(), self.noise
 
     def open_read(self, path: str, offset: int) -> Any:
         self._login()
@@ -347,10 +343,13 @@ def test_hello_run_and_counters(agent: AgentServer, ops: FakeOps, sock_path: Pat
         tr.connect()
         assert tr.connections_opened == 1  # this client made the fake log in
         r = tr.run(["echo", "3", "out ü\n", "err\n"])
-        assert (r.rc, r.stdout, r.stderr) == (3, "out ü\n", "err\n")
+        assert (r.rc, r.stdout, r.stderr, r.noise_bytes) == (3, "out ü\n", "err\n", 0)
+        ops.noise = 57  # a noisy login shell on the site: the count reaches the client
+        assert tr.run("echo 0 x y").noise_bytes == 57
+        ops.noise = 0
         r = tr.run("nothing-here")
         assert (r.rc, r.stderr) == (127, "nothing-here: command not found\n")
-        assert tr.commands_run == 2
+        assert tr.commands_run == 3
     with client(sock_path) as other:
         assert other.run("echo 0 x y").stdout == "x"
         assert other.connections_opened == 0  # reused the login
@@ -426,29 +425,19 @@ def test_remote_errors_come_back_as_the_same_class(agent: AgentServer, ops: Fake
         assert tr.run("count", stdin=b"12").stdout == "2"
 
 
-def test_files(agent: AgentServer, ops: FakeOps, sock_path: Path, tmp_path: Path) -> None:
+def test_files(agent: AgentServer, ops: FakeOps, sock_path: Path) -> None:
     data = os.urandom(CHUNK * 3 + 5)
     with client(sock_path) as tr:
-        tr.put_bytes(data, "d/f.bin", mode=0o640)
-        assert ops.files["d/f.bin"] == data
+        ops.files["d/f.bin"] = data
         assert tr.read_bytes("d/f.bin") == data
         assert tr.read_bytes("d/f.bin", offset=len(data) - 5) == data[-5:]
         assert tr.read_bytes("d/f.bin", offset=len(data) + 3) == b""
         with pytest.raises(FileNotFoundError):
             tr.read_bytes("nope.log", offset=10)
-        seen: list[int] = []
-        tr.get_file("d/f.bin", tmp_path / "x" / "f.bin", progress=seen.append)
-        assert (tmp_path / "x" / "f.bin").read_bytes() == data and sum(seen) == len(data)
-        with pytest.raises(FileNotFoundError):
-            tr.get_file("nope", tmp_path / "nope")
-        assert not (tmp_path / "nope").exists() and not (tmp_path / ".nope.part").exists()
         # an error in the middle of a stream
         ops.files["big.bad"] = b"b" * 300_000
         with pytest.raises(RemoteError, match="connection dropped"):
             tr.read_bytes("big.bad")
-        with pytest.raises(RemoteError, match="connection dropped"):
-            tr.get_file("big.bad", tmp_path / "bad")
-        assert not (tmp_path / "bad").exists() and not (tmp_path / ".bad.part").exists()
         assert tr.read_bytes("d/f.bin", offset=1) == data[1:]
         assert len(tr._pool) == 1
 
@@ -589,7 +578,7 @@ def test_socket_path_depends_on_settings(home: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_make_transport(home: Path) -> None:
-    from aifactory_cli.transport.ssh import SshTransport
+    from aifactory_cli.transport.ssh.connection import SshTransport
 
     assert isinstance(make_transport(SETTINGS, site="x", interactive=False, persist=0), SshTransport)
     tr = make_transport(SETTINGS, site="x", interactive=False, persist=30)
@@ -599,7 +588,8 @@ def test_make_transport(home: Path) -> None:
 def test_client_module_imports_no_ssh_stack() -> None:
     code = (
         "import sys, aifactory_cli.transport.agent.client; "
-        "print(sorted(m for m in ('paramiko', 'cryptography', 'aifactory_cli.transport.ssh', 'pydantic') "
+        "print(sorted(m for m in ('paramiko', 'cryptography', 'pydantic', 'aifactory_cli.transport.ssh', "
+        "'aifactory_cli.transport.ssh.connection') "
         "if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

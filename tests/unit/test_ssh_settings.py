@@ -11,18 +11,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from aifactory_cli.errors import ConfigError, HostKeyError, ProfileError
-from aifactory_cli.sites.profile import SshSettings
-from aifactory_cli.transport.ssh import (
+from aifactory_cli.transport.ssh.config import (
     Endpoint,
-    check_host_key,
-    fingerprint,
-    load_known_hosts,
     load_ssh_config,
     parse_jump_spec,
-    remote_path,
     resolve_ssh,
     ssh_config_path,
 )
+from aifactory_cli.transport.ssh.connection import remote_path
+from aifactory_cli.transport.ssh.hostkeys import check_host_key, fingerprint, load_known_hosts
+from aifactory_cli.transport.ssh.settings import SshSettings
 
 SSH_CONFIG = """\
 Host lumi

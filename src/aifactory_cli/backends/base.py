@@ -74,7 +74,7 @@ class Backend:
 
         with tempfile.TemporaryDirectory() as tmp:
             archive = Path(tmp) / "fetch.tar"
-            self.transport.get_tar(job.workdir, files, archive, progress)  # type: ignore[attr-defined]
+            self.transport.get_tar(job.workdir, files, archive, progress)
             with tarfile.open(archive) as tar:
                 tar.extractall(dest, filter="data")
 
@@ -200,7 +200,7 @@ class SlurmBackend(Backend):
         return posixpath.join(posixpath.dirname(workdir.rstrip("/")) or ".", ".uploads", key)
 
     def remote_user(self) -> str:
-        user = getattr(self.transport, "username", None)
+        user = self.transport.username
         if user:
             return str(user)
         result = self.transport.run(["id", "-un"])
@@ -209,13 +209,11 @@ class SlurmBackend(Backend):
     def submit(
         self, job: Job, plan: UploadPlan, workdir: str, progress: Callable[[int], None] | None = None
     ) -> tuple[str, str]:
-        connect = getattr(self.transport, "connect", None)
-        if connect is not None:
-            try:
-                connect()
-            except RemoteError as exc:
-                exc.nothing_sent = True  # type: ignore[attr-defined]
-                raise
+        try:
+            self.transport.connect()
+        except RemoteError as exc:
+            exc.nothing_sent = True  # type: ignore[attr-defined]
+            raise
         # One remote command: create the private job dir, unpack the tar stream (script, metadata,
         # changed uploads; unchanged ones come from the site-side cache), submit, and record the
         # Slurm id in the job dir. HUP is ignored so that a dropped connection after sbatch still

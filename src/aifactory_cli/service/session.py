@@ -179,7 +179,7 @@ class Service:
 
         def connect() -> None:
             try:
-                transport.connect()  # type: ignore[attr-defined]
+                transport.connect()
             except BaseException as exc:
                 errors.append(exc)
 

@@ -141,9 +141,12 @@ def check_site(svc: Service, site: str) -> dict[str, Any]:
         f"{time.monotonic() - t0:.2f} s to log in and run a command"
         + ("" if probe.ok else f": {probe.stderr.strip()}"),
     )
-    noise = getattr(backend.transport, "noise_bytes", None)
-    if noise:
-        add("login shell", "info", f"{noise} bytes of banner/rc-file output before commands (handled by markers)")
+    if probe.noise_bytes:
+        add(
+            "login shell",
+            "info",
+            f"{probe.noise_bytes} bytes of banner/rc-file output before commands (handled by markers)",
+        )
     else:
         add("login shell", "ok", "no output before commands")
     result = backend.transport.run(check_command())

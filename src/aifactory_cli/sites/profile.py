@@ -18,6 +18,7 @@ from aifactory_cli.errors import ConfigError, NotFound, ProfileError, did_you_me
 from aifactory_cli.paths import available_sites
 from aifactory_cli.spec.model import check_slurm_options, deep_merge
 from aifactory_cli.spec.yamlio import YamlDoc, format_validation_error, load_yaml_file
+from aifactory_cli.transport.ssh.settings import SshSettings
 from aifactory_cli.units import parse_duration, parse_memory
 
 SITE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -31,29 +32,6 @@ class Source(_Strict):
     title: str
     url: str
     snapshot: str | None = None
-
-
-class SshSettings(_Strict):
-    host: str | None = None
-    port: int | None = None
-    user: str | None = None
-    identity_file: str | None = None
-    known_hosts: str | None = None
-    host_key_fingerprints: list[str] = Field(default_factory=list)
-    proxy_jump: str | None = None
-    connect_timeout: float = 15.0
-    # seconds a background agent keeps the connection open for later commands (like OpenSSH
-    # ControlPersist); 0: every command connects itself. AIFACTORY_PERSIST overrides it.
-    persist: float = Field(0, ge=0)
-    notes: list[str] = Field(default_factory=list)
-
-    @field_validator("host_key_fingerprints")
-    @classmethod
-    def _fps(cls, v: list[str]) -> list[str]:
-        for fp in v:
-            if not re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}=?", fp):
-                raise ValueError(f"'{fp}' is not a SHA256 host key fingerprint (SHA256:<43 base64 chars>)")
-        return v
 
 
 class GpuInfo(_Strict):

@@ -1,4 +1,6 @@
-"""Transports run commands and move files on a site: `local` (this machine) and `ssh` (paramiko).
+"""Transports run commands and move files on a site: `local` (this machine), `ssh` (paramiko, in
+this process) and the connection agent's client (`agent/`, the same SSH connection kept by a
+background process). The contract suite (tests/real/test_transport_contract.py) runs over all three.
 
 Remote commands are always built from argument lists (`shlex.join`) or joined with `and_then`,
 never by pasting user strings into a shell line.
@@ -18,6 +20,9 @@ class CommandResult:
     rc: int
     stdout: str
     stderr: str
+    # bytes the site's login shell printed before the command's output (a banner, a chatty
+    # ~/.bashrc), cut off by the output markers; always 0 where there is no login shell
+    noise_bytes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -42,18 +47,29 @@ def and_then(*commands: Command) -> str:
 
 
 class Transport(Protocol):
+    """What the backends and services use of a site's transport; nothing else is reached for."""
+
     name: str
+
+    @property
+    def username(self) -> str:
+        """The user commands run as on the site (the login user over SSH)."""
+        ...
+
+    def connect(self) -> None:
+        """Log in now if not logged in yet (a no-op where there is nothing to log in to). An error
+        here means nothing was sent to the site."""
 
     def run(self, command: Command, *, stdin: Stdin = None, timeout: float | None = None) -> CommandResult:
         """Run a shell command line on the site; stdout/stderr are returned whole."""
-
-    def put_bytes(self, data: bytes, path: str, mode: int = 0o600) -> None:
-        """Write a file on the site (atomically where possible)."""
-
-    def get_file(self, path: str, local: Path, progress: Progress | None = None) -> None:
-        """Copy a file from the site to `local`."""
+        ...
 
     def read_bytes(self, path: str, offset: int = 0) -> bytes:
         """The file's content from `offset` on; missing file -> FileNotFoundError."""
+        ...
+
+    def get_tar(self, workdir: str, files: list[str], local_archive: Path, progress: Progress | None = None) -> None:
+        """Pack `files` (relative to `workdir`) on the site into a tar at `local_archive`;
+        `progress` gets the byte counts as they arrive."""
 
     def close(self) -> None: ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
+import pwd
 import subprocess
 import tempfile
 from pathlib import Path
@@ -18,6 +18,14 @@ class LocalTransport:
 
     def __init__(self) -> None:
         self.commands_run = 0
+
+    @property
+    def username(self) -> str:
+        """The user this process runs as (what `id -un` says)."""
+        return pwd.getpwuid(os.getuid()).pw_name
+
+    def connect(self) -> None:
+        """Nothing to log in to."""
 
     def run(self, command: Command, *, stdin: Stdin = None, timeout: float | None = None) -> CommandResult:
         self.commands_run += 1
@@ -51,24 +59,11 @@ class LocalTransport:
             proc2.returncode, proc2.stdout.decode(errors="replace"), proc2.stderr.decode(errors="replace")
         )
 
-    def put_bytes(self, data: bytes, path: str, mode: int = 0o600) -> None:
-        target = Path(path)
-        tmp = target.with_name(f".{target.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-
-    def get_file(self, path: str, local: Path, progress: Progress | None = None) -> None:
-        local.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, local)
-        if progress:
-            progress(local.stat().st_size)
-
     def get_tar(self, workdir: str, files: list[str], local_archive: Path, progress: Progress | None = None) -> None:
         """Pack `files` (relative to `workdir`) into a tar at `local_archive`."""
         import tarfile
 
+        local_archive.parent.mkdir(parents=True, exist_ok=True)  # as over SSH
         with tarfile.open(local_archive, "w") as tar:
             for name in files:
                 full = Path(workdir) / name

@@ -1,13 +1,6 @@
-"""The connection agent: one process per site and SSH settings that keeps one SSH connection open and
-serves CLI commands over a Unix socket (the client side and the protocol are in
-`aifactory_cli.transport.agent.client`).
-
-    AIFACTORY_AGENT_SETTINGS=JSON python -m aifactory_cli.transport.agent.server --socket PATH --site NAME \
-        --persist SECONDS (--interactive|--batch)
-
-Started by the CLI, it logs in first, on the CLI's terminal (MFA prompts reach the user), then
-writes one JSON line on stdout ("ready" or the error), leaves the terminal's session, sends its
-output to `<socket>.log` and serves:
+"""The connection agent's server: it serves CLI commands over a Unix socket through an `Ops`, its view
+of the site (in the agent process, `daemon.py`, an `SshTransport`; a fake in the protocol tests).
+The client side is `client.py`, the frames `protocol.py`.
 
 - one thread per client; peers must have our uid (SO_PEERCRED);
 - exits after `persist` seconds without a client, when its socket file is removed or replaced, on
@@ -20,24 +13,19 @@ the client again only after the command ends).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import io
 import json
 import os
-import signal
 import socket
-import sys
 import threading
 import time
-import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from aifactory_cli.errors import RemoteError
-from aifactory_cli.transport import Stdin, to_shell
-from aifactory_cli.transport.agent.client import (
+from aifactory_cli.transport import Stdin
+from aifactory_cli.transport.agent.protocol import (
     ABORT,
     CHUNK,
     DATA,
@@ -45,7 +33,6 @@ from aifactory_cli.transport.agent.client import (
     ERROR,
     JSON,
     PROTOCOL,
-    SETTINGS_ENV,
     FrameConn,
     PeerGone,
     ProtocolError,
@@ -53,9 +40,7 @@ from aifactory_cli.transport.agent.client import (
     peer_uid,
     unix_address,
 )
-from aifactory_cli.transport.ssh import SshTransport, remote_path
 
-LOG_LIMIT = 1024 * 1024
 STOP_GRACE = 60.0  # seconds requests in flight may still take once the agent is asked to stop
 
 
@@ -79,9 +64,9 @@ class Ops(Protocol):
 
     def connect(self) -> None: ...
 
-    def run(self, line: str, stdin: Stdin, timeout: float | None) -> tuple[int, bytes, bytes]: ...
-
-    def put_bytes(self, data: bytes, path: str, mode: int) -> None: ...
+    def run(self, line: str, stdin: Stdin, timeout: float | None) -> tuple[int, bytes, bytes, int]:
+        """(exit code, stdout, stderr, bytes of login-shell noise cut off before the output)"""
+        ...
 
     def open_read(self, path: str, offset: int) -> ReadStream: ...
 
@@ -96,123 +81,6 @@ class Ops(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-class AgentSsh(SshTransport):
-    """SshTransport that counts logins per thread and remembers a failed reconnect."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._per_thread = threading.local()
-        self.reconnect_failed = False
-
-    def _open(self) -> None:
-        super()._open()
-        self._per_thread.opened = getattr(self._per_thread, "opened", 0) + 1
-
-    def _reconnect(self) -> None:
-        try:
-            super()._reconnect()
-        except BaseException:
-            if self.connections_opened > 0:
-                self.reconnect_failed = True
-            raise
-
-    def take_opened(self) -> int:
-        n = int(getattr(self._per_thread, "opened", 0))
-        self._per_thread.opened = 0
-        return n
-
-
-class _SftpRead:
-    def __init__(self, ops: SshOps, fh: Any, path: str, empty: bool) -> None:
-        self.ops, self.fh, self.path, self.empty = ops, fh, path, empty
-
-    def __iter__(self) -> Iterator[bytes]:
-        if self.empty:
-            return
-        while True:
-            with self.ops.sftp_lock:
-                try:
-                    data = self.fh.read(CHUNK)
-                except Exception as exc:
-                    raise self.ops.ssh._sftp_error(exc, "read", self.path) from exc
-            if not data:
-                return
-            yield data
-
-    def close(self) -> None:
-        with self.ops.sftp_lock, contextlib.suppress(Exception):
-            self.fh.close()
-
-
-class SshOps:
-    """Ops over one AgentSsh. paramiko's SFTP client is not safe for concurrent requests from
-    several threads (they would read each other's packets): every SFTP call holds `sftp_lock`,
-    streams take it per chunk so that they interleave."""
-
-    def __init__(self, ssh: AgentSsh) -> None:
-        self.ssh = ssh
-        self.sftp_lock = threading.Lock()
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "username": self.ssh.username,
-            "connected": self.ssh.connected,
-            "agent_connections_opened": self.ssh.connections_opened,
-            "agent_commands_run": self.ssh.commands_run,
-        }
-
-    def connect(self) -> None:
-        self.ssh.connect()
-
-    def run(self, line: str, stdin: Stdin, timeout: float | None) -> tuple[int, bytes, bytes]:
-        out = io.BytesIO()
-        rc, err = self.ssh._exec(line, stdin=stdin, timeout=timeout, stdout=out.write)
-        return rc, out.getvalue(), err
-
-    def put_bytes(self, data: bytes, path: str, mode: int) -> None:
-        with self.sftp_lock:
-            self.ssh.put_bytes(data, path, mode)
-
-    def open_read(self, path: str, offset: int) -> ReadStream:
-        rpath = remote_path(path)
-        with self.sftp_lock:
-            sftp = self.ssh._sftp_client()
-            try:
-                fh = sftp.open(rpath, "rb")
-            except Exception as exc:
-                raise self.ssh._sftp_error(exc, "read", rpath) from exc
-            try:
-                size = fh.stat().st_size or 0
-                if offset < size:
-                    fh.seek(offset)
-                    fh.prefetch(size)
-            except Exception as exc:
-                with contextlib.suppress(Exception):
-                    fh.close()
-                raise self.ssh._sftp_error(exc, "read", rpath) from exc
-        return _SftpRead(self, fh, rpath, empty=offset >= size)
-
-    def tar(self, workdir: str, files: list[str], sink: Callable[[bytes], object]) -> None:
-        # as SshTransport.get_tar, into a sink instead of a local file
-        line = " && ".join([to_shell(["cd", workdir]), to_shell(["tar", "-c", "-f", "-", "--", *files])])
-        rc, err = self.ssh._exec(line, stdin=None, timeout=None, stdout=sink)
-        if rc != 0:
-            raise RemoteError(
-                f"cannot pack files in {workdir} on {self.ssh.site}: "
-                f"{err.decode(errors='replace').strip() or f'tar exited with {rc}'}",
-                where=self.ssh.site,
-            )
-
-    def take_opened(self) -> int:
-        return self.ssh.take_opened()
-
-    def broken(self) -> bool:
-        return self.ssh.reconnect_failed
-
-    def close(self) -> None:
-        self.ssh.close()
 
 
 # --- the server ------------------------------------------------------------------------------------------
@@ -439,7 +307,6 @@ class AgentServer:
             "hello": self._hello,
             "connect": self._connect,
             "run": self._run,
-            "put": self._put,
             "read": self._read,
             "tar": self._tar,
             "shutdown": self._shutdown,
@@ -472,7 +339,7 @@ class AgentServer:
         stdin = _ClientStdin(conn) if req.get("stdin") else None
         timeout = req.get("timeout")
         try:
-            rc, out, err = self.ops.run(
+            rc, out, err, noise = self.ops.run(
                 str(req.get("command", "")),
                 stdin.feed if stdin is not None else None,
                 float(timeout) if timeout is not None else None,
@@ -486,18 +353,9 @@ class AgentServer:
             return
         if stdin is not None:
             stdin.finish()
-        conn.send_json(self._ok(rc=rc))
+        conn.send_json(self._ok(rc=rc, noise=noise))
         conn.send_data(out)
         conn.send_data(err)
-
-    def _put(self, conn: FrameConn, req: dict[str, Any]) -> None:
-        data = conn.recv_bytes()
-        try:
-            self.ops.put_bytes(data, str(req.get("path", "")), int(req.get("mode", 0o600)))
-        except Exception as exc:
-            conn.send_json(self._error_reply(exc))
-            return
-        conn.send_json(self._ok())
 
     def _read(self, conn: FrameConn, req: dict[str, Any]) -> None:
         try:
@@ -559,112 +417,4 @@ def _select(socks: list[socket.socket], timeout: float) -> tuple[list[Any], list
         return [], [], []
 
 
-# --- the process -----------------------------------------------------------------------------------------
-
-
-def _settings(data: dict[str, Any]) -> Any:
-    """What SshTransport reads from SshSettings, without importing pydantic (~100 ms)."""
-    defaults: dict[str, Any] = {
-        "host": None,
-        "port": None,
-        "user": None,
-        "identity_file": None,
-        "known_hosts": None,
-        "host_key_fingerprints": [],
-        "proxy_jump": None,
-        "connect_timeout": 15.0,
-        "notes": [],
-    }
-    return types.SimpleNamespace(**{**defaults, **data})
-
-
-def _detach(log_path: Path) -> None:
-    """Let go of the terminal: stdin from /dev/null, stdout/stderr (and the CLI's pipe) to the log."""
-    with contextlib.suppress(OSError):
-        if log_path.stat().st_size > LOG_LIMIT:
-            log_path.unlink()
-    null = os.open(os.devnull, os.O_RDONLY)
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.dup2(null, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(null)
-    os.close(log)
-
-
-def _report(message: dict[str, Any]) -> bool:
-    """One JSON line to the CLI that started us (our stdout is its pipe); False: it is gone."""
-    try:
-        os.write(1, (json.dumps(message) + "\n").encode())
-        return True
-    except OSError:
-        return False
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aifactory_cli.transport.agent.server")
-    parser.add_argument("--socket", required=True, type=Path)
-    parser.add_argument("--site", required=True)
-    parser.add_argument("--persist", type=float, default=600.0)
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--interactive", dest="interactive", action="store_true", default=False)
-    mode.add_argument("--batch", dest="interactive", action="store_false")
-    args = parser.parse_args(argv)
-    settings = os.environ.pop(SETTINGS_ENV, None)
-    if not settings:
-        parser.error(f"the SSH settings come as JSON in ${SETTINGS_ENV}")
-
-    path: Path = args.socket
-    log_path = path.with_suffix(".log")
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    persist = max(args.persist, 1.0)  # the CLI that started us must have time to connect
-    ssh = AgentSsh(_settings(json.loads(settings)), site=args.site, interactive=args.interactive)
-    ops = SshOps(ssh)
-    server: AgentServer | None = None
-    try:
-        ssh.connect()  # prompts (MFA) still reach the user's terminal here
-        ssh.interactive = False  # later reconnects cannot ask anyone
-        server = AgentServer(ops, path, persist, site=args.site)
-        server.bind()
-    except BaseException as exc:
-        ssh.close()
-        if server is not None:
-            server.remove_socket()
-        _report({"ok": False, "error": error_to_json(exc)})
-        return 1 if isinstance(exc, Exception) else 130
-    with contextlib.suppress(OSError):
-        os.setsid()  # out of the terminal's session: no SIGHUP/SIGINT from it any more
-    if not _report({"ok": True, "pid": os.getpid(), "opened": ssh.connections_opened, "username": ssh.username}):
-        server.remove_socket()
-        ssh.close()
-        return 1
-    _detach(log_path)
-    with contextlib.suppress(OSError):
-        os.chdir(path.parent)
-
-    def log(message: str) -> None:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        print(f"{stamp} agent {os.getpid()} [{args.site}]: {message}", file=sys.stderr, flush=True)
-
-    server.log = log
-    log(f"serving {path} for {ssh.route.describe()} (persist {persist:g} s)")
-
-    def on_signal(signum: int, frame: Any) -> None:
-        server.stop(f"signal {signal.Signals(signum).name}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    try:
-        server.serve()
-    finally:
-        server.remove_socket()
-        ssh.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
-__all__ = ["AgentServer", "AgentSsh", "Ops", "SshOps", "main"]
+__all__ = ["AgentServer", "Ops", "ReadStream"]

@@ -1,0 +1,228 @@
+"""Logging in to one SSH server: key files, ssh-agent, then keyboard-interactive prompts (MFA/TOTP)
+or a password when a person is at a terminal."""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aifactory_cli.errors import AuthError, RemoteError
+from aifactory_cli.transport.ssh.config import Endpoint, expand
+
+if TYPE_CHECKING:
+    import paramiko
+
+DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
+
+
+class PromptNeeded(Exception):
+    """Raised inside paramiko's thread when the server prompts and nobody can answer."""
+
+    def __init__(self, prompts: list[str]) -> None:
+        super().__init__(", ".join(prompts))
+        self.prompts = prompts
+
+
+class Authenticator:
+    """Key files, agent, then keyboard-interactive (or password) prompts for one server."""
+
+    def __init__(self, transport: paramiko.Transport, hop: Endpoint, interactive: bool, site: str) -> None:
+        self.t = transport
+        self.hop = hop
+        self.interactive = interactive
+        self.site = site
+        self.tried: list[str] = []
+        self.notes: list[str] = []
+        self.partial = False
+
+    def run(self) -> None:
+        import paramiko
+
+        user = self.hop.user
+        try:
+            allowed = self._none()
+            if allowed is None:
+                return
+            if "publickey" in allowed:
+                allowed = self._publickeys(allowed)
+                if self.t.is_authenticated():
+                    return
+            if "keyboard-interactive" in allowed:
+                self._keyboard_interactive()
+            elif "password" in allowed and self.interactive:
+                self._password()
+        except PromptNeeded as exc:
+            raise AuthError(
+                f"{self.hop} asks for {', '.join(repr(p.strip()) for p in exc.prompts)}"
+                f"{' after the key was accepted' if self.partial else ''} (a keyboard-interactive prompt, "
+                "e.g. MFA/TOTP) and no terminal is attached to answer it",
+                "run the command once from a terminal, or use a key/certificate the site accepts without a "
+                "prompt (some sites offer SSH certificates valid for a day)",
+                where=self.site,
+            ) from exc
+        except paramiko.AuthenticationException as exc:
+            if not self.t.is_active():
+                self.notes.append(f"the server closed the connection ({exc})")
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            raise RemoteError(
+                f"the connection to {self.hop.address} failed during login: {exc}", where=self.site
+            ) from exc
+        if self.t.is_authenticated():
+            return
+        tried = ", ".join(self.tried) if self.tried else "no key (none found)"
+        notes = f" ({'; '.join(self.notes)})" if self.notes else ""
+        raise AuthError(
+            f"{self.hop.hostname}:{self.hop.port} refused the login as '{user}'; tried {tried}{notes}",
+            "check the user name (profile ssh.user / ~/.ssh/config User) and the key (ssh.identity_file / "
+            "IdentityFile), and that its public key is registered with the site; "
+            f"`ssh -v -p {self.hop.port} {user}@{self.hop.hostname}` shows what the server accepts",
+            where=self.site,
+        )
+
+    def _none(self) -> list[str] | None:
+        """Ask which methods the server allows (None: it let us in without any)."""
+        import paramiko
+
+        try:
+            self.t.auth_none(self.hop.user)
+            return None
+        except paramiko.BadAuthenticationType as exc:
+            return list(exc.allowed_types)
+
+    def _keys(self) -> list[tuple[str, Any]]:
+        """(label, key) candidates, in the order OpenSSH would roughly use, without duplicates."""
+        import paramiko
+
+        keys: list[tuple[str, Any]] = []
+        encrypted: list[str] = []
+        files = list(self.hop.identity_files)
+        explicit = bool(files)
+        for path in files:
+            if not os.path.isfile(path):
+                self.notes.append(f"identity file {path} does not exist")
+                continue
+            try:
+                keys.append((path, paramiko.PKey.from_path(path)))
+            except paramiko.PasswordRequiredException:
+                encrypted.append(path)
+            except Exception as exc:
+                self.notes.append(f"cannot load {path}: {exc}")
+        try:
+            agent_keys = list(paramiko.Agent().get_keys())
+        except Exception:
+            agent_keys = []
+        if self.hop.identities_only and explicit:
+            wanted = {_public_blob(p) for p in files} - {None}
+            agent_keys = [k for k in agent_keys if k.asbytes() in wanted]
+        keys += [(f"agent key {k.fingerprint}", k) for k in agent_keys]
+        if not explicit:
+            for path in (expand(p) for p in DEFAULT_IDENTITIES):
+                if os.path.isfile(path):
+                    try:
+                        keys.append((path, paramiko.PKey.from_path(path)))
+                    except paramiko.PasswordRequiredException:
+                        encrypted.append(path)
+                    except Exception:
+                        continue
+        for path in encrypted:
+            if not self.interactive:
+                self.notes.append(
+                    f"{path} is encrypted and there is no terminal to ask its passphrase (add it to ssh-agent)"
+                )
+                continue
+            try:
+                phrase = getpass.getpass(f"Passphrase for {path}: ", stream=sys.stderr)
+                keys.append((path, paramiko.PKey.from_path(path, phrase)))
+            except Exception as exc:
+                self.notes.append(f"cannot unlock {path}: {exc}")
+        seen: set[bytes] = set()
+        unique = []
+        for label, key in keys:
+            blob = key.asbytes()
+            if blob not in seen:
+                seen.add(blob)
+                unique.append((label, key))
+        return unique
+
+    def _publickeys(self, allowed: list[str]) -> list[str]:
+        import paramiko
+
+        for label, key in self._keys():
+            try:
+                remaining = self.t.auth_publickey(self.hop.user, key)
+            except paramiko.BadAuthenticationType as exc:
+                return list(exc.allowed_types)
+            except paramiko.AuthenticationException:
+                self.tried.append(label)
+                if not self.t.is_active():
+                    self.notes.append(
+                        "the server closed the connection (too many keys offered? set identity_file / IdentitiesOnly)"
+                    )
+                    return []
+                continue
+            self.tried.append(label)
+            if not remaining:
+                return []
+            self.partial = True  # the key was accepted, another factor is required
+            return list(remaining)
+        return allowed
+
+    def _keyboard_interactive(self) -> None:
+        interactive = self.interactive
+
+        def handler(title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
+            if not prompts:
+                return []
+            if not interactive:
+                raise PromptNeeded([p for p, _ in prompts])
+            if title.strip():
+                print(title.strip(), file=sys.stderr)
+            if instructions.strip():
+                print(instructions.strip(), file=sys.stderr)
+            answers = []
+            for prompt, echo in prompts:
+                if echo:
+                    sys.stderr.write(prompt)
+                    sys.stderr.flush()
+                    answers.append(sys.stdin.readline().rstrip("\n"))
+                else:
+                    answers.append(getpass.getpass(prompt, stream=sys.stderr))
+            return answers
+
+        import paramiko
+
+        try:
+            # an exception in the handler ends paramiko's thread and is re-raised here
+            self.t.auth_interactive(self.hop.user, handler)
+        except paramiko.AuthenticationException:
+            self.tried.append("keyboard-interactive")
+            if not self.t.is_active():
+                raise
+
+    def _password(self) -> None:
+        import paramiko
+
+        password = getpass.getpass(f"{self.hop.user}@{self.hop.hostname}'s password: ", stream=sys.stderr)
+        try:
+            self.t.auth_password(self.hop.user, password)
+        except paramiko.AuthenticationException:
+            self.tried.append("password")
+
+
+def _public_blob(private_path: str) -> bytes | None:
+    try:
+        parts = Path(private_path + ".pub").read_text().split()
+        return base64.b64decode(parts[1])
+    except Exception:
+        return None
+
+
+def stdin_isatty() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (ValueError, OSError):
+        return False

@@ -1,0 +1,428 @@
+"""`SshTransport`: commands and files on a site over one paramiko connection.
+
+- One SSH connection per `SshTransport`, opened on first use and reused for every command and
+  file transfer (sites such as JSC block hosts that connect too often). A dead connection is
+  reopened before a command (with back-off), never in the middle of one.
+- Commands run in the login shell like `ssh host 'cmd'`; stdout and stderr each start with a
+  marker line so that banners printed by shell start-up files are cut off (and counted:
+  `CommandResult.noise_bytes`).
+- Files are read over SFTP on the same connection. paramiko's SFTP client is not safe for
+  concurrent requests from several threads, so every SFTP call holds one lock (streams take it per
+  chunk, so that they interleave): the connection agent serves many clients from threads.
+
+The connection agent (`transport/agent/server.py`) uses the public streaming methods (`stream`,
+`stream_tar`, `open_read`) and the `on_login` / `reconnect_failed` hooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aifactory_cli.errors import AuthError, HostKeyError, RemoteError
+from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, and_then, to_shell
+from aifactory_cli.transport.ssh.auth import stdin_isatty
+from aifactory_cli.transport.ssh.config import SshRoute, resolve_ssh
+from aifactory_cli.transport.ssh.login import open_route
+from aifactory_cli.transport.ssh.streams import ChannelWriter, MarkerCut
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from aifactory_cli.transport.ssh.settings import SshSettings
+
+RECONNECT_DELAYS = (0.5, 1.0, 2.0)
+KEEPALIVE_SECONDS = 30
+CHUNK = 64 * 1024  # one read from the channel
+READ_CHUNK = 256 * 1024  # one read from an SFTP file
+
+
+@dataclass
+class Streamed:
+    """What a command whose stdout went into a sink left: its exit code, its stderr (after the
+    marker) and how many bytes the login shell printed before the markers."""
+
+    rc: int
+    stderr: bytes
+    noise_bytes: int
+
+
+class SshTransport:
+    """Commands and files on a site over one paramiko connection (see the module docstring)."""
+
+    name = "ssh"
+
+    def __init__(
+        self,
+        settings: SshSettings,
+        *,
+        site: str,
+        interactive: bool | None = None,
+        on_login: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.site = site
+        self.interactive = interactive
+        self.on_login = on_login  # called in the thread that logged in, after each login
+        self.connections_opened = 0
+        self.commands_run = 0
+        self.connect_seconds: float | None = None  # time of the last (re)connect
+        self.reconnect_failed = False  # a connection had been open, was lost, and could not be reopened
+        self._route: SshRoute | None = None
+        self._transport: paramiko.Transport | None = None
+        self._jumps: list[paramiko.Transport] = []
+        self._sftp: paramiko.SFTPClient | None = None
+        self._lock = threading.RLock()
+        self._sftp_lock = threading.Lock()
+
+    # --- public info --------------------------------------------------------------------------
+
+    @property
+    def route(self) -> SshRoute:
+        if self._route is None:
+            self._route = resolve_ssh(self.settings)
+        return self._route
+
+    @property
+    def username(self) -> str:
+        """The user logged in as on the login node."""
+        return self.route.target.user
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None and self._transport.is_active()
+
+    def __enter__(self) -> SshTransport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- connecting -------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open the connection now (normally done by the first command)."""
+        with self._lock:
+            if not self.connected:
+                self._reconnect()
+
+    def _reconnect(self) -> None:
+        """Connect; when a connection had been open before, retry with back-off."""
+        self._drop()
+        if self.connections_opened == 0:
+            self._open()
+            return
+        last: RemoteError | None = None
+        try:
+            for delay in RECONNECT_DELAYS:
+                time.sleep(delay)
+                try:
+                    self._open()
+                    return
+                except (HostKeyError, AuthError):
+                    raise
+                except RemoteError as exc:
+                    last = exc
+        except BaseException:
+            self.reconnect_failed = True
+            raise
+        self.reconnect_failed = True
+        assert last is not None
+        raise RemoteError(
+            f"lost the connection to {self.route.target.address} and could not reconnect "
+            f"({len(RECONNECT_DELAYS)} tries): {last.message}",
+            last.hint,
+            where=self.site,
+        )
+
+    def _open(self) -> None:
+        interactive = self.interactive if self.interactive is not None else stdin_isatty()
+        started = time.monotonic()
+        timeout = self.settings.connect_timeout
+        opened = open_route(self.route, interactive=interactive, timeout=timeout, site=self.site)
+        self._jumps, self._transport = opened[:-1], opened[-1]
+        self._transport.set_keepalive(KEEPALIVE_SECONDS)
+        self.connections_opened += 1
+        self.connect_seconds = time.monotonic() - started
+        if self.on_login is not None:
+            self.on_login()
+
+    def _drop(self) -> None:
+        """Forget the current connection (closing whatever is left of it)."""
+        sftp, self._sftp = self._sftp, None
+        transport, self._transport = self._transport, None
+        jumps, self._jumps = self._jumps, []
+        for closable in (sftp, transport, *reversed(jumps)):
+            if closable is not None:
+                with contextlib.suppress(Exception):
+                    closable.close()
+
+    def _session(self) -> paramiko.Channel:
+        """A new channel on the connection; (re)connects first if needed. Nothing has run yet, so
+        reconnecting here is always safe."""
+        import paramiko
+
+        with self._lock:
+            if self._transport is not None and self._transport.is_active():
+                try:
+                    return self._transport.open_session(timeout=self.settings.connect_timeout)
+                except (paramiko.SSHException, EOFError, OSError):
+                    pass  # dead or hung connection: reopen below
+            self._reconnect()
+            assert self._transport is not None
+            try:
+                return self._transport.open_session(timeout=self.settings.connect_timeout)
+            except (paramiko.SSHException, EOFError, OSError) as exc:
+                self._drop()
+                raise RemoteError(
+                    f"cannot open a session on {self.route.target.address}: {exc}", where=self.site
+                ) from exc
+
+    # --- commands -----------------------------------------------------------------------------------
+
+    def run(self, command: Command, *, stdin: Stdin = None, timeout: float | None = None) -> CommandResult:
+        out = io.BytesIO()
+        done = self.stream(command, stdout=out.write, stdin=stdin, timeout=timeout)
+        return CommandResult(
+            done.rc, out.getvalue().decode(errors="replace"), done.stderr.decode(errors="replace"), done.noise_bytes
+        )
+
+    def stream(
+        self,
+        command: Command,
+        *,
+        stdout: Callable[[bytes], object],
+        stdin: Stdin = None,
+        timeout: float | None = None,
+    ) -> Streamed:
+        """Run `command` in the login shell, streaming its stdout (after the marker) into `stdout`."""
+        line = to_shell(command)
+        mark = f"AIFACTORY-{secrets.token_hex(8)}"
+        wrapped = f"printf '%s\\n' {mark}; printf '%s\\n' {mark} >&2; {line}"
+        channel = self._session()
+        self.commands_run += 1
+        err_buf = io.BytesIO()
+        out_cut = MarkerCut(mark.encode(), stdout)
+        err_cut = MarkerCut(mark.encode(), err_buf.write)
+        timed_out = threading.Event()
+        sink_errors: list[BaseException] = []
+
+        def on_timeout() -> None:
+            timed_out.set()
+            channel.close()
+
+        timer = threading.Timer(timeout, on_timeout) if timeout is not None else None
+        try:
+            channel.exec_command(wrapped)
+        except Exception as exc:
+            channel.close()
+            raise RemoteError(
+                f"the connection to {self.route.target.address} failed while starting a command; "
+                f"it may or may not have run: {line[:200]}",
+                "check on the site whether it took effect before retrying",
+                where=self.site,
+            ) from exc
+
+        def pump(recv: Callable[[int], bytes], cut: MarkerCut) -> None:
+            try:
+                while True:
+                    data = recv(CHUNK)
+                    if not data:
+                        break
+                    cut.feed(data)
+                cut.finish()
+            except BaseException as exc:  # a failing sink (disk full...): stop the command
+                sink_errors.append(exc)
+                channel.close()
+
+        readers = [
+            threading.Thread(target=pump, args=(channel.recv, out_cut), daemon=True),
+            threading.Thread(target=pump, args=(channel.recv_stderr, err_cut), daemon=True),
+        ]
+        for t in readers:
+            t.start()
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            self._feed_stdin(channel, stdin)
+            for t in readers:
+                t.join()
+            channel.status_event.wait()
+        except BaseException:  # the stdin writer failed locally, Ctrl-C...: stop the remote side too
+            channel.close()
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        rc = channel.exit_status
+        lost = not channel.eof_received or self._transport is None or not self._transport.is_active()
+        channel.close()
+        if sink_errors:
+            raise sink_errors[0]
+        if timed_out.is_set():
+            raise RemoteError(
+                f"command timed out after {timeout:g} s on {self.site} (it may still be running there): {line[:200]}",
+                where=self.site,
+            )
+        if rc == -1 and lost:
+            self._drop()
+            raise RemoteError(
+                f"the connection to {self.route.target.address} was lost while a command was running; "
+                f"its outcome is unknown: {line[:200]}",
+                "check on the site whether it took effect before retrying; the next command reconnects",
+                where=self.site,
+            )
+        if rc == -1:  # closed without an exit status (killed by a signal), like OpenSSH
+            rc = 255
+        return Streamed(rc, err_buf.getvalue(), out_cut.noise_bytes + err_cut.noise_bytes)
+
+    @staticmethod
+    def _feed_stdin(channel: paramiko.Channel, stdin: Stdin) -> None:
+        if stdin is not None:
+            raw = ChannelWriter(channel)
+            writer = io.BufferedWriter(raw, buffer_size=256 * 1024)
+            try:
+                if callable(stdin):
+                    stdin(writer)
+                else:
+                    writer.write(stdin)
+                writer.flush()
+            except BrokenPipeError:
+                if not raw.broken:  # a local pipe, not our channel
+                    raise
+            finally:
+                raw.discard = True  # whatever is still buffered (after an error) goes nowhere
+                writer.close()
+        with contextlib.suppress(OSError, EOFError):
+            channel.shutdown_write()
+
+    # --- files ----------------------------------------------------------------------------------------
+
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        import paramiko
+
+        with self._lock:
+            if self._sftp is not None and self.connected:
+                return self._sftp
+            self._sftp = None
+            if not self.connected:
+                self._reconnect()
+            for attempt in (1, 2):
+                assert self._transport is not None
+                try:
+                    self._sftp = paramiko.SFTPClient.from_transport(self._transport)
+                except (paramiko.SSHException, EOFError, OSError) as exc:
+                    if attempt == 1 and not self.connected:
+                        self._reconnect()  # it died just now: nothing was transferred yet
+                        continue
+                    raise RemoteError(
+                        f"cannot start SFTP on {self.route.target.address}: {exc or type(exc).__name__}",
+                        "a shell start-up file that prints text (~/.bashrc) breaks SFTP; print only when "
+                        "the shell is interactive ([[ $- == *i* ]])",
+                        where=self.site,
+                    ) from exc
+                if self._sftp is not None:
+                    return self._sftp
+            raise RemoteError(f"cannot start SFTP on {self.route.target.address}", where=self.site)
+
+    def sftp_error(self, exc: Exception, what: str, path: str) -> Exception:
+        """An SFTP failure as FileNotFoundError (missing file) or RemoteError."""
+        if isinstance(exc, FileNotFoundError):
+            return exc
+        if isinstance(exc, OSError) and getattr(exc, "errno", None) == 2:
+            return FileNotFoundError(2, f"no such file on {self.site}", path)
+        return RemoteError(f"cannot {what} {path} on {self.site}: {exc or type(exc).__name__}", where=self.site)
+
+    def open_read(self, path: str, offset: int = 0) -> RemoteReader:
+        """The file's content from `offset` on, as chunks (iterate, then close); a missing file
+        raises FileNotFoundError here."""
+        rpath = remote_path(path)
+        with self._sftp_lock:
+            sftp = self._sftp_client()
+            try:
+                fh = sftp.open(rpath, "rb")
+            except Exception as exc:
+                raise self.sftp_error(exc, "read", rpath) from exc
+            try:
+                size = fh.stat().st_size or 0
+                if offset < size:
+                    fh.seek(offset)
+                    fh.prefetch(size)
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    fh.close()
+                raise self.sftp_error(exc, "read", rpath) from exc
+        return RemoteReader(self, fh, rpath, empty=offset >= size)
+
+    def read_bytes(self, path: str, offset: int = 0) -> bytes:
+        reader = self.open_read(path, offset)
+        try:
+            return b"".join(reader)
+        finally:
+            reader.close()
+
+    def stream_tar(self, workdir: str, files: list[str], sink: Callable[[bytes], object]) -> None:
+        """Pack `files` (relative to `workdir`) on the site and stream the tar into `sink`."""
+        done = self.stream(and_then(["cd", workdir], ["tar", "-c", "-f", "-", "--", *files]), stdout=sink)
+        if done.rc != 0:
+            raise RemoteError(
+                f"cannot pack files in {workdir} on {self.site}: "
+                f"{done.stderr.decode(errors='replace').strip() or f'tar exited with {done.rc}'}",
+                where=self.site,
+            )
+
+    def get_tar(self, workdir: str, files: list[str], local_archive: Path, progress: Progress | None = None) -> None:
+        """Pack `files` (relative to `workdir`) on the site and stream the tar into `local_archive`."""
+        local_archive.parent.mkdir(parents=True, exist_ok=True)
+        with open(local_archive, "wb") as fh:
+
+            def sink(data: bytes) -> None:
+                fh.write(data)
+                if progress:
+                    progress(len(data))
+
+            self.stream_tar(workdir, files, sink)
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+class RemoteReader:
+    """A file being read over SFTP, chunk by chunk (each chunk under the transport's SFTP lock)."""
+
+    def __init__(self, ssh: SshTransport, fh: Any, path: str, empty: bool) -> None:
+        self.ssh, self.fh, self.path, self.empty = ssh, fh, path, empty
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.empty:
+            return
+        while True:
+            with self.ssh._sftp_lock:
+                try:
+                    data = self.fh.read(READ_CHUNK)
+                except Exception as exc:
+                    raise self.ssh.sftp_error(exc, "read", self.path) from exc
+            if not data:
+                return
+            yield data
+
+    def close(self) -> None:
+        with self.ssh._sftp_lock, contextlib.suppress(Exception):
+            self.fh.close()
+
+
+def remote_path(path: str) -> str:
+    """SFTP paths are relative to the home directory; `~/x` and `$HOME/x` mean the same there."""
+    for prefix in ("~/", "$HOME/", "${HOME}/"):
+        if path.startswith(prefix):
+            return path[len(prefix) :] or "."
+    return "." if path in ("~", "$HOME", "${HOME}") else path

@@ -1,0 +1,107 @@
+"""Host keys (pure): known_hosts files plus the profile's pinned SHA256 fingerprints; a key is never
+added automatically."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from aifactory_cli.errors import HostKeyError
+
+if TYPE_CHECKING:
+    import paramiko
+
+    from aifactory_cli.transport.ssh.config import Endpoint
+
+
+def fingerprint(key_blob: bytes) -> str:
+    """`SHA256:<base64 without padding>` of a public key blob, as `ssh-keygen -lf` prints it."""
+    digest = hashlib.sha256(key_blob).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def load_known_hosts(files: tuple[str, ...]) -> list[tuple[str, paramiko.HostKeys]]:
+    import paramiko
+
+    out = []
+    for path in files:
+        if not os.path.isfile(path):
+            continue
+        keys = paramiko.HostKeys()
+        try:
+            keys.load(path)
+        except (OSError, paramiko.SSHException):
+            continue
+        out.append((path, keys))
+    return out
+
+
+def known_key_types(endpoint: Endpoint, known: list[tuple[str, paramiko.HostKeys]]) -> list[str]:
+    types: list[str] = []
+    for _, keys in known:
+        entry = keys.lookup(endpoint.known_hosts_name)
+        if entry:
+            types += [t for t in entry if t not in types]
+    return types
+
+
+def check_host_key(
+    endpoint: Endpoint,
+    key_type: str,
+    key_blob: bytes,
+    known: list[tuple[str, paramiko.HostKeys]],
+    pins: tuple[str, ...] = (),
+) -> str:
+    """Accept the server's key if it is pinned or in known_hosts; else raise HostKeyError.
+
+    Returns how it was accepted ("pinned" or the known_hosts file)."""
+    fp = fingerprint(key_blob)
+    if fp in pins:
+        return "pinned"
+    changed_in: list[str] = []
+    for path, keys in known:
+        entry = keys.lookup(endpoint.known_hosts_name)
+        if not entry or key_type not in entry:
+            continue
+        if entry[key_type].asbytes() == key_blob:
+            return path
+        changed_in.append(path)
+    where = f"{endpoint.hostname}:{endpoint.port}"
+    name = endpoint.known_hosts_name
+    if changed_in:
+        raise HostKeyError(
+            f"the host key of {where} has CHANGED: {', '.join(changed_in)} has another {key_type} key for "
+            f"{name}, the server offered {fp}. Someone may be intercepting the connection "
+            "(man-in-the-middle), or the site replaced its keys",
+            f"do not connect until you have compared {fp} with the fingerprints the site publishes; if the "
+            f"change is genuine, remove the old key (ssh-keygen -R '{name}' -f {changed_in[0]}) and add the "
+            "new one",
+        )
+    known_file = endpoint.known_hosts_files[0] if endpoint.known_hosts_files else "~/.ssh/known_hosts"
+    keyscan = f"ssh-keyscan -p {endpoint.port} {endpoint.hostname} >> {known_file}"
+    if pins:
+        raise HostKeyError(
+            f"the host key of {where} ({key_type} {fp}) matches neither the fingerprints pinned in the "
+            f"profile ({', '.join('SHA256:' + p.removeprefix('SHA256:') for p in pins)}) nor known_hosts",
+            "someone may be intercepting the connection, or the site rotated its keys: compare "
+            f"{fp} with the site's published fingerprints; if it is genuine, update the profile's "
+            f"ssh.host_key_fingerprints or add the key with `{keyscan}`",
+        )
+    raise HostKeyError(
+        f"the host key of {where} is not known (the server offered {key_type} {fp}); "
+        f"{name} is not in {', '.join(endpoint.known_hosts_files) or 'any known_hosts file'}",
+        f"compare {fp} with the fingerprints the site publishes, then add it: `{keyscan}` "
+        "(or connect once with `ssh` and answer yes); aifactory never adds host keys by itself",
+    )
+
+
+def preferred_key_types(current: Sequence[str], known_types: list[str]) -> list[str]:
+    """Negotiate a host key type we already know, so a known server is not refused as unknown."""
+    wanted: list[str] = []
+    for t in known_types:
+        algos = ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"] if t == "ssh-rsa" else [t]
+        wanted += [a for a in algos if a in current and a not in wanted]
+    return wanted + [a for a in current if a not in wanted]

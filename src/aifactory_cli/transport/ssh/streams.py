@@ -1,0 +1,72 @@
+"""Bytes in and out of one command's SSH channel: output cut at the marker lines, input written
+into the channel."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import paramiko
+
+
+class MarkerCut:
+    """Drops everything up to and including the first `marker\\n`, then passes data to `sink`.
+
+    `noise_bytes` counts what was dropped before the marker: what the login shell's start-up files
+    (a banner, a chatty ~/.bashrc) printed before the command ran."""
+
+    LIMIT = 1024 * 1024
+
+    def __init__(self, marker: bytes, sink: Callable[[bytes], object]) -> None:
+        self.marker = marker + b"\n"
+        self.sink = sink
+        self.buffer = b""
+        self.found = False
+        self.gave_up = False
+        self.noise_bytes = 0
+
+    def feed(self, data: bytes) -> None:
+        if self.found or self.gave_up:
+            self.sink(data)
+            return
+        self.buffer += data
+        i = self.buffer.find(self.marker)
+        if i >= 0:
+            self.found = True
+            self.noise_bytes = i
+            rest, self.buffer = self.buffer[i + len(self.marker) :], b""
+            if rest:
+                self.sink(rest)
+        elif len(self.buffer) > self.LIMIT:
+            self.finish()
+
+    def finish(self) -> None:
+        """No marker came (the shell failed before printing it): pass the output on unchanged."""
+        if not self.found and not self.gave_up:
+            self.gave_up = True
+            if self.buffer:
+                self.sink(self.buffer)
+            self.buffer = b""
+
+
+class ChannelWriter(io.RawIOBase):
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self.channel = channel
+        self.broken = False
+        self.discard = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        data = bytes(b)
+        if self.discard:
+            return len(data)
+        try:
+            self.channel.sendall(data)
+        except OSError as exc:  # the remote command stopped reading / the channel closed
+            self.broken = True
+            raise BrokenPipeError(str(exc)) from exc
+        return len(data)
