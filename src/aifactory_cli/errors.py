@@ -6,6 +6,8 @@ for `--debug`.
 
 from __future__ import annotations
 
+from typing import Literal
+
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -56,10 +58,21 @@ class LimitError(BadInput):
     """The site cannot run what the spec asks for."""
 
 
+# Whether the scheduler may have queued a job when a submission failed: "no" when it certainly did
+# not (nothing was sent, or Slurm said so), "maybe" otherwise (the submission is then in doubt).
+Queued = Literal["no", "maybe"]
+
+
 class RemoteError(AifactoryError):
     """Connection, authentication, host key or remote command failure (exit 3)."""
 
     exit_code = EXIT_REMOTE
+
+    def __init__(
+        self, message: str, hint: str | None = None, *, where: str | None = None, queued: Queued = "maybe"
+    ) -> None:
+        super().__init__(message, hint, where=where)
+        self.queued: Queued = queued
 
 
 class HostKeyError(RemoteError):

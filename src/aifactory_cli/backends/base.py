@@ -212,7 +212,7 @@ class SlurmBackend(Backend):
         try:
             self.transport.connect()
         except RemoteError as exc:
-            exc.nothing_sent = True  # type: ignore[attr-defined]
+            exc.queued = "no"  # nothing was sent
             raise
         # One remote command: create the private job dir, unpack the tar stream (script, metadata,
         # changed uploads; unchanged ones come from the site-side cache), submit, and record the

@@ -69,8 +69,8 @@ def parse_sbatch(result: CommandResult) -> str:
         exc = RemoteError(
             f"sbatch failed: {message}",
             "the Slurm controller is down or unreachable from the login node; nothing was queued, try again later",
+            queued="no",
         )
-        exc.not_queued = True  # type: ignore[attr-defined]
         raise exc
     # anything else (e.g. "Socket timed out on send/recv operation") may still have queued the job
     raise RemoteError(f"sbatch failed: {message}", hint)

@@ -1,0 +1,222 @@
+"""Following jobs after submission: refresh, status, cancel, wait, logs.
+
+Each site is asked once per refresh about all its live jobs (one squeue + sacct round trip); a job
+whose site profile was removed keeps its last known state, and the commands say so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from aifactory_cli.errors import BadInput, NotFound, RemoteError, WaitTimeout
+from aifactory_cli.jobs.store import Job
+from aifactory_cli.service import settle
+
+if TYPE_CHECKING:
+    from aifactory_cli.backends.base import Update
+    from aifactory_cli.service.session import Service
+
+WAIT_RETRIES = 8  # a restarted login node or a network blip must not end a long wait
+
+
+def jobs(svc: Service, refs: list[str]) -> list[Job]:
+    seen: dict[str, Job] = {}
+    for ref in refs:
+        job = svc.store.find(ref)
+        seen.setdefault(job.id, job)
+    return list(seen.values())
+
+
+def refresh(svc: Service, jobs: list[Job], force: bool = False) -> list[Job]:
+    """Ask each site, once, about its live jobs among `jobs`; store and return them."""
+    by_site: dict[str, list[Job]] = {}
+    orphans: dict[str, list[Job]] = {}
+    now = time.time()
+    for job in jobs:
+        if job.is_final or not job.slurm_job_id:
+            continue
+        loaded = svc.known_profile(job.site)
+        if loaded is None:  # the site's profile was removed: keep what is stored, say so
+            orphans.setdefault(job.site, []).append(job)
+            continue
+        if not force and job.polled_at and now - job.polled_at < loaded.profile.poll_interval:
+            continue
+        by_site.setdefault(job.site, []).append(job)
+    for site, site_jobs in orphans.items():
+        svc.notify(
+            f"warning: site '{site}' has no profile any more; {', '.join(j.id for j in site_jobs)} "
+            f"keep their last known state (restore {site}.yaml in a profile dir to follow them)"
+        )
+    for site, site_jobs in by_site.items():
+        updates = svc.backend(site).poll(site_jobs)
+        svc.store.mark_polled(site_jobs, now)
+        for job in site_jobs:
+            update = updates.get(job.id)
+            if update is not None:
+                _apply(svc, job, update)
+    return jobs
+
+
+def _apply(svc: Service, job: Job, u: Update) -> None:
+    changes: dict[str, Any] = {}
+    for key in ("state", "slurm_state", "exit_code", "reason", "started_at", "ended_at"):
+        value = getattr(u, key)
+        if value != getattr(job, key):
+            changes[key] = value
+    if u.tasks:
+        changes["tasks"] = u.tasks
+    if changes:
+        svc.store.update(job, **changes)
+
+
+def cached_status(svc: Service, recent_hours: float = 24.0) -> list[Job]:
+    """What `status` shows, from the store alone: live jobs and those that ended recently."""
+    return _live_and_recent(svc.store.query(live_only=True), svc.store.recent(recent_hours))
+
+
+def status(svc: Service, refs: list[str], force: bool = True, recent_hours: float = 24.0) -> list[Job]:
+    """The given jobs, or every live job plus those that ended in the last `recent_hours`."""
+    settle.settle_all(svc)
+    if refs:
+        return refresh(svc, jobs(svc, refs), force=force)
+    live = refresh(svc, svc.store.query(live_only=True), force=force)
+    return _live_and_recent(live, svc.store.recent(recent_hours))
+
+
+def _live_and_recent(live: list[Job], recent: list[Job]) -> list[Job]:
+    return sorted({j.id: j for j in [*recent, *live]}.values(), key=lambda j: (j.created_at, j.id))
+
+
+def _unreachable(svc: Service, site_jobs: list[Job]) -> list[str]:
+    """The jobs whose site profile was removed, as `ID (SITE job SLURM_ID, STATE)`."""
+    return [
+        f"{j.id} ({j.site} job {j.slurm_job_id or '?'}, last known {j.state})"
+        for j in site_jobs
+        if svc.known_profile(j.site) is None
+    ]
+
+
+def cancel(svc: Service, refs: list[str]) -> list[Job]:
+    found = jobs(svc, refs)
+    by_site: dict[str, list[Job]] = {}
+    for job in found:
+        if not job.is_final and job.slurm_job_id:
+            by_site.setdefault(job.site, []).append(job)
+    unreachable: list[str] = []
+    for site, site_jobs in by_site.items():
+        if svc.known_profile(site) is None:
+            unreachable += [f"{j.id} ({site} job {j.slurm_job_id})" for j in site_jobs]
+            continue
+        svc.backend(site).cancel(site_jobs)
+        svc.notify(f"cancel sent for {', '.join(j.id for j in site_jobs)} on {site}")
+    if unreachable:
+        raise NotFound(
+            f"cannot cancel {', '.join(unreachable)}: the site's profile is gone",
+            "restore the site's profile (SITE.yaml in a profile dir), or scancel the job on the site yourself",
+        )
+    return found
+
+
+def wait(
+    svc: Service,
+    jobs: list[Job],
+    timeout: float | None = None,
+    on_change: Callable[[Job], None] | None = None,
+    min_interval: float = 0.5,
+    max_interval: float = 30.0,
+) -> list[Job]:
+    # a job whose site profile was removed can never be seen to end: say so now, not after hours
+    orphans = _unreachable(svc, [j for j in jobs if not j.is_final])
+    if orphans:
+        raise NotFound(
+            f"cannot wait for {', '.join(orphans)}: the site's profile is gone",
+            "restore the site's profile (SITE.yaml in a profile dir) to follow it; "
+            "`aifactory status` shows its last known state",
+        )
+    deadline = time.monotonic() + timeout if timeout is not None else None
+    last = {j.id: (j.state, j.reason) for j in jobs}
+    interval = min_interval
+    failures = 0
+    while True:
+        live = [j for j in jobs if not j.is_final]
+        if not live:
+            return jobs
+        try:
+            refresh(svc, live, force=True)
+            failures = 0
+        except RemoteError as exc:
+            failures += 1
+            if failures > WAIT_RETRIES:
+                raise
+            svc.notify(
+                f"lost contact with the site ({exc.message}); retry {failures}/{WAIT_RETRIES} in {interval:.0f} s"
+            )
+        for job in live:
+            if (job.state, job.reason) != last.get(job.id):
+                last[job.id] = (job.state, job.reason)
+                if on_change:
+                    on_change(job)
+        if all(j.is_final for j in jobs):
+            return jobs
+        # checked after a refresh: --timeout 0 asks the site once instead of reporting stored states
+        if deadline is not None and time.monotonic() >= deadline:
+            live = [j for j in jobs if not j.is_final]
+            raise WaitTimeout(
+                f"timeout: {len(live)} job(s) still not finished: " + ", ".join(f"{j.id} {j.state}" for j in live),
+                "wait again later with `aifactory wait`, or raise --timeout",
+            )
+        site_min = max(svc.profile(j.site).profile.poll_interval for j in live)
+        sleep = max(interval, min(site_min, max_interval))
+        if deadline is not None:
+            sleep = min(sleep, max(0.0, deadline - time.monotonic()))
+        time.sleep(sleep)
+        interval = min(interval * 1.5, max_interval)
+
+
+# --- logs ---------------------------------------------------------------------------------------------
+
+
+def logs(svc: Service, ref: str, stderr: bool = False, task: int | None = None) -> tuple[Job, bytes]:
+    job = svc.store.find(ref)
+    task = _log_task(job, task)
+    return job, svc.backend(job.site).read_log(job, stderr, task)
+
+
+def follow(
+    svc: Service, ref: str, stderr: bool = False, task: int | None = None, interval: float = 1.0
+) -> Iterator[bytes]:
+    job = svc.store.find(ref)
+    task = _log_task(job, task)
+    backend = svc.backend(job.site)
+    offset = 0
+    while True:
+        data = backend.read_log(job, stderr, task, offset)
+        if data:
+            offset += len(data)
+            yield data
+        if job.is_final:
+            # one last read after the end, for what was written just before it
+            data = backend.read_log(job, stderr, task, offset)
+            if data:
+                yield data
+            return
+        time.sleep(interval)
+        refresh(svc, [job], force=True)
+
+
+def _log_task(job: Job, task: int | None) -> int | None:
+    """The array element whose logs are wanted (0 by default); an element the job lacks is an error."""
+    if not job.array_size:
+        if task is not None:
+            raise BadInput(f"job {job.id} is not an array, so it has no --task {task}", "leave out --task")
+        return None
+    if task is None:
+        return 0
+    if not 0 <= task < job.array_size:
+        raise BadInput(
+            f"job {job.id} has array elements 0-{job.array_size - 1}, not {task}",
+            f"use --task 0 to --task {job.array_size - 1}",
+        )
+    return task
