@@ -186,7 +186,8 @@ def test_a_job_whose_site_profile_was_removed_does_not_break_status(cli, aif_hom
     c = cli("cancel", job_id)
     assert c.code == 4 and f"cannot cancel {job_id} (gone job" in c.stderr and "Traceback" not in c.stderr
     # an interrupted submission to that site (in doubt, no Slurm id) does not break status either
-    from aifactory_cli.jobs.store import Job, Store, now_iso
+    from aifactory_cli.jobs.model import Job, now_iso
+    from aifactory_cli.jobs.store import Store
 
     store = Store()
     store.add(Job(id="deadbeef", token="t" * 32, name="lost", site="gone", state="UNKNOWN",
@@ -274,7 +275,8 @@ def test_a_name_that_is_also_an_id_prefix_is_ambiguous(aif_home: Path) -> None:
     import pytest
 
     from aifactory_cli.errors import BadInput
-    from aifactory_cli.jobs.store import Job, Store, now_iso
+    from aifactory_cli.jobs.model import Job, now_iso
+    from aifactory_cli.jobs.store import Store
 
     store = Store()
     for job_id, name in (("c49a490f", "first"), ("11111111", "c")):

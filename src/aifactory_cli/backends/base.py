@@ -14,8 +14,8 @@ from pathlib import Path
 from aifactory_cli import paths, states
 from aifactory_cli.backends import localrun
 from aifactory_cli.errors import RemoteError, SubmitRejected
+from aifactory_cli.jobs.model import Job, Task
 from aifactory_cli.jobs.staging import CACHE_MISS_RC, UploadPlan, stage_commands, tar_writer
-from aifactory_cli.jobs.store import Job, Task
 from aifactory_cli.scheduler import slurm
 from aifactory_cli.sites.profile import LoadedProfile
 from aifactory_cli.transport import Transport, and_then

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from aifactory_cli import states
 from aifactory_cli.errors import AifactoryError, BadInput, NotFound, RemoteError, WaitTimeout
-from aifactory_cli.jobs.store import Job, Store, now_iso
+from aifactory_cli.jobs.model import Job, now_iso
+from aifactory_cli.jobs.store import Store
 
 # Only the store is needed by `list` and `status --cached`: everything else (pydantic models,
 # Jinja, the SSH stack) is imported where it is used, so those commands start fast.

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aifactory_cli import paths, states
 from aifactory_cli.backends.base import META, SCRIPT
 from aifactory_cli.errors import RemoteError
-from aifactory_cli.jobs.store import Job, now_iso
+from aifactory_cli.jobs.model import Job, now_iso
 
 if TYPE_CHECKING:
     from aifactory_cli.service.session import Service
