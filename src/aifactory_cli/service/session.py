@@ -101,7 +101,8 @@ class Service:
     def backend(self, site: str) -> Backend:
         if site in self._backends:
             return self._backends[site]
-        from aifactory_cli.backends.base import LocalBackend, SlurmBackend
+        from aifactory_cli.backends.local import LocalBackend
+        from aifactory_cli.backends.slurm import SlurmBackend
 
         loaded = self.profile(site)
         if loaded.profile.scheduler == "local":
@@ -370,7 +371,7 @@ class Service:
 
     def _plan(self, prepared: Prepared, job: Job, workdir: str, backend: Backend) -> tuple[UploadPlan, Any]:
         from aifactory_cli import paths
-        from aifactory_cli.backends.base import META, SCRIPT
+        from aifactory_cli.jobs.jobdir import META, SCRIPT
         from aifactory_cli.jobs.staging import UploadManifest, UploadPlan
 
         r = prepared.resolved
