@@ -153,6 +153,7 @@ def test_cancel_before_the_runner_started_is_not_lost(tmp_path: Path) -> None:
     """`cancel` can run between submit and the runner's first save (no runner pid yet): the runner
     must then end CANCELLED without running anything, not overwrite the cancel."""
     from aifactory_cli.backends import localrun
+    from aifactory_cli.jobs.jobdir import RUNNER, STATUS
 
     jobdir = tmp_path / "job"
     jobdir.mkdir()
@@ -162,8 +163,8 @@ def test_cancel_before_the_runner_started_is_not_lost(tmp_path: Path) -> None:
         "job_id": 1, "name": "early", "script": "job.sh", "array_size": 0, "max_parallel": None,
         "time_limit": 60, "tasks": 1, "cpus_per_task": 1, "depends_on": [],
     }  # fmt: skip
-    localrun.write_json_atomic(jobdir / localrun.RUNNER, runner)
-    localrun.write_json_atomic(jobdir / localrun.STATUS, {"state": "PENDING", "tasks": {}})
+    localrun.write_json_atomic(jobdir / RUNNER, runner)
+    localrun.write_json_atomic(jobdir / STATUS, {"state": "PENDING", "tasks": {}})
     assert localrun.cancel(jobdir)
     localrun.Runner(jobdir).run()
     status = localrun.read_status(jobdir) or {}
