@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-from aifactory_cli.jobs.store import Job, now_iso
+from aifactory_cli.jobs.model import Job, now_iso
 from aifactory_cli.service.settle import lookup_command
 
 OUT = Path(__file__).resolve().parent / "slurm"

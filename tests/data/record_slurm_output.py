@@ -1,6 +1,7 @@
 """Record real Slurm output from the test bed into tests/data/slurm/ (for the parser tests).
 
 Run with the test bed up:  python3 tests/data/record_slurm_output.py
+(`--quick`: only the interrupted-submission lookup, `usage`'s sacct and `sbatch --test-only`, ~10 s)
 Submits: a completed job, one failing with exit 3, one cancelled while running, one cancelled
 while pending (held), one hitting its time limit, a 4-task array, a held array, a job whose
 afterok dependency failed, and rejected submissions. Takes ~100 s (the TIMEOUT job).
@@ -15,7 +16,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-from aifactory_cli.scheduler.slurm import SQUEUE_FORMAT, sacct_command, squeue_command
+from aifactory_cli.scheduler.slurm import SQUEUE_FORMAT, lookup_commands, sacct_command, squeue_command
+from aifactory_cli.scheduler.slurm_site import test_only_command, usage_command
+from aifactory_cli.transport import batch
 
 OUT = Path(__file__).resolve().parent / "slurm"
 SSH = ["ssh", "-F", "/tmp/testbed/client/ssh_config", "testbed"]
@@ -86,5 +89,31 @@ def main() -> None:
     print("squeue format:", SQUEUE_FORMAT)
 
 
+def record_quick() -> None:
+    """What `find_submitted` asks Slurm (squeue comments, sacct WorkDirs), for a live (held) job
+    and one that ended, each submitted from its own job dir with a token in its comment."""
+    OUT.mkdir(exist_ok=True)
+    since = ssh("date -u +%Y-%m-%dT%H:%M:%S").stdout.strip()
+    base = "aifactory/rec-lookup"
+    ids = {}
+    for name, opts in (("live", "--time=5 --hold"), ("ended", "--time=5")):
+        workdir = f"{base}/{name}-0000000{len(ids)}"
+        r = ssh(
+            f"mkdir -p {workdir} && cd {workdir} && sbatch --parsable --comment=aifactory:tok-{name} "
+            f"--account=project_465000001 --output=/dev/null {opts}",
+            "#!/bin/bash\ntrue\n",
+        )
+        ids[name] = r.stdout.strip().split(";")[0]
+    time.sleep(4)
+    text = ssh(batch.command(lookup_commands(since))).stdout
+    ssh(f"scancel {ids['live']}")
+    save("lookup_live.txt", text)
+    save("lookup_ids.txt", "".join(f"{k}={v}\n" for k, v in ids.items()))
+    month = __import__("datetime").date.today().replace(day=1)
+    save("sacct_usage.txt", ssh(shlex.join(usage_command(month))).stdout)
+    script = "#!/bin/bash\n#SBATCH --account=project_465000001 --partition=small-g --gpus-per-node=2\ntrue\n"
+    save("sbatch_test_only.txt", ssh(f"cd /tmp && {shlex.join(test_only_command())}", script).stderr)
+
+
 if __name__ == "__main__":
-    main()
+    record_quick() if sys.argv[1:] == ["--quick"] else main()

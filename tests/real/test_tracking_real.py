@@ -98,7 +98,7 @@ def test_many_live_jobs_cost_one_connection_and_one_sacct(aif_home: Path, tb, mo
     )
     out = subprocess.run([*SSH, loop], input=script, capture_output=True, text=True, check=True).stdout.split()
     assert len(out) == 200
-    from aifactory_cli.jobs.store import Job, now_iso
+    from aifactory_cli.jobs.model import Job, now_iso
     from aifactory_cli.service.session import Service
 
     time.sleep(2)  # slurmdbd lags ~1 s behind brand-new jobs (then squeue would be asked too)

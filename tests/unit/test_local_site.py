@@ -153,6 +153,7 @@ def test_cancel_before_the_runner_started_is_not_lost(tmp_path: Path) -> None:
     """`cancel` can run between submit and the runner's first save (no runner pid yet): the runner
     must then end CANCELLED without running anything, not overwrite the cancel."""
     from aifactory_cli.backends import localrun
+    from aifactory_cli.jobs.jobdir import RUNNER, STATUS
 
     jobdir = tmp_path / "job"
     jobdir.mkdir()
@@ -162,8 +163,8 @@ def test_cancel_before_the_runner_started_is_not_lost(tmp_path: Path) -> None:
         "job_id": 1, "name": "early", "script": "job.sh", "array_size": 0, "max_parallel": None,
         "time_limit": 60, "tasks": 1, "cpus_per_task": 1, "depends_on": [],
     }  # fmt: skip
-    localrun.write_json_atomic(jobdir / localrun.RUNNER, runner)
-    localrun.write_json_atomic(jobdir / localrun.STATUS, {"state": "PENDING", "tasks": {}})
+    localrun.write_json_atomic(jobdir / RUNNER, runner)
+    localrun.write_json_atomic(jobdir / STATUS, {"state": "PENDING", "tasks": {}})
     assert localrun.cancel(jobdir)
     localrun.Runner(jobdir).run()
     status = localrun.read_status(jobdir) or {}
@@ -186,7 +187,8 @@ def test_a_job_whose_site_profile_was_removed_does_not_break_status(cli, aif_hom
     c = cli("cancel", job_id)
     assert c.code == 4 and f"cannot cancel {job_id} (gone job" in c.stderr and "Traceback" not in c.stderr
     # an interrupted submission to that site (in doubt, no Slurm id) does not break status either
-    from aifactory_cli.jobs.store import Job, Store, now_iso
+    from aifactory_cli.jobs.model import Job, now_iso
+    from aifactory_cli.jobs.store import Store
 
     store = Store()
     store.add(Job(id="deadbeef", token="t" * 32, name="lost", site="gone", state="UNKNOWN",
@@ -274,7 +276,8 @@ def test_a_name_that_is_also_an_id_prefix_is_ambiguous(aif_home: Path) -> None:
     import pytest
 
     from aifactory_cli.errors import BadInput
-    from aifactory_cli.jobs.store import Job, Store, now_iso
+    from aifactory_cli.jobs.model import Job, now_iso
+    from aifactory_cli.jobs.store import Store
 
     store = Store()
     for job_id, name in (("c49a490f", "first"), ("11111111", "c")):

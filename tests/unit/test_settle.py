@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import datetime as dt
 import json
 from pathlib import Path
@@ -30,7 +32,7 @@ def _job(name: str, **kw: object) -> Job:
 
 def _decide(text: str) -> dict[str, tuple[str, str | None]]:
     jobs = [_job(name) for name in RECORDED]
-    return {d.job.name: (d.outcome, d.slurm_job_id) for d in settle.decide(jobs, settle.parse_lookup(text))}
+    return {d.job.name: (d.outcome, d.slurm_job_id) for d in settle.decide(jobs, settle.parse_lookup(text, "slurm"))}
 
 
 def test_recorded_lookup_finds_each_queued_job_by_its_mark_token_or_job_dir() -> None:
@@ -42,16 +44,16 @@ def test_recorded_lookup_finds_each_queued_job_by_its_mark_token_or_job_dir() ->
         "never": ("not_queued", None),
     }
     # the recording holds decoys (jobs of other runs, with and without tokens): none is taken
-    lookup = settle.parse_lookup((DATA / "settle_lookup.txt").read_text())
-    assert len(lookup.by_token) > 2 and len(lookup.by_workdir) > 1 and lookup.queue_ok
+    lookup = settle.parse_lookup((DATA / "settle_lookup.txt").read_text(), "slurm")
+    assert len(lookup.by_token) >= 2 and len(lookup.by_workdir) > 1 and lookup.queue_ok
 
 
 def test_when_squeue_does_not_answer_an_unseen_job_is_unknown_not_failed() -> None:
     text = (DATA / "settle_lookup.txt").read_text()
-    head, _, rest = text.partition("@@AIF-SQUEUE@@\n")
-    _, _, acct = rest.partition("\n@@AIF-SACCT@@ 0\n")
     # what the same command prints when squeue cannot reach the controller (stderr goes to /dev/null)
-    got = _decide(f"{head}@@AIF-SQUEUE@@\n\n@@AIF-SACCT@@ 1\n{acct}")
+    failed = re.sub(r"(@@AIF@@ squeue\n).*?\n(@@AIF@@ rc) 0\n", r"\1\n\2 1\n", text, flags=re.S)
+    assert failed != text
+    got = _decide(failed)
     assert got == {
         "marked": ("queued", RECORDED["marked"]["sbatch"]),
         "token_only": ("unknown", None),  # queued, but only squeue could have told
@@ -64,7 +66,7 @@ def test_local_lookup_reads_the_marks_only() -> None:
     jobs = [_job("marked"), _job("never"), _job("token_only", workdir=None)]
     command = settle.lookup_command(jobs, "local")
     assert "squeue" not in command and "sacct" not in command and command.count("slurm_job_id") == 2
-    lookup = settle.parse_lookup(f"{jobs[0].id} 7\n{jobs[1].id} -\n")
+    lookup = settle.parse_lookup(f"\n@@AIF@@ id.{jobs[0].id}\n7\n@@AIF@@ rc 0\n\n@@AIF@@ id.{jobs[1].id}\n\n@@AIF@@ rc 1\n", "local")
     decided = [(d.outcome, d.slurm_job_id) for d in settle.decide(jobs, lookup)]
     assert decided == [("queued", "7"), ("not_queued", None), ("not_queued", None)]
     slurm_command = settle.lookup_command(jobs, "slurm")

@@ -2,7 +2,16 @@
 
 from pathlib import Path
 
-from aifactory_cli.service.sites import parse_partitions, split_sections
+from aifactory_cli.scheduler.slurm_site import (
+    check_command,
+    live_command,
+    parse_nodes,
+    parse_partitions,
+    parse_test_only,
+    parse_usage,
+    split_live_output,
+    split_sections,
+)
 from aifactory_cli.sites.scaffold import partitions_from_live
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "slurm"
@@ -29,8 +38,35 @@ def test_partitions_from_recorded_scontrol() -> None:
 def test_parse_partitions_and_sections() -> None:
     parts = parse_partitions((DATA / "scontrol_partitions.txt").read_text())
     assert parts["dev-g"]["MaxTime"] == "03:00:00"
-    text = "\n@@AIF-CHECK@@ version\nslurm 22.05.8\n@@AIF-CHECK@@ rc 0\n"
-    assert split_sections(text)["version"] == ("slurm 22.05.8", 0)
+    text = "\n@@AIF@@ version\nslurm 22.05.8\n@@AIF@@ rc 0\n\n@@AIF@@ accounts\nsacctmgr: error\n@@AIF@@ rc 1\n"
+    assert split_sections(text) == {"version": ("slurm 22.05.8", 0), "accounts": ("sacctmgr: error", 1)}
+    command = check_command()
+    assert [
+        command.index(w) for w in ("sbatch --version", "scontrol show partition", "sacctmgr", "sacct --")
+    ] == sorted(command.index(w) for w in ("sbatch --version", "scontrol show partition", "sacctmgr", "sacct --"))
+    assert command.count("2>&1") == 4  # each check's errors are its answer
+
+
+def test_live_output_split_and_nodes() -> None:
+    parts = (DATA / "scontrol_partitions.txt").read_text()
+    nodes = (DATA / "scontrol_nodes.txt").read_text()
+    text = f"banner\n\n@@AIF@@ partitions\n{parts}\n@@AIF@@ rc 0\n\n@@AIF@@ nodes\n{nodes}\n@@AIF@@ rc 0\n"
+    assert split_live_output(text) == (parts, nodes)
+    assert split_live_output(text.replace("@@AIF@@ rc 0\n\n@@AIF@@ nodes", "@@AIF@@ rc 1\n\n@@AIF@@ nodes")) is None
+    assert split_live_output(text.split("@@AIF@@ nodes")[0]) is None  # cut off: not a partial answer
+    assert "scontrol show node --oneliner" in live_command()
+    assert parse_nodes(nodes)["nid005000"]["Gres"].startswith("gpu:mi250:8")
+
+
+def test_plan_and_usage_parsers_on_recorded_output() -> None:
+    est = parse_test_only((DATA / "sbatch_test_only.txt").read_text())
+    assert est is not None and est["partition"] == "small-g" and est["nodes"] == "nid005000"
+    assert parse_test_only("sbatch: error: Batch job submission failed: Invalid account") is None
+    rows = parse_usage((DATA / "sacct_usage.txt").read_text())
+    assert rows and all(r.nodes >= 1 and r.seconds >= 0 for r in rows)
+    gpu = [r for r in rows if "gres/gpu" in r.tres]
+    assert gpu and all(r.partition.endswith("-g") for r in gpu) and gpu[0].tres["cpu"].isdigit()
+    assert parse_usage("JobID|Partition|NNodes|ElapsedRaw|AllocTRES|State\n1|p|x|5|cpu=1|COMPLETED\n") == []
 
 
 def test_partition_drift_against_recorded_scontrol(tmp_path: Path, aif_home: Path) -> None:

@@ -70,9 +70,43 @@ def test_merge_prefers_squeue_for_live_and_sacct_for_ended() -> None:
 
 
 def test_status_command_output_split() -> None:
-    text = "1|RUNNING|None|x\n\n@@AIF-SACCT@@ 0\n1|1|RUNNING|0:0|None|x|Unknown|00:00:01|\n"
-    queue, rc, acct = slurm.split_status_output(text)
-    assert queue.startswith("1|RUNNING") and rc == 0 and acct.startswith("1|1|RUNNING")
+    text = (
+        "\n@@AIF@@ squeue\n1|RUNNING|None|x\n\n@@AIF@@ rc 0\n"
+        "\n@@AIF@@ sacct\n1|1|RUNNING|0:0|None|x|Unknown|00:00:01|\n\n@@AIF@@ rc 1\n"
+    )
+    queue, queue_rc, acct, acct_rc = slurm.split_status_output(text)
+    assert (queue, queue_rc) == ("1|RUNNING|None|x\n", 0)
+    assert acct.startswith("1|1|RUNNING") and acct_rc == 1
+    assert slurm.split_status_output("banner only") == ("", 1, "", 1)  # the shell never got there
+
+
+def test_status_command_runs_squeue_then_sacct_in_epoch_time() -> None:
+    command = slurm.status_command(["7", "8_1"])
+    assert command.index("squeue") < command.index("sacct")
+    assert command.count("SLURM_TIME_FORMAT=%s ") == 2 and "--jobs=7,8_1" in command
+
+
+def test_submit_steps_keep_the_id_in_the_job_dir() -> None:
+    steps = slurm.submit_steps("job.sh", "slurm_job_id")
+    assert steps[0] == "_aif_id=$(sbatch --parsable job.sh)"
+    assert steps[1].endswith("> slurm_job_id")
+    assert slurm.sbatch_command(None, test_only=True) == ["sbatch", "--test-only"]
+
+
+def test_lookup_of_interrupted_submissions_on_recorded_output() -> None:
+    """squeue comments and sacct WorkDirs, recorded from the test bed (record_slurm_output.py --quick):
+    one job held (live), one ended, each with a token in its comment."""
+    from aifactory_cli.transport import batch
+
+    ids = dict(line.split("=", 1) for line in (DATA / "lookup_ids.txt").read_text().split())
+    answers = batch.sections((DATA / "lookup_live.txt").read_text())
+    by_token = slurm.parse_comment_lookup(answers["squeue"].output)
+    assert by_token["tok-live"] == ids["live"] and by_token["tok-ended"] == ids["ended"]
+    assert all(len(t) > 3 for t in by_token)  # `(null)` comments are not tokens
+    by_dir = slurm.parse_workdir_lookup(answers["sacct"].output)
+    assert by_dir == {"/home/hpcuser/aifactory/rec-lookup/ended-00000001": ids["ended"]}
+    assert slurm.parse_workdir_lookup("12_[0-3]|/w/\n12.batch|/w\nJobID|x\n") == {"/w": "12"}
+    assert "--starttime=2026-01-02T03:04:05" in slurm.lookup_commands("2026-01-02T03:04:05")["sacct"]
 
 
 @pytest.mark.parametrize(
@@ -156,7 +190,7 @@ def test_array_range_expansion() -> None:
 def test_epoch_times_become_utc_with_an_offset() -> None:
     """status_command asks for SLURM_TIME_FORMAT=%s (recorded from the test bed, whose clock is UTC:
     the default format printed 2026-11-22T06:05:24 for the same job), so no time is ambiguous."""
-    assert "export SLURM_TIME_FORMAT=%s;" in slurm.status_command(["1"])
+    assert slurm.status_command(["1"]).count("SLURM_TIME_FORMAT=%s squeue") == 1
     (row,) = slurm.parse_sacct((DATA / "sacct_epoch.txt").read_text())
     assert (row.state, row.start, row.end) == ("COMPLETED", "2026-11-22T06:05:24+00:00", "2026-11-22T06:05:27+00:00")
     (live,) = slurm.parse_squeue("8772|RUNNING|None|1795327524\n")

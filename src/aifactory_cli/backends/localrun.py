@@ -3,7 +3,8 @@ like a tiny Slurm (array elements, concurrency limit, time limit, dependencies, 
 `status.json` in the job dir up to date.
 
 Started detached by `start()`; the runner process is `python -m aifactory_cli.backends.localrun JOBDIR`.
-Only the standard library is imported here: the runner must start fast and stay small.
+Only the standard library (and the job-dir names, `jobs.jobdir`) is imported here: the runner must
+start fast and stay small.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-STATUS = "status.json"
-RUNNER = "runner.json"
-CANCEL_FLAG = "cancel-requested"
+from aifactory_cli.jobs.jobdir import CANCEL_FLAG, RUNNER, RUNNER_LOG, STATUS, log_name
+
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"}
 KILL_WAIT = 5.0
 
@@ -62,7 +62,7 @@ def pid_alive(pid: int | None) -> bool:
 
 def start(jobdir: Path) -> int:
     """Start the runner for `jobdir` detached from this process; return its pid."""
-    log = open(jobdir / "runner.log", "ab")  # noqa: SIM115 - handed to the child
+    log = open(jobdir / RUNNER_LOG, "ab")  # noqa: SIM115 - handed to the child
     env = dict(os.environ)
     src = str(Path(__file__).resolve().parents[2])  # the dir that holds aifactory_cli/
     env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -178,9 +178,9 @@ class Runner:
 
     def launch(self, i: int) -> None:
         array = bool(self.conf["array_size"])
-        suffix = f".{i}" if array else ""
-        out = open(self.dir / f"stdout{suffix}.log", "ab")  # noqa: SIM115
-        err = open(self.dir / f"stderr{suffix}.log", "ab")  # noqa: SIM115
+        task = i if array else None
+        out = open(self.dir / log_name(task=task), "ab")  # noqa: SIM115
+        err = open(self.dir / log_name(stderr=True, task=task), "ab")  # noqa: SIM115
         proc = subprocess.Popen(
             ["bash", str(self.dir / self.conf["script"])],
             cwd=str(self.dir),

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import typer
     from rich.console import Console
 
-    from aifactory_cli.jobs.store import Job
+    from aifactory_cli.jobs.model import Job
 
 SCHEMA_VERSION = 1
 

@@ -147,9 +147,10 @@ def add(
 
     from aifactory_cli import paths
     from aifactory_cli.errors import AifactoryError, BadInput
+    from aifactory_cli.scheduler.slurm_site import live_command, split_live_output
     from aifactory_cli.sites.profile import SITE_NAME_RE
     from aifactory_cli.sites.sample import render_samples
-    from aifactory_cli.sites.scaffold import LIVE_COMMAND, install_profile, partitions_from_live, scaffold
+    from aifactory_cli.sites.scaffold import install_profile, partitions_from_live, scaffold
 
     if not SITE_NAME_RE.match(name):
         raise BadInput(f"'{name}' is not a site name", "use lower-case letters, digits, '-' and '_'")
@@ -175,12 +176,13 @@ def add(
             live_ssh = live.ssh.model_dump(
                 mode="json", exclude_defaults=True, exclude={"host", "port", "user", "notes"}
             )
-            result = svc.backend(from_live).transport.run(LIVE_COMMAND)
-            if not result.ok:
+            result = svc.backend(from_live).transport.run(live_command())
+            live_text = split_live_output(result.stdout)
+            if not result.ok or live_text is None:
                 from aifactory_cli.errors import RemoteError
 
                 raise RemoteError(f"scontrol failed on {from_live}: {result.stderr.strip()}")
-            part_text, _, node_text = result.stdout.partition("@@AIF-NODES@@\n")
+            part_text, node_text = live_text
             partitions, facts = partitions_from_live(part_text, node_text)
             source = f"scontrol show partition/node on {from_live}, {__import__('datetime').date.today()}"
             host = host or live.ssh.host

@@ -17,11 +17,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from aifactory_cli.errors import SpecError
+from aifactory_cli.jobs.jobdir import DELETE_FILE, EXPECT_FILE, UPLOAD_PREFIX
 
-UPLOAD_PREFIX = ".aif-upload"
-EXPECT_FILE = ".aif-expect"
-DELETE_FILE = ".aif-delete"
 CACHE_MISS_RC = 97
+CACHE_MISS_MARK = "AIF-CACHE-MISS"
+
+
+def cache_missed(rc: int, stderr: str) -> bool:
+    """The staging command stopped because the site's upload cache lacks a file it expected
+    (purged since the last upload): send everything once more."""
+    return rc == CACHE_MISS_RC and CACHE_MISS_MARK in stderr
 
 
 @dataclass
@@ -84,7 +89,7 @@ def stage_commands(workdir: str, cache_dir: str | None) -> list[str]:
     if cache_dir is not None:
         steps += [
             f'{{ [ ! -f {EXPECT_FILE} ] || (cd -- "$_aif_cache" && xargs -0 ls -d -- >/dev/null 2>&1) '
-            f"< {EXPECT_FILE} || {{ echo AIF-CACHE-MISS >&2; exit {CACHE_MISS_RC}; }}; }}",
+            f"< {EXPECT_FILE} || {{ echo {CACHE_MISS_MARK} >&2; exit {CACHE_MISS_RC}; }}; }}",
             f'{{ [ ! -f {DELETE_FILE} ] || (cd -- "$_aif_cache" && xargs -0 rm -f --) < {DELETE_FILE}; }}',
             f'{{ [ ! -d {UPLOAD_PREFIX} ] || cp -a {UPLOAD_PREFIX}/. "$_aif_cache"/; }}',
             f"rm -rf {UPLOAD_PREFIX} {EXPECT_FILE} {DELETE_FILE}",

@@ -10,12 +10,13 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
 from aifactory_cli import paths
 from aifactory_cli.errors import BadInput, NotFound, StoreError
+from aifactory_cli.jobs.model import Job, Task, now_iso
 from aifactory_cli.states import FINAL_STATES, LIVE_STATES
 
 SCHEMA_VERSION = 1
@@ -80,127 +81,10 @@ _SCHEMA = [
 ]
 
 
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
-@dataclass
-class Task:
-    task_id: int
-    state: str
-    slurm_job_id: str | None = None
-    slurm_state: str | None = None
-    exit_code: int | None = None
-    reason: str | None = None
-    started_at: str | None = None
-    ended_at: str | None = None
-
-
-@dataclass
-class Job:
-    id: str
-    token: str
-    name: str
-    site: str
-    state: str
-    created_at: str
-    updated_at: str
-    slurm_job_id: str | None = None
-    slurm_state: str | None = None
-    exit_code: int | None = None
-    reason: str | None = None
-    workdir: str | None = None
-    array_size: int = 0
-    submitted_at: str | None = None
-    started_at: str | None = None
-    ended_at: str | None = None
-    polled_at: float | None = None
-    spec_path: str | None = None
-    spec_json: str | None = None
-    script: str | None = None
-    profile_name: str | None = None
-    profile_version: int | None = None
-    profile_digest: str | None = None
-    template_digest: str | None = None
-    provenance_hash: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    tasks: list[Task] = field(default_factory=list)
-
-    @property
-    def is_final(self) -> bool:
-        return self.state in FINAL_STATES
-
-    @property
-    def is_live(self) -> bool:
-        return self.state in LIVE_STATES
-
-    @property
-    def ref(self) -> str:
-        return f"{self.site}:{self.slurm_job_id}" if self.slurm_job_id else self.id
-
-    def to_json(self, provenance: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id,
-            "name": self.name,
-            "site": self.site,
-            "slurm_job_id": self.slurm_job_id,
-            "state": self.state,
-            "slurm_state": self.slurm_state,
-            "exit_code": self.exit_code,
-            "reason": self.reason,
-            "workdir": self.workdir,
-            "submitted_at": self.submitted_at,
-            "started_at": self.started_at,
-            "ended_at": self.ended_at,
-            "token": self.token,
-            "array_size": self.array_size,
-        }
-        if self.tasks:
-            out["tasks"] = [{k: v for k, v in asdict(t).items()} for t in sorted(self.tasks, key=lambda t: t.task_id)]
-        if self.extra.get("depends_on"):
-            out["depends_on"] = self.extra["depends_on"]
-        if provenance:
-            out["provenance"] = {
-                "spec_path": self.spec_path,
-                "spec": json.loads(self.spec_json) if self.spec_json else None,
-                "script": self.script,
-                "profile": self.profile_name,
-                "profile_version": self.profile_version,
-                "profile_digest": self.profile_digest,
-                "template_digest": self.template_digest,
-                "hash": self.provenance_hash,
-            }
-        return out
-
-
-_JOB_COLUMNS = [
-    "id",
-    "token",
-    "name",
-    "site",
-    "slurm_job_id",
-    "state",
-    "slurm_state",
-    "exit_code",
-    "reason",
-    "workdir",
-    "array_size",
-    "created_at",
-    "submitted_at",
-    "started_at",
-    "ended_at",
-    "updated_at",
-    "polled_at",
-    "spec_path",
-    "spec_json",
-    "script",
-    "profile_name",
-    "profile_version",
-    "profile_digest",
-    "template_digest",
-    "provenance_hash",
-    "extra",
-]
+# the jobs table's columns: every field of Job but its tasks (a table of their own)
+_JOB_COLUMNS = tuple(f.name for f in fields(Job) if f.name != "tasks")
+# what `update()` may change: `id` names the row, `updated_at` is set by the update itself
+_UPDATABLE = frozenset(_JOB_COLUMNS) - {"id", "updated_at"} | {"tasks"}
 
 
 class Store:
@@ -354,28 +238,30 @@ class Store:
             )
 
     def update(self, job: Job, **changes: Any) -> Job:
-        """Change fields of `job` in one transaction; a new state also records an event."""
-        if "extra" in changes:
-            job.extra = changes.pop("extra")
-            changes["extra"] = json.dumps(job.extra)
-        tasks = changes.pop("tasks", None)
-        old_state, old_raw, old_reason = job.state, job.slurm_state, job.reason
-        for key, value in changes.items():
-            if key != "extra":
-                setattr(job, key, value)
-        job.updated_at = now_iso()
-        changes["updated_at"] = job.updated_at
-        sets = ",".join(f"{k} = ?" for k in changes)
+        """Change fields of `job` in one transaction; a new state also records an event.
+        A name that is not a job column is a bug in the caller: TypeError, before anything changes."""
+        unknown = sorted(set(changes) - _UPDATABLE)
+        if unknown:
+            raise TypeError(f"Store.update() got no job column {', '.join(map(repr, unknown))}")
+        if changes.get("tasks", ()) is None:
+            del changes["tasks"]
+        after = replace(job, **changes, updated_at=now_iso())
+        columns = {k: getattr(after, k) for k in changes if k != "tasks"}
+        if "extra" in columns:
+            columns["extra"] = json.dumps(after.extra)
+        columns["updated_at"] = after.updated_at
+        sets = ",".join(f"{k} = ?" for k in columns)
         with self.tx() as c:
-            c.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*changes.values(), job.id])
-            if (job.state, job.slurm_state, job.reason) != (old_state, old_raw, old_reason):
+            c.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*columns.values(), job.id])
+            if (after.state, after.slurm_state, after.reason) != (job.state, job.slurm_state, job.reason):
                 c.execute(
                     "INSERT INTO events (job_id, at, state, slurm_state, reason) VALUES (?,?,?,?,?)",
-                    (job.id, job.updated_at, job.state, job.slurm_state, job.reason),
+                    (job.id, after.updated_at, after.state, after.slurm_state, after.reason),
                 )
-            if tasks is not None:
-                job.tasks = tasks
-                self._write_tasks(c, job)
+            if "tasks" in changes:
+                self._write_tasks(c, after)
+        for key in [*changes, "updated_at"]:  # the caller's job changes once the store has
+            setattr(job, key, getattr(after, key))
         return job
 
     def delete(self, job: Job) -> None:

@@ -1,2 +1,3 @@
-"""Schedulers: pure command builders and parsers of real scheduler output (`slurm`), and the
-embedded local runner (`aifactory_cli.backends.localrun`)."""
+"""Schedulers: all Slurm command text, as pure builders and parsers of real Slurm output: `slurm`
+(a job: submit, status, cancel, lookups) and `slurm_site` (the site: checks, scaffolding, estimates,
+usage); the embedded local runner is `aifactory_cli.backends.localrun`."""

@@ -1,14 +1,16 @@
-"""Slurm: pure functions that build commands and parse real Slurm output (tested on output
-recorded from the test bed in tests/data/)."""
+"""Slurm: ALL of aifactory's Slurm command text, as pure functions that build commands and parse
+real Slurm output (tested on output recorded from the test bed in tests/data/). Commands that
+answer together in one round trip are built with `transport.batch`."""
 
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 
 from aifactory_cli import states
 from aifactory_cli.errors import RemoteError, SubmitRejected
-from aifactory_cli.transport import CommandResult
+from aifactory_cli.transport import CommandResult, batch
 
 SACCT_FIELDS = ("JobID", "JobIDRaw", "State", "ExitCode", "Reason", "Start", "End", "Elapsed", "Comment")
 SQUEUE_FORMAT = "%i|%T|%r|%S"
@@ -34,8 +36,24 @@ class SlurmRow:
 # --- submit ----------------------------------------------------------------------------------------
 
 
-def sbatch_command(script: str = "job.sh", test_only: bool = False) -> list[str]:
-    return ["sbatch", "--test-only" if test_only else "--parsable", script]
+def sbatch_command(script: str | None, test_only: bool = False) -> list[str]:
+    """sbatch for `script` (None: the script comes on stdin)."""
+    return ["sbatch", "--test-only" if test_only else "--parsable", *([script] if script else [])]
+
+
+def submit_steps(script: str, id_file: str) -> list[str]:
+    """Shell steps (joined with `&&`, run in the job dir) that submit `script`, keep the job id in
+    `id_file` and print it."""
+    return [
+        "_aif_id=$(" + shlex.join(sbatch_command(script)) + ")",
+        f"printf '%s\\n' \"$_aif_id\" > {shlex.quote(id_file)}",
+        "printf '%s\\n' \"$_aif_id\"",
+    ]
+
+
+def sbatch_spoke(stderr: str) -> bool:
+    """Whether sbatch itself reported something (else the steps before it failed)."""
+    return "sbatch" in stderr
 
 
 _JOB_ID = re.compile(r"^(\d+)(?:;\S+)?$")
@@ -114,32 +132,29 @@ def squeue_command(job_ids: list[str]) -> list[str]:
     ]
 
 
-_STATUS_MARK = "@@AIF-SACCT@@"
+# times as epoch seconds: Slurm prints local time without an offset otherwise (and truncates a
+# longer strftime format to the column width), so a job's start would be ambiguous
+_EPOCH = "SLURM_TIME_FORMAT=%s "
 
 
 def status_command(job_ids: list[str]) -> str:
-    """squeue then sacct for `job_ids`, in one remote command (one round trip)."""
-    import shlex
-
-    # times as epoch seconds: Slurm prints local time without an offset otherwise (and truncates
-    # a longer strftime format to the column width), so a job's start would be ambiguous
-    return (
-        f"export SLURM_TIME_FORMAT=%s; {shlex.join(squeue_command(job_ids))} 2>/dev/null; _aif_q=$?; "
-        f"printf '\\n%s %s\\n' {_STATUS_MARK} \"$_aif_q\"; {shlex.join(sacct_command(job_ids))}"
+    """squeue then sacct for `job_ids`, in one remote command (one round trip); squeue's errors
+    are dropped, sacct's go to stderr."""
+    return batch.command(
+        {
+            "squeue": _EPOCH + shlex.join(squeue_command(job_ids)) + " 2>/dev/null",
+            "sacct": _EPOCH + shlex.join(sacct_command(job_ids)),
+        }
     )
 
 
-def split_status_output(text: str) -> tuple[str, int, str]:
-    """(squeue output, squeue exit code, sacct output) from `status_command`'s stdout."""
-    head, sep, tail = text.partition(f"\n{_STATUS_MARK} ")
-    if not sep:
-        return "", 1, ""
-    rc_text, _, acct = tail.partition("\n")
-    try:
-        rc = int(rc_text.strip())
-    except ValueError:
-        rc = 1
-    return head, rc, acct
+def split_status_output(text: str) -> tuple[str, int, str, int]:
+    """(squeue output, its exit code, sacct output, its exit code) from `status_command`'s stdout;
+    a missing part counts as failed (exit code 1)."""
+    parts = batch.sections(text)
+    missing = batch.Section("", "", 1)
+    queue, acct = parts.get("squeue", missing), parts.get("sacct", missing)
+    return queue.output, queue.rc, acct.output, acct.rc
 
 
 def merge_rows(
@@ -312,3 +327,43 @@ def token_of(comment: str | None) -> str | None:
     if comment and comment.startswith("aifactory:"):
         return comment[len("aifactory:") :].strip() or None
     return None
+
+
+def job_id_of(raw: str) -> str | None:
+    """The base job id of `123`, `123_4` or `123_[0-3]`; None for anything else."""
+    base = raw.strip().split("_")[0]
+    return base if base.isdigit() else None
+
+
+# --- lookups of interrupted submissions -------------------------------------------------------------
+
+
+def lookup_commands(since: str) -> dict[str, str]:
+    """For a submission whose outcome is unknown: sbatch may have queued the job even when it
+    reported a failure (e.g. "Socket timed out"). Live jobs carry the token in their comment
+    (squeue); ended ones are found by their job dir (sacct's WorkDir, jobs since `since`)."""
+    squeue = ["squeue", "--me", "--states=all", "--noheader", "--format=%i|%k"]
+    sacct = ["sacct", "--noheader", "--parsable2", "--allocations", f"--starttime={since}", "--format=JobID,WorkDir"]
+    return {"squeue": shlex.join(squeue) + " 2>/dev/null", "sacct": shlex.join(sacct) + " 2>/dev/null"}
+
+
+def parse_comment_lookup(text: str) -> dict[str, str]:
+    """`squeue --format=%i|%k` -> {aifactory token: job id}."""
+    out = {}
+    for line in text.splitlines():
+        raw_id, _, comment = line.strip().partition("|")
+        token, job_id = token_of(comment), job_id_of(raw_id)
+        if token and job_id:
+            out[token] = job_id
+    return out
+
+
+def parse_workdir_lookup(text: str) -> dict[str, str]:
+    """`sacct --format=JobID,WorkDir` -> {job dir: job id} (the last job of a dir wins)."""
+    out = {}
+    for line in text.splitlines():
+        raw_id, _, workdir = line.strip().partition("|")
+        job_id = job_id_of(raw_id)
+        if job_id and workdir:
+            out[workdir.rstrip("/")] = job_id
+    return out

@@ -16,9 +16,6 @@ if TYPE_CHECKING:
     from aifactory_cli.service.session import Service
     from aifactory_cli.sites.resolve import Overrides
 
-_START = re.compile(r"to start at (\S+) using (\d+) processors on nodes (\S+) in partition (\S+)")
-
-
 @dataclass
 class PlanRow:
     site: str
@@ -34,15 +31,6 @@ class PlanRow:
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def parse_test_only(stderr: str) -> dict[str, str] | None:
-    """`sbatch --test-only` prints (on stderr) `sbatch: Job N to start at T using P processors on
-    nodes N in partition P`."""
-    m = _START.search(stderr)
-    if not m:
-        return None
-    return {"start": m.group(1), "processors": m.group(2), "nodes": m.group(3), "partition": m.group(4)}
 
 
 def candidate_sites(svc: Service, sites: list[str] | None) -> list[str]:
@@ -89,8 +77,9 @@ def plan(svc: Service, spec_path: str, sites: list[str] | None, overrides: Overr
             continue
         try:
             from aifactory_cli.scheduler.slurm import sbatch_error
+            from aifactory_cli.scheduler.slurm_site import parse_test_only, test_only_command
 
-            result = svc.backend(site).transport.run(["sbatch", "--test-only"], stdin=prepared.script.encode())
+            result = svc.backend(site).transport.run(test_only_command(), stdin=prepared.script.encode())
         except RemoteError as exc:
             row.reason = f"cannot reach {site}: {exc.message}"
             continue
@@ -151,35 +140,24 @@ def usage(svc: Service, site: str) -> dict[str, Any]:
         result = transport.run(shlex.join(prof.usage_command))
         if result.ok:
             return {"site": site, "source": shlex.join(prof.usage_command), "text": result.stdout}
-    month = dt.date.today().replace(day=1).isoformat()
-    result = transport.run(
-        [
-            "sacct",
-            "--noheader",
-            "--parsable2",
-            "--allocations",
-            f"--starttime={month}",
-            "--format=JobID,Partition,NNodes,ElapsedRaw,AllocTRES,State",
-        ]
-    )
+    from aifactory_cli.scheduler.slurm_site import parse_usage, usage_command
+
+    month = dt.date.today().replace(day=1)
+    result = transport.run(usage_command(month))
     if not result.ok:
         raise RemoteError(f"sacct failed on {site}: {result.stderr.strip()}")
     totals: dict[str, float] = {}
     jobs = 0
-    for line in result.stdout.splitlines():
-        parts = line.split("|")
-        if len(parts) < 6 or not parts[3].isdigit():
-            continue
-        _, partition, nnodes, elapsed, tres, _state = parts[:6]
-        part = prof.partitions.get(partition) or next(
-            (p for p in prof.partitions.values() if p.slurm_name == partition), None
+    for row in parse_usage(result.stdout):
+        part = prof.partitions.get(row.partition) or next(
+            (p for p in prof.partitions.values() if p.slurm_name == row.partition), None
         )
         if part is None or part.billing is None:
             continue
         jobs += 1
-        hours = int(elapsed) / 3600
-        t = dict(item.split("=", 1) for item in tres.split(",") if "=" in item)
-        nodes = int(nnodes or 1)
+        hours = row.seconds / 3600
+        t = row.tres
+        nodes = row.nodes
         cpus = int(t.get("cpu", "0") or 0)
         gpus = int(t.get("gres/gpu", "0") or 0)
         mem_gib = _mem_gib(t.get("mem", "0"))
@@ -197,7 +175,7 @@ def usage(svc: Service, site: str) -> dict[str, Any]:
         totals[b.unit] = totals.get(b.unit, 0.0) + amount
     return {
         "site": site,
-        "source": f"sacct since {month} with the profile's billing rules",
+        "source": f"sacct since {month.isoformat()} with the profile's billing rules",
         "jobs": jobs,
         "charged": {unit: round(v, 3) for unit, v in totals.items()},
     }

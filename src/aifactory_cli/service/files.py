@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aifactory_cli.errors import BadInput, NotFound
-from aifactory_cli.jobs.store import Job
+from aifactory_cli.jobs.model import Job
 
 if TYPE_CHECKING:
     from aifactory_cli.service.session import Service

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from aifactory_cli import states
 
 if TYPE_CHECKING:
-    from aifactory_cli.jobs.store import Job
+    from aifactory_cli.jobs.model import Job
     from aifactory_cli.service.session import Service
 
 TAIL_BYTES = 4000

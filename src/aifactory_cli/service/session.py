@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from aifactory_cli import states
 from aifactory_cli.errors import AifactoryError, BadInput, NotFound, RemoteError
-from aifactory_cli.jobs.store import Job, Store
+from aifactory_cli.jobs.model import Job
+from aifactory_cli.jobs.store import Store
 from aifactory_cli.service import files, settle, track
 from aifactory_cli.service import submit as submitting
 from aifactory_cli.service.submit import Prepared
@@ -99,7 +100,8 @@ class Service:
     def backend(self, site: str) -> Backend:
         if site in self._backends:
             return self._backends[site]
-        from aifactory_cli.backends.base import LocalBackend, SlurmBackend
+        from aifactory_cli.backends.local import LocalBackend
+        from aifactory_cli.backends.slurm import SlurmBackend
 
         loaded = self.profile(site)
         if loaded.profile.scheduler == "local":

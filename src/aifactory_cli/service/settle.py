@@ -22,8 +22,11 @@ from typing import TYPE_CHECKING, Literal
 
 from aifactory_cli import states
 from aifactory_cli.errors import NotFound, RemoteError
-from aifactory_cli.jobs.store import Job, Store
+from aifactory_cli.jobs import jobdir
+from aifactory_cli.jobs.model import Job
+from aifactory_cli.jobs.store import Store
 from aifactory_cli.scheduler import slurm
+from aifactory_cli.transport import batch
 
 if TYPE_CHECKING:
     from aifactory_cli.service.session import Service
@@ -31,9 +34,6 @@ if TYPE_CHECKING:
 STALE_PREPARED_SECONDS = 3600.0  # PREPARED for this long: the process that submitted it died
 
 Outcome = Literal["queued", "not_queued", "unknown"]
-
-_QUEUE_MARK = "@@AIF-SQUEUE@@"
-_ACCT_MARK = "@@AIF-SACCT@@"
 
 
 @dataclass
@@ -72,43 +72,34 @@ def in_doubt(jobs: list[Job], now: dt.datetime) -> list[Job]:
 
 
 def lookup_command(jobs: list[Job], scheduler: str) -> str:
-    """One remote command: each job dir's `slurm_job_id`, and for Slurm the tokens of the jobs in
-    squeue (sbatch may have queued a job even when it reported a failure, e.g. "Socket timed out")
-    and the job dirs of the jobs sacct knows since the oldest one was created (ended ones)."""
-    marks = []
-    for job in jobs:
-        if job.workdir:
-            path = shlex.quote(posixpath.join(job.workdir, "slurm_job_id"))
-            marks.append(f"printf '%s ' {shlex.quote(job.id)}; cat {path} 2>/dev/null || echo -")
-    command = "; ".join(marks) or "true"
+    """One remote command (a `transport.batch` round trip): each job dir's `slurm_job_id`, and for
+    Slurm the tokens of the jobs in squeue (sbatch may have queued a job even when it reported a
+    failure, e.g. "Socket timed out") and the job dirs of the jobs sacct knows since the oldest one
+    was created (ended ones): `scheduler.slurm.lookup_commands`."""
+    commands = {
+        f"id.{job.id}": f"cat {shlex.quote(posixpath.join(job.workdir, jobdir.SLURM_JOB_ID))} 2>/dev/null"
+        for job in jobs
+        if job.workdir
+    }
     if scheduler == "slurm":
-        since = min(j.created_at for j in jobs)[:19]
-        command += (
-            f"; printf '%s\\n' {_QUEUE_MARK}; squeue --me --states=all --noheader --format='%i|%k' 2>/dev/null"
-            f"; printf '\\n%s %s\\n' {_ACCT_MARK} \"$?\"; sacct --noheader --parsable2 --allocations "
-            f"--starttime={shlex.quote(since)} --format=JobID,WorkDir 2>/dev/null; true"
-        )
-    return command
+        commands.update(slurm.lookup_commands(since=min(j.created_at for j in jobs)[:19]))
+    return batch.command(commands)
 
 
-def parse_lookup(text: str) -> Lookup:
-    files_part, _, rest = text.partition(f"{_QUEUE_MARK}\n")
-    queue_part, sep, acct_rest = rest.partition(f"\n{_ACCT_MARK} ")
-    rc_text, _, acct_part = acct_rest.partition("\n")
-    lookup = Lookup(queue_ok=not sep or rc_text.strip() == "0")
-    for line in files_part.splitlines():
-        job_id, _, value = line.strip().partition(" ")
-        if job_id:
-            lookup.marks[job_id] = value.strip() if value.strip().isdigit() else None
-    for line in queue_part.splitlines():
-        sid, _, comment = line.strip().partition("|")
-        token = slurm.token_of(comment)
-        if token and sid.split("_")[0].isdigit():
-            lookup.by_token[token] = sid.split("_")[0]
-    for line in acct_part.splitlines():
-        sid, _, workdir = line.strip().partition("|")
-        if sid.split("_")[0].isdigit() and workdir:
-            lookup.by_workdir[workdir.rstrip("/")] = sid.split("_")[0]
+def parse_lookup(text: str, scheduler: str) -> Lookup:
+    """`lookup_command`'s output. For Slurm, a squeue that did not answer (or a cut-off answer)
+    leaves `queue_ok` False: a queued job could not have been seen."""
+    answers = batch.sections(text)
+    lookup = Lookup()
+    for name, section in answers.items():
+        if name.startswith("id."):
+            value = section.output.strip()
+            lookup.marks[name[3:]] = value if value.isdigit() else None
+    if scheduler == "slurm":
+        queue, acct = answers.get("squeue"), answers.get("sacct")
+        lookup.queue_ok = queue is not None and queue.ok
+        lookup.by_token = slurm.parse_comment_lookup(queue.output) if queue else {}
+        lookup.by_workdir = slurm.parse_workdir_lookup(acct.output) if acct else {}
     return lookup
 
 
@@ -186,7 +177,7 @@ def settle(svc: Service, site: str, provenance: str | None = None, spec_path: st
     result = backend.transport.run(lookup_command(jobs, backend.kind))
     if not result.ok:
         raise RemoteError(f"cannot look up interrupted submissions: {result.stderr.strip()}")
-    decisions = decide(jobs, parse_lookup(result.stdout))
+    decisions = decide(jobs, parse_lookup(result.stdout, backend.kind))
     apply(svc.store, decisions)
     match = None
     for d in decisions:

@@ -3,51 +3,15 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 from typing import TYPE_CHECKING, Any
 
+from aifactory_cli.scheduler.slurm_site import check_command, parse_partitions, split_sections
 from aifactory_cli.units import format_duration, parse_duration
 
 if TYPE_CHECKING:
     from aifactory_cli.service.session import Service
     from aifactory_cli.sites.profile import SiteProfile
-
-_MARK = "@@AIF-CHECK@@"
-_SECTIONS = ("version", "partitions", "accounts", "sacct")
-
-
-def check_command() -> str:
-    """Everything `sites check` needs, in one remote command (sites like JSC limit connections)."""
-    parts = {
-        "version": "sbatch --version",
-        "partitions": "scontrol show partition --oneliner",
-        "accounts": 'sacctmgr --noheader --parsable2 show associations user="$(id -un)" format=Account',
-        "sacct": "sacct --noheader --allocations --starttime=now-1hour --format=JobID",
-    }
-    return "; ".join(
-        f"printf '\\n%s {name}\\n' {_MARK}; {cmd} 2>&1; printf '\\n%s rc %s\\n' {_MARK} \"$?\""
-        for name, cmd in parts.items()
-    )
-
-
-def split_sections(text: str) -> dict[str, tuple[str, int]]:
-    out: dict[str, tuple[str, int]] = {}
-    for name in _SECTIONS:
-        m = re.search(rf"{_MARK} {name}\n(.*?)\n{_MARK} rc (\d+)", text, re.S)
-        if m:
-            out[name] = (m.group(1), int(m.group(2)))
-    return out
-
-
-def parse_partitions(text: str) -> dict[str, dict[str, str]]:
-    """`scontrol show partition --oneliner` -> {name: {key: value}}."""
-    parts: dict[str, dict[str, str]] = {}
-    for line in text.splitlines():
-        fields = dict(re.findall(r"(\w+)=(\S*)", line))
-        if "PartitionName" in fields:
-            parts[fields["PartitionName"]] = fields
-    return parts
 
 
 def partition_drift(profile: SiteProfile, live: dict[str, dict[str, str]]) -> list[tuple[str, str, str]]:

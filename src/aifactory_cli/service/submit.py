@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aifactory_cli import states
 from aifactory_cli.errors import BadInput, NotFound, RemoteError
-from aifactory_cli.jobs.store import Job, now_iso
+from aifactory_cli.jobs.model import Job, now_iso
 from aifactory_cli.service import settle
 
 # pydantic, Jinja and the SSH stack are imported where they are used (fast `list` and `status`)
@@ -220,7 +220,7 @@ def _plan(
 ) -> tuple[UploadPlan, UploadManifest | None]:
     """What goes into the job dir: the changed uploads, the script and the metadata."""
     from aifactory_cli import paths
-    from aifactory_cli.backends.base import META, SCRIPT
+    from aifactory_cli.jobs.jobdir import META, SCRIPT
     from aifactory_cli.jobs.staging import UploadManifest, UploadPlan
 
     r = prepared.resolved

@@ -10,18 +10,15 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aifactory_cli import paths, states
-from aifactory_cli.backends.base import META, SCRIPT
 from aifactory_cli.errors import RemoteError
-from aifactory_cli.jobs.store import Job, now_iso
+from aifactory_cli.jobs.jobdir import listing_command, parse_listing
+from aifactory_cli.jobs.model import Job, now_iso
 
 if TYPE_CHECKING:
     from aifactory_cli.service.session import Service
-
-_MARK = "@@AIF-SYNC@@"
-
 
 def job_dir_glob(workdir_template: str, values: dict[str, str | None]) -> str:
     """A shell glob (literal parts quoted, unknown parts `*`) matching every job dir of a template."""
@@ -37,44 +34,6 @@ def job_dir_glob(workdir_template: str, values: dict[str, str | None]) -> str:
             value = values.get(field) if field != "job" else None
             out.append(shlex.quote(value) if value else "*")
     return "".join(out)
-
-
-def listing_command(glob: str) -> str:
-    """Print, for every job dir matching `glob`, its metadata, Slurm id, exit code and script."""
-    return (
-        f'for _d in {glob}; do [ -f "$_d/{META}" ] || continue; '
-        f'printf \'%s %s\\n\' {_MARK}DIR "$(cd "$_d" && pwd -P)"; cat "$_d/{META}"; '
-        f"printf '\\n%s\\n' {_MARK}ID; cat \"$_d/slurm_job_id\" 2>/dev/null; "
-        f"printf '\\n%s\\n' {_MARK}RC; cat \"$_d/exit_code\" 2>/dev/null; "
-        f"printf '\\n%s\\n' {_MARK}SCRIPT; cat \"$_d/{SCRIPT}\" 2>/dev/null; "
-        f"printf '\\n%s\\n' {_MARK}END; done"
-    )
-
-
-def parse_listing(text: str) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = []
-    for chunk in text.split(f"{_MARK}DIR ")[1:]:
-        workdir, _, rest = chunk.partition("\n")
-        meta_text, _, rest = rest.partition(f"\n{_MARK}ID\n")
-        job_id, _, rest = rest.partition(f"\n{_MARK}RC\n")
-        rc, _, rest = rest.partition(f"\n{_MARK}SCRIPT\n")
-        script, _, _ = rest.partition(f"\n{_MARK}END")
-        try:
-            meta = json.loads(meta_text)
-        except ValueError:
-            continue
-        if not isinstance(meta, dict) or "token" not in meta:
-            continue
-        records.append(
-            {
-                "workdir": workdir.strip(),
-                "meta": meta,
-                "slurm_job_id": job_id.strip() or None,
-                "exit_code": int(rc.strip()) if rc.strip().lstrip("-").isdigit() else None,
-                "script": script,
-            }
-        )
-    return records
 
 
 def sync_site(svc: Service, site: str) -> tuple[list[Job], list[Job]]:

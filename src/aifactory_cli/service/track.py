@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from aifactory_cli.errors import BadInput, NotFound, RemoteError, WaitTimeout
-from aifactory_cli.jobs.store import Job
+from aifactory_cli.jobs.model import Job
 from aifactory_cli.service import settle
 
 if TYPE_CHECKING:

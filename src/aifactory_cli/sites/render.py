@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aifactory_cli import paths
 from aifactory_cli.errors import BadInput, ProfileError
+from aifactory_cli.jobs import jobdir
 
 if TYPE_CHECKING:
     import jinja2
@@ -110,6 +111,7 @@ def render(job: ResolvedJob, token: str, job_id: str) -> Rendered:
         "elements": elements,
         "dependencies": job.dependencies,
         "extra_slurm": _extra_slurm(job.slurm_options),
+        "jobdir": jobdir.template_names(),
     }
     try:
         script = template.render(**context)

@@ -12,22 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from aifactory_cli.service.sites import parse_partitions
+from aifactory_cli.scheduler.slurm_site import parse_nodes, parse_partitions
 from aifactory_cli.units import format_duration, format_memory, parse_duration
 
 T = TypeVar("T")
-
-LIVE_COMMAND = "scontrol show partition --oneliner; printf '%s\\n' @@AIF-NODES@@; scontrol show node --oneliner"
-
-
-def parse_nodes(text: str) -> dict[str, dict[str, str]]:
-    nodes: dict[str, dict[str, str]] = {}
-    for line in text.splitlines():
-        fields = dict(re.findall(r"(\w+)=(\S*)", line))
-        if "NodeName" in fields:
-            nodes[fields["NodeName"]] = fields
-    return nodes
-
 
 def _gpus(gres: str) -> tuple[int, str | None]:
     """`gpu:mi250:8(S:0)` -> (8, 'mi250'); `(null)` -> (0, None)."""

@@ -1,0 +1,196 @@
+"""The Slurm backend: a job dir on the site's file system and sbatch/squeue/sacct/scancel over the
+site's transport (all their command text lives in `scheduler.slurm`)."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable
+
+from aifactory_cli import states
+from aifactory_cli.backends.base import Backend, Update
+from aifactory_cli.errors import RemoteError, SubmitRejected
+from aifactory_cli.jobs import jobdir
+from aifactory_cli.jobs.model import Job, Task
+from aifactory_cli.jobs.staging import UploadPlan, cache_missed, stage_commands, tar_writer
+from aifactory_cli.scheduler import slurm
+
+
+def _task_list(job: Job, rows: dict[tuple[str, int | None], slurm.SlurmRow]) -> list[Task]:
+    tasks = []
+    for i in range(job.array_size):
+        row = rows.get((job.slurm_job_id or "", i))
+        if row is None:
+            tasks.append(Task(task_id=i, state=states.UNKNOWN, reason="not reported by Slurm"))
+        else:
+            tasks.append(
+                Task(
+                    task_id=i,
+                    state=row.state,
+                    slurm_state=row.raw_state,
+                    exit_code=row.exit_code,
+                    reason=row.reason,
+                    started_at=row.start,
+                    ended_at=row.end,
+                    slurm_job_id=row.raw_id,
+                )
+            )
+    return tasks
+
+
+class SlurmBackend(Backend):
+    kind = "slurm"
+
+    def workdir_for(self, job: Job, account: str | None, user: str | None) -> str:
+        template = self.profile.workdir
+        values = {
+            "job": f"{job.name}-{job.id}",
+            "name": job.name,
+            "site": job.site,
+            "account": account or "noaccount",
+            "user": user or "$USER",
+        }
+        if "{user}" in template and not user:
+            user = self.remote_user()
+            values["user"] = user
+        path = template.format(**values)
+        for prefix in ("$HOME/", "~/"):
+            if path.startswith(prefix):
+                path = path[len(prefix) :]  # relative: ssh commands start in $HOME
+        return path
+
+    def cache_dir_for(self, workdir: str, key: str) -> str:
+        """The site-side upload cache: next to the job dirs, shared by the jobs of one spec dir."""
+        return posixpath.join(posixpath.dirname(workdir.rstrip("/")) or ".", jobdir.UPLOAD_CACHE, key)
+
+    def remote_user(self) -> str:
+        user = self.transport.username
+        if user:
+            return user
+        result = self.transport.run(["id", "-un"])
+        return result.stdout.strip()
+
+    def submit(
+        self, job: Job, plan: UploadPlan, workdir: str, progress: Callable[[int], None] | None = None
+    ) -> tuple[str, str]:
+        try:
+            self.transport.connect()
+        except RemoteError as exc:
+            exc.queued = "no"  # nothing was sent
+            raise
+        # One remote command: create the private job dir, unpack the tar stream (script, metadata,
+        # changed uploads; unchanged ones come from the site-side cache), submit, and record the
+        # Slurm id in the job dir. HUP is ignored so that a dropped connection after sbatch still
+        # leaves the id on disk for `sync` and for the token lookup.
+        steps = [
+            *stage_commands(workdir, plan.cache_dir),
+            "pwd -P",
+            *slurm.submit_steps(jobdir.SCRIPT, jobdir.SLURM_JOB_ID),
+        ]
+        command = "trap '' HUP PIPE; " + " && ".join(steps)
+        result = self.transport.run(command, stdin=tar_writer(plan, progress))
+        if cache_missed(result.rc, result.stderr):
+            plan.send_everything()  # the site's upload cache was purged: one more round trip
+            result = self.transport.run(command, stdin=tar_writer(plan, progress))
+        lines = [ln for ln in result.stdout.strip().splitlines() if ln.strip()]
+        if not result.ok and not slurm.sbatch_spoke(result.stderr) and not lines:
+            if "{account}" in self.profile.workdir and job.extra.get("account"):
+                account = job.extra["account"]
+                raise SubmitRejected(
+                    f"cannot create the job dir {workdir} on {self.profile.name}: {result.stderr.strip()}",
+                    f"is the account '{account}' right? its project directory is missing or not yours "
+                    f"(`aifactory sites check {self.profile.name}` lists your accounts)",
+                )
+            raise RemoteError(
+                f"cannot create the job dir {workdir} on {self.profile.name}: "
+                f"{result.stderr.strip() or 'exit ' + str(result.rc)}",
+                "check the profile's workdir and your quota on the site",
+            )
+        absolute = lines[0] if lines else workdir
+        if result.ok and len(lines) >= 2:
+            job_id = slurm.parse_sbatch(result.__class__(0, lines[-1], result.stderr))
+        else:
+            job_id = slurm.parse_sbatch(result.__class__(result.rc or 1, "", result.stderr))
+        return job_id, absolute
+
+    def poll(self, jobs: list[Job]) -> dict[str, Update]:
+        ids = sorted({j.slurm_job_id for j in jobs if j.slurm_job_id})
+        if not ids:
+            return {}
+        # One round trip: squeue (the truth for live jobs: slurmdbd lags on pending reasons) and
+        # sacct (the truth for ended jobs and exit codes), for all jobs of the site at once.
+        result = self.transport.run(slurm.status_command(ids))
+        queue_text, queue_rc, acct_text, acct_rc = slurm.split_status_output(result.stdout)
+        if not result.ok:
+            acct_rc = result.rc
+        if acct_rc != 0 and queue_rc != 0:
+            raise RemoteError(
+                f"cannot read job states on {self.profile.name}: {result.stderr.strip() or 'exit ' + str(acct_rc)}",
+                "is Slurm reachable from the login node? try `aifactory sites check " + self.profile.name + "`",
+            )
+        rows = slurm.merge_rows(
+            slurm.parse_squeue(queue_text) if queue_rc == 0 else [],
+            slurm.parse_sacct(acct_text) if acct_rc == 0 else [],
+            acct_ok=acct_rc == 0,
+        )
+        out: dict[str, Update] = {}
+        for job in jobs:
+            if not job.slurm_job_id:
+                continue
+            if job.array_size:
+                tasks = _task_list(job, rows)
+                state = states.summarise([t.state for t in tasks])
+                codes = [t.exit_code for t in tasks if t.exit_code is not None]
+                starts = [t.started_at for t in tasks if t.started_at]
+                ends = [t.ended_at for t in tasks if t.ended_at]
+                reasons = [t.reason for t in tasks if t.reason and t.state in (states.PENDING, states.FAILED)]
+                out[job.id] = Update(
+                    state=state,
+                    slurm_state=",".join(sorted({t.slurm_state or "?" for t in tasks})),
+                    exit_code=max(codes, key=lambda c: c != 0) if codes else None,
+                    reason=reasons[0] if reasons else None,
+                    started_at=min(starts) if starts else None,
+                    ended_at=max(ends)
+                    if ends and states.summarise([t.state for t in tasks]) in states.FINAL_STATES
+                    else None,
+                    tasks=tasks,
+                )
+                continue
+            row = rows.get((job.slurm_job_id, None))
+            if row is None:
+                out[job.id] = self._vanished(job)
+            else:
+                out[job.id] = Update(
+                    state=row.state,
+                    slurm_state=row.raw_state,
+                    exit_code=row.exit_code,
+                    reason=row.reason,
+                    started_at=row.start,
+                    ended_at=row.end,
+                )
+        return out
+
+    def _vanished(self, job: Job) -> Update:
+        """Neither sacct nor squeue knows the job: the exit-code file is the only other truth."""
+        code = None
+        if job.workdir:
+            try:
+                code = int(
+                    self.transport.read_bytes(posixpath.join(job.workdir, jobdir.exit_code_name())).strip() or b"x"
+                )
+            except (FileNotFoundError, ValueError):
+                code = None
+        if code is None:
+            return Update(state=states.UNKNOWN, slurm_state=None, reason="not known to sacct or squeue")
+        return Update(
+            state=states.COMPLETED if code == 0 else states.FAILED,
+            exit_code=code,
+            reason="from the job's exit_code file",
+        )
+
+    def cancel(self, jobs: list[Job]) -> None:
+        ids = sorted({j.slurm_job_id for j in jobs if j.slurm_job_id})
+        if not ids:
+            return
+        result = self.transport.run(slurm.scancel_command(ids))
+        if not result.ok:
+            raise RemoteError(f"scancel failed: {result.stderr.strip() or result.stdout.strip()}")

@@ -1,0 +1,119 @@
+"""The job-directory contract, written once: what aifactory, the batch script and the local runner
+put in a job dir, and what status, logs, sync and settlement read back from it.
+
+    job.sh                the rendered batch script
+    aifactory.json        metadata: token, id, name, spec, provenance (what `sync` rebuilds from)
+    slurm_job_id          the scheduler's job id, written on the site right after sbatch
+    exit_code[.N]         the script's own exit code (of array task N): known after the
+                          scheduler has forgotten the job
+    stdout[.N].log        the job's output (of array task N); stderr[.N].log likewise
+    .aif-upload/ .aif-expect .aif-delete
+                          staging leftovers while the site-side upload cache is updated
+    runner.json status.json runner.log cancel-requested
+                          the local runner's files (the `local` site only)
+
+Next to the job dirs of one spec dir, `.uploads/KEY/` is the site-side upload cache.
+Only the standard library is imported here: the local runner imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+SCRIPT = "job.sh"
+META = "aifactory.json"
+SLURM_JOB_ID = "slurm_job_id"
+EXIT_CODE = "exit_code"
+STDOUT = "stdout"
+STDERR = "stderr"
+
+UPLOAD_PREFIX = ".aif-upload"
+EXPECT_FILE = ".aif-expect"
+DELETE_FILE = ".aif-delete"
+UPLOAD_CACHE = ".uploads"
+
+RUNNER = "runner.json"
+STATUS = "status.json"
+RUNNER_LOG = "runner.log"
+CANCEL_FLAG = "cancel-requested"
+
+# In the batch script: the array task's suffix (`.N`, or nothing for a plain job) as the shell sees it
+_SHELL_TASK_SUFFIX = "${SLURM_ARRAY_TASK_ID:+.$SLURM_ARRAY_TASK_ID}"
+# ... and as sbatch fills it into --output/--error file names
+_SLURM_TASK = "%a"
+
+
+def _suffix(task: int | str | None) -> str:
+    return "" if task is None else f".{task}"
+
+
+def exit_code_name(task: int | str | None = None) -> str:
+    """`exit_code`, or `exit_code.N` for array task N."""
+    return EXIT_CODE + _suffix(task)
+
+
+def log_name(stderr: bool = False, task: int | str | None = None) -> str:
+    """`stdout.log` / `stderr.log`, or `stdout.N.log` / `stderr.N.log` for array task N."""
+    return f"{STDERR if stderr else STDOUT}{_suffix(task)}.log"
+
+
+def template_names() -> dict[str, str]:
+    """The job-dir names the batch script uses (the `jobdir` of the template context)."""
+    return {
+        "stdout": log_name(),
+        "stderr": log_name(stderr=True),
+        "array_stdout": log_name(task=_SLURM_TASK),
+        "array_stderr": log_name(stderr=True, task=_SLURM_TASK),
+        "exit_code": EXIT_CODE + _SHELL_TASK_SUFFIX,
+    }
+
+
+# --- reading job dirs back (`sync`) ------------------------------------------------------------------
+
+
+def listing_command(glob: str) -> str:
+    """One remote command that prints, for every job dir matching `glob` (a shell glob) that has
+    metadata, its absolute path, metadata, Slurm id, exit code and script."""
+    from aifactory_cli.transport import batch
+
+    each = batch.command(
+        {
+            "dir": '(cd "$_d" && pwd -P)',
+            "meta": f'cat "$_d/{META}"',
+            "id": f'cat "$_d/{SLURM_JOB_ID}" 2>/dev/null',
+            "rc": f'cat "$_d/{exit_code_name()}" 2>/dev/null',
+            "script": f'cat "$_d/{SCRIPT}" 2>/dev/null',
+        }
+    )
+    return f'for _d in {glob}; do [ -f "$_d/{META}" ] || continue; {each}; done'
+
+
+def parse_listing(text: str) -> list[dict[str, Any]]:
+    """`listing_command`'s stdout -> one record per job dir: workdir, meta (the parsed metadata),
+    slurm_job_id, exit_code, script. Dirs whose metadata is not aifactory's are left out."""
+    from aifactory_cli.transport import batch
+
+    records: list[dict[str, Any]] = []
+    for found in batch.records(text, first="dir"):
+        if "meta" not in found:
+            continue
+        try:
+            meta = json.loads(found["meta"].output)
+        except ValueError:
+            continue
+        if not isinstance(meta, dict) or "token" not in meta:
+            continue
+        none = batch.Section("", "", 1)
+        job_id = found.get("id", none).output.strip()
+        rc = found.get("rc", none).output.strip()
+        records.append(
+            {
+                "workdir": found["dir"].output.strip(),
+                "meta": meta,
+                "slurm_job_id": job_id or None,
+                "exit_code": int(rc) if rc.lstrip("-").isdigit() else None,
+                "script": found.get("script", none).output,
+            }
+        )
+    return records

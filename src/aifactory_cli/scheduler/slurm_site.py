@@ -1,0 +1,119 @@
+"""Slurm, about the site rather than one job: what `sites check` asks, what `sites add --from-live`
+reads (`scontrol show partition/node`), `plan`'s `sbatch --test-only` and `usage`'s sacct. Pure
+builders and parsers like `slurm` (tested on output recorded from the test bed in tests/data/)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from aifactory_cli.scheduler.slurm import sbatch_command
+from aifactory_cli.transport import batch
+
+_CHECKS = {
+    "version": "sbatch --version",
+    "partitions": "scontrol show partition --oneliner",
+    "accounts": 'sacctmgr --noheader --parsable2 show associations user="$(id -un)" format=Account',
+    "sacct": "sacct --noheader --allocations --starttime=now-1hour --format=JobID",
+}
+
+
+def check_command() -> str:
+    """Everything `sites check` needs, in one remote command (sites like JSC limit connections);
+    each part's errors are part of its output."""
+    return batch.command({name: f"{cmd} 2>&1" for name, cmd in _CHECKS.items()})
+
+
+def split_sections(text: str) -> dict[str, tuple[str, int]]:
+    """{check: (output, exit code)} from `check_command`'s stdout."""
+    return {s.name: (s.output, s.rc) for s in batch.split(text) if s.name in _CHECKS}
+
+
+def live_command() -> str:
+    """What `sites add --from-live` reads: every partition and every node, in one round trip."""
+    return batch.command({"partitions": "scontrol show partition --oneliner", "nodes": "scontrol show node --oneliner"})
+
+
+def split_live_output(text: str) -> tuple[str, str] | None:
+    """(partitions text, nodes text) from `live_command`'s stdout; None if either failed."""
+    parts = batch.sections(text)
+    if not all(name in parts and parts[name].ok for name in ("partitions", "nodes")):
+        return None
+    return parts["partitions"].output, parts["nodes"].output
+
+
+def _oneliner(text: str, key: str) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for line in text.splitlines():
+        fields = dict(re.findall(r"(\w+)=(\S*)", line))
+        if key in fields:
+            out[fields[key]] = fields
+    return out
+
+
+def parse_partitions(text: str) -> dict[str, dict[str, str]]:
+    """`scontrol show partition --oneliner` -> {name: {key: value}}."""
+    return _oneliner(text, "PartitionName")
+
+
+def parse_nodes(text: str) -> dict[str, dict[str, str]]:
+    """`scontrol show node --oneliner` -> {name: {key: value}}."""
+    return _oneliner(text, "NodeName")
+
+
+def test_only_command() -> list[str]:
+    """`sbatch --test-only` for a script on stdin: when and where the job would start."""
+    return sbatch_command(None, test_only=True)
+
+
+_START = re.compile(r"to start at (\S+) using (\d+) processors on nodes (\S+) in partition (\S+)")
+
+
+def parse_test_only(stderr: str) -> dict[str, str] | None:
+    """`sbatch --test-only` prints (on stderr) `sbatch: Job N to start at T using P processors on
+    nodes N in partition P`."""
+    m = _START.search(stderr)
+    if not m:
+        return None
+    return {"start": m.group(1), "processors": m.group(2), "nodes": m.group(3), "partition": m.group(4)}
+
+
+USAGE_FIELDS = ("JobID", "Partition", "NNodes", "ElapsedRaw", "AllocTRES", "State")
+
+
+@dataclass
+class UsageRow:
+    """One allocation of `sacct --format=<USAGE_FIELDS>`."""
+
+    partition: str
+    nodes: int
+    seconds: int
+    tres: dict[str, str]
+    state: str
+
+
+def usage_command(since: dt.date) -> list[str]:
+    """The user's allocations since `since`, with what each one was given (AllocTRES)."""
+    return [
+        "sacct",
+        "--noheader",
+        "--parsable2",
+        "--allocations",
+        f"--starttime={since.isoformat()}",
+        f"--format={','.join(USAGE_FIELDS)}",
+    ]
+
+
+def parse_usage(text: str) -> list[UsageRow]:
+    rows = []
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) < len(USAGE_FIELDS) or not parts[3].isdigit():
+            continue
+        _, partition, nnodes, elapsed, tres, state = parts[: len(USAGE_FIELDS)]
+        if nnodes and not nnodes.isdigit():
+            continue
+        pairs = dict(item.split("=", 1) for item in tres.split(",") if "=" in item)
+        rows.append(UsageRow(partition, int(nnodes or 1), int(elapsed), pairs, state))
+    return rows
