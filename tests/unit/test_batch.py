@@ -4,16 +4,12 @@ of it that read job dirs: `sync`'s listing and the lookup of interrupted submiss
 from __future__ import annotations
 
 import json
-import os
-import stat
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from aifactory_cli.jobs import jobdir
-from aifactory_cli.jobs.model import Job, now_iso
 from aifactory_cli.transport import batch
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "slurm"
@@ -86,15 +82,3 @@ def test_sync_listing_reads_every_job_dir_back(tmp_path: Path) -> None:
     assert Path(second["workdir"]).is_absolute() and second["meta"] == meta
     assert (second["slurm_job_id"], second["exit_code"]) == ("42", 3)
     assert second["script"] == (done / jobdir.SCRIPT).read_text()
-
-
-def _fake_slurm(bin_dir: Path) -> dict[str, str]:
-    """`squeue` and `sacct` that print what the test bed printed (record_slurm_output.py --quick)."""
-    answers = batch.sections((DATA / "lookup_live.txt").read_text())
-    bin_dir.mkdir()
-    for name in ("squeue", "sacct"):
-        (bin_dir / f"{name}.out").write_text(answers[name].output)
-        tool = bin_dir / name
-        tool.write_text(f"#!/bin/sh\ncat {bin_dir / (name + '.out')}\n")
-        tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
-    return dict(line.split("=", 1) for line in (DATA / "lookup_ids.txt").read_text().split())

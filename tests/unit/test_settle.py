@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import re
-
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -66,7 +65,8 @@ def test_local_lookup_reads_the_marks_only() -> None:
     jobs = [_job("marked"), _job("never"), _job("token_only", workdir=None)]
     command = settle.lookup_command(jobs, "local")
     assert "squeue" not in command and "sacct" not in command and command.count("slurm_job_id") == 2
-    lookup = settle.parse_lookup(f"\n@@AIF@@ id.{jobs[0].id}\n7\n@@AIF@@ rc 0\n\n@@AIF@@ id.{jobs[1].id}\n\n@@AIF@@ rc 1\n", "local")
+    output = f"\n@@AIF@@ id.{jobs[0].id}\n7\n@@AIF@@ rc 0\n\n@@AIF@@ id.{jobs[1].id}\n\n@@AIF@@ rc 1\n"
+    lookup = settle.parse_lookup(output, "local")
     decided = [(d.outcome, d.slurm_job_id) for d in settle.decide(jobs, lookup)]
     assert decided == [("queued", "7"), ("not_queued", None), ("not_queued", None)]
     slurm_command = settle.lookup_command(jobs, "slurm")
