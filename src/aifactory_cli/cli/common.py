@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aifactory_cli import settings
 from aifactory_cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, AifactoryError, BadInput
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def is_tty(stream: Any = None) -> bool:
 
 def interactive() -> bool:
     """A person at a terminal (prompts and progress bars allowed)."""
-    if os.environ.get("CI") or os.environ.get("AIFACTORY_NONINTERACTIVE"):
+    if settings.current().noninteractive:  # CI or AIFACTORY_NONINTERACTIVE
         return False
     return is_tty(sys.stdin) and is_tty(sys.stderr)
 
@@ -113,7 +114,7 @@ def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
     ClickException = _click_exception_type()
 
     args = sys.argv[1:] if argv is None else argv
-    STATE.debug = "--debug" in args[:2] or bool(os.environ.get("AIFACTORY_DEBUG"))
+    STATE.debug = "--debug" in args[:2] or settings.current().debug
     try:
         # with standalone_mode=False, click returns the code of a typer.Exit instead of raising it
         rv = app(args=args, prog_name="aifactory", standalone_mode=False)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from aifactory_cli import settings
 from aifactory_cli.errors import AifactoryError, BadInput, RemoteError
 
 if TYPE_CHECKING:
@@ -49,8 +49,9 @@ def candidate_sites(svc: Service, sites: list[str] | None) -> list[str]:
     if sites:
         return sites
     configured = [name for name, s in svc.config.sites.items() if s.account] or []
-    if os.environ.get("AIFACTORY_SITE") and os.environ["AIFACTORY_SITE"] not in configured:
-        configured.append(os.environ["AIFACTORY_SITE"])
+    env_site = settings.current().site
+    if env_site and env_site not in configured:
+        configured.append(env_site)
     if not configured:
         raise BadInput("no sites to compare", "pass --sites lumi,jupiter, or add sites with an account to the config")
     return configured

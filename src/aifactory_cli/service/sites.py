@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from typing import TYPE_CHECKING, Any
 
+from aifactory_cli import settings
 from aifactory_cli.units import format_duration, parse_duration
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ def check_site(svc: Service, site: str) -> dict[str, Any]:
         add("partitions", "info", f"on the cluster, not in the profile: {', '.join(extra)}")
     text, rc = sections.get("accounts", ("", 1))
     accounts = sorted({a.strip() for a in text.splitlines() if a.strip()}) if rc == 0 else []
-    account = os.environ.get("AIFACTORY_ACCOUNT") or svc.config.for_site(site).account
+    account = settings.current().account_for(None, svc.config.for_site(site).account)
     if rc != 0:
         add("account", "info", f"cannot list associations: {text.strip()}")
     elif account:

@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aifactory_cli import errors as _errors
+from aifactory_cli import settings as app_settings
 from aifactory_cli.errors import AifactoryError, RemoteError
 from aifactory_cli.paths import ensure_private_dir, state_dir
 from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, Transport, to_shell
@@ -74,9 +75,9 @@ HEADER = struct.Struct(">BI")
 JSON, DATA, END, ABORT, ERROR = (ord(c) for c in "JDEAX")
 HELLO_TIMEOUT = 10.0
 MAX_SUN_PATH = 100  # sockaddr_un.sun_path is 108 bytes on Linux, 104 on macOS
-SSH_CONFIG_ENV = "AIFACTORY_SSH_CONFIG"  # as aifactory_cli.transport.ssh (not imported: it is slow)
+SSH_CONFIG_ENV = app_settings.SSH_CONFIG
 AGENT_MODULE = "aifactory_cli.transport.agent.server"
-SETTINGS_ENV = "AIFACTORY_AGENT_SETTINGS"  # how the CLI hands the SSH settings to the agent it starts
+SETTINGS_ENV = app_settings.AGENT_SETTINGS  # how the CLI hands the SSH settings to the agent it starts
 
 T = TypeVar("T")
 
@@ -256,8 +257,7 @@ def agents_dir() -> Path:
 
 
 def _ssh_config_path() -> Path:
-    env = os.environ.get(SSH_CONFIG_ENV)
-    return Path(env).expanduser() if env else Path("~/.ssh/config").expanduser()
+    return app_settings.current().ssh_config_file()
 
 
 def _absolute(path: str | None) -> str | None:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from aifactory_cli.errors import RemoteError
+from aifactory_cli.settings import take_agent_settings
 from aifactory_cli.transport import Stdin, to_shell
 from aifactory_cli.transport.agent.client import (
     ABORT,
@@ -610,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--interactive", dest="interactive", action="store_true", default=False)
     mode.add_argument("--batch", dest="interactive", action="store_false")
     args = parser.parse_args(argv)
-    settings = os.environ.pop(SETTINGS_ENV, None)
+    settings = take_agent_settings()
     if not settings:
         parser.error(f"the SSH settings come as JSON in ${SETTINGS_ENV}")
 
