@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aifactory_cli.cli import common, completion
+from aifactory_cli.cli import completion, output
 from aifactory_cli.states import ALL_STATES
 
 
@@ -21,7 +21,7 @@ def list_jobs(
 ) -> None:
     from aifactory_cli.errors import BadInput, did_you_mean
 
-    site = common.site_option(site)
+    site = output.site_option(site)
     wanted = [s.upper() for s in state]
     for s in wanted:
         if s not in ALL_STATES:
@@ -29,11 +29,11 @@ def list_jobs(
             raise BadInput(
                 f"unknown state '{s}'", f"did you mean {guess}?" if guess else f"states: {', '.join(ALL_STATES)}"
             )
-    with common.service() as svc:
+    with output.service() as svc:
         jobs = svc.store.query(site=site, states=wanted or None, name=name)
         if limit:
             jobs = jobs[-limit:]
         if as_json:
-            common.print_json(common.jobs_json(jobs))
+            output.print_json(output.jobs_json(jobs))
         else:
-            common.jobs_table(jobs)
+            output.jobs_table(jobs)

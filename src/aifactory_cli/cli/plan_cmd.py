@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from aifactory_cli.cli import common, completion
+from aifactory_cli.cli import completion, output
 
 
 def register(app: typer.Typer) -> None:
@@ -33,11 +33,11 @@ def plan(
 
     if prefer not in ("start", "cost"):
         raise BadInput(f"--prefer {prefer!r}", "use --prefer start or --prefer cost")
-    site_names = common.site_list_option(sites)
-    with common.service() as svc:
+    site_names = output.site_list_option(sites)
+    with output.service() as svc:
         rows = rank(make_plan(svc, str(spec), site_names, Overrides(account=account)), prefer)
     if as_json:
-        common.print_json({"prefer": prefer, "sites": [r.to_json() for r in rows]})
+        output.print_json({"prefer": prefer, "sites": [r.to_json() for r in rows]})
         return
     from rich.table import Table
 
@@ -54,4 +54,4 @@ def plan(
             charge,
             r.reason or "; ".join(r.warnings),
         )
-    common.out().print(table)
+    output.out().print(table)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from aifactory_cli.cli import common, completion
+from aifactory_cli.cli import completion, output
 
 
 def register(app: typer.Typer) -> None:
@@ -24,14 +24,14 @@ def render(
     from aifactory_cli.service.session import Service
     from aifactory_cli.sites.resolve import Overrides
 
-    site = common.site_option(site)
-    with Service(notify=common.note) as svc:
+    site = output.site_option(site)
+    with Service(notify=output.note) as svc:
         prepared = svc.prepare(spec, site, Overrides(account=account, partition=partition, qos=qos, preview=True))
         for w in prepared.resolved.warnings:
-            common.note(f"warning: {w}")
+            output.note(f"warning: {w}")
         from aifactory_cli.sites.billing import estimate
 
         charge = estimate(prepared.resolved)
         if charge:
-            common.note(f"estimated charge on {prepared.resolved.site}: at most {charge}")
+            output.note(f"estimated charge on {prepared.resolved.site}: at most {charge}")
         sys.stdout.write(prepared.script)

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from aifactory_cli.cli import common, completion
+from aifactory_cli.cli import completion, output
 
 app = typer.Typer(help="Site profiles: list, show, validate, check against the live site.", no_args_is_help=True)
 
@@ -44,7 +44,7 @@ def list_sites(as_json: bool = typer.Option(False, "--json", help="Print JSON on
         except AifactoryError as exc:
             broken.append({"name": name, "error": str(exc)})
     if as_json:
-        common.print_json({"sites": rows, "invalid": broken})
+        output.print_json({"sites": rows, "invalid": broken})
         return
     rows_text = []
     for r in rows:
@@ -60,9 +60,9 @@ def list_sites(as_json: bool = typer.Option(False, "--json", help="Print JSON on
                 shown,
             ]
         )
-    common.plain_table(["SITE", "GPU", "GPUS/NODE", "ARCH", "VERIFIED", "PARTITIONS"], rows_text)
+    output.plain_table(["SITE", "GPU", "GPUS/NODE", "ARCH", "VERIFIED", "PARTITIONS"], rows_text)
     for b in broken:
-        common.note(f"invalid profile {b['name']}: {b['error']}")
+        output.note(f"invalid profile {b['name']}: {b['error']}")
 
 
 @app.command("show", help="The resolved profile of a site (extends applied), its sources and verification date.")
@@ -77,7 +77,7 @@ def show(
     lp = load_profile(site)
     data = lp.profile.model_dump(mode="json", exclude_none=True)
     if as_json:
-        common.print_json({"site": data, "files": [str(f) for f in lp.files], "digest": lp.digest})
+        output.print_json({"site": data, "files": [str(f) for f in lp.files], "digest": lp.digest})
         return
     p = lp.profile
     sys.stdout.write(f"# site {site}: {p.description}\n")
@@ -99,11 +99,11 @@ def validate(
 
     results = render_samples(file)
     if as_json:
-        common.print_json({"file": str(file), "valid": True, "samples": results})
+        output.print_json({"file": str(file), "valid": True, "samples": results})
         return
     for r in results:
-        common.out().print(f"{r['kind']} sample: partition {r['partition']}, {r['directives']}", markup=False)
-    common.out().print(f"{file}: valid", markup=False)
+        output.out().print(f"{r['kind']} sample: partition {r['partition']}, {r['directives']}", markup=False)
+    output.out().print(f"{file}: valid", markup=False)
 
 
 @app.command("check", help="Connect to a site and compare it with its profile (partitions, limits, account, sacct).")
@@ -113,14 +113,14 @@ def check(
 ) -> None:
     from aifactory_cli.service.sites import check_site
 
-    with common.service() as svc:
+    with output.service() as svc:
         report = check_site(svc, site)
     if as_json:
-        common.print_json(report)
+        output.print_json(report)
     else:
         for item in report["checks"]:
             mark = {"ok": "ok  ", "drift": "DRIFT", "fail": "FAIL", "info": "info"}[item["status"]]
-            common.out().print(f"{mark} {item['check']}: {item['detail']}", markup=False)
+            output.out().print(f"{mark} {item['check']}: {item['detail']}", markup=False)
     raise typer.Exit(0 if report["ok"] else 1)
 
 
@@ -168,7 +168,7 @@ def add(
     source = "aifactory sites add (flags)"
     live_ssh: dict[str, Any] = {}
     if from_live:
-        with common.service() as svc:
+        with output.service() as svc:
             live = svc.profile(from_live).profile
             # how we reached it (key, known_hosts, pinned host keys, jump host, persist): without these
             # the new profile could not log in where --from-live just did
@@ -217,7 +217,7 @@ def add(
         exc.hint = f"{exc.hint}; {kept}" if exc.hint else f"{kept}; fix the flags and rerun"
         raise
     if as_json:
-        common.print_json(
+        output.print_json(
             {
                 "file": str(target),
                 "profile": data,
@@ -225,6 +225,6 @@ def add(
             }
         )
         return
-    common.out().print(f"wrote {target}", markup=False)
+    output.out().print(f"wrote {target}", markup=False)
     for s in samples:
-        common.out().print(f"  {s['kind']} sample: partition {s['partition']}: {s['directives']}", markup=False)
+        output.out().print(f"  {s['kind']} sample: partition {s['partition']}: {s['directives']}", markup=False)

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from aifactory_cli.cli import common, completion
+from aifactory_cli.cli import completion, output
 from aifactory_cli.errors import BadInput
 
 
@@ -61,13 +61,13 @@ def submit(
     for given, option in ((follow, "--follow"), (timeout is not None, "--timeout"), (junit is not None, "--junit")):
         if given and not wait:
             raise BadInput(f"{option} only applies with --wait", f"add --wait, or leave out {option}")
-    common.check_timeout(timeout)
-    site = common.site_option(site)
-    site_names = common.site_list_option(sites)
-    common.check_output_file(job_id_file, "--job-id-file")
-    common.check_output_file(junit, "--junit", make_parents=True)
+    output.check_timeout(timeout)
+    site = output.site_option(site)
+    site_names = output.site_list_option(sites)
+    output.check_output_file(job_id_file, "--job-id-file")
+    output.check_output_file(junit, "--junit", make_parents=True)
     overrides = Overrides(account=account, partition=partition, qos=qos)
-    with common.service() as svc:
+    with output.service() as svc:
         if site == "auto":
             from aifactory_cli.errors import LimitError
             from aifactory_cli.service.broker import plan, rank, why
@@ -76,7 +76,7 @@ def submit(
             if not rows or not rows[0].ok:
                 reasons = "; ".join(f"{r.site}: {r.reason}" for r in rows)
                 raise LimitError(f"no site can run this job: {reasons}", "see `aifactory plan SPEC`")
-            common.note(why(rows[0], rows, prefer))
+            output.note(why(rows[0], rows, prefer))
             site = rows[0].site
         if not dry_run:
             svc.prewarm(site)
@@ -87,17 +87,17 @@ def submit(
 
             for p in prepared:
                 for w in p.resolved.warnings:
-                    common.note(f"warning: {w}")
+                    output.note(f"warning: {w}")
                 charge = estimate(p.resolved)
                 if charge:
-                    common.note(f"estimated charge on {p.resolved.site}: at most {charge}")
+                    output.note(f"estimated charge on {p.resolved.site}: at most {charge}")
                 if as_json:
                     continue
                 if len(prepared) > 1:
                     sys.stdout.write(f"# ---- {p.loaded_spec.path} ----\n")
                 sys.stdout.write(p.script)
             if as_json:
-                common.print_json(
+                output.print_json(
                     {
                         "dry_run": True,
                         "scripts": [
@@ -119,10 +119,10 @@ def submit(
                 # a chain: this one starts after the previous one succeeded
                 p = svc.prepare(specs[i], site, overrides, after=[jobs[-1].id], loaded_spec=p.loaded_spec)
             for w in p.resolved.warnings:
-                common.note(f"warning: {w}")
+                output.note(f"warning: {w}")
             job = svc.submit(p)
             jobs.append(job)
-            common.note(
+            output.note(
                 f"submitted {job.id} ({job.name}) to {job.site} as Slurm job {job.slurm_job_id}"
                 if job.site != "local"
                 else f"submitted {job.id} ({job.name}) to local as job {job.slurm_job_id}"
@@ -131,7 +131,7 @@ def submit(
                 _write_job_ids(job_id_file, jobs, len(prepared))
         if not wait:
             if as_json:
-                common.print_json(common.jobs_json(jobs))
+                output.print_json(output.jobs_json(jobs))
             else:
                 for job in jobs:
                     sys.stdout.write(f"{job.id}\n")
@@ -170,7 +170,7 @@ def wait_and_report(
     def on_change(job: Any) -> None:
         extra = f" ({job.reason})" if job.reason else ""
         code = f" exit {job.exit_code}" if job.exit_code is not None and job.state in ("COMPLETED", "FAILED") else ""
-        common.note(f"{job.id} {job.name}: {job.state}{code}{extra}")
+        output.note(f"{job.id} {job.name}: {job.state}{code}{extra}")
 
     def on_signal(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -190,7 +190,7 @@ def wait_and_report(
         timed_out = exc  # the states so far still go to stdout (JSON for CI), then exit 5
     except KeyboardInterrupt:
         if cancel_on_interrupt:
-            common.note("interrupted: cancelling " + ", ".join(j.id for j in jobs if not j.is_final))
+            output.note("interrupted: cancelling " + ", ".join(j.id for j in jobs if not j.is_final))
             svc.cancel([j.id for j in jobs])
         raise
     finally:
@@ -198,11 +198,11 @@ def wait_and_report(
         if junit is not None:
             junit_error = _write_junit(svc, jobs, junit)
             if junit_error is not None and sys.exc_info()[1] is not None:
-                common.note(f"error: {junit_error}")  # the exception in flight wins: say it here
+                output.note(f"error: {junit_error}")  # the exception in flight wins: say it here
     if as_json:
-        common.print_json(common.jobs_json(jobs))
+        output.print_json(output.jobs_json(jobs))
     else:
-        common.jobs_table(jobs)
+        output.jobs_table(jobs)
     if junit_error is not None:
         raise junit_error
     if timed_out is not None:
