@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from aifactory_cli.cli import completion, output
+from aifactory_cli.cli import completion, options, output
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +23,7 @@ def fetch(
         named = svc.store.find(job)
         if dest is None:  # the default ./NAME-ID, checked like a --dest
             dest = Path.cwd() / f"{named.name}-{named.id}"
-        output.check_output_dir(dest, "--dest")  # before anything is downloaded
+        options.check_output_dir(dest, "--dest")  # before anything is downloaded
         found, files, target = svc.fetch(job, dest, pattern or None)
         if as_json:
             output.print_json({"job": found.to_json(), "dest": str(target), "files": files})

@@ -1,34 +1,21 @@
-"""What every command shares: options, the error boundary, console output and JSON."""
+"""Console output every command shares: stdout for results (tables or JSON), stderr for progress
+and notes; and the `Service` wired to this console."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aifactory_cli import settings
-from aifactory_cli.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, AifactoryError, BadInput
 
 if TYPE_CHECKING:
-    import typer
     from rich.console import Console
 
-    from aifactory_cli.jobs.store import Job
+    from aifactory_cli.service.listing import Job
 
 SCHEMA_VERSION = 1
-
-
-@dataclass
-class _State:
-    debug: bool = False
-
-
-STATE = _State()
 
 
 def is_tty(stream: Any = None) -> bool:
@@ -79,170 +66,6 @@ def print_json(data: dict[str, Any]) -> None:
 
 def jobs_json(jobs: list[Job], provenance: bool = False) -> dict[str, Any]:
     return {"jobs": [j.to_json(provenance=provenance) for j in jobs]}
-
-
-def report_error(exc: AifactoryError) -> int:
-    where = f"{exc.where}: " if exc.where else ""
-    sys.stderr.write(f"error: {where}{exc.message}\n")
-    if exc.hint:
-        sys.stderr.write(f"  hint: {exc.hint}\n")
-    if STATE.debug and exc.__cause__ is not None:
-        traceback.print_exception(exc.__cause__, file=sys.stderr)
-    return exc.exit_code
-
-
-def _click_exception_type() -> type[Exception]:
-    """click's base exception: typer >= 0.26 vendors click as typer._click, older typer runs on click.
-
-    Looked up by name so that mypy sees the same code whichever typer the venv has (a try/except
-    import of both made mypy fail on a fresh venv without click: unused ignore + no-redef)."""
-    import importlib
-
-    for name in ("typer._click.exceptions", "click.exceptions"):
-        try:
-            found: type[Exception] = importlib.import_module(name).ClickException
-            return found
-        except ImportError:
-            continue
-    raise ImportError("neither typer._click nor click is installed")  # pragma: no cover
-
-
-def run_app(app: typer.Typer, argv: list[str] | None = None) -> int:
-    """The one error boundary: message + hint and the contract's exit code, no traceback unless --debug."""
-    import typer
-
-    ClickException = _click_exception_type()
-
-    args = sys.argv[1:] if argv is None else argv
-    STATE.debug = "--debug" in args[:2] or settings.current().debug
-    try:
-        # with standalone_mode=False, click returns the code of a typer.Exit instead of raising it
-        rv = app(args=args, prog_name="aifactory", standalone_mode=False)
-        return rv if isinstance(rv, int) else 0
-    except AifactoryError as exc:
-        return report_error(exc)
-    except typer.Exit as exc:
-        return int(exc.exit_code or 0)
-    except typer.Abort:
-        sys.stderr.write("interrupted\n")
-        return EXIT_INTERRUPTED
-    except ClickException as exc:
-        exc.show()  # type: ignore[attr-defined]  # every ClickException has show()
-        return 2
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return EXIT_INTERRUPTED
-    except SystemExit as exc:
-        return int(exc.code) if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except Exception as exc:
-        if STATE.debug:
-            traceback.print_exc()
-        sys.stderr.write(
-            f"error: internal error: {type(exc).__name__}: {exc}\n  hint: rerun with --debug "
-            "for the traceback, and please report it\n"
-        )
-        return EXIT_INTERNAL
-
-
-def site_option(value: str | None, option: str = "--site") -> str | None:
-    """An explicitly empty --site (CI's `--site "$SITE"` with SITE unset) is an error, not the default site."""
-    if value is not None and not value.strip():
-        raise BadInput(
-            f"{option} is empty",
-            f"pass a site name (see `aifactory sites list`), or leave out {option} for the default site; "
-            f'in a script, check the variable behind {option} "$VAR" is set',
-        )
-    return value
-
-
-def site_list_option(value: str | None, option: str = "--sites") -> list[str] | None:
-    """A comma-separated list of sites; None if not given; an empty list or an empty name is an error."""
-    if value is None:
-        return None
-    if not value.strip():
-        raise BadInput(
-            f"{option} is empty",
-            f"pass site names (e.g. {option} lumi,leonardo), or leave out {option} for the sites with an account "
-            f'in the config; in a script, check the variable behind {option} "$VAR" is set',
-        )
-    names = [s.strip() for s in value.split(",")]
-    if not all(names):
-        raise BadInput(
-            f"{option} {value!r} has an empty site name",
-            f"separate site names with single commas, e.g. {option} lumi,leonardo",
-        )
-    from aifactory_cli.errors import NotFound, did_you_mean
-    from aifactory_cli.paths import available_sites
-
-    known = available_sites()
-    for name in names:
-        if name not in known:
-            guess = did_you_mean(name, known) or did_you_mean(name.lower(), known)
-            raise NotFound(
-                f"unknown site '{name}' in {option}",
-                f"did you mean '{guess}'?" if guess else f"known sites: {', '.join(known)}",
-            )
-    return list(dict.fromkeys(names))  # a site named twice is planned once
-
-
-def check_timeout(value: float | None, option: str = "--timeout") -> None:
-    """A number of seconds, finite and not negative (click lets nan and -1 through)."""
-    import math
-
-    if value is not None and not (math.isfinite(value) and value >= 0):
-        raise BadInput(f"{option} {value}: not a number of seconds", f"e.g. {option} 3600 (0 = check once)")
-
-
-def _nearest_existing(path: Path) -> Path:
-    """`path` or its closest ancestor that exists (`exists()` is False below a regular file, too)."""
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def check_output_file(path: Path | str | None, option: str, *, make_parents: bool = False) -> Path | None:
-    """Fail now (bad input, exit 2) if the file `option` names could not be written later, after a job was
-    submitted or waited for: the path must not be a directory, and its directory must exist (or, with
-    `make_parents`, be creatable) and be writable."""
-    if path is None:
-        return None
-    if isinstance(path, str) and not path.strip():
-        raise BadInput(f"{option} is empty", f"give a file path, or leave out {option}")
-    path = Path(path)
-    if path.is_dir():
-        raise BadInput(f"{option} {path}: is a directory", f"give a file path, e.g. {option} {path / 'out.txt'}")
-    parent = path.parent
-    if make_parents:
-        parent = _nearest_existing(parent)
-    if not parent.exists():
-        raise BadInput(
-            f"{option} {path}: the directory {parent} does not exist",
-            f"create it first (mkdir -p {parent}), or pick a path in an existing directory",
-        )
-    if not parent.is_dir():
-        raise BadInput(
-            f"{option} {path}: {parent} is not a directory", "pick a path whose parent is a directory, not a file"
-        )
-    writable = os.access(path, os.W_OK) if path.exists() else os.access(parent, os.W_OK | os.X_OK)
-    if not writable:
-        raise BadInput(f"{option} {path}: not writable", "pick a path you can write to")
-    return path
-
-
-def check_output_dir(path: Path, option: str) -> Path:
-    """Fail now (bad input, exit 2) if the directory `option` names could not be created or written into:
-    it must be a directory if it exists, and its closest existing ancestor must be a writable directory."""
-    if path.exists() and not path.is_dir():
-        raise BadInput(
-            f"{option} {path}: is a file, not a directory",
-            f"give a directory (created if missing), e.g. {option} {path.with_name(path.name + '.d')}",
-        )
-    base = _nearest_existing(path)
-    if not base.is_dir():
-        raise BadInput(f"{option} {path}: {base} is a file, not a directory", "pick a path under a directory")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise BadInput(f"{option} {path}: {base} is not writable", "pick a directory you can write to")
-    return path
 
 
 def service(**kwargs: Any) -> Any:

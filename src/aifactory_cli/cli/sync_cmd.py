@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aifactory_cli.cli import completion, output
+from aifactory_cli.cli import completion, options, output
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +21,7 @@ def sync(
 ) -> None:
     from aifactory_cli.service.sync import sync_site
 
-    site = output.site_option(site)
+    site = options.site_option(site)
     with output.service() as svc:
         name = svc.site_or_default(site)
         added, refreshed = sync_site(svc, name)

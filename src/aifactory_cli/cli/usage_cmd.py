@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aifactory_cli.cli import completion, output
+from aifactory_cli.cli import completion, options, output
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +23,7 @@ def usage(
 ) -> None:
     from aifactory_cli.service.broker import usage as site_usage
 
-    site = output.site_option(site)
+    site = options.site_option(site)
     with output.service() as svc:
         report = site_usage(svc, svc.site_or_default(site))
     if as_json:

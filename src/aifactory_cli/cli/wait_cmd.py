@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aifactory_cli.cli import completion, output
+from aifactory_cli.cli import completion, options, output
 
 
 def register(app: typer.Typer) -> None:
@@ -20,10 +20,10 @@ def wait(
         False, "--cancel-on-interrupt/--no-cancel-on-interrupt", help="Cancel the jobs on SIGINT/SIGTERM."
     ),
 ) -> None:
-    from aifactory_cli.cli.submit_cmd import wait_and_report
+    from aifactory_cli.cli.waiting import wait_and_report
 
-    output.check_timeout(timeout)
-    report = output.check_output_file(junit, "--junit", make_parents=True)
+    options.check_timeout(timeout)
+    report = options.check_output_file(junit, "--junit", make_parents=True)
     with output.service() as svc:
         found = svc.jobs(jobs)
         code = wait_and_report(svc, found, timeout, False, cancel_on_interrupt, as_json, report)

@@ -1,9 +1,11 @@
-"""`sites check S`: connect once and compare the live site with its profile."""
+"""`sites check S`: connect once and compare the live site with its profile; `sites add --from-live S`:
+read its partitions and nodes in one command."""
 
 from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aifactory_cli import settings
@@ -179,3 +181,48 @@ def check_site(svc: Service, site: str) -> dict[str, Any]:
         "profile_verified": str(profile.verified) if profile.verified else None,
         "checks": checks,
     }
+
+
+# --- `sites add --from-live`: what a live cluster reports ---------------------------------------
+
+
+@dataclass
+class LiveSite:
+    """What `sites add --from-live SITE` learns: the partitions and GPU facts from scontrol, and how
+    SITE was reached (without these ssh settings the new profile could not log in where it just did)."""
+
+    partitions: dict[str, Any]
+    gpu_models: list[str]
+    ssh: dict[str, Any]
+    host: str | None
+    port: int | None
+    user: str | None
+    gpu_vendor: str | None
+    source: str
+
+
+def read_live(svc: Service, site: str) -> LiveSite:
+    """One remote command on `site`: `scontrol show partition` and `scontrol show node`."""
+    import datetime as dt
+
+    from aifactory_cli.errors import RemoteError
+    from aifactory_cli.sites.scaffold import LIVE_COMMAND, partitions_from_live
+
+    live = svc.profile(site).profile
+    # key, known_hosts, pinned host keys, jump host, persist: everything but where and who
+    ssh = live.ssh.model_dump(mode="json", exclude_defaults=True, exclude={"host", "port", "user", "notes"})
+    result = svc.backend(site).transport.run(LIVE_COMMAND)
+    if not result.ok:
+        raise RemoteError(f"scontrol failed on {site}: {result.stderr.strip()}")
+    part_text, _, node_text = result.stdout.partition("@@AIF-NODES@@\n")
+    partitions, facts = partitions_from_live(part_text, node_text)
+    return LiveSite(
+        partitions=partitions,
+        gpu_models=list(facts["gpu_models"]),
+        ssh=ssh,
+        host=live.ssh.host,
+        port=live.ssh.port,
+        user=live.ssh.user,
+        gpu_vendor=live.gpu.vendor if live.gpu else None,
+        source=f"scontrol show partition/node on {site}, {dt.date.today()}",
+    )
