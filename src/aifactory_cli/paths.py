@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from aifactory_cli import settings
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -25,30 +26,28 @@ def builtin_profiles_dir() -> Path:
     return _resource_dir("profiles")
 
 
-def _home() -> Path | None:
-    value = os.environ.get("AIFACTORY_HOME")
-    return Path(value).expanduser() if value else None
-
-
 def config_dir() -> Path:
-    home = _home()
+    """AIFACTORY_HOME, else $XDG_CONFIG_HOME/aifactory, else ~/.config/aifactory (settings.py)."""
+    env = settings.current()
+    home = env.home_dir()
     if home:
         return home
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    base = env.xdg_config_home or str(Path.home() / ".config")
     return Path(base) / "aifactory"
 
 
 def state_dir() -> Path:
-    home = _home()
+    """AIFACTORY_HOME/state, else $XDG_STATE_HOME/aifactory, else ~/.local/state/aifactory."""
+    env = settings.current()
+    home = env.home_dir()
     if home:
         return home / "state"
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    base = env.xdg_state_home or str(Path.home() / ".local" / "state")
     return Path(base) / "aifactory"
 
 
 def config_file() -> Path:
-    value = os.environ.get("AIFACTORY_CONFIG")
-    return Path(value).expanduser() if value else config_dir() / "config.yaml"
+    return settings.current().config_file() or config_dir() / "config.yaml"
 
 
 def user_profiles_dir() -> Path:
@@ -57,8 +56,7 @@ def user_profiles_dir() -> Path:
 
 def profile_search_path() -> list[Path]:
     """AIFACTORY_PROFILES (':'-separated), then the user's profiles dir, then the built-in ones."""
-    dirs = [Path(p).expanduser() for p in os.environ.get("AIFACTORY_PROFILES", "").split(":") if p]
-    return [*dirs, user_profiles_dir(), builtin_profiles_dir()]
+    return [*settings.current().profile_dirs(), user_profiles_dir(), builtin_profiles_dir()]
 
 
 def ensure_private_dir(path: Path) -> Path:

@@ -220,7 +220,7 @@ def test_an_internal_error_has_its_own_exit_code(capsys: pytest.CaptureFixture[s
     """A bug in aifactory exits 70 (EX_SOFTWARE), not 1: CI must not read a crash as a failed job."""
     import typer
 
-    from aifactory_cli.cli.common import run_app
+    from aifactory_cli.cli.boundary import run_app
     from aifactory_cli.errors import EXIT_INTERNAL
 
     app = typer.Typer()

@@ -212,3 +212,22 @@ def test_list_limit_below_one_is_bad_input(cli, done_job: str, limit: str) -> No
     r = cli("list", "--limit", limit, "--json")
     _clean(r, 2, "--limit")
     assert r.stdout == ""
+
+
+# --- 6. --prefer: one option type for plan and submit --site auto --------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["plan", HELLO, "--sites", "local", "--prefer", "bogus"],
+        ["submit", HELLO, "--site", "auto", "--sites", "local", "--prefer", "bogus"],
+        ["submit", HELLO, "--site", "auto", "--sites", "local", "--prefer", "bogus", "--dry-run"],
+    ],
+    ids=["plan", "submit-auto", "submit-auto-dry-run"],
+)
+def test_unknown_prefer_is_bad_input_before_anything_is_submitted(cli, args) -> None:
+    r = cli(*args)
+    _clean(r, 2, "--prefer 'bogus'", "use --prefer start or --prefer cost")
+    assert r.stdout == ""
+    assert _job_ids(cli) == []

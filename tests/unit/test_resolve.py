@@ -1,6 +1,7 @@
 import pytest
 
 from aifactory_cli.errors import ConfigError, LimitError
+from aifactory_cli.settings import Settings
 from aifactory_cli.sites.profile import SiteUserSettings, UserConfig, load_profile
 from aifactory_cli.sites.resolve import Overrides, resolve
 from aifactory_cli.spec.model import load_spec_text
@@ -8,8 +9,14 @@ from aifactory_cli.spec.model import load_spec_text
 ACCOUNT = Overrides(account="project_465000123")
 
 
-def _resolve(text: str, site: str = "lumi", ov: Overrides = ACCOUNT, config: UserConfig | None = None):
-    return resolve(load_spec_text(text).spec, load_profile(site), config or UserConfig(), ov)
+def _resolve(
+    text: str,
+    site: str = "lumi",
+    ov: Overrides = ACCOUNT,
+    config: UserConfig | None = None,
+    env: Settings | None = None,
+):
+    return resolve(load_spec_text(text).spec, load_profile(site), config or UserConfig(), ov, env)
 
 
 @pytest.fixture(autouse=True)
@@ -80,9 +87,20 @@ def test_missing_account_is_refused_with_the_fix() -> None:
 def test_account_from_config_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     config = UserConfig(sites={"lumi": SiteUserSettings(account="project_465000999")})
     assert _resolve("run: x\n", ov=Overrides(), config=config).account == "project_465000999"
+    env = Settings.from_env({"AIFACTORY_ACCOUNT": "project_465000777"})
+    assert _resolve("run: x\n", ov=Overrides(), config=config, env=env).account == "project_465000777"
+    assert (
+        _resolve("run: x\n", ov=Overrides(account="project_465000555"), config=config, env=env).account
+        == "project_465000555"
+    )
+
+
+def test_resolve_does_not_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # pure: the environment comes in as an argument (callers pass settings.current())
+    config = UserConfig(sites={"lumi": SiteUserSettings(account="project_465000999")})
     monkeypatch.setenv("AIFACTORY_ACCOUNT", "project_465000777")
-    assert _resolve("run: x\n", ov=Overrides(), config=config).account == "project_465000777"
-    assert _resolve("run: x\n", ov=Overrides(account="project_465000555"), config=config).account == "project_465000555"
+    assert _resolve("run: x\n", ov=Overrides(), config=config).account == "project_465000999"
+    assert _resolve("run: x\n", ov=Overrides(), config=config, env=Settings()).account == "project_465000999"
 
 
 def test_hostile_account_is_refused() -> None:

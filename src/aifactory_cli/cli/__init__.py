@@ -21,7 +21,7 @@ from aifactory_cli.cli import (
     usage_cmd,
     wait_cmd,
 )
-from aifactory_cli.cli.common import STATE
+from aifactory_cli.cli.boundary import STATE
 
 app = typer.Typer(
     name="aifactory",
@@ -70,7 +70,7 @@ app.add_typer(sites_cmd.app, name="sites")
 def main() -> None:
     import os
 
-    from aifactory_cli.cli.common import run_app
+    from aifactory_cli.cli.boundary import run_app
 
     os.umask(0o077)  # state, caches, manifests and local job files are the user's alone
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aifactory_cli.cli import common, completion
+from aifactory_cli.cli import completion, output
 
 
 def register(app: typer.Typer) -> None:
@@ -15,10 +15,10 @@ def cancel(
     jobs: list[str] = typer.Argument(..., metavar="JOB...", autocompletion=completion.jobs),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
-    with common.service() as svc:
+    with output.service() as svc:
         found = svc.cancel(jobs)
         for job in found:
             if job.is_final:
-                common.note(f"{job.id} already ended ({job.state}): nothing to cancel")
+                output.note(f"{job.id} already ended ({job.state}): nothing to cancel")
         if as_json:
-            common.print_json(common.jobs_json(found))
+            output.print_json(output.jobs_json(found))

@@ -6,13 +6,13 @@ models, and never raises: a failure completes nothing rather than printing into 
 
 from __future__ import annotations
 
-from aifactory_cli import paths
-
 
 def sites(incomplete: str) -> list[str]:
     """Site names (built-in and user profiles) for --site."""
     try:
-        return [s for s in paths.available_sites() if s.startswith(incomplete)]
+        from aifactory_cli.service.profiles import known_sites
+
+        return [s for s in known_sites() if s.startswith(incomplete)]
     except Exception:  # completion must not fail loudly
         return []
 
@@ -33,16 +33,9 @@ def site_list(incomplete: str) -> list[str]:
 def jobs(incomplete: str) -> list[tuple[str, str]]:
     """Tracked job ids, newest first, with their name, site and state as help."""
     try:
-        db = paths.state_dir() / "jobs.sqlite3"
-        if not db.is_file():
-            return []  # nothing tracked yet; do not create a store just to complete
-        from aifactory_cli.jobs.store import Store
+        from aifactory_cli.service.listing import tracked_jobs
 
-        store = Store(db)
-        try:
-            found = store.query()
-        finally:
-            store.close()
+        found = tracked_jobs()  # nothing tracked yet: no store is created just to complete
     except Exception:
         return []
     out = []

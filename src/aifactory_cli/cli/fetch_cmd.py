@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from aifactory_cli.cli import common, completion
+from aifactory_cli.cli import completion, options, output
 
 
 def register(app: typer.Typer) -> None:
@@ -19,16 +19,16 @@ def fetch(
     pattern: list[str] = typer.Option([], "--pattern", help="Globs instead of the spec's download: list."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
-    with common.service() as svc:
+    with output.service() as svc:
         named = svc.store.find(job)
         if dest is None:  # the default ./NAME-ID, checked like a --dest
             dest = Path.cwd() / f"{named.name}-{named.id}"
-        common.check_output_dir(dest, "--dest")  # before anything is downloaded
+        options.check_output_dir(dest, "--dest")  # before anything is downloaded
         found, files, target = svc.fetch(job, dest, pattern or None)
         if as_json:
-            common.print_json({"job": found.to_json(), "dest": str(target), "files": files})
+            output.print_json({"job": found.to_json(), "dest": str(target), "files": files})
             return
         if not files:
-            common.note(f"no files of {found.id} match {', '.join(pattern or found.extra.get('download') or [])}")
+            output.note(f"no files of {found.id} match {', '.join(pattern or found.extra.get('download') or [])}")
         else:
-            common.note(f"fetched {len(files)} file(s) of {found.id} into {target}")
+            output.note(f"fetched {len(files)} file(s) of {found.id} into {target}")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aifactory_cli.cli import common, completion
-from aifactory_cli.states import ALL_STATES
+from aifactory_cli.cli import completion, options, output
 
 
 def register(app: typer.Typer) -> None:
@@ -19,21 +18,12 @@ def list_jobs(
     limit: int | None = typer.Option(None, "--limit", "-n", min=1, help="At most N jobs (the newest)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
-    from aifactory_cli.errors import BadInput, did_you_mean
+    from aifactory_cli.service.listing import list_jobs as query_jobs
 
-    site = common.site_option(site)
-    wanted = [s.upper() for s in state]
-    for s in wanted:
-        if s not in ALL_STATES:
-            guess = did_you_mean(s, list(ALL_STATES))
-            raise BadInput(
-                f"unknown state '{s}'", f"did you mean {guess}?" if guess else f"states: {', '.join(ALL_STATES)}"
-            )
-    with common.service() as svc:
-        jobs = svc.store.query(site=site, states=wanted or None, name=name)
-        if limit:
-            jobs = jobs[-limit:]
+    site = options.site_option(site)
+    with output.service() as svc:
+        jobs = query_jobs(svc, site=site, states=state, name=name, limit=limit)
         if as_json:
-            common.print_json(common.jobs_json(jobs))
+            output.print_json(output.jobs_json(jobs))
         else:
-            common.jobs_table(jobs)
+            output.jobs_table(jobs)

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from aifactory_cli.cli import common, completion
+from aifactory_cli.cli import completion, output
 
 
 def register(app: typer.Typer) -> None:
@@ -19,7 +19,7 @@ def logs(
     stderr: bool = typer.Option(False, "--stderr", "-e", help="Show stderr instead of stdout."),
     task: int | None = typer.Option(None, "--task", "-t", help="Array element (default 0)."),
 ) -> None:
-    with common.service() as svc:
+    with output.service() as svc:
         if follow:
             for chunk in svc.follow(job, stderr=stderr, task=task):
                 sys.stdout.buffer.write(chunk)
@@ -30,6 +30,6 @@ def logs(
         if not data:  # say why nothing is shown (stderr: stdout stays the log itself)
             stream = "stderr" if stderr else "stdout"
             if found.state in ("PREPARED", "PENDING"):
-                common.note(f"{found.id} has not started yet ({found.state}): no {stream} so far")
+                output.note(f"{found.id} has not started yet ({found.state}): no {stream} so far")
             else:
-                common.note(f"{found.id} ({found.state}): its {stream} is empty")
+                output.note(f"{found.id} ({found.state}): its {stream} is empty")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from aifactory_cli.cli import common, completion
+from aifactory_cli.cli import completion, options, output
 
 
 def register(app: typer.Typer) -> None:
@@ -22,22 +22,17 @@ def plan(
     sites: str | None = typer.Option(
         None, "--sites", help="Comma-separated site names.", autocompletion=completion.site_list
     ),
-    prefer: str = typer.Option("start", "--prefer", help="Rank by `start` (soonest) or `cost` (cheapest)."),
+    prefer: str = options.prefer_option("Rank by `start` (soonest) or `cost` (cheapest)."),
     account: str | None = typer.Option(None, "--account", "-A", help="Account for every site (default: config)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
-    from aifactory_cli.errors import BadInput
-    from aifactory_cli.service.broker import plan as make_plan
-    from aifactory_cli.service.broker import rank
-    from aifactory_cli.sites.resolve import Overrides
+    from aifactory_cli.service.broker import compare
 
-    if prefer not in ("start", "cost"):
-        raise BadInput(f"--prefer {prefer!r}", "use --prefer start or --prefer cost")
-    site_names = common.site_list_option(sites)
-    with common.service() as svc:
-        rows = rank(make_plan(svc, str(spec), site_names, Overrides(account=account)), prefer)
+    site_names = options.site_list_option(sites)
+    with output.service() as svc:
+        rows = compare(svc, str(spec), site_names, prefer, account=account)
     if as_json:
-        common.print_json({"prefer": prefer, "sites": [r.to_json() for r in rows]})
+        output.print_json({"prefer": prefer, "sites": [r.to_json() for r in rows]})
         return
     from rich.table import Table
 
@@ -54,4 +49,4 @@ def plan(
             charge,
             r.reason or "; ".join(r.warnings),
         )
-    common.out().print(table)
+    output.out().print(table)

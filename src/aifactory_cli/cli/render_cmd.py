@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from aifactory_cli.cli import common, completion
+from aifactory_cli.cli import completion, options, output
 
 
 def register(app: typer.Typer) -> None:
@@ -21,17 +21,15 @@ def render(
     partition: str | None = typer.Option(None, "--partition", "-p", help="Override the partition choice."),
     qos: str | None = typer.Option(None, "--qos", help="Slurm QoS."),
 ) -> None:
+    from aifactory_cli.service.render import Overrides
+    from aifactory_cli.service.render import render as render_spec
     from aifactory_cli.service.session import Service
-    from aifactory_cli.sites.resolve import Overrides
 
-    site = common.site_option(site)
-    with Service(notify=common.note) as svc:
-        prepared = svc.prepare(spec, site, Overrides(account=account, partition=partition, qos=qos, preview=True))
-        for w in prepared.resolved.warnings:
-            common.note(f"warning: {w}")
-        from aifactory_cli.sites.billing import estimate
-
-        charge = estimate(prepared.resolved)
-        if charge:
-            common.note(f"estimated charge on {prepared.resolved.site}: at most {charge}")
-        sys.stdout.write(prepared.script)
+    site = options.site_option(site)
+    with Service(notify=output.note) as svc:  # nothing is sent: no progress bars, no prompts
+        preview = render_spec(svc, spec, site, Overrides(account=account, partition=partition, qos=qos))
+    for w in preview.warnings:
+        output.note(f"warning: {w}")
+    if preview.charge:
+        output.note(f"estimated charge on {preview.site}: at most {preview.charge}")
+    sys.stdout.write(preview.script)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aifactory_cli.cli import common, completion
+from aifactory_cli.cli import completion, output
 
 
 def register(app: typer.Typer) -> None:
@@ -25,11 +25,11 @@ def status(
         False, "--refresh", help="Ask the sites even if they were asked less than the profile's poll_interval ago."
     ),
 ) -> None:
-    with common.service() as svc:
+    with output.service() as svc:
         refs = jobs or []
         # --cached: the same jobs as without it (live ones, and those ended in the last 24 h), unasked
         found = (svc.jobs(refs) if refs else svc.cached_status()) if cached else svc.status(refs, force=refresh)
         if as_json:
-            common.print_json(common.jobs_json(found, provenance=bool(refs)))
+            output.print_json(output.jobs_json(found, provenance=bool(refs)))
         else:
-            common.jobs_table(found)
+            output.jobs_table(found)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aifactory_cli.cli import common, completion
+from aifactory_cli.cli import completion, options, output
 
 
 def register(app: typer.Typer) -> None:
@@ -21,12 +21,12 @@ def sync(
 ) -> None:
     from aifactory_cli.service.sync import sync_site
 
-    site = common.site_option(site)
-    with common.service() as svc:
+    site = options.site_option(site)
+    with output.service() as svc:
         name = svc.site_or_default(site)
         added, refreshed = sync_site(svc, name)
         if as_json:
-            common.print_json({"site": name, "added": [j.id for j in added], **common.jobs_json(refreshed)})
+            output.print_json({"site": name, "added": [j.id for j in added], **output.jobs_json(refreshed)})
         else:
-            common.note(f"{name}: {len(added)} job(s) recovered, {len(refreshed)} refreshed")
-            common.jobs_table(refreshed)
+            output.note(f"{name}: {len(added)} job(s) recovered, {len(refreshed)} refreshed")
+            output.jobs_table(refreshed)

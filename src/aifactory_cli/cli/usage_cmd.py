@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aifactory_cli.cli import common, completion
+from aifactory_cli.cli import completion, options, output
 
 
 def register(app: typer.Typer) -> None:
@@ -23,16 +23,16 @@ def usage(
 ) -> None:
     from aifactory_cli.service.broker import usage as site_usage
 
-    site = common.site_option(site)
-    with common.service() as svc:
+    site = options.site_option(site)
+    with output.service() as svc:
         report = site_usage(svc, svc.site_or_default(site))
     if as_json:
-        common.print_json(report)
+        output.print_json(report)
         return
-    common.out().print(f"{report['site']} ({report['source']})", markup=False)
+    output.out().print(f"{report['site']} ({report['source']})", markup=False)
     if "text" in report:
-        common.out().print(report["text"], markup=False)
+        output.out().print(report["text"], markup=False)
     else:
-        common.out().print(f"  {report['jobs']} job(s) this month", markup=False)
+        output.out().print(f"  {report['jobs']} job(s) this month", markup=False)
         for unit, amount in report["charged"].items():
-            common.out().print(f"  {amount:g} {unit}", markup=False)
+            output.out().print(f"  {amount:g} {unit}", markup=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from aifactory_cli.cli import common, completion
+from aifactory_cli.cli import completion, options, output
 
 
 def register(app: typer.Typer) -> None:
@@ -20,11 +20,11 @@ def wait(
         False, "--cancel-on-interrupt/--no-cancel-on-interrupt", help="Cancel the jobs on SIGINT/SIGTERM."
     ),
 ) -> None:
-    from aifactory_cli.cli.submit_cmd import wait_and_report
+    from aifactory_cli.cli.waiting import wait_and_report
 
-    common.check_timeout(timeout)
-    report = common.check_output_file(junit, "--junit", make_parents=True)
-    with common.service() as svc:
+    options.check_timeout(timeout)
+    report = options.check_output_file(junit, "--junit", make_parents=True)
+    with output.service() as svc:
         found = svc.jobs(jobs)
         code = wait_and_report(svc, found, timeout, False, cancel_on_interrupt, as_json, report)
         raise typer.Exit(code)

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aifactory_cli.errors import AifactoryError, BadInput, RemoteError
+from aifactory_cli import settings
+from aifactory_cli.errors import AifactoryError, BadInput, LimitError, RemoteError
 
 if TYPE_CHECKING:
     from aifactory_cli.service.session import Service
     from aifactory_cli.sites.resolve import Overrides
+
+PREFERENCES = ("start", "cost")  # what `plan --prefer` and `submit --site auto --prefer` rank by
+
 
 @dataclass
 class PlanRow:
@@ -37,8 +40,9 @@ def candidate_sites(svc: Service, sites: list[str] | None) -> list[str]:
     if sites:
         return sites
     configured = [name for name, s in svc.config.sites.items() if s.account] or []
-    if os.environ.get("AIFACTORY_SITE") and os.environ["AIFACTORY_SITE"] not in configured:
-        configured.append(os.environ["AIFACTORY_SITE"])
+    env_site = settings.current().site
+    if env_site and env_site not in configured:
+        configured.append(env_site)
     if not configured:
         raise BadInput("no sites to compare", "pass --sites lumi,jupiter, or add sites with an account to the config")
     return configured
@@ -89,6 +93,33 @@ def plan(svc: Service, spec_path: str, sites: list[str] | None, overrides: Overr
             continue
         row.ok, row.start, row.nodes = True, parsed["start"], parsed["nodes"]
     return rows
+
+
+def check_prefer(value: str) -> str:
+    """`--prefer`: one of PREFERENCES, else bad input (exit 2), before anything is planned or submitted."""
+    if value not in PREFERENCES:
+        raise BadInput(f"--prefer {value!r}", "use --prefer start or --prefer cost")
+    return value
+
+
+def compare(
+    svc: Service, spec_path: str, sites: list[str] | None, prefer: str, account: str | None = None
+) -> list[PlanRow]:
+    """`plan`: every candidate site, runnable ones first, ranked by `prefer`."""
+    from aifactory_cli.sites.resolve import Overrides
+
+    return rank(plan(svc, spec_path, sites, Overrides(account=account)), check_prefer(prefer))
+
+
+def choose_site(
+    svc: Service, spec_path: str, sites: list[str] | None, overrides: Overrides, prefer: str
+) -> tuple[str, str]:
+    """`submit --site auto`: the best site for the spec and a line that says why; LimitError if none can run it."""
+    rows = rank(plan(svc, spec_path, sites, overrides), check_prefer(prefer))
+    if not rows or not rows[0].ok:
+        reasons = "; ".join(f"{r.site}: {r.reason}" for r in rows)
+        raise LimitError(f"no site can run this job: {reasons}", "see `aifactory plan SPEC`")
+    return rows[0].site, why(rows[0], rows, prefer)
 
 
 def rank(rows: list[PlanRow], prefer: str = "start") -> list[PlanRow]:

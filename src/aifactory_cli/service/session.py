@@ -41,9 +41,6 @@ def _quiet(_: str) -> None:
     pass
 
 
-MAX_PERSIST = 86400.0  # a background login kept longer than a day is a forgotten one
-
-
 class Service:
     def __init__(
         self,
@@ -126,36 +123,24 @@ class Service:
 
     def _persist(self, site: str) -> float:
         """How long a connection agent keeps the site's connection: env, then config, then profile."""
-        import os
+        from aifactory_cli.settings import current
 
-        from aifactory_cli.errors import ConfigError
-
-        value = os.environ.get("AIFACTORY_PERSIST")
-        if value is not None:
-            try:
-                seconds = float(value)
-            except ValueError:
-                seconds = float("nan")
-            if not 0 <= seconds <= MAX_PERSIST:  # also refuses nan
-                raise ConfigError(
-                    f"AIFACTORY_PERSIST={value!r} is not a number of seconds from 0 to {MAX_PERSIST:.0f}",
-                    "e.g. AIFACTORY_PERSIST=600, or 0 to connect for every command",
-                )
-            return seconds
-        mine = self.config.for_site(site).persist
-        return mine if mine is not None else self.profile(site).profile.ssh.persist
+        return current().persist_for(self.config.for_site(site).persist, self.profile(site).profile.ssh.persist)
 
     def _ssh_settings(self, site: str, loaded: LoadedProfile) -> Any:
         """The profile's SSH settings, then the user config, then the environment (CI runners get
         the key path and known_hosts content as secrets)."""
         import os
 
+        from aifactory_cli.settings import current
+
+        env = current()
         settings = loaded.profile.ssh.model_copy()
         mine = self.config.for_site(site)
-        settings.user = os.environ.get("AIFACTORY_SSH_USER") or mine.user or settings.user
+        settings.user = env.ssh_user_for(mine.user, settings.user)
         settings.host = mine.ssh_host or settings.host
-        settings.identity_file = os.environ.get("AIFACTORY_SSH_KEY") or mine.identity_file or settings.identity_file
-        content = os.environ.get("AIFACTORY_SSH_KNOWN_HOSTS")
+        settings.identity_file = env.ssh_key_for(mine.identity_file, settings.identity_file)
+        content = env.ssh_known_hosts
         if content:
             from aifactory_cli import paths
 

@@ -1,11 +1,13 @@
-"""`sites check S`: connect once and compare the live site with its profile."""
+"""`sites check S`: connect once and compare the live site with its profile; `sites add --from-live S`:
+read its partitions and nodes in one command."""
 
 from __future__ import annotations
 
-import os
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from aifactory_cli import settings
 from aifactory_cli.scheduler.slurm_site import check_command, parse_partitions, split_sections
 from aifactory_cli.units import format_duration, parse_duration
 
@@ -129,7 +131,7 @@ def check_site(svc: Service, site: str) -> dict[str, Any]:
         add("partitions", "info", f"on the cluster, not in the profile: {', '.join(extra)}")
     text, rc = sections.get("accounts", ("", 1))
     accounts = sorted({a.strip() for a in text.splitlines() if a.strip()}) if rc == 0 else []
-    account = os.environ.get("AIFACTORY_ACCOUNT") or svc.config.for_site(site).account
+    account = settings.current().account_for(None, svc.config.for_site(site).account)
     if rc != 0:
         add("account", "info", f"cannot list associations: {text.strip()}")
     elif account:
@@ -146,3 +148,50 @@ def check_site(svc: Service, site: str) -> dict[str, Any]:
         "profile_verified": str(profile.verified) if profile.verified else None,
         "checks": checks,
     }
+
+
+# --- `sites add --from-live`: what a live cluster reports ---------------------------------------
+
+
+@dataclass
+class LiveSite:
+    """What `sites add --from-live SITE` learns: the partitions and GPU facts from scontrol, and how
+    SITE was reached (without these ssh settings the new profile could not log in where it just did)."""
+
+    partitions: dict[str, Any]
+    gpu_models: list[str]
+    ssh: dict[str, Any]
+    host: str | None
+    port: int | None
+    user: str | None
+    gpu_vendor: str | None
+    source: str
+
+
+def read_live(svc: Service, site: str) -> LiveSite:
+    """One remote command on `site`: `scontrol show partition` and `scontrol show node`."""
+    import datetime as dt
+
+    from aifactory_cli.errors import RemoteError
+    from aifactory_cli.scheduler.slurm_site import live_command, split_live_output
+    from aifactory_cli.sites.scaffold import partitions_from_live
+
+    live = svc.profile(site).profile
+    # key, known_hosts, pinned host keys, jump host, persist: everything but where and who
+    ssh = live.ssh.model_dump(mode="json", exclude_defaults=True, exclude={"host", "port", "user", "notes"})
+    result = svc.backend(site).transport.run(live_command())
+    live_text = split_live_output(result.stdout)
+    if not result.ok or live_text is None:
+        raise RemoteError(f"scontrol failed on {site}: {result.stderr.strip()}")
+    part_text, node_text = live_text
+    partitions, facts = partitions_from_live(part_text, node_text)
+    return LiveSite(
+        partitions=partitions,
+        gpu_models=list(facts["gpu_models"]),
+        ssh=ssh,
+        host=live.ssh.host,
+        port=live.ssh.port,
+        user=live.ssh.user,
+        gpu_vendor=live.gpu.vendor if live.gpu else None,
+        source=f"scontrol show partition/node on {site}, {dt.date.today()}",
+    )

@@ -59,6 +59,7 @@ def prepare(
     loaded_spec: LoadedSpec | None = None,
 ) -> Prepared:
     from aifactory_cli.jobs.staging import collect_uploads
+    from aifactory_cli.settings import current
     from aifactory_cli.sites.render import render
     from aifactory_cli.sites.resolve import resolve
     from aifactory_cli.spec.model import load_spec
@@ -67,7 +68,7 @@ def prepare(
     site = svc.site_or_default(site)
     profile = svc.profile(site)
     spec = loaded_spec.for_site(site)
-    resolved = resolve(spec, profile, svc.config, overrides)
+    resolved = resolve(spec, profile, svc.config, overrides, current())
     resolved.warnings += _unknown_override_sites(loaded_spec)
     uploads = collect_uploads(spec.upload, loaded_spec.base_dir)
     token = uuid.uuid4().hex

@@ -12,7 +12,7 @@ import re
 import shlex
 from typing import TYPE_CHECKING
 
-from aifactory_cli import paths, states
+from aifactory_cli import paths, settings, states
 from aifactory_cli.errors import RemoteError
 from aifactory_cli.jobs.jobdir import listing_command, parse_listing
 from aifactory_cli.jobs.model import Job, now_iso
@@ -45,9 +45,7 @@ def sync_site(svc: Service, site: str) -> tuple[list[Job], list[Job]]:
         glob = shlex.quote(str(paths.state_dir() / "local" / "jobs")) + "/*"
     else:
         mine = svc.config.for_site(site)
-        import os
-
-        account = os.environ.get("AIFACTORY_ACCOUNT") or mine.account
+        account = settings.current().account_for(None, mine.account)
         user = getattr(backend, "remote_user", lambda: None)()
         glob = job_dir_glob(loaded.profile.workdir, {"account": account, "user": user, "site": site, "name": None})
     result = backend.transport.run(listing_command(glob))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import re
 from functools import cached_property
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from aifactory_cli import paths
+from aifactory_cli import paths, settings
 from aifactory_cli.errors import ConfigError, NotFound, ProfileError, did_you_mean
 from aifactory_cli.paths import available_sites
 from aifactory_cli.spec.model import check_slurm_options, deep_merge
@@ -329,7 +328,7 @@ def load_profile(name: str) -> LoadedProfile:
 def load_user_config() -> tuple[UserConfig, Path]:
     path = paths.config_file()
     if not path.exists():
-        if os.environ.get("AIFACTORY_CONFIG"):  # named explicitly: a missing file is a mistake
+        if settings.current().config_file():  # named explicitly: a missing file is a mistake
             raise ConfigError(
                 f"AIFACTORY_CONFIG names {path}, which does not exist",
                 "fix the path, or unset AIFACTORY_CONFIG to use the default config file",
@@ -346,4 +345,4 @@ def load_user_config() -> tuple[UserConfig, Path]:
 
 
 def default_site(config: UserConfig) -> str:
-    return os.environ.get("AIFACTORY_SITE") or config.default_site or "local"
+    return settings.current().default_site(config.default_site)

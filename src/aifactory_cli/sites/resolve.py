@@ -1,5 +1,6 @@
-"""resolve(spec, profile, config): choose the partition, fill the site's defaults, and refuse what
-the site cannot run, before anything is written or sent."""
+"""resolve(spec, profile, config, overrides, settings): choose the partition, fill the site's defaults, and
+refuse what the site cannot run, before anything is written or sent. Pure: the environment comes in
+as a `Settings` argument (callers pass `settings.current()`), so nothing here reads it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 
 from aifactory_cli.errors import ConfigError, LimitError, did_you_mean
+from aifactory_cli.settings import Settings
 from aifactory_cli.sites.profile import LoadedProfile, Partition, SiteProfile, UserConfig
 from aifactory_cli.spec.model import JobSpec
 from aifactory_cli.units import format_duration, format_memory, parse_duration, parse_memory
@@ -233,7 +235,9 @@ def resolve(
     loaded: LoadedProfile,
     config: UserConfig,
     overrides: Overrides | None = None,
+    settings: Settings | None = None,
 ) -> ResolvedJob:
+    """`settings`: the AIFACTORY_* values (settings.py); None is an empty environment."""
     profile = loaded.profile
     site = profile.name
     ov = overrides or Overrides()
@@ -243,13 +247,13 @@ def resolve(
     requested = ov.partition or res.partition or mine.partition
     pname, part = choose_partition(spec, profile, requested)
     warnings: list[str] = []
-    if account_value := (ov.account or os.environ.get("AIFACTORY_ACCOUNT") or mine.account):
-        _check_token(account_value, "account")
+    account = (settings or Settings()).account_for(ov.account, mine.account)
+    if account:
+        _check_token(account, "account")
     if ov.qos or mine.qos:
         _check_token(ov.qos or mine.qos or "", "qos")
 
     # --- account / qos -------------------------------------------------------------------------
-    account = ov.account or os.environ.get("AIFACTORY_ACCOUNT") or mine.account
     if profile.scheduler == "slurm" and profile.account.required is None and not account:
         warnings.append(
             f"whether {site} needs a Slurm account is not known; none is set (add --account if the site asks for one)"

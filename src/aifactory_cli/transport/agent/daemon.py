@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aifactory_cli.settings import take_agent_settings
 from aifactory_cli.transport import Stdin
 from aifactory_cli.transport.agent.launch import SETTINGS_ENV
 from aifactory_cli.transport.agent.protocol import error_to_json
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--interactive", dest="interactive", action="store_true", default=False)
     mode.add_argument("--batch", dest="interactive", action="store_false")
     args = parser.parse_args(argv)
-    settings = os.environ.pop(SETTINGS_ENV, None)
+    settings = take_agent_settings()
     if not settings:
         parser.error(f"the SSH settings come as JSON in ${SETTINGS_ENV}")
 

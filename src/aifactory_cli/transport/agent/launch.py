@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aifactory_cli import settings as app_settings
 from aifactory_cli.errors import RemoteError
 from aifactory_cli.paths import state_dir
 from aifactory_cli.transport.agent.protocol import PROTOCOL, error_from_json
@@ -32,9 +33,9 @@ from aifactory_cli.transport.agent.protocol import PROTOCOL, error_from_json
 if TYPE_CHECKING:
     from aifactory_cli.transport.ssh.settings import SshSettings
 
-SSH_CONFIG_ENV = "AIFACTORY_SSH_CONFIG"  # as aifactory_cli.transport.ssh.config (not imported: it is slow)
+SSH_CONFIG_ENV = app_settings.SSH_CONFIG
 AGENT_MODULE = "aifactory_cli.transport.agent.daemon"
-SETTINGS_ENV = "AIFACTORY_AGENT_SETTINGS"  # how the CLI hands the SSH settings to the agent it starts
+SETTINGS_ENV = app_settings.AGENT_SETTINGS  # how the CLI hands the SSH settings to the agent it starts
 
 
 def agents_dir() -> Path:
@@ -42,8 +43,7 @@ def agents_dir() -> Path:
 
 
 def _ssh_config_path() -> Path:
-    env = os.environ.get(SSH_CONFIG_ENV)
-    return Path(env).expanduser() if env else Path("~/.ssh/config").expanduser()
+    return app_settings.current().ssh_config_file()
 
 
 def _absolute(path: str | None) -> str | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aifactory_cli import settings as app_settings
 from aifactory_cli.errors import ConfigError, ProfileError
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
     from aifactory_cli.transport.ssh.settings import SshSettings
 
-SSH_CONFIG_ENV = "AIFACTORY_SSH_CONFIG"
+SSH_CONFIG_ENV = app_settings.SSH_CONFIG
 DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
 DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
 MAX_JUMP_DEPTH = 8
@@ -68,8 +69,7 @@ class SshRoute:
 
 def ssh_config_path() -> Path:
     """`$AIFACTORY_SSH_CONFIG`, else ~/.ssh/config."""
-    env = os.environ.get(SSH_CONFIG_ENV)
-    return Path(env).expanduser() if env else Path("~/.ssh/config").expanduser()
+    return app_settings.current().ssh_config_file()
 
 
 def load_ssh_config(path: Path | None = None) -> paramiko.SSHConfig:
