@@ -16,6 +16,7 @@ class FaultProxy:
         self.frozen = threading.Event()
         self.conns: list[socket.socket] = []
         self.held = 0
+        self.opened = 0  # connections forwarded to the target so far
         self._lock = threading.Lock()
         self._stop = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -26,9 +27,14 @@ class FaultProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            server = socket.create_connection(self.target)
+            try:
+                server = socket.create_connection(self.target)
+            except OSError:  # the target is down (e.g. sshd restarting): the client sees the drop
+                client.close()
+                continue
             with self._lock:
                 self.conns += [client, server]
+                self.opened += 1
             threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
             threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
 

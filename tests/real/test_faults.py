@@ -113,30 +113,42 @@ def test_connection_dropped_after_sbatch_was_sent(testbed_env: dict[str, str], t
 
 
 def test_sshd_restart_while_waiting(testbed_env: dict[str, str], tmp_path: Path) -> None:
+    """`wait` outlives an sshd restart that drops its connection: it logs in again and reports the
+    job's end. The site goes through a proxy that counts logins, so the test knows the wait really
+    lost its connection and made a new one (not just that it ended well)."""
     env = testbed_env
-    spec = tmp_path / "job.yaml"
-    spec.write_text("name: survive\nrun: sleep 12; echo done\nresources: {time: 5m}\n")
-    r = _aif(["submit", str(spec), "--site", "testbed"], env)
-    assert r.returncode == 0, r.stderr
-    job_id = r.stdout.strip()
-    waiter = subprocess.Popen(
-        [sys.executable, "-m", "aifactory_cli", "wait", job_id, "--timeout", "120", "--json"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    time.sleep(3)
-    os.kill(_pid("sshd"), 15)  # the listener...
-    subprocess.run(["pkill", "-u", "hpcuser", "-x", "sshd"], check=False)  # ...and every open session
-    time.sleep(2)
-    started = subprocess.run(["bash", str(REPO / "tests" / "testbed" / "start.sh")], capture_output=True, text=True)
-    assert started.returncode == 0, started.stderr[-2000:]
-    out, err = waiter.communicate(timeout=150)
-    assert waiter.returncode == 0, err
-    assert json.loads(out)["jobs"][0]["state"] == "COMPLETED"
-    assert "lost contact" in err or "reconnect" in err.lower() or waiter.returncode == 0
+    proxy = FaultProxy(("127.0.0.1", 2222))
+    try:
+        _proxied_site(tmp_path, proxy)
+        spec = tmp_path / "job.yaml"
+        spec.write_text("name: survive\nrun: sleep 12; echo done\nresources: {time: 5m}\n")
+        r = _aif(["submit", str(spec), "--site", "tbproxy"], env)
+        assert r.returncode == 0, r.stderr
+        job_id = r.stdout.strip()
+        waiter = subprocess.Popen(
+            [sys.executable, "-m", "aifactory_cli", "wait", job_id, "--timeout", "120", "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        time.sleep(3)
+        assert waiter.poll() is None, "wait ended before sshd went down: the test proves nothing"
+        logins_before = proxy.opened
+        assert logins_before >= 1
+        os.kill(_pid("sshd"), 15)  # the listener...
+        subprocess.run(["pkill", "-u", "hpcuser", "-x", "sshd"], check=False)  # ...and every open session
+        time.sleep(2)
+        started = subprocess.run(["bash", str(REPO / "tests" / "testbed" / "start.sh")], capture_output=True, text=True)
+        assert started.returncode == 0, started.stderr[-2000:]
+        out, err = waiter.communicate(timeout=150)
+        assert waiter.returncode == 0, err
+        assert json.loads(out)["jobs"][0]["state"] == "COMPLETED"
+        # only the wait talks to the site after the restart: a new login is the wait reconnecting
+        assert proxy.opened > logins_before, (proxy.opened, err)
+    finally:
+        proxy.close()
 
 
 def test_slurmctld_down_is_a_clear_error_and_nothing_is_lost(testbed_env: dict[str, str], tmp_path: Path) -> None:

@@ -77,6 +77,16 @@ CASES = [
     ("hostile-account", GOOD, ["--site", "lumi", "-A", "p;id"], None, 2, ["not a valid Slurm account"]),
     ("gpu-on-local", "run: x\nresources: {gpus_per_node: 1}\n", [], None, 2, ["local site has no GPUs"]),
     ("protected-slurm-option", "run: x\nslurm: {partition: x}\n", [], None, 2, ["slurm.partition is set by aifactory"]),
+    # options only some jobs' scripts set (--qos with a QoS, --kill-on-invalid-dep with depends_on)
+    ("protected-qos", "run: x\nslurm: {qos: high}\n", [], None, 2, ["job.yaml:2", "slurm.qos is set by aifactory"]),
+    (
+        "protected-kill-on-invalid-dep",
+        "run: x\nslurm:\n  kill-on-invalid-dep: 'no'\n",
+        [],
+        None,
+        2,
+        ["job.yaml:2", "slurm.kill-on-invalid-dep is set by aifactory"],
+    ),
     ("missing-upload", "run: x\nupload: [nosuch.txt]\n", [], None, 2, ["upload entry 'nosuch.txt' does not exist"]),
     ("config-unknown-key", GOOD, [], "default_site: local\nsitez: {}\n", 2, ["config.yaml:2", "did you mean 'sites'"]),
     ("config-malformed", GOOD, [], "sites: [\n", 2, ["config.yaml", "malformed YAML"]),

@@ -3,11 +3,11 @@
 site documents (../shared/sites.md; section numbers below). Values the sources do not give stay
 unknown, and a job that needs one fails with an error that names it.
 
-Regenerate the golden files with AIF_UPDATE_GOLDEN=1 after a deliberate change, and review the diff."""
+Regenerate the golden files with AIF_UPDATE_GOLDEN=1 after a deliberate change (the rewritten files
+fail that run), review the diff, and run again."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -20,6 +20,7 @@ from aifactory_cli.sites.render import render
 from aifactory_cli.sites.resolve import Overrides, resolve
 from aifactory_cli.sites.sample import render_samples
 from aifactory_cli.spec.model import load_spec, load_spec_text
+from tests.golden import check_golden
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "profiles"
@@ -96,12 +97,7 @@ def test_samples_render_and_pass_bash_n(site: str) -> None:
 
 @pytest.mark.parametrize("site", BUILTIN)
 def test_samples_match_golden_files(site: str) -> None:
-    for kind, script in _samples(site).items():
-        path = GOLDEN / f"{site}-{kind}.sh"
-        if os.environ.get("AIF_UPDATE_GOLDEN"):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(script)
-        assert script == path.read_text(), f"{site} {kind} differs from {path}; review, then AIF_UPDATE_GOLDEN=1"
+    check_golden({GOLDEN / f"{site}-{kind}.sh": script for kind, script in _samples(site).items()}, f"{site} samples")
 
 
 # --- what each site documents (gpu sample: 1 node, all GPUs, 30 min) --------------------------------

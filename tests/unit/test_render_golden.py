@@ -1,10 +1,10 @@
 """Golden-file tests of rendered scripts. The golden files were reviewed line by line against
 ../shared/sites.md (LUMI section 1.4/1.5/1.6, JUPITER section 2.4). Regenerate with
-AIF_UPDATE_GOLDEN=1 after a deliberate change, and review the diff."""
+AIF_UPDATE_GOLDEN=1 after a deliberate change (the rewritten files fail that run), review the diff,
+and run again."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from aifactory_cli.sites.profile import UserConfig, load_profile
 from aifactory_cli.sites.render import render
 from aifactory_cli.sites.resolve import Overrides, resolve
 from aifactory_cli.spec.model import load_spec, load_spec_text
+from tests.golden import check_golden
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "data" / "golden"
@@ -63,11 +64,7 @@ def _home(aif_home):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_golden(name: str) -> None:
-    script = _render(name)
-    path = GOLDEN / f"{name}.sh"
-    if os.environ.get("AIF_UPDATE_GOLDEN"):
-        path.write_text(script)
-    assert script == path.read_text(), f"rendered {name} differs from {path}; review, then AIF_UPDATE_GOLDEN=1"
+    check_golden({GOLDEN / f"{name}.sh": _render(name)}, f"rendered {name}")
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -142,3 +139,23 @@ def test_every_user_value_is_quoted() -> None:
     assert "export B='$(id)'" in script
     proc = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True)
     assert proc.returncode == 0
+
+
+def test_an_update_run_never_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AIF_UPDATE_GOLDEN=1 rewrites the golden files; a test that then compared the file it had just
+    written would always pass. In update mode a rewritten file fails (review the diff, run again)
+    and an unchanged one is skipped: an update run is never green."""
+    import sys
+
+    name = "local-hello"
+    monkeypatch.setattr(sys.modules[__name__], "GOLDEN", tmp_path)
+    golden = tmp_path / f"{name}.sh"
+    golden.write_text("#!/bin/bash\nstale\n")
+    monkeypatch.setenv("AIF_UPDATE_GOLDEN", "1")
+    with pytest.raises(pytest.fail.Exception, match="rewrote"):
+        test_golden(name)
+    assert golden.read_text() == _render(name)
+    with pytest.raises(pytest.skip.Exception, match="unchanged"):
+        test_golden(name)
+    monkeypatch.delenv("AIF_UPDATE_GOLDEN")
+    test_golden(name)  # and a normal run checks the file it wrote

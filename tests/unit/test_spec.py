@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from aifactory_cli.errors import SpecError
-from aifactory_cli.spec.model import PROTECTED_SLURM_OPTIONS, load_spec, load_spec_text
+from aifactory_cli.spec.model import load_spec, load_spec_text, protected_slurm_options
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -103,6 +103,96 @@ def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
     assert "malformed YAML" in info.value.message
 
 
-def test_protected_options_cover_what_we_render() -> None:
-    for opt in ("partition", "account", "nodes", "array", "dependency", "comment", "output", "time"):
-        assert opt in PROTECTED_SLURM_OPTIONS
+# Jobs that between them take every branch of the templates' directives block: a whole-node GPU job,
+# GPU jobs with fewer tasks than GPUs and with one task per GPU, and a CPU sweep with memory, limits
+# and --exclusive. Each is also given a dependency, the only way to get --dependency lines.
+_ALL_FEATURES = [
+    "run: x\nresources: {gpus_per_node: all, time: 10m}\n",
+    "run: x\nresources: {gpus_per_node: 2, tasks_per_node: 1, time: 10m}\n",
+    "run: x\nresources: {gpus_per_node: 2, tasks_per_node: 2, time: 10m}\n",
+    "run: x\nresources: {gpus_per_node: 1, memory: 8G, time: 10m, exclusive: true}\n",
+    "run: x\nresources: {memory: 1G, time: 10m, exclusive: true}\nmatrix: {A: [1, 2, 3]}\nmax_parallel: 2\n",
+    "run: x\nresources: {nodes: 2, time: 10m}\n",
+]
+
+
+def _options_builtin_profiles_render() -> set[str]:
+    """The `#SBATCH --name` options that some built-in profile's rendered script sets itself
+    (everything but the profile's own `slurm:` passthrough, which a spec may override)."""
+    from aifactory_cli import paths
+    from aifactory_cli.errors import AifactoryError
+    from aifactory_cli.sites.profile import UserConfig, load_profile_file
+    from aifactory_cli.sites.render import render
+    from aifactory_cli.sites.resolve import Overrides, resolve
+
+    found: set[str] = set()
+    for file in sorted(paths.builtin_profiles_dir().glob("*.yaml")):
+        loaded = load_profile_file(file)
+        overrides = Overrides(account=loaded.profile.account.example or "acct", qos="someqos")
+        for text in _ALL_FEATURES:
+            for partition in [None, *loaded.profile.partitions]:
+                spec = load_spec_text(text).for_site(loaded.profile.name)
+                if partition is not None:
+                    spec = spec.model_copy(
+                        update={"resources": spec.resources.model_copy(update={"partition": partition})}
+                    )
+                try:
+                    job = resolve(spec, loaded, UserConfig(), overrides)
+                except AifactoryError:  # a job this partition cannot run
+                    continue
+                job.dependencies = ["1234"]
+                script = render(job, "0" * 32, "0" * 8).script
+                passthrough = {f"--{k}" for k in job.slurm_options}
+                for line in script.splitlines():
+                    if line.startswith("#SBATCH --"):
+                        opt = line.split()[1].split("=", 1)[0]
+                        if opt not in passthrough:
+                            found.add(opt[2:])
+    return found
+
+
+def test_every_option_a_builtin_profile_renders_is_refused_in_slurm(aif_home: Path) -> None:
+    """A `slurm:` entry for an option aifactory writes itself would give two contradictory
+    #SBATCH lines (sbatch takes the last): each one is refused, with the key named."""
+    rendered = _options_builtin_profiles_render()
+    # the jobs above reach the branches they are meant to (else this test would prove little)
+    assert {"qos", "kill-on-invalid-dep", "dependency", "array", "exclusive", "mem", "mem-per-gpu"} <= rendered
+    assert {"gres", "gpus-per-node", "gpus-per-task", "partition", "account"} <= rendered
+    accepted = []
+    for option in sorted(rendered):
+        try:
+            load_spec_text(f"run: x\nslurm: {{{option}: x}}\n", source="job.yaml")
+        except SpecError as exc:
+            assert f"slurm.{option} is set by aifactory" in str(exc), str(exc)
+        else:
+            accepted.append(option)
+    assert accepted == [], f"slurm: accepts options that aifactory's templates set: {accepted}"
+
+
+def test_a_directive_added_to_a_template_is_protected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The protected options are read from the templates: a new `#SBATCH --x` in any of them is
+    refused in `slurm:` with no other change."""
+    from aifactory_cli import paths
+
+    load_spec_text("run: x\nslurm: {signal: 'B:USR1@60'}\n")  # not set by aifactory today
+    (tmp_path / "base.sh.j2").write_text((paths.templates_dir() / "base.sh.j2").read_text())
+    (tmp_path / "mysite.sh.j2").write_text(
+        '{% extends "base.sh.j2" %}\n{% block directives %}\n{{ super() }}#SBATCH --signal=B:USR1@60\n{% endblock %}\n'
+    )
+    monkeypatch.setattr(paths, "templates_dir", lambda: tmp_path)
+    protected_slurm_options.cache_clear()
+    try:
+        with pytest.raises(SpecError, match=r"slurm\.signal is set by aifactory"):
+            load_spec_text("run: x\nslurm: {signal: 'B:USR1@60'}\n")
+        assert {"qos", "kill-on-invalid-dep", "parsable", "test-only", "chdir"} <= protected_slurm_options()
+    finally:
+        protected_slurm_options.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("key", "needle"),
+    [("parti", "would read as --partition"), ("p", "abbreviation of --parsable, --partition"), ("n", "--nodes")],
+)
+def test_abbreviations_of_protected_options_are_refused(key: str, needle: str) -> None:
+    with pytest.raises(SpecError, match=needle):
+        load_spec_text(f"run: x\nslurm: {{{key}: x}}\n")

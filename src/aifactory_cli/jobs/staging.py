@@ -3,7 +3,6 @@ number of files), downloads by glob, with progress."""
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import io
 import json
@@ -219,36 +218,10 @@ def tar_writer(plan: UploadPlan, progress: Callable[[int], None] | None = None) 
 
 
 def match_downloads(files: list[str], patterns: list[str]) -> list[str]:
-    """Job-dir-relative `files` matching any of the spec's `download:` globs (`**` spans dirs)."""
-    out = []
-    for f in files:
-        for pat in patterns:
-            if _glob_match(f, pat):
-                out.append(f)
-                break
-    return out
+    """Job-dir-relative `files` matching any of the spec's `download:` globs (wcmatch): `*`, `?`
+    and `[...]` stay inside one directory, `**` as a whole path part spans any number of them
+    (zero included), names starting with a dot match like any other, braces are literal."""
+    from wcmatch import glob
 
-
-def _glob_match(path: str, pattern: str) -> bool:
-    if pattern.endswith("/**"):
-        prefix = pattern[:-3]
-        if path.startswith(prefix + "/") and "*" not in prefix:
-            return True
-    if "**" in pattern:
-        import re
-
-        regex = ""
-        i = 0
-        while i < len(pattern):
-            if pattern.startswith("**/", i):
-                regex += "(?:.*/)?"
-                i += 3
-            elif pattern.startswith("**", i):
-                regex += ".*"
-                i += 2
-            else:
-                c = pattern[i]
-                regex += "[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c)
-                i += 1
-        return re.fullmatch(regex, path) is not None
-    return fnmatch.fnmatchcase(path, pattern) and path.count("/") == pattern.count("/")
+    flags = glob.GLOBSTAR | glob.DOTGLOB | glob.FORCEUNIX  # globmatch caches the compiled patterns
+    return [f for f in files if glob.globmatch(f, patterns, flags=flags)]
