@@ -41,7 +41,7 @@ def protected_slurm_options() -> frozenset[str]:
     names = set(_ALSO_PROTECTED)
     for template in sorted(paths.templates_dir().glob("*.sh.j2")):
         names.update(_SBATCH_DIRECTIVE_RE.findall(template.read_text(encoding="utf-8")))
-    for command in (sbatch_command(), sbatch_command(test_only=True)):
+    for command in (sbatch_command(None), sbatch_command(None, test_only=True)):
         names.update(arg[2:] for arg in command if arg.startswith("--"))
     return frozenset(names)
 
