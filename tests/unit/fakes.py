@@ -308,12 +308,14 @@ class Session:
 
 def fake_site(tmp_path: Path, monkeypatch: Any) -> Session:
     """SITE as a user profile (after the `aif_home` fixture), an account, and its fake transport."""
-    from conftest import TEST_PROFILES
+    # tests/profiles (as tests/conftest.py's TEST_PROFILES; `from conftest import` would find
+    # tests/real/conftest.py when the whole suite runs)
+    test_profiles = Path(__file__).resolve().parents[1] / "profiles"
 
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     (profiles / f"{SITE}.yaml").write_text(PROFILE)
-    monkeypatch.setenv("AIFACTORY_PROFILES", f"{profiles}:{TEST_PROFILES}")
+    monkeypatch.setenv("AIFACTORY_PROFILES", f"{profiles}:{test_profiles}")
     monkeypatch.setenv("AIFACTORY_ACCOUNT", "project_465000001")
     return Session(FakeTransport(tmp_path / "site"))
 
