@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from aifactory_cli.sites.resolve import Overrides
 
 if TYPE_CHECKING:
-    from aifactory_cli.service.session import Prepared, Service
+    from aifactory_cli.service.session import Service
+    from aifactory_cli.service.submit import Prepared
 
 
 @dataclass

@@ -19,14 +19,12 @@ from aifactory_cli import states
 from aifactory_cli.errors import AifactoryError, BadInput, NotFound, RemoteError
 from aifactory_cli.jobs.model import Job
 from aifactory_cli.jobs.store import Store
-from aifactory_cli.service import files, settle, track
-from aifactory_cli.service import submit as submitting
-from aifactory_cli.service.submit import Prepared
 
-# Only the store is needed by `list` and `status --cached`: everything else (pydantic models,
-# Jinja, the SSH stack) is imported where it is used, so those commands start fast.
+# Only the store is needed by `list` and `status --cached`: everything else (the use-case modules,
+# pydantic models, Jinja, the SSH stack) is imported where it is used, so those commands start fast.
 if TYPE_CHECKING:
     from aifactory_cli.backends.base import Backend
+    from aifactory_cli.service.submit import Prepared
     from aifactory_cli.sites.profile import LoadedProfile, UserConfig
     from aifactory_cli.sites.resolve import Overrides
     from aifactory_cli.spec.model import LoadedSpec
@@ -217,27 +215,43 @@ class Service:
         after: list[str] | None = None,
         loaded_spec: LoadedSpec | None = None,
     ) -> Prepared:
+        from aifactory_cli.service import submit as submitting
+
         return submitting.prepare(self, spec_path, site, overrides, after, loaded_spec)
 
     def submit(self, prepared: Prepared) -> Job:
+        from aifactory_cli.service import submit as submitting
+
         return submitting.submit(self, prepared)
 
     def settle_in_doubt(self, site: str, provenance: str | None = None, spec_path: str | None = None) -> Job | None:
+        from aifactory_cli.service import settle
+
         return settle.settle(self, site, provenance, spec_path)
 
     def jobs(self, refs: list[str]) -> list[Job]:
+        from aifactory_cli.service import track
+
         return track.jobs(self, refs)
 
     def refresh(self, jobs: list[Job], force: bool = False) -> list[Job]:
+        from aifactory_cli.service import track
+
         return track.refresh(self, jobs, force)
 
     def cached_status(self, recent_hours: float = 24.0) -> list[Job]:
+        from aifactory_cli.service import track
+
         return track.cached_status(self, recent_hours)
 
     def status(self, refs: list[str], force: bool = True, recent_hours: float = 24.0) -> list[Job]:
+        from aifactory_cli.service import track
+
         return track.status(self, refs, force, recent_hours)
 
     def cancel(self, refs: list[str]) -> list[Job]:
+        from aifactory_cli.service import track
+
         return track.cancel(self, refs)
 
     def wait(
@@ -249,18 +263,26 @@ class Service:
         min_interval: float = 0.5,
         max_interval: float = 30.0,
     ) -> list[Job]:
+        from aifactory_cli.service import track
+
         jobs = jobs if jobs is not None else track.jobs(self, refs or [])
         return track.wait(self, jobs, timeout, on_change, min_interval, max_interval)
 
     def logs(self, ref: str, stderr: bool = False, task: int | None = None) -> tuple[Job, bytes]:
+        from aifactory_cli.service import track
+
         return track.logs(self, ref, stderr, task)
 
     def follow(self, ref: str, stderr: bool = False, task: int | None = None, interval: float = 1.0) -> Iterator[bytes]:
+        from aifactory_cli.service import track
+
         return track.follow(self, ref, stderr, task, interval)
 
     def fetch(
         self, ref: str, dest: Path | None = None, patterns: list[str] | None = None
     ) -> tuple[Job, list[str], Path]:
+        from aifactory_cli.service import files
+
         return files.fetch(self, ref, dest, patterns)
 
 
@@ -269,4 +291,4 @@ def exit_code_for(jobs: list[Job]) -> int:
     return 0 if jobs and all(j.state == states.COMPLETED for j in jobs) else 1
 
 
-__all__ = ["AifactoryError", "Prepared", "Service", "exit_code_for"]
+__all__ = ["AifactoryError", "Service", "exit_code_for"]
