@@ -85,7 +85,8 @@ class FakeSlurm:
         return [c[1:] for c in self.state["calls"] if c[0] == name]
 
     def set(self, **faults: Any) -> None:
-        """`sbatch_fault=` one of SBATCH_ERRORS (or None); `squeue_down=True`."""
+        """`sbatch_fault=` one of SBATCH_ERRORS (or None); `squeue_down=True`; `test_only_start=` the
+        time `sbatch --test-only` answers; `usage=` what `sacct --allocations` prints (sacct_usage.txt)."""
         with self._locked() as s:
             s.update(faults)
 
@@ -129,6 +130,13 @@ class FakeSlurm:
         fault = s.get("sbatch_fault")
         if fault in ("rejected", "controller_down"):
             return "", f"sbatch: error: Batch job submission failed: {SBATCH_ERRORS[fault]}\n", 1
+        if "--test-only" in args:  # the script on stdin; the estimate on stderr (sbatch_test_only.txt)
+            prefix = "#SBATCH --partition="
+            lines = sys.stdin.read().splitlines()
+            partition = next((line[len(prefix) :] for line in lines if line.startswith(prefix)), "unknown")
+            start = s.get("test_only_start") or "2026-11-30T18:13:11"
+            where = f"using 1 processors on nodes nid005000 in partition {partition}"
+            return "", f"sbatch: Job {s['next_id']} to start at {start} {where}\n", 0
         script = Path(args[-1]).read_text()
         options = dict(
             line[len("#SBATCH ") :].split("=", 1) for line in script.splitlines() if line.startswith("#SBATCH --")
@@ -173,6 +181,8 @@ class FakeSlurm:
 
     def _sacct(self, s: dict[str, Any], args: list[str]) -> tuple[str, str, int]:
         opts = _options(args)
+        if "--allocations" in args and s.get("usage") is not None:  # `usage`: the recorded rows, as set
+            return s["usage"], "", 0
         fields = opts["--format"].split(",")
         wanted = set(opts["--jobs"].split(",")) if "--jobs" in opts else None
         lines = []
