@@ -126,6 +126,17 @@ def test_check_prefer_accepts_only_start_and_cost() -> None:
     assert info.value.exit_code == 2 and "--prefer start or --prefer cost" in (info.value.hint or "")
 
 
+def test_a_bad_prefer_is_refused_before_any_site_is_asked(session: Session, tmp_path: Path) -> None:
+    path = str(spec(tmp_path))
+    for call in (
+        lambda: broker.choose_site(session(), path, [SITE], Overrides(), "cheapest"),
+        lambda: broker.compare(session(), path, [SITE], "cheapest"),
+    ):
+        with pytest.raises(BadInput):
+            call()
+    assert session.fake.commands == []  # no sbatch --test-only went out
+
+
 def test_choose_site_picks_the_soonest_start_and_says_why(session: Session, tmp_path: Path) -> None:
     path = str(spec(tmp_path))
     session.fake.slurm.set(test_only_start=SOON)

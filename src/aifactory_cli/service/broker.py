@@ -108,14 +108,16 @@ def compare(
     """`plan`: every candidate site, runnable ones first, ranked by `prefer`."""
     from aifactory_cli.sites.resolve import Overrides
 
-    return rank(plan(svc, spec_path, sites, Overrides(account=account)), check_prefer(prefer))
+    prefer = check_prefer(prefer)  # before anything is asked of a site
+    return rank(plan(svc, spec_path, sites, Overrides(account=account)), prefer)
 
 
 def choose_site(
     svc: Service, spec_path: str, sites: list[str] | None, overrides: Overrides, prefer: str
 ) -> tuple[str, str]:
     """`submit --site auto`: the best site for the spec and a line that says why; LimitError if none can run it."""
-    rows = rank(plan(svc, spec_path, sites, overrides), check_prefer(prefer))
+    prefer = check_prefer(prefer)  # before anything is asked of a site
+    rows = rank(plan(svc, spec_path, sites, overrides), prefer)
     if not rows or not rows[0].ok:
         reasons = "; ".join(f"{r.site}: {r.reason}" for r in rows)
         raise LimitError(f"no site can run this job: {reasons}", "see `aifactory plan SPEC`")
