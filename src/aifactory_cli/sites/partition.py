@@ -44,6 +44,13 @@ def _limit_problems(spec: JobSpec, profile: SiteProfile, pname: str, part: Parti
                     f"{asked} GPUs per node asked, but {profile.name} nodes have {node_gpus} ({gpu_model}); "
                     f"use gpus_per_node: {node_gpus} (or 'all') and more nodes"
                 )
+            most = profile.gpu.max_per_node if profile.gpu else None
+            if node_gpus is None and most is not None and asked > most:
+                problems.append(
+                    f"{asked} GPUs per node asked; how many GPUs {profile.name} nodes have is not known, but no "
+                    f"{profile.gpu.model if profile.gpu else 'GPU'} node has more than {most}; "
+                    f"use at most gpus_per_node: {most} and more nodes"
+                )
     if part.min_nodes is not None and res.nodes < part.min_nodes:
         problems.append(f"{res.nodes} node(s) asked, but '{pname}' takes jobs of at least {part.min_nodes} nodes")
     if part.max_nodes is not None and res.nodes > part.max_nodes:
