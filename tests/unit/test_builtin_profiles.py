@@ -150,12 +150,12 @@ GPU_SAMPLE_DIRECTIVES = {
         "--ntasks-per-node=4",
         "--cpus-per-task=20",
     },
-    # 7: -A p20XXXX -p gpu -q default
-    "meluxina": {"--partition=gpu", "--qos=default", "--account=p200000", "--gpus-per-node=4"},
+    # 7: -A p20XXXX -p gpu -q default; LuxProvide's launcher: 64 CPUs for 4 GPUs
+    "meluxina": {"--partition=gpu", "--qos=default", "--account=p200000", "--gpus-per-node=4", "--cpus-per-task=16"},
     # 8: qgpu, --gpus, 16 cores per GPU
     "karolina": {"--partition=qgpu", "--account=EU-25-10", "--gpus=8", "--ntasks-per-node=8", "--cpus-per-task=16"},
-    # 9: partition gpu, 4 A100
-    "vega": {"--partition=gpu", "--gpus-per-node=4", "--ntasks-per-node=4"},
+    # 9: partition gpu, 4 A100; a node's 256 Slurm CPUs (threads) shared by its 4 GPUs
+    "vega": {"--partition=gpu", "--gpus-per-node=4", "--ntasks-per-node=4", "--cpus-per-task=64"},
     # 10: A100 partitions, account suffix g, --gpus=N with 32 CPUs per GPU
     "deucalion": {
         "--partition=normal-a100-40",
@@ -309,7 +309,6 @@ def test_unknown_values_are_left_out() -> None:
         ("karolina", "qgpu"),
         ("vega", "gpu"),
         ("lucia", "gpu"),
-        ("marenostrum5", "acc"),
     ]:
         p = load_profile(site).profile
         assert p.partitions[part].max_time is None and p.partitions[part].default_time is None, site
@@ -371,9 +370,9 @@ TRAIN = {
     "juwels-booster": ("booster", "--gres=gpu:4", "4x12"),
     "leonardo": ("boost_usr_prod+normal", "--gres=gpu:4", "4x8"),
     "marenostrum5": ("acc+acc_ehpc", "--gres=gpu:4", "4x20"),
-    "meluxina": ("gpu+default", "--gpus-per-node=4", "4x1"),
+    "meluxina": ("gpu+default", "--gpus-per-node=4", "4x16"),  # LuxProvide: 64 CPUs for 4 GPUs
     "karolina": ("qgpu", "--gpus=16", "8x16"),
-    "vega": ("gpu", "--gpus-per-node=4", "4x1"),
+    "vega": ("gpu", "--gpus-per-node=4", "4x64"),  # 256 Slurm CPUs (threads) / 4 GPUs
     "deucalion": ("normal-a100-40", "--gpus=8", "4x32"),
     "lucia": ("gpu", "--gpus-per-node=4", "4x8"),
 }

@@ -48,6 +48,7 @@ class SlurmBackend(Backend):
             "site": job.site,
             "account": account or "noaccount",
             "user": user or "$USER",
+            **self.profile.workdir_values(account or "noaccount"),  # account_lower, project, project_upper
         }
         if "{user}" in template and not user:
             user = self.remote_user()

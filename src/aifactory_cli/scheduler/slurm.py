@@ -324,8 +324,8 @@ def scancel_command(job_ids: list[str]) -> list[str]:
 
 
 def token_of(comment: str | None) -> str | None:
-    if comment and comment.startswith("aifactory:"):
-        return comment[len("aifactory:") :].strip() or None
+    if comment and comment.startswith("aifactory:"):  # the token, then the user's own comment after ';'
+        return comment[len("aifactory:") :].split(";", 1)[0].strip() or None
     return None
 
 

@@ -21,6 +21,7 @@ from aifactory_cli.transport.ssh.settings import SshSettings
 from aifactory_cli.units import parse_duration, parse_memory
 
 SITE_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+WORKDIR_DERIVED = ("account_lower", "project", "project_upper")  # SiteProfile.workdir_values
 
 
 class _Strict(BaseModel):
@@ -37,6 +38,9 @@ class GpuInfo(_Strict):
     vendor: Literal["amd", "nvidia"]
     model: str
     per_node: int | None = Field(None, ge=1, description="None: unknown (never invented)")
+    # where per_node is unknown: the most GPUs any node of this kind can hold, so a request that no
+    # node can satisfy is refused before it is sent (e.g. an 8-GPU HGX board)
+    max_per_node: int | None = Field(None, ge=1)
     memory: str | None = None
     request: Literal["gpus-per-node", "gres", "gpus-per-task", "gpus"] = "gpus-per-node"
     gres_name: str = "gpu"
@@ -48,6 +52,23 @@ class Billing(_Strict):
     formula: Literal["node_hours", "lumi_shared_gpu", "lumi_shared_cpu", "gpu_hours", "core_hours"]
     rate: float = 1.0
     note: str | None = None
+
+
+# a value the job's shell expands: `$VAR`/`${VAR}` references and plain characters only, so it can be
+# written between double quotes (no command substitution, quotes, backslashes or backticks)
+SHELL_ENV_VALUE_RE = re.compile(r"^(?:[A-Za-z0-9_./:,=@%+-]|\$[A-Za-z_][A-Za-z0-9_]*|\$\{[A-Za-z_][A-Za-z0-9_]*\})*$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_env(v: dict[str, str], shell: bool) -> dict[str, str]:
+    for key, value in v.items():
+        if not ENV_NAME_RE.match(key) or key.startswith("AIF_"):
+            raise ValueError(f"'{key}' is not an environment variable name a profile may set")
+        if shell and not SHELL_ENV_VALUE_RE.match(value):
+            raise ValueError(
+                f"shell_env.{key}: {value!r} may hold only plain characters and $VAR / ${{VAR}} references"
+            )
+    return v
 
 
 class Partition(_Strict):
@@ -75,12 +96,25 @@ class Partition(_Strict):
     # extra sbatch options for jobs on this partition, on top of the site's `slurm:`
     slurm: dict[str, str | int | bool | None] = Field(default_factory=dict)
     billing: Billing | None = None
+    # environment for jobs on this partition, on top of the site's (`env` literal, `shell_env` expanded)
+    env: dict[str, str] = Field(default_factory=dict)
+    shell_env: dict[str, str] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
 
     @field_validator("slurm", mode="before")
     @classmethod
     def _slurm(cls, v: Any) -> Any:
         return check_slurm_options(v, "a profile cannot override it")
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_env(v, shell=False)
+
+    @field_validator("shell_env")
+    @classmethod
+    def _shell_env(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_env(v, shell=True)
 
     @model_validator(mode="after")
     def _nodes(self) -> Partition:
@@ -124,9 +158,13 @@ class AccountPolicy(_Strict):
 
 
 class ContainerRuntime(_Strict):
-    runtime: Literal["singularity", "apptainer", "none"] = "none"
+    # None: the sources do not say whether the site has one (a container job is refused, saying so)
+    runtime: Literal["singularity", "apptainer", "none"] | None = "none"
     module: str | None = Field(None, description="loaded before a container job runs (MN5: singularity)")
     options: list[str] = Field(default_factory=list)
+    # the runtime's flag that makes the node's GPUs visible inside the container, for GPU jobs only
+    # (--nv for NVIDIA, --rocm for AMD; LUMI's docs bind the ROCm devices without one)
+    gpu_flag: Literal["--nv", "--rocm"] | None = None
     notes: list[str] = Field(default_factory=list)
 
 
@@ -152,6 +190,9 @@ class SiteProfile(_Strict):
     container: ContainerRuntime = Field(default_factory=lambda: ContainerRuntime())
     workdir: str = "$HOME/aifactory/jobs/{job}"
     env: dict[str, str] = Field(default_factory=dict)
+    # environment the job's shell expands at run time (OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK), written
+    # by the site admin; checked to hold only plain characters and $VAR references
+    shell_env: dict[str, str] = Field(default_factory=dict)
     # extra sbatch options for every job on the site (a spec's own `slurm:` wins; null drops one)
     slurm: dict[str, str | int | bool | None] = Field(default_factory=dict)
     poll_interval: float = Field(10.0, ge=0)
@@ -173,10 +214,20 @@ class SiteProfile(_Strict):
     def _slurm(cls, v: Any) -> Any:
         return check_slurm_options(v, "a profile cannot override it")
 
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_env(v, shell=False)
+
+    @field_validator("shell_env")
+    @classmethod
+    def _shell_env(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_env(v, shell=True)
+
     @field_validator("workdir")
     @classmethod
     def _workdir(cls, v: str) -> str:
-        allowed = {"job", "name", "user", "account", "site"}
+        allowed = {"job", "name", "user", "account", "site", *WORKDIR_DERIVED}
         for field in re.findall(r"{([^}]*)}", v):
             if field not in allowed:
                 raise ValueError(f"workdir placeholder '{{{field}}}' is unknown; use {', '.join(sorted(allowed))}")
@@ -192,6 +243,20 @@ class SiteProfile(_Strict):
         return self
 
     # --- derived -------------------------------------------------------------------------------
+
+    def workdir_values(self, account: str | None) -> dict[str, str]:
+        """The derived workdir placeholders for `account`: `account_lower` (Karolina's project dirs are
+        the lower-cased project id), `project` (the account without a partition's suffix: Deucalion's
+        <project>g / <project>x) and `project_upper` (Deucalion's /projects/<PROJECT>)."""
+        if not account:
+            return {}
+        project = account
+        suffixes = sorted({p.account_suffix for p in self.partitions.values() if p.account_suffix}, key=len)
+        for suffix in reversed(suffixes):
+            if account.endswith(suffix) and len(account) > len(suffix):
+                project = account[: -len(suffix)]
+                break
+        return {"account_lower": account.lower(), "project": project, "project_upper": project.upper()}
 
     def gpus_per_node(self, partition: Partition) -> int | None:
         """GPUs per node of `partition`: 0 for CPU partitions, None when the sources do not say."""

@@ -5,10 +5,12 @@ as a `Settings` argument (callers pass `settings.current()`), so nothing here re
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
-from aifactory_cli.errors import ConfigError, LimitError, did_you_mean
+from aifactory_cli.errors import ConfigError, LimitError
 from aifactory_cli.settings import Settings
+from aifactory_cli.sites.partition import choose_partition, gpu_count, wants_gpu
 from aifactory_cli.sites.profile import LoadedProfile, Partition, SiteProfile, UserConfig
 from aifactory_cli.spec.model import JobSpec
 from aifactory_cli.units import format_duration, format_memory, parse_duration, parse_memory
@@ -27,6 +29,9 @@ class Overrides:
 
 
 ACCOUNT_PLACEHOLDER = "ACCOUNT_NOT_SET"
+COMMENT_TOKEN_PREFIX = "aifactory:"
+# a user's part of the Slurm comment: one #SBATCH word (JUPITER's PrEpS reads "THP=never;..." from it)
+_USER_COMMENT_RE = re.compile(r"^[A-Za-z0-9_.,:=@%+/;-]{1,200}$")
 SLURM_DEFAULT_MAX_ARRAY = 1001  # slurm.conf MaxArraySize default; the sites' own values are not in sites.md
 
 
@@ -56,9 +61,22 @@ class ResolvedJob:
     array_size: int
     max_parallel: int | None
     container_runtime: str | None
+    # the runtime's GPU flag (--nv / --rocm) for a container job with GPUs, else None
+    container_gpu_flag: str | None = None
+    # environment the job's shell expands (site admin's values, e.g. OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK);
+    # rendered as export KEY="value" (values are checked to hold only plain characters and $VAR)
+    shell_env: dict[str, str] = field(default_factory=dict)
+    # the user's own Slurm comment (slurm: {comment: ...}), kept beside aifactory's token: comment_for()
+    user_comment: str | None = None
     slurm_options: dict[str, str | int | bool | None] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     dependencies: list[str] = field(default_factory=list)
+
+    def comment_for(self, token: str) -> str:
+        """The job's `--comment`: aifactory's token first (how `sync` finds the job), then the user's
+        own comment after a ';' (e.g. JUPITER's PrEpS tuning "THP=never")."""
+        own = f"{COMMENT_TOKEN_PREFIX}{token}"
+        return f"{own};{self.user_comment}" if self.user_comment else own
 
     @property
     def time(self) -> str:
@@ -102,132 +120,11 @@ def local_task_limit() -> int:
 
 
 def _check_token(value: str, what: str) -> None:
-    import re
-
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
         raise ConfigError(
             f"{what} {value!r} is not a valid Slurm {what} name",
             "use letters, digits, '_', '.', '-' (as your site's project/budget names are)",
         )
-
-
-def _wants_gpu(spec: JobSpec) -> bool:
-    g = spec.resources.gpus_per_node
-    return g == "all" or (isinstance(g, int) and g > 0)
-
-
-def _gpu_count(spec: JobSpec, profile: SiteProfile, part: Partition) -> int:
-    g = spec.resources.gpus_per_node
-    if g == "all":
-        per_node = profile.gpus_per_node(part)
-        if per_node is None:
-            raise LimitError(
-                f"the number of GPUs per node of {profile.name} is not known (its sources do not say), "
-                "so gpus_per_node: all cannot be resolved",
-                f"set resources.gpus_per_node to a number in the spec (or under sites.{profile.name}), "
-                f"or add gpu.per_node to a user profile extending {profile.name}",
-            )
-        return per_node
-    return int(g)
-
-
-def _limit_problems(spec: JobSpec, profile: SiteProfile, pname: str, part: Partition) -> list[str]:
-    """Why partition `pname` cannot run `spec` (empty if it can)."""
-    problems: list[str] = []
-    res = spec.resources
-    node_gpus = profile.gpus_per_node(part)
-    if _wants_gpu(spec):
-        if part.kind != "gpu" or node_gpus == 0:
-            problems.append(f"'{pname}' is a CPU partition, but the job asks for GPUs")
-        else:
-            asked = _gpu_count(spec, profile, part)
-            if node_gpus is not None and asked > node_gpus:
-                gpu_model = profile.gpu.model if profile.gpu else "GPU"
-                problems.append(
-                    f"{asked} GPUs per node asked, but {profile.name} nodes have {node_gpus} ({gpu_model}); "
-                    f"use gpus_per_node: {node_gpus} (or 'all') and more nodes"
-                )
-    if part.min_nodes is not None and res.nodes < part.min_nodes:
-        problems.append(f"{res.nodes} node(s) asked, but '{pname}' takes jobs of at least {part.min_nodes} nodes")
-    if part.max_nodes is not None and res.nodes > part.max_nodes:
-        problems.append(f"{res.nodes} nodes asked, but '{pname}' allows at most {part.max_nodes} per job")
-    max_time = part.max_time_seconds
-    if res.time_seconds is not None and max_time is not None and res.time_seconds > max_time:
-        problems.append(
-            f"time {format_duration(res.time_seconds)} is over the limit of '{pname}' ({format_duration(max_time)})"
-        )
-    cores = profile.cores_per_node_of(part)
-    if cores and res.tasks_per_node and res.cpus_per_task and res.tasks_per_node * res.cpus_per_task > cores:
-        problems.append(
-            f"{res.tasks_per_node} tasks x {res.cpus_per_task} CPUs = {res.tasks_per_node * res.cpus_per_task} "
-            f"cores per node, but nodes of '{pname}' have {cores} usable cores"
-        )
-    mem = profile.memory_per_node_of(part)
-    if mem and res.memory_mib and res.memory_mib > mem:
-        problems.append(
-            f"memory {format_memory(res.memory_mib)} per node is over what nodes of '{pname}' have "
-            f"({format_memory(mem)})"
-        )
-    return problems
-
-
-def _fills_node(spec: JobSpec, profile: SiteProfile, part: Partition) -> bool:
-    res = spec.resources
-    if res.exclusive:
-        return True
-    if _wants_gpu(spec):
-        per_node = profile.gpus_per_node(part)
-        return bool(per_node) and _gpu_count(spec, profile, part) >= (per_node or 0)
-    cores = profile.cores_per_node_of(part)
-    tasks = res.tasks_per_node or 1
-    cpus = res.cpus_per_task or 1
-    return bool(cores and tasks * cpus >= cores)
-
-
-def choose_partition(spec: JobSpec, profile: SiteProfile, requested: str | None) -> tuple[str | None, Partition | None]:
-    """The partition to use: the requested one (checked) or the best automatic fit."""
-    if profile.scheduler == "local" and not profile.partitions:
-        return None, None
-    if requested:
-        part = profile.partitions.get(requested)
-        if part is None:
-            guess = did_you_mean(requested, list(profile.partitions))
-            raise LimitError(
-                f"site '{profile.name}' has no partition '{requested}'",
-                (f"did you mean '{guess}'? " if guess else "") + f"partitions: {', '.join(profile.partitions)}",
-            )
-        problems = _limit_problems(spec, profile, requested, part)
-        if problems:
-            raise LimitError(
-                f"{profile.name}: " + "; ".join(problems),
-                f"change the spec's resources or pick another partition ({', '.join(profile.partitions)})",
-            )
-        return requested, part
-
-    kind = "gpu" if _wants_gpu(spec) else "cpu"
-    candidates = [(n, p) for n, p in profile.partitions.items() if p.auto and p.kind == kind]
-    if not candidates and kind == "cpu":
-        candidates = [(n, p) for n, p in profile.partitions.items() if p.auto]
-    if not candidates:
-        have = ", ".join(f"{n} ({p.kind})" for n, p in profile.partitions.items()) or "none"
-        raise LimitError(
-            f"site '{profile.name}' has no {kind.upper()} partition for automatic selection",
-            f"partitions: {have}; set resources.partition"
-            if kind == "cpu"
-            else f"this site has no GPUs (partitions: {have}); choose a GPU site",
-        )
-    # whole-node partitions first when the job fills its nodes, shared ones first otherwise
-    candidates.sort(key=lambda np: np[1].whole_node != _fills_node(spec, profile, np[1]))
-    rejected: list[str] = []
-    for pname, part in candidates:
-        problems = _limit_problems(spec, profile, pname, part)
-        if not problems:
-            return pname, part
-        rejected.extend(problems)
-    raise LimitError(
-        f"no partition of '{profile.name}' can run this job: " + "; ".join(dict.fromkeys(rejected)),
-        "reduce nodes, GPUs or time in the spec's resources",
-    )
 
 
 def resolve(
@@ -273,14 +170,16 @@ def resolve(
         )
     if account and account != ACCOUNT_PLACEHOLDER and part and part.account_suffix:
         account = _with_suffix(account, pname or "", part.account_suffix, profile, warnings)
-    if account and account != ACCOUNT_PLACEHOLDER and profile.account.pattern:
-        import re
-
-        if not re.fullmatch(profile.account.pattern, account):
-            warnings.append(
-                f"account '{account}' does not look like {site}'s form "
-                f"({profile.account.example or profile.account.pattern})"
-            )
+    if (
+        account
+        and account != ACCOUNT_PLACEHOLDER
+        and profile.account.pattern
+        and not re.fullmatch(profile.account.pattern, account)
+    ):
+        warnings.append(
+            f"account '{account}' does not look like {site}'s form "
+            f"({profile.account.example or profile.account.pattern})"
+        )
     qos = ov.qos or mine.qos or (part.qos if part else None)
     if profile.account.qos_required and not qos:
         raise ConfigError(
@@ -289,8 +188,8 @@ def resolve(
         )
 
     # --- resources -----------------------------------------------------------------------------
-    gpus = _gpu_count(spec, profile, part) if (part and _wants_gpu(spec)) else 0
-    if profile.scheduler == "local" and _wants_gpu(spec):
+    gpus = gpu_count(spec, profile, part) if (part and wants_gpu(spec)) else 0
+    if profile.scheduler == "local" and wants_gpu(spec):
         raise LimitError(
             "the local site has no GPUs, but the job asks for some",
             "run GPU jobs on a GPU site (--site lumi, --site jupiter), or set gpus_per_node: 0",
@@ -337,6 +236,8 @@ def resolve(
     memory_per_gpu_mib = None
     if memory_mib is None and gpus and not whole_node and profile.memory_per_gpu:
         memory_per_gpu_mib = parse_memory(profile.memory_per_gpu)
+    if memory_mib is None and res.exclusive and part and not part.whole_node:
+        memory_mib = _exclusive_memory(profile, part, pname, warnings)
 
     if res.time_seconds is not None:
         time_seconds = res.time_seconds
@@ -356,15 +257,8 @@ def resolve(
     if whole_node and full_node_gpus and tasks == gpus and profile.binding.cpu_bind:
         cpu_bind = profile.binding.cpu_bind
 
-    container_runtime = None
-    if spec.container is not None:
-        if profile.container.runtime == "none":
-            raise LimitError(
-                f"site '{site}' has no container runtime, but the spec has a 'container' block",
-                "drop the container block for this site (sites: {" + site + ": {container: null}}) "
-                "or run on a site with Singularity/Apptainer",
-            )
-        container_runtime = profile.container.runtime
+    container_runtime = _container_runtime(spec, profile)
+    container_gpu_flag = profile.container.gpu_flag if (container_runtime and gpus) else None
 
     modules = [*(profile.modules_for(part) if part else profile.modules)]
     if container_runtime and profile.container.module and profile.container.module not in modules:
@@ -372,7 +266,10 @@ def resolve(
     modules += spec.modules
     # sbatch extras: the site's, then the partition's, then the spec's (null drops an inherited one)
     slurm_options = {**profile.slurm, **(part.slurm if part else {}), **spec.slurm}
-    env = {**profile.env, **spec.env}
+    user_comment = _user_comment(slurm_options.pop("comment", None))
+    # environment: the site's, the partition's, then the spec's (the spec wins over a shell_env too)
+    env = {**profile.env, **(part.env if part else {}), **spec.env}
+    shell_env = {k: v for k, v in {**profile.shell_env, **(part.shell_env if part else {})}.items() if k not in env}
     if profile.scheduler == "slurm" and spec.array_size > SLURM_DEFAULT_MAX_ARRAY:
         warnings.append(
             f"the matrix has {spec.array_size} elements; Slurm's default MaxArraySize allows indexes up to "
@@ -408,9 +305,55 @@ def resolve(
         array_size=spec.array_size,
         max_parallel=spec.max_parallel,
         container_runtime=container_runtime,
+        container_gpu_flag=container_gpu_flag,
+        shell_env=shell_env,
+        user_comment=user_comment,
         slurm_options=slurm_options,
         warnings=warnings,
     )
+
+
+def _exclusive_memory(profile: SiteProfile, part: Partition, pname: str | None, warnings: list[str]) -> int | None:
+    """`exclusive: true` on a partition allocatable by resources: --exclusive alone does not give the
+    node's memory there (LUMI course, 201-Slurm: add --mem), so ask for the node's memory."""
+    node_memory = profile.memory_per_node_of(part)
+    if node_memory is None:
+        warnings.append(
+            f"exclusive: true on '{pname}', whose node memory is not known: Slurm gives only its default "
+            "memory per CPU; set resources.memory to what you need"
+        )
+    return node_memory
+
+
+def _container_runtime(spec: JobSpec, profile: SiteProfile) -> str | None:
+    if spec.container is None:
+        return None
+    site = profile.name
+    drop = "drop the container block for this site (sites: {" + site + ": {container: null}})"
+    if profile.container.runtime is None:
+        raise LimitError(
+            f"whether {site} has a container runtime (Apptainer/Singularity) is not known: its sources do not say",
+            f"{drop}, or set container.runtime in a user profile extending {site} once you know it",
+        )
+    if profile.container.runtime == "none":
+        raise LimitError(
+            f"site '{site}' has no container runtime, but the spec has a 'container' block",
+            f"{drop} or run on a site with Singularity/Apptainer",
+        )
+    return profile.container.runtime
+
+
+def _user_comment(value: str | int | bool | None) -> str | None:
+    """The user's own `slurm: {comment: ...}`: kept beside aifactory's token (ResolvedJob.comment_for)."""
+    if value is None or value is False:
+        return None
+    text = str(value)
+    if value is True or not _USER_COMMENT_RE.match(text) or COMMENT_TOKEN_PREFIX in text:
+        raise ConfigError(
+            f"slurm.comment {text!r} cannot be kept beside aifactory's token",
+            "use one word of letters, digits and _ . , : = @ % + / ; - (e.g. THP=never), without 'aifactory:'",
+        )
+    return text
 
 
 def _with_suffix(account: str, pname: str, suffix: str, profile: SiteProfile, warnings: list[str]) -> str:

@@ -29,6 +29,11 @@ _ALSO_PROTECTED = {
 }
 
 
+# options aifactory sets but merges with the user's value instead of refusing it (the comment keeps
+# aifactory's token first: sites.resolve.ResolvedJob.comment_for)
+MERGED_SLURM_OPTIONS = frozenset({"comment"})
+
+
 @lru_cache(maxsize=1)
 def protected_slurm_options() -> frozenset[str]:
     """sbatch options that aifactory sets itself, which a `slurm:` passthrough may not override:
@@ -58,11 +63,11 @@ def check_slurm_options(v: Any, instead: str) -> Any:
             key = str(key).lstrip("-")
             if not SLURM_OPT_RE.match(key):
                 raise ValueError(f"slurm option '{key}' is not an sbatch long option name")
-            if key in protected:
+            if key in protected and key not in MERGED_SLURM_OPTIONS:
                 raise ValueError(f"slurm.{key} is set by aifactory; {instead}")
             # sbatch takes any unique prefix of a long option (--parti = --partition); a prefix of
             # several (--p) is refused by sbatch, or read as one of them
-            full = sorted(o for o in protected if o.startswith(key))
+            full = sorted(o for o in protected if o.startswith(key) and key not in MERGED_SLURM_OPTIONS)
             if len(full) == 1:
                 raise ValueError(
                     f"slurm.{key} is an abbreviation sbatch would read as --{full[0]}, which aifactory sets; {instead}"

@@ -32,6 +32,13 @@ trap _aif_finish EXIT
 # modules: the site's base modules, then the spec's
 module load LUMI/25.03 partition/G || { echo "aifactory: module load failed" >&2; exit 1; }
 
+# environment
+export NCCL_SOCKET_IFNAME=hsn
+export NCCL_NET_GDR_LEVEL=3
+export CXI_FORK_SAFE=1
+export CXI_FORK_SAFE_HP=1
+export FI_CXI_DISABLE_CQ_HUGETLB=1
+
 
 # launch
 srun --nodes=1 --ntasks=1 --cpus-per-task=7 bash -c 'python3 infer.py'

@@ -32,6 +32,11 @@ trap _aif_finish EXIT
 module load LUMI/25.03 partition/G || { echo "aifactory: module load failed" >&2; exit 1; }
 
 # environment
+export NCCL_SOCKET_IFNAME=hsn
+export NCCL_NET_GDR_LEVEL=3
+export CXI_FORK_SAFE=1
+export CXI_FORK_SAFE_HP=1
+export FI_CXI_DISABLE_CQ_HUGETLB=1
 export OMP_NUM_THREADS=7
 export EPOCHS=2
 export MIOPEN_USER_DB_PATH=/tmp/miopen-cache

@@ -4,7 +4,7 @@
 #SBATCH --qos=ehpc-aif-2026pg01-905
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
-#SBATCH --cpus-per-task=1
+#SBATCH --cpus-per-task=26
 #SBATCH --gres=gpu:1
 #SBATCH --time=00:30:00
 #SBATCH --output=stdout.log
@@ -30,4 +30,4 @@ trap _aif_finish EXIT
 
 
 # launch
-srun --nodes=1 --ntasks=1 --cpus-per-task=1 bash -c 'python3 -c '"'"'print(1)'"'"''
+srun --nodes=1 --ntasks=1 --cpus-per-task=26 bash -c 'python3 -c '"'"'print(1)'"'"''

@@ -31,6 +31,13 @@ trap _aif_finish EXIT
 # modules: the site's base modules, then the spec's
 module load LUMI/25.03 partition/G || { echo "aifactory: module load failed" >&2; exit 1; }
 
+# environment
+export NCCL_SOCKET_IFNAME=hsn
+export NCCL_NET_GDR_LEVEL=3
+export CXI_FORK_SAFE=1
+export CXI_FORK_SAFE_HP=1
+export FI_CXI_DISABLE_CQ_HUGETLB=1
+
 # LUMI-G binding: task i -> GCD i, 7 cores of the CCD closest to it (core 0 of each CCD is reserved)
 CPU_BIND=mask_cpu:fe000000000000,fe00000000000000,fe0000,fe000000,fe,fe00,fe00000000,fe0000000000
 AIF_SELECT_GPU="$AIF_JOB_DIR/select_gpu.$SLURM_JOB_ID"  # one per job id: array elements share the dir

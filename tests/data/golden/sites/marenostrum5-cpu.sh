@@ -1,8 +1,8 @@
 #!/bin/bash
 #SBATCH --job-name=sample-cpu
-#SBATCH --partition=acc
+#SBATCH --partition=gpp
 #SBATCH --account=ehpc191
-#SBATCH --qos=acc_ehpc
+#SBATCH --qos=gp_ehpc
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1
 #SBATCH --cpus-per-task=1
@@ -11,7 +11,7 @@
 #SBATCH --error=stderr.log
 #SBATCH --comment=aifactory:00000000000000000000000000000000
 
-# aifactory job sample-cpu on marenostrum5 (acc), id 00000000
+# aifactory job sample-cpu on marenostrum5 (gpp), id 00000000
 AIF_JOB_DIR="${SLURM_SUBMIT_DIR:-$PWD}"
 AIF_JOB_ID=00000000
 AIF_JOB_TOKEN=00000000000000000000000000000000

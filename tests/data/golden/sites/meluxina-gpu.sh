@@ -5,7 +5,7 @@
 #SBATCH --qos=default
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=4
-#SBATCH --cpus-per-task=1
+#SBATCH --cpus-per-task=16
 #SBATCH --gpus-per-node=4
 #SBATCH --time=00:30:00
 #SBATCH --output=stdout.log
@@ -39,4 +39,4 @@ export AIF_MASTER_ADDR MASTER_ADDR="${MASTER_ADDR:-$AIF_MASTER_ADDR}" MASTER_POR
 export WORLD_SIZE=4
 
 # launch
-srun --nodes=1 --ntasks=4 --cpus-per-task=1 bash -c 'python3 -c '"'"'print(1)'"'"''
+srun --nodes=1 --ntasks=4 --cpus-per-task=16 bash -c 'python3 -c '"'"'print(1)'"'"''

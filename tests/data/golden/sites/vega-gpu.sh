@@ -4,7 +4,7 @@
 #SBATCH --account=d2026d06-166-users
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=4
-#SBATCH --cpus-per-task=1
+#SBATCH --cpus-per-task=64
 #SBATCH --gpus-per-node=4
 #SBATCH --time=00:30:00
 #SBATCH --output=stdout.log
@@ -35,4 +35,4 @@ export AIF_MASTER_ADDR MASTER_ADDR="${MASTER_ADDR:-$AIF_MASTER_ADDR}" MASTER_POR
 export WORLD_SIZE=4
 
 # launch
-srun --nodes=1 --ntasks=4 --cpus-per-task=1 bash -c 'python3 -c '"'"'print(1)'"'"''
+srun --nodes=1 --ntasks=4 --cpus-per-task=64 bash -c 'python3 -c '"'"'print(1)'"'"''
