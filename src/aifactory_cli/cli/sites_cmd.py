@@ -83,7 +83,7 @@ def check(
         output.print_json(report)
     else:
         for item in report["checks"]:
-            mark = {"ok": "ok  ", "drift": "DRIFT", "fail": "FAIL", "info": "info"}[item["status"]]
+            mark = {"ok": "ok  ", "drift": "DRIFT", "fail": "FAIL", "warn": "WARN", "info": "info"}[item["status"]]
             output.out().print(f"{mark} {item['check']}: {item['detail']}", markup=False)
     raise typer.Exit(0 if report["ok"] else 1)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aifactory_cli import settings
+from aifactory_cli.errors import AifactoryError
 from aifactory_cli.scheduler.slurm_site import check_command, parse_partitions, split_sections
 from aifactory_cli.units import format_duration, parse_duration
 
@@ -107,14 +108,22 @@ def check_site(svc: Service, site: str) -> dict[str, Any]:
         f"{time.monotonic() - t0:.2f} s to log in and run a command"
         + ("" if probe.ok else f": {probe.stderr.strip()}"),
     )
+    # `logs` reads files over SFTP, which an rc file that prints on stdout breaks ("message too long")
+    sftp_error = None
+    try:
+        backend.transport.read_bytes("/dev/null")
+    except (AifactoryError, OSError) as exc:
+        sftp_error = str(getattr(exc, "message", exc))
     if probe.noise_bytes:
         add(
             "login shell",
-            "info",
-            f"{probe.noise_bytes} bytes of banner/rc-file output before commands (handled by markers)",
+            "warn" if sftp_error else "info",
+            f"{probe.noise_bytes} bytes of banner/rc-file output before commands (handled by markers)"
+            + ("; guard what your rc files print with `[[ $- == *i* ]]`" if sftp_error else ""),
         )
     else:
         add("login shell", "ok", "no output before commands")
+    add("file reads (SFTP)", "fail" if sftp_error else "ok", sftp_error or "`logs` can read job files")
     result = backend.transport.run(check_command())
     sections = split_sections(result.stdout)
     version, rc = sections.get("version", ("", 1))
