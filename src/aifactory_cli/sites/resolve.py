@@ -291,10 +291,7 @@ def resolve(
     # --- resources -----------------------------------------------------------------------------
     gpus = _gpu_count(spec, profile, part) if (part and _wants_gpu(spec)) else 0
     if profile.scheduler == "local" and _wants_gpu(spec):
-        raise LimitError(
-            "the local site has no GPUs, but the job asks for some",
-            "run GPU jobs on a GPU site (--site lumi, --site jupiter), or set gpus_per_node: 0",
-        )
+        gpus = _local_gpus(spec, profile)
     if spec.launcher == "torchrun":
         tasks = 1
     elif res.tasks_per_node is not None:
@@ -411,6 +408,21 @@ def resolve(
         slurm_options=slurm_options,
         warnings=warnings,
     )
+
+
+def _local_gpus(spec: JobSpec, profile: SiteProfile) -> int:
+    """The local site's nodes share this machine's GPUs (`profile.gpu`, from nvidia-smi/rocm-smi)."""
+    have = (profile.gpu.per_node if profile.gpu else 0) or 0
+    nodes, asked = spec.resources.nodes, spec.resources.gpus_per_node
+    per_node = have // nodes if asked == "all" else int(asked)
+    if per_node < 1 or per_node * nodes > have:
+        raise LimitError(
+            f"{nodes} node(s) x {asked} GPUs asked, but this machine has {have} GPU(s) (nvidia-smi, rocm-smi)"
+            if have
+            else "the local site has no GPUs (nvidia-smi and rocm-smi list none here), but the job asks for some",
+            "ask fewer GPUs or nodes here, or run GPU jobs on a GPU site (--site lumi, --site jupiter)",
+        )
+    return per_node
 
 
 def _with_suffix(account: str, pname: str, suffix: str, profile: SiteProfile, warnings: list[str]) -> str:
