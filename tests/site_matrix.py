@@ -77,7 +77,7 @@ def cell(site: str, shape: str) -> Cell:
         raise AssertionError(f"{site} / {shape}: the script is not valid bash: {check.stderr}")
     text = _key_directives(script)
     if job.container_runtime:
-        text += f"; {job.container_runtime} exec" + (f" {job.container_gpu_flag}" if job.container_gpu_flag else "")
+        text += f"; {job.container_runtime} exec" + (" --nv" if f"{job.container_runtime} exec --nv" in script else "")
     return Cell(site, shape, True, text, job.warnings)
 
 

@@ -31,11 +31,12 @@ def test_train_example_runs_on_two_gpu_nodes(tb) -> None:
     out = tb("logs", job["id"]).stdout.splitlines()
     ranks = sorted(line for line in out if line.startswith("rank "))
     assert len(ranks) == 16, out
-    for procid in range(16):
-        line = next(x for x in ranks if f"SLURM_PROCID={procid} " in x)
-        # one task per GCD: task i on a node sees only GCD (i mod 8), via the select_gpu wrapper
-        assert f"ROCR_VISIBLE_DEVICES={procid % 8} " in line
-        assert ("nid005000" if procid < 8 else "nid005001") in line
+    for rank in range(16):
+        # the launch contract: RANK, LOCAL_RANK, WORLD_SIZE from the step; one task per GCD, each
+        # seeing the node's 8 GCDs (gpu_binding: all, the default) and taking cuda:LOCAL_RANK
+        line = next(x for x in ranks if x.startswith(f"rank {rank}/16 local {rank % 8} "))
+        assert "ROCR_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 " in line
+        assert ("nid005000" if rank < 8 else "nid005001") in line
     # the job dir is private, and holds the script and its own exit code
     mode = subprocess.run(["stat", "-c", "%a", job["workdir"]], capture_output=True, text=True).stdout.strip()
     assert mode.endswith("700"), mode

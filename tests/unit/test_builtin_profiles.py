@@ -188,8 +188,9 @@ def test_jsc_sites_export_srun_cpus_per_task() -> None:
 
 
 def test_juwels_booster_rendezvous_uses_the_infiniband_name() -> None:
-    # 4: "For JUWELS Booster, MASTER_ADDR is augmented with an additional i at the end"
-    master = 'AIF_MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)i"'
+    # 4: "For JUWELS Booster, MASTER_ADDR is augmented with an additional i at the end" (resolved
+    # as the JSC course does; a node without such a name keeps its own)
+    master = '_aif_addr="$(getent ahostsv4 "${_aif_node}i" | head -n 1)"'
     assert master in _samples("juwels-booster")["gpu"]
     torch = _render(
         "name: t\nlauncher: torchrun\nrun: train.py\nresources: {nodes: 2, gpus_per_node: all, time: 1h}\n",
@@ -198,7 +199,7 @@ def test_juwels_booster_rendezvous_uses_the_infiniband_name() -> None:
     # the JSC benchmark's one-task layout: --ntasks-per-node=1 --cpus-per-task=48 --gres=gpu:4, all GPUs visible
     assert {"--ntasks-per-node=1", "--cpus-per-task=48", "--gres=gpu:4"} <= set(_directives(torch))
     assert "export CUDA_VISIBLE_DEVICES=0,1,2,3" in torch
-    assert master in torch and '--rdzv-endpoint="$AIF_MASTER_ADDR:29500"' in torch
+    assert master in torch and '--rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT"' in torch
 
 
 def test_leonardo_qos_variants_are_entries_of_one_partition() -> None:

@@ -28,10 +28,10 @@ from aifactory_cli.spec.model import JobSpec
 MARKER = "/tmp/aif-pwned-unit"
 IMAGE = "/containers/aif-test.sif"
 # A stand-in container runtime: it records the words it was given (NUL-separated) and runs the
-# command after `exec OPTION --bind BIND IMAGE`, as apptainer would inside the container.
+# command after `exec OPTION --bind JOBDIR --bind BIND IMAGE`, as apptainer would inside the container.
 FAKE_RUNTIME = """#!/bin/bash
 printf '%s\\0' "$@" > "$AIF_JOB_DIR/runtime.args"
-shift 5
+shift 7
 exec "$@"
 """
 SEEDS = [
@@ -115,7 +115,7 @@ def test_hostile_values_are_literal(
     assert (tmp / "setup.out").read_text() == setup_value + "\n"
     # the container's bind and option arrive as one word each, exactly as written
     words = (tmp / "runtime.args").read_bytes().decode().split("\0")[:-1]
-    assert words == ["exec", extra, "--bind", bind, IMAGE, "bash", "-c", run]
+    assert words == ["exec", extra, "--bind", str(tmp), "--bind", bind, IMAGE, "bash", "-c", run]
     assert not Path(MARKER).exists()
 
     # on a Slurm site the container line passes `bash -n` too, and a `slurm:` value (sbatch reads

@@ -289,3 +289,118 @@ def test_a_name_that_is_also_an_id_prefix_is_ambiguous(aif_home: Path) -> None:
     assert store.find("c4").id == "c49a490f" and store.find("first").id == "c49a490f"
     assert store.find("11111111").name == "c"
     store.close()
+
+
+# --- the launch contract and GPUs on the local site (README, "The launch contract") ---------------
+
+NVIDIA_SMI = """#!/bin/sh
+[ "$1" = "-L" ] || exit 1
+for i in 0 1 2 3; do echo "GPU $i: NVIDIA H200 (UUID: GPU-0000000$i)"; done
+"""  # echo, a shell builtin
+TORCHRUN = """#!/bin/bash
+printf '%s\\n' "ARGS=$*" "NODE_RANK=$NODE_RANK" "CUDA=${CUDA_VISIBLE_DEVICES-}" > "torchrun.$SLURM_NODEID"
+"""
+REPORT = (
+    'run: echo "R=$RANK L=$LOCAL_RANK W=$WORLD_SIZE LW=$LOCAL_WORLD_SIZE N=$NODE_RANK '
+    'M=$MASTER_ADDR:$MASTER_PORT CUDA=${CUDA_VISIBLE_DEVICES-}" > "task.$RANK"\n'
+)
+
+
+def _machine(tmp_path: Path, **tools: str) -> dict[str, str]:
+    """PATH with stand-ins for this machine's tools (nvidia-smi: four GPUs)."""
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in tools.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    return env
+
+
+def _task_reports(workdir: Path) -> list[dict[str, str]]:
+    files = sorted(workdir.glob("task.*"), key=lambda p: int(p.suffix[1:]))
+    return [dict(w.split("=", 1) for w in f.read_text().split()) for f in files]
+
+
+def test_local_gpus_are_shared_out_per_node_and_per_task(cli, tmp_path: Path) -> None:
+    env = _machine(tmp_path, **{"nvidia-smi": NVIDIA_SMI})
+    for binding, expected in (("per_task", ["0", "1", "2", "3"]), ("all", ["0,1", "0,1", "2,3", "2,3"])):
+        spec = _spec(
+            tmp_path, binding, REPORT + f"resources: {{nodes: 2, gpus_per_node: 2, gpu_binding: {binding}}}\n"
+        )
+        r = cli("submit", str(spec), "--wait", "--json", env=env)
+        assert r.code == 0, r.stderr
+        tasks = _task_reports(Path(_jobs(r)[0]["workdir"]))
+        assert [t["CUDA"] for t in tasks] == expected
+        assert [(t["R"], t["L"], t["N"], t["W"], t["LW"]) for t in tasks] == [
+            (str(r), str(r % 2), str(r // 2), "4", "2") for r in range(4)
+        ]
+        (master,) = {t["M"] for t in tasks}
+        assert master.startswith("127.0.0.1:") and 0 < int(master.split(":")[1]) < 65536
+
+
+def test_local_gpus_follow_the_users_visible_devices(cli, tmp_path: Path) -> None:
+    env = _machine(tmp_path, **{"nvidia-smi": NVIDIA_SMI})
+    env["CUDA_VISIBLE_DEVICES"] = "3,1"
+    spec = _spec(tmp_path, "vis", REPORT + "resources: {gpus_per_node: all, gpu_binding: per_task}\n")
+    r = cli("submit", str(spec), "--wait", "--json", env=env)
+    assert r.code == 0, r.stderr
+    assert [t["CUDA"] for t in _task_reports(Path(_jobs(r)[0]["workdir"]))] == ["3", "1"]
+    too_many = _spec(tmp_path, "many", "run: 'true'\nresources: {nodes: 2, gpus_per_node: 2}\n")
+    r = cli("submit", str(too_many), env=env)
+    assert r.code == 2 and "2 node(s) x 2 GPUs asked, but this machine has 2 GPU(s)" in r.stderr
+
+
+def test_local_site_without_gpus_refuses_a_gpu_job(cli, tmp_path: Path) -> None:
+    env = _machine(tmp_path, **{"nvidia-smi": "#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n"})
+    r = cli("submit", str(_spec(tmp_path, "g", "run: 'true'\nresources: {gpus_per_node: 1}\n")), env=env)
+    assert r.code == 2 and "the local site has no GPUs" in r.stderr
+
+
+def test_local_torchrun_over_two_nodes(cli, tmp_path: Path) -> None:
+    env = _machine(tmp_path, **{"nvidia-smi": NVIDIA_SMI, "torchrun": TORCHRUN})
+    text = "launcher: torchrun\nrun: train.py --lr 1\nresources: {nodes: 2, gpus_per_node: 2}\n"
+    r = cli("submit", str(_spec(tmp_path, "tr", text)), "--wait", "--json", env=env)
+    assert r.code == 0, r.stderr
+    workdir = Path(_jobs(r)[0]["workdir"])
+    ports = set()
+    for node in (0, 1):
+        seen = dict(line.split("=", 1) for line in (workdir / f"torchrun.{node}").read_text().splitlines())
+        args = seen["ARGS"].split()
+        assert {"--nnodes=2", "--nproc-per-node=2", "--local-addr=127.0.0.1"} <= set(args)
+        assert f"--rdzv-conf=is_host={1 if node == 0 else 0}" in args
+        ports |= {a for a in args if a.startswith("--rdzv-endpoint=127.0.0.1:")}
+        assert args[-3:] == ["train.py", "--lr", "1"]
+        assert (seen["NODE_RANK"], seen["CUDA"]) == (str(node), ["0,1", "2,3"][node])
+    assert len(ports) == 1
+
+
+def test_machine_gpus_reads_nvidia_smi_and_rocm_smi(tmp_path: Path, monkeypatch) -> None:
+    from aifactory_cli.backends.local import machine_gpus
+
+    rocm = (  # printf, a shell builtin: PATH holds only the stand-ins, never a real nvidia-smi
+        "#!/bin/sh\nprintf '%s\\n' '============ ROCm System Management Interface ============' "
+        "'GPU[0]\t\t: Card series: \t\tAMD INSTINCT MI250X (MCM) OAM AC MBA' "
+        "'GPU[0]\t\t: Card model: \t\t0x740c' "
+        "'GPU[1]\t\t: Card Series: \t\tAMD INSTINCT MI250X (MCM) OAM AC MBA'\n"
+    )
+    env = _machine(tmp_path, **{"rocm-smi": rocm})
+    monkeypatch.setenv("PATH", env["PATH"].split(":", 1)[0])
+    monkeypatch.delenv("ROCR_VISIBLE_DEVICES", raising=False)
+    assert machine_gpus() == {
+        "vendor": "amd",
+        "model": "AMD INSTINCT MI250X (MCM) OAM AC MBA",
+        "per_node": 2,
+        "visible_devices_env": "ROCR_VISIBLE_DEVICES",
+    }
+    monkeypatch.setenv("ROCR_VISIBLE_DEVICES", "1")
+    assert (machine_gpus() or {})["per_node"] == 1
+    _machine(tmp_path, **{"nvidia-smi": NVIDIA_SMI})  # nvidia-smi is asked first
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    gpu = machine_gpus() or {}
+    assert (gpu["vendor"], gpu["model"], gpu["per_node"]) == ("nvidia", "NVIDIA H200", 4)
+    (tmp_path / "bin" / "nvidia-smi").unlink()
+    (tmp_path / "bin" / "rocm-smi").unlink()
+    assert machine_gpus() is None

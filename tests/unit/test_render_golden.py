@@ -49,6 +49,35 @@ CASES = {
     ),
 }
 
+# The launch contract on the six sites the issue names (README, "The launch contract"): 2 nodes
+# with srun, 2 nodes with torchrun, a container, and LUMI's MPI-style per-task GCD binding.
+LAUNCH_SITES = {
+    "lumi": "project_465000123",
+    "jupiter": "exalab",
+    "juwels-booster": "exalab",
+    "leonardo": "EUHPC_A05_043",
+    "marenostrum5": "ehpc191",
+    "meluxina": "p200000",
+}
+LAUNCH_SHAPES = {
+    "srun2": "name: ddp\nrun: python3 train.py\nresources: {nodes: 2, gpus_per_node: all, time: 1h}\n",
+    "torchrun2": "name: ddp\nrun: train.py\nlauncher: torchrun\nresources: {nodes: 2, gpus_per_node: all, time: 1h}\n",
+    "container": (
+        "name: ctr\nrun: python3 train.py\nresources: {gpus_per_node: all, time: 1h}\n"
+        "container: {image: /images/pytorch.sif, bind: [/data/x]}\n"
+    ),
+}
+NO_RUNTIME = {"juwels-booster", "meluxina"}  # their profiles name no container runtime (yet)
+for _site, _account in LAUNCH_SITES.items():
+    for _shape, _text in LAUNCH_SHAPES.items():
+        if not (_shape == "container" and _site in NO_RUNTIME):
+            CASES[f"launch-{_site}-{_shape}"] = (_text, _site, _account)
+CASES["launch-lumi-srun2-per-task"] = (
+    "name: mpi\nrun: ./solver\nresources: {nodes: 2, gpus_per_node: all, time: 1h, gpu_binding: per_task}\n",
+    "lumi",
+    "project_465000123",
+)
+
 
 def _render(name: str) -> str:
     source, site, account = CASES[name]
@@ -84,11 +113,16 @@ def test_lumi_full_node_follows_the_lumi_docs() -> None:
     assert "--partition=standard-g" in d and "--account=project_465000123" in d
     # full-node GPU request as in the docs' standard-g examples, one task per GCD, 7 cores per GCD
     assert {"--nodes=2", "--gpus-per-node=8", "--ntasks-per-node=8", "--cpus-per-task=7"} <= set(d)
-    # the documented 7-core hybrid masks (distribution-binding.md) and GCD selection per task
-    assert "CPU_BIND=mask_cpu:fe000000000000,fe00000000000000,fe0000,fe000000,fe,fe00,fe00000000,fe0000000000" in script
-    assert "export ROCR_VISIBLE_DEVICES=$SLURM_LOCALID" in script
-    assert 'exec "$@"' in script
-    assert '--cpu-bind="$CPU_BIND" "$AIF_SELECT_GPU"' in script
+    # the documented 7-core hybrid masks (distribution-binding.md), in both GPU bindings
+    masks = "CPU_BIND=mask_cpu:fe000000000000,fe00000000000000,fe0000,fe000000,fe,fe00,fe00000000,fe0000000000"
+    per_task = _render("launch-lumi-srun2-per-task")
+    for text in (script, per_task):
+        assert masks in text and 'srun --nodes=2 --ntasks=16 --cpus-per-task=7 --cpu-bind="$CPU_BIND" bash -c' in text
+        assert "select_gpu" not in text  # no wrapper file is written into the job dir
+    # gpu_binding all (default): every task sees the node's 8 GCDs (the AI Guide's PyTorch recipe);
+    # per_task: task i sees GCD i, what the docs' select_gpu wrapper does (ROCR_VISIBLE_DEVICES)
+    assert "export ROCR_VISIBLE_DEVICES=0,1,2,3,4,5,6,7" in script
+    assert 'ROCR_VISIBLE_DEVICES="$(IFS=,; printf %s "${_aif_gpus[*]:LOCAL_RANK*8/8:1}")"' in per_task
     # a versioned stack with the GPU partition module, inside the script
     assert "module load LUMI/25.03 partition/G" in script
 
@@ -125,7 +159,10 @@ def test_sweep_is_one_array_with_a_limit() -> None:
     script = _render("lumi-sweep-container")
     assert "--array=0-2%2" in _directives(script)
     assert "  1) export LR=3e-4; ;;" in script
-    assert "singularity exec --bind /scratch/project_465000123 /appl/local/containers/pytorch.sif" in script
+    assert (
+        'singularity exec --bind "$AIF_BINDS" --bind /scratch/project_465000123 /appl/local/containers/pytorch.sif'
+        in script
+    )
 
 
 def test_every_user_value_is_quoted() -> None:

@@ -200,7 +200,11 @@ def test_an_unknown_container_runtime_is_refused_saying_so(site: str) -> None:
 
 
 @pytest.mark.parametrize("site", ["leonardo", "marenostrum5", "deucalion", "jupiter"])
-def test_nvidia_container_jobs_resolve_the_gpu_flag(site: str) -> None:
-    assert _resolve(GPU4 + "container: {image: a.sif}\n", site).container_gpu_flag == "--nv"
-    cpu = "name: c\nrun: x\nresources: {time: 1h}\ncontainer: {image: a.sif}\n"
-    assert _resolve(cpu, site).container_gpu_flag is None
+def test_nvidia_container_jobs_get_the_gpu_flag(site: str) -> None:
+    def exec_line(text: str) -> str:
+        script = render(_resolve(text, site), TOKEN, TOKEN[:8]).script
+        return next(line for line in script.splitlines() if " exec " in line and "a.sif" in line)
+
+    assert " exec --nv " in exec_line(GPU4 + "container: {image: a.sif}\n")
+    assert exec_line(GPU4 + "container: {image: a.sif}\n").count("--nv") == 1
+    assert "--nv" not in exec_line("name: c\nrun: x\nresources: {time: 1h}\ncontainer: {image: a.sif}\n")

@@ -4,8 +4,13 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from aifactory_cli import paths, states
 from aifactory_cli.backends import localrun
@@ -14,8 +19,51 @@ from aifactory_cli.errors import RemoteError
 from aifactory_cli.jobs import jobdir
 from aifactory_cli.jobs.model import Job, Task
 from aifactory_cli.jobs.staging import UploadPlan, cache_missed, stage_commands, tar_writer
-from aifactory_cli.sites.profile import LoadedProfile
+from aifactory_cli.sites.profile import LoadedProfile, SiteProfile
 from aifactory_cli.transport import Transport
+
+
+def machine_gpus() -> dict[str, Any] | None:
+    """This machine's GPUs as a profile `gpu` block, from `nvidia-smi -L` or `rocm-smi`; None when
+    neither lists any. When the visible-devices variable is set (CUDA_VISIBLE_DEVICES or
+    ROCR_VISIBLE_DEVICES), only the GPUs it names are counted: the local site hands out those."""
+    for vendor, command, pattern, env in (
+        ("nvidia", ["nvidia-smi", "-L"], r"^GPU (\d+): ([^(]+?)\s*(?:\(|$)", "CUDA_VISIBLE_DEVICES"),
+        (
+            "amd",
+            ["rocm-smi", "--showproductname"],
+            r"^GPU\[(\d+)\]\s*:\s*Card (?:series|SKU)\s*:\s*(.+?)\s*$",
+            "ROCR_VISIBLE_DEVICES",
+        ),
+    ):
+        if shutil.which(command[0]) is None:
+            continue
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, timeout=20, check=False).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        found: dict[str, str] = {}
+        for match in re.finditer(pattern, out, re.MULTILINE | re.IGNORECASE):
+            found.setdefault(match.group(1), match.group(2).strip())
+        if not found:
+            continue
+        visible = [d for d in os.environ.get(env, "").split(",") if d.strip()]
+        count = min(len(visible), len(found)) if os.environ.get(env) is not None else len(found)
+        if count == 0:
+            return None
+        return {"vendor": vendor, "model": next(iter(found.values())), "per_node": count, "visible_devices_env": env}
+    return None
+
+
+def with_machine_gpus(loaded: LoadedProfile) -> LoadedProfile:
+    """The local profile with this machine's GPUs (when it has some and the profile names none)."""
+    if loaded.profile.gpu is not None:
+        return loaded
+    gpu = machine_gpus()
+    if gpu is None:
+        return loaded
+    merged = {**loaded.merged, "gpu": gpu}
+    return LoadedProfile(SiteProfile.model_validate(merged), loaded.files, merged)
 
 
 class LocalBackend(Backend):

@@ -60,6 +60,16 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+def free_port() -> int | None:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the kernel's pick), or None."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    except OSError:
+        return None
+
+
 def start(jobdir: Path) -> int:
     """Start the runner for `jobdir` detached from this process; return its pid."""
     log = open(jobdir / RUNNER_LOG, "ab")  # noqa: SIM115 - handed to the child
@@ -149,6 +159,9 @@ class Runner:
             SLURM_JOB_PARTITION="local",
             SLURM_CLUSTER_NAME="local",
         )
+        port = free_port()
+        if port:  # the job's MASTER_PORT (launch contract); the script falls back on one from the job id
+            env["AIF_LOCAL_MASTER_PORT"] = str(port)
         if task is not None:
             env.update(
                 SLURM_ARRAY_JOB_ID=str(c["job_id"]),

@@ -68,6 +68,10 @@ def prepare(
     site = svc.site_or_default(site)
     profile = svc.profile(site)
     spec = loaded_spec.for_site(site)
+    if profile.profile.scheduler == "local" and spec.resources.gpus_per_node != 0:
+        from aifactory_cli.backends.local import with_machine_gpus
+
+        profile = with_machine_gpus(profile)  # the local site's GPUs are this machine's
     resolved = resolve(spec, profile, svc.config, overrides, current())
     resolved.warnings += _unknown_override_sites(loaded_spec)
     uploads = collect_uploads(spec.upload, loaded_spec.base_dir)

@@ -28,6 +28,21 @@ def gpu_count(spec: JobSpec, profile: SiteProfile, part: Partition) -> int:
     return int(g)
 
 
+def local_gpus(spec: JobSpec, profile: SiteProfile) -> int:
+    """The local site's nodes share this machine's GPUs (`profile.gpu`, from nvidia-smi/rocm-smi)."""
+    have = (profile.gpu.per_node if profile.gpu else 0) or 0
+    nodes, asked = spec.resources.nodes, spec.resources.gpus_per_node
+    per_node = have // nodes if asked == "all" else int(asked)
+    if per_node < 1 or per_node * nodes > have:
+        raise LimitError(
+            f"{nodes} node(s) x {asked} GPUs asked, but this machine has {have} GPU(s) (nvidia-smi, rocm-smi)"
+            if have
+            else "the local site has no GPUs (nvidia-smi and rocm-smi list none here), but the job asks for some",
+            "ask fewer GPUs or nodes here, or run GPU jobs on a GPU site (--site lumi, --site jupiter)",
+        )
+    return per_node
+
+
 def _limit_problems(spec: JobSpec, profile: SiteProfile, pname: str, part: Partition) -> list[str]:
     """Why partition `pname` cannot run `spec` (empty if it can)."""
     problems: list[str] = []

@@ -162,9 +162,9 @@ class ContainerRuntime(_Strict):
     runtime: Literal["singularity", "apptainer", "none"] | None = "none"
     module: str | None = Field(None, description="loaded before a container job runs (MN5: singularity)")
     options: list[str] = Field(default_factory=list)
-    # the runtime's flag that makes the node's GPUs visible inside the container, for GPU jobs only
-    # (--nv for NVIDIA, --rocm for AMD; LUMI's docs bind the ROCm devices without one)
-    gpu_flag: Literal["--nv", "--rocm"] | None = None
+    # added to the runtime's options when the job has GPUs; None: --nv for NVIDIA GPUs, nothing for
+    # AMD (ROCm images bring their own ROCm and see /dev/kfd, /dev/dri; a site may set [--rocm])
+    gpu_options: list[str] | None = None
     notes: list[str] = Field(default_factory=list)
 
 

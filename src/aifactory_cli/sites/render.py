@@ -112,6 +112,9 @@ def render(job: ResolvedJob, token: str, job_id: str) -> Rendered:
         "dependencies": job.dependencies,
         "extra_slurm": _extra_slurm(job.slurm_options),
         "jobdir": jobdir.template_names(),
+        "gpu_lines": gpu_visibility(job),
+        "container_options": container_options(job),
+        "gpu_env": visible_devices_env(job),
     }
     try:
         script = template.render(**context)
@@ -130,3 +133,57 @@ def _extra_slurm(options: dict[str, Any]) -> list[str]:
         else:
             out.append(f"--{key}={sbatch_value(value, f'slurm.{key}')}")
     return out
+
+
+def visible_devices_env(job: ResolvedJob) -> str:
+    gpu = job.profile.gpu
+    return gpu.visible_devices_env if gpu else "CUDA_VISIBLE_DEVICES"
+
+
+def gpu_visibility(job: ResolvedJob) -> list[str]:
+    """Shell lines, run in each task after its ranks are set, that give it the GPUs
+    `resources.gpu_binding` says (README, "The launch contract").
+
+    all: every GPU the job has on the node. With all of a node's GPUs this is 0..G-1, exported
+      explicitly, because some sites' Slurm shows each task only one (JSC: "only one GPU is visible
+      to task. Please manually export CUDA_VISIBLE_DEVICES=0,1,2,3"); otherwise Slurm's own value
+      (the step's GPUs on the node) is kept.
+    per_task: task LOCAL_RANK gets its share of the node's list, as LUMI's select_gpu wrapper does
+      (ROCR_VISIBLE_DEVICES=$SLURM_LOCALID on a whole node), taken from what Slurm listed for the
+      step, so a sub-node job gets the GPUs it was given; a list Slurm already cut to the task's
+      share is kept."""
+    gpus, tasks = job.gpus_per_node, job.tasks_per_node
+    launcher = job.spec.launcher
+    if not gpus or (launcher == "none" and job.total_tasks != 1):
+        return []
+    var = visible_devices_env(job)
+    every = ",".join(str(i) for i in range(gpus))
+    if job.spec.resources.gpu_binding == "all" or launcher != "srun" or tasks == 1:
+        return [f"export {var}={every}"] if job.full_node_gpus else []
+    share = max(1, gpus // tasks)
+    return [
+        f'IFS=, read -r -a _aif_gpus <<< "${{{var}:-{every}}}"',
+        f'if [ "${{#_aif_gpus[@]}}" -gt {share} ]; then '
+        f'{var}="$(IFS=,; printf %s "${{_aif_gpus[*]:LOCAL_RANK*{gpus}/{tasks}:{share}}}")"; fi',
+        f"export {var}",
+    ]
+
+
+def container_options(job: ResolvedJob) -> list[str]:
+    """The container runtime's options: the GPU options when the job has GPUs (the profile's
+    `container.gpu_options`; by default --nv for NVIDIA, whose driver libraries the runtime must
+    bind, and none for AMD), then the profile's and the spec's options."""
+    gpu_options: list[str] = []
+    if job.gpus_per_node:
+        configured = job.profile.container.gpu_options
+        if configured is not None:
+            gpu_options = list(configured)
+        elif job.profile.gpu and job.profile.gpu.vendor == "nvidia":
+            gpu_options = ["--nv"]
+    options = [*gpu_options, *job.profile.container.options]
+    options += job.spec.container.options if job.spec.container else []
+    # a GPU flag given twice (the profile's default and the spec's) once; other words may repeat (-B a -B b)
+    return [o for i, o in enumerate(options) if o not in _GPU_FLAGS or o not in options[:i]]
+
+
+_GPU_FLAGS = {"--nv", "--nvccli", "--rocm"}

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from aifactory_cli.errors import ConfigError, LimitError
 from aifactory_cli.settings import Settings
-from aifactory_cli.sites.partition import choose_partition, gpu_count, wants_gpu
+from aifactory_cli.sites.partition import choose_partition, gpu_count, local_gpus, wants_gpu
 from aifactory_cli.sites.profile import LoadedProfile, Partition, SiteProfile, UserConfig
 from aifactory_cli.spec.model import JobSpec
 from aifactory_cli.units import format_duration, format_memory, parse_duration, parse_memory
@@ -61,8 +61,6 @@ class ResolvedJob:
     array_size: int
     max_parallel: int | None
     container_runtime: str | None
-    # the runtime's GPU flag (--nv / --rocm) for a container job with GPUs, else None
-    container_gpu_flag: str | None = None
     # environment the job's shell expands (site admin's values, e.g. OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK);
     # rendered as export KEY="value" (values are checked to hold only plain characters and $VAR)
     shell_env: dict[str, str] = field(default_factory=dict)
@@ -190,10 +188,7 @@ def resolve(
     # --- resources -----------------------------------------------------------------------------
     gpus = gpu_count(spec, profile, part) if (part and wants_gpu(spec)) else 0
     if profile.scheduler == "local" and wants_gpu(spec):
-        raise LimitError(
-            "the local site has no GPUs, but the job asks for some",
-            "run GPU jobs on a GPU site (--site lumi, --site jupiter), or set gpus_per_node: 0",
-        )
+        gpus = local_gpus(spec, profile)
     if spec.launcher == "torchrun":
         tasks = 1
     elif res.tasks_per_node is not None:
@@ -258,7 +253,6 @@ def resolve(
         cpu_bind = profile.binding.cpu_bind
 
     container_runtime = _container_runtime(spec, profile)
-    container_gpu_flag = profile.container.gpu_flag if (container_runtime and gpus) else None
 
     modules = [*(profile.modules_for(part) if part else profile.modules)]
     if container_runtime and profile.container.module and profile.container.module not in modules:
@@ -305,7 +299,6 @@ def resolve(
         array_size=spec.array_size,
         max_parallel=spec.max_parallel,
         container_runtime=container_runtime,
-        container_gpu_flag=container_gpu_flag,
         shell_env=shell_env,
         user_comment=user_comment,
         slurm_options=slurm_options,

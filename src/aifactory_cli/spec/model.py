@@ -95,6 +95,9 @@ class Resources(_Strict):
     time: str | int | None = None
     partition: str | None = None
     exclusive: bool = False
+    # which GPUs each task sees: "all" = every GPU the job has on the node (PyTorch style:
+    # torch.cuda.set_device(LOCAL_RANK)); "per_task" = only its own share (MPI style: device 0)
+    gpu_binding: Literal["all", "per_task"] = "all"
 
     @field_validator("gpus_per_node", mode="before")
     @classmethod
@@ -281,6 +284,11 @@ class JobSpec(_Strict):
     def _launcher_vs_tasks(self) -> JobSpec:
         if self.launcher == "torchrun" and self.resources.tasks_per_node not in (None, 1):
             raise ValueError("launcher torchrun starts one task per node; drop resources.tasks_per_node")
+        if self.launcher == "torchrun" and self.resources.gpu_binding == "per_task":
+            raise ValueError(
+                "launcher torchrun starts one task per node whose workers share the node's GPUs; "
+                "use resources.gpu_binding: all (each worker picks cuda:LOCAL_RANK)"
+            )
         return self
 
     # --- derived -------------------------------------------------------------------------------

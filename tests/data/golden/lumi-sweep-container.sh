@@ -38,6 +38,8 @@ export NCCL_NET_GDR_LEVEL=3
 export CXI_FORK_SAFE=1
 export CXI_FORK_SAFE_HP=1
 export FI_CXI_DISABLE_CQ_HUGETLB=1
+export MIOPEN_USER_DB_PATH="/tmp/${USER}-miopen-cache-${SLURM_JOB_ID}"
+export MIOPEN_CUSTOM_CACHE_DIR="${MIOPEN_USER_DB_PATH}"
 
 # sweep: this array element's values
 case "${SLURM_ARRAY_TASK_ID:-0}" in
@@ -47,21 +49,31 @@ case "${SLURM_ARRAY_TASK_ID:-0}" in
   *) echo "aifactory: unknown array element ${SLURM_ARRAY_TASK_ID:-}" >&2; exit 2 ;;
 esac
 
-# LUMI-G binding: task i -> GCD i, 7 cores of the CCD closest to it (core 0 of each CCD is reserved)
+# LUMI-G binding: task i -> 7 cores of the CCD closest to GCD i (core 0 of each CCD is reserved)
 CPU_BIND=mask_cpu:fe000000000000,fe00000000000000,fe0000,fe000000,fe,fe00,fe00000000,fe0000000000
-AIF_SELECT_GPU="$AIF_JOB_DIR/select_gpu.$SLURM_JOB_ID"  # one per job id: array elements share the dir
-cat > "$AIF_SELECT_GPU" << 'AIF_SELECT_GPU_EOF'
-#!/bin/bash
-export ROCR_VISIBLE_DEVICES=$SLURM_LOCALID
+
+# container: the LUMI AI Factory bindings (Slingshot/RCCL), loaded as the LUMI AI Guide does
+module use /appl/local/laifs/modules
+module load lumi-aif-singularity-bindings || echo "aifactory: warning: module lumi-aif-singularity-bindings did not load; multi-node communication inside the container may not use Slingshot" >&2
+# binds: the project's directories by their full paths (those that exist), then the job dir
+AIF_BINDS=""
+for _aif_dir in /scratch/project_465000123 /project/project_465000123; do
+  if [ -d "$_aif_dir" ]; then AIF_BINDS="$AIF_BINDS$_aif_dir,"; fi
+done
+AIF_BINDS="$AIF_BINDS$AIF_JOB_DIR"
+
+# launch contract (README, "The launch contract"): the rendezvous of the whole job here; RANK,
+# LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE and NODE_RANK inside each task, from its own step
+_aif_node="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
+_aif_addr="$_aif_node"
+export MASTER_ADDR="$_aif_addr"
+# from the job id: jobs sharing a node get different ports (10000-29999, below Linux's ephemeral ports)
+export MASTER_PORT=$(( 10000 + SLURM_JOB_ID % 20000 ))
+# each task: its ranks from Slurm's values in the step, the GPUs it sees (gpu_binding: all), then the command
+AIF_TASK='export RANK="$SLURM_PROCID" LOCAL_RANK="$SLURM_LOCALID" NODE_RANK="$SLURM_NODEID" WORLD_SIZE="$SLURM_NTASKS" LOCAL_WORLD_SIZE=8
+export ROCR_VISIBLE_DEVICES=0,1,2,3,4,5,6,7
 exec "$@"
-AIF_SELECT_GPU_EOF
-chmod +x "$AIF_SELECT_GPU"
-
-
-# rendezvous for distributed frameworks (PyTorch env://, torchrun)
-AIF_MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
-export AIF_MASTER_ADDR MASTER_ADDR="${MASTER_ADDR:-$AIF_MASTER_ADDR}" MASTER_PORT="${MASTER_PORT:-29500}"
-export WORLD_SIZE=8
+'
 
 # launch
-srun --nodes=1 --ntasks=8 --cpus-per-task=7 --cpu-bind="$CPU_BIND" "$AIF_SELECT_GPU" singularity exec --bind /scratch/project_465000123 /appl/local/containers/pytorch.sif bash -c 'python3 bench.py --lr "$LR"'
+srun --nodes=1 --ntasks=8 --cpus-per-task=7 --cpu-bind="$CPU_BIND" bash -c "$AIF_TASK" aif-task singularity exec --bind "$AIF_BINDS" --bind /scratch/project_465000123 /appl/local/containers/pytorch.sif bash -c 'python3 bench.py --lr "$LR"'

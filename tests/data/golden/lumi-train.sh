@@ -40,25 +40,26 @@ export FI_CXI_DISABLE_CQ_HUGETLB=1
 export OMP_NUM_THREADS=7
 export EPOCHS=2
 export MIOPEN_USER_DB_PATH=/tmp/miopen-cache
+export MIOPEN_CUSTOM_CACHE_DIR="${MIOPEN_USER_DB_PATH}"
 
-# LUMI-G binding: task i -> GCD i, 7 cores of the CCD closest to it (core 0 of each CCD is reserved)
+# LUMI-G binding: task i -> 7 cores of the CCD closest to GCD i (core 0 of each CCD is reserved)
 CPU_BIND=mask_cpu:fe000000000000,fe00000000000000,fe0000,fe000000,fe,fe00,fe00000000,fe0000000000
-AIF_SELECT_GPU="$AIF_JOB_DIR/select_gpu.$SLURM_JOB_ID"  # one per job id: array elements share the dir
-cat > "$AIF_SELECT_GPU" << 'AIF_SELECT_GPU_EOF'
-#!/bin/bash
-export ROCR_VISIBLE_DEVICES=$SLURM_LOCALID
-exec "$@"
-AIF_SELECT_GPU_EOF
-chmod +x "$AIF_SELECT_GPU"
 
 # setup (once, before the launch)
 eval 'echo "setup on $(hostname): $(nproc) cores visible"' || { _aif_rc=$?; echo "aifactory: setup failed (exit $_aif_rc)" >&2; exit "$_aif_rc"; }
 
-
-# rendezvous for distributed frameworks (PyTorch env://, torchrun)
-AIF_MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
-export AIF_MASTER_ADDR MASTER_ADDR="${MASTER_ADDR:-$AIF_MASTER_ADDR}" MASTER_PORT="${MASTER_PORT:-29500}"
-export WORLD_SIZE=16
+# launch contract (README, "The launch contract"): the rendezvous of the whole job here; RANK,
+# LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE and NODE_RANK inside each task, from its own step
+_aif_node="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
+_aif_addr="$_aif_node"
+export MASTER_ADDR="$_aif_addr"
+# from the job id: jobs sharing a node get different ports (10000-29999, below Linux's ephemeral ports)
+export MASTER_PORT=$(( 10000 + SLURM_JOB_ID % 20000 ))
+# each task: its ranks from Slurm's values in the step, the GPUs it sees (gpu_binding: all), then the command
+AIF_TASK='export RANK="$SLURM_PROCID" LOCAL_RANK="$SLURM_LOCALID" NODE_RANK="$SLURM_NODEID" WORLD_SIZE="$SLURM_NTASKS" LOCAL_WORLD_SIZE=8
+export ROCR_VISIBLE_DEVICES=0,1,2,3,4,5,6,7
+exec "$@"
+'
 
 # launch
-srun --nodes=2 --ntasks=16 --cpus-per-task=7 --cpu-bind="$CPU_BIND" "$AIF_SELECT_GPU" bash -c 'python3 train.py --epochs "$EPOCHS"'
+srun --nodes=2 --ntasks=16 --cpus-per-task=7 --cpu-bind="$CPU_BIND" bash -c "$AIF_TASK" aif-task bash -c 'python3 train.py --epochs "$EPOCHS"'

@@ -18,6 +18,24 @@ _aif_finish() {
 }
 trap _aif_finish EXIT
 
+# launch contract (README, "The launch contract"): every node is this machine
+export MASTER_ADDR=127.0.0.1
+# a port that was free when the runner started the job (else one from the job id)
+export MASTER_PORT="${AIF_LOCAL_MASTER_PORT:-$(( 10000 + SLURM_JOB_ID % 20000 ))}"
+# each task: its ranks from Slurm's values in the step, then the command
+AIF_TASK='export RANK="$SLURM_PROCID" LOCAL_RANK="$SLURM_LOCALID" NODE_RANK="$SLURM_NODEID" WORLD_SIZE="$SLURM_NTASKS" LOCAL_WORLD_SIZE=1
+exec "$@"
+'
 
 # launch
-SLURM_PROCID=0 SLURM_LOCALID=0 bash -c hostname
+_aif_pids=()
+for _aif_task in $(seq 0 0); do
+  _aif_node=$(( _aif_task / 1 ))
+  SLURM_PROCID=$_aif_task SLURM_LOCALID=$(( _aif_task % 1 )) SLURM_NODEID=$_aif_node \
+  SLURM_NTASKS=1 SLURM_NNODES=1 \
+  bash -c "$AIF_TASK" aif-task bash -c hostname &
+  _aif_pids+=("$!")
+done
+_aif_rc=0
+for _aif_pid in "${_aif_pids[@]}"; do wait "$_aif_pid" || _aif_rc=$?; done
+(exit "$_aif_rc")

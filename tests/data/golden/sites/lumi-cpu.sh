@@ -30,6 +30,17 @@ trap _aif_finish EXIT
 # modules: the site's base modules, then the spec's
 module load LUMI/25.03 partition/C || { echo "aifactory: module load failed" >&2; exit 1; }
 
+# launch contract (README, "The launch contract"): the rendezvous of the whole job here; RANK,
+# LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE and NODE_RANK inside each task, from its own step
+_aif_node="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
+_aif_addr="$_aif_node"
+export MASTER_ADDR="$_aif_addr"
+# from the job id: jobs sharing a node get different ports (10000-29999, below Linux's ephemeral ports)
+export MASTER_PORT=$(( 10000 + SLURM_JOB_ID % 20000 ))
+# each task: its ranks from Slurm's values in the step, then the command
+AIF_TASK='export RANK="$SLURM_PROCID" LOCAL_RANK="$SLURM_LOCALID" NODE_RANK="$SLURM_NODEID" WORLD_SIZE="$SLURM_NTASKS" LOCAL_WORLD_SIZE=1
+exec "$@"
+'
 
 # launch
-srun --nodes=1 --ntasks=1 --cpus-per-task=1 bash -c hostname
+srun --nodes=1 --ntasks=1 --cpus-per-task=1 bash -c "$AIF_TASK" aif-task bash -c hostname

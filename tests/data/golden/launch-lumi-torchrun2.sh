@@ -1,0 +1,58 @@
+#!/bin/bash
+#SBATCH --job-name=ddp
+#SBATCH --partition=standard-g
+#SBATCH --account=project_465000123
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=1
+#SBATCH --cpus-per-task=56
+#SBATCH --gpus-per-node=8
+#SBATCH --time=01:00:00
+#SBATCH --output=stdout.log
+#SBATCH --error=stderr.log
+#SBATCH --comment=aifactory:0123456789abcdef0123456789abcdef
+
+# aifactory job ddp on lumi (standard-g), id 01234567
+AIF_JOB_DIR="${SLURM_SUBMIT_DIR:-$PWD}"
+AIF_JOB_ID=01234567
+AIF_JOB_TOKEN=0123456789abcdef0123456789abcdef
+AIF_SITE=lumi
+export AIF_JOB_DIR AIF_JOB_ID AIF_JOB_TOKEN AIF_SITE
+cd "$AIF_JOB_DIR" || exit 1
+# The script records its own exit code, so the result is known even when the scheduler has
+# forgotten the job.
+_aif_rc_file="$AIF_JOB_DIR/exit_code${SLURM_ARRAY_TASK_ID:+.$SLURM_ARRAY_TASK_ID}"
+_aif_finish() {
+  local rc=$?
+  printf '%s\n' "$rc" > "$_aif_rc_file.tmp" && mv -f "$_aif_rc_file.tmp" "$_aif_rc_file"
+  exit "$rc"
+}
+trap _aif_finish EXIT
+
+# modules: the site's base modules, then the spec's
+module load LUMI/25.03 partition/G || { echo "aifactory: module load failed" >&2; exit 1; }
+
+# environment
+export NCCL_SOCKET_IFNAME=hsn
+export NCCL_NET_GDR_LEVEL=3
+export CXI_FORK_SAFE=1
+export CXI_FORK_SAFE_HP=1
+export FI_CXI_DISABLE_CQ_HUGETLB=1
+export MIOPEN_USER_DB_PATH="/tmp/${USER}-miopen-cache-${SLURM_JOB_ID}"
+export MIOPEN_CUSTOM_CACHE_DIR="${MIOPEN_USER_DB_PATH}"
+
+# launch contract (README, "The launch contract"): the rendezvous of the whole job here; RANK,
+# LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE and NODE_RANK inside each task, from its own step
+_aif_node="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
+_aif_addr="$_aif_node"
+export MASTER_ADDR="$_aif_addr"
+# from the job id: jobs sharing a node get different ports (10000-29999, below Linux's ephemeral ports)
+export MASTER_PORT=$(( 10000 + SLURM_JOB_ID % 20000 ))
+# each task: its ranks from Slurm's values in the step, the GPUs it sees (gpu_binding: all), then the command
+AIF_TASK='export NODE_RANK="$SLURM_NODEID"
+_aif_node="${SLURMD_NODENAME:-$(hostname)}"; _aif_addr="$_aif_node"; export AIF_NODE_ADDR="$_aif_addr"
+export ROCR_VISIBLE_DEVICES=0,1,2,3,4,5,6,7
+exec "$@"
+'
+
+# launch
+srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=56 bash -c "$AIF_TASK" aif-task bash -c 'exec torchrun --nnodes="$SLURM_NNODES" --nproc-per-node=8 --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID" --rdzv-conf=is_host=$(( SLURM_NODEID == 0 ? 1 : 0 )) --local-addr="$AIF_NODE_ADDR" train.py'
