@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2016  # remote commands are single-quoted on purpose
 # Quick smoke check (< 30 s) of a running test bed, entirely over ssh as the test user:
-# a 2-node GPU job with modules, a job through the jump host, a rejected account, a missing module.
+# a 2-node GPU job with modules, a job through the jump host, a rejected account, a missing module,
+# node names that resolve, PyTorch for jobs, another site's QoS rule.
 # Exits non-zero if anything fails.
 set -euo pipefail
 _T0=${EPOCHREALTIME/./}
@@ -77,7 +78,28 @@ else
     bad "module load nosuch/1.0: unexpected message: $out"
 fi
 
-# 5. Results of the jobs.
+# 5. Node names resolve, each to its own loopback address (so a rendezvous on a node name works).
+out=$("${SSHC[@]}" testbed 'getent hosts nid005000 nid005001 gn001 gn001i' 2>&1) || true
+if [[ $(awk '$1 ~ /^127\.0\.[12]\./ {print $1}' <<<"$out" | sort -u | wc -l) == 4 ]]; then
+    ok "node names resolve: $(tr '\n' ' ' <<<"$out")"
+else
+    bad "node names do not resolve to distinct 127.0.1.x/127.0.2.x addresses: $out"
+fi
+
+# 6. PyTorch (CPU) for jobs, runnable by the test user.
+out=$("${SSHC[@]}" testbed 'module load pytorch/2.13.0-cpu && python3 -c "import torch, torch.distributed as d; print(torch.__version__, d.is_gloo_available())"' 2>&1) || true
+if [[ $out == "2.13.0+cpu True" ]]; then ok "module pytorch/2.13.0-cpu: torch $out"; else bad "PyTorch for the test user: $out"; fi
+
+# 7. Another site's rule: MareNostrum 5's partition acc takes only its QoS (acc_ehpc, acc_debug).
+if out=$("${SSHC[@]}" testbed 'sbatch --parsable -p acc -A ehpc191 --gres=gpu:1 -o /dev/null --wrap=true' 2>&1); then
+    bad "acc without a QoS was accepted: $out"
+elif [[ $out == *"Invalid qos specification"* ]]; then
+    ok "MareNostrum 5 acc without --qos rejected: $out"
+else
+    bad "acc without a QoS failed without 'Invalid qos specification': $out"
+fi
+
+# 8. Results of the jobs.
 if [[ -n $gpu_id ]]; then
     state=$(wait_job testbed "$gpu_id" 20 2>&1) || true
     if [[ $state == COMPLETED ]]; then ok "GPU job $gpu_id COMPLETED in sacct"; else bad "GPU job $gpu_id: $state"; fi

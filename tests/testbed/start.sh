@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2016  # remote commands are single-quoted on purpose
 # Start the loopback test bed: a small LUMI-like Slurm cluster (slurmctld, slurmdbd + mariadb,
-# 4 slurmd), Lmod with stub modules, and two OpenSSH servers (login node + jump host).
+# 6 slurmd) that also has the partitions, QoS and accounts of the other GPU sites (sites.sh), Lmod
+# with stub modules, PyTorch's CPU build for jobs, and two OpenSSH servers (login node + jump host).
 # Idempotent: daemons it already runs are left alone. See README.md beside this file.
 set -euo pipefail
 _T0=${EPOCHREALTIME/./}
@@ -20,21 +21,33 @@ DBD_PORT=6819
 SLURMD_BASE_PORT=6830
 GPU_N=${TESTBED_GPU_NODES:-2}
 CPU_N=${TESTBED_CPU_NODES:-2}
+ACC_N=${TESTBED_ACC_NODES:-2}                     # NVIDIA-like nodes of the other sites' partitions
+TORCH_VENV=${TESTBED_TORCH_VENV:-/opt/aif-torch}  # PyTorch (CPU) for jobs; module pytorch/2.13.0-cpu
 MIN_JOB_AGE=${TESTBED_MIN_JOB_AGE:-30}
 ACCOUNTS=(project_465000001 project_465000002)   # the first is the user's default
 CLUSTER=lumi
 DB_PASS=testbed-slurmdbd
 WAIT=${TESTBED_WAIT:-90}                          # seconds to wait for each readiness step
 
-((GPU_N >= 1 && CPU_N >= 1)) || die "TESTBED_GPU_NODES and TESTBED_CPU_NODES must be >= 1"
+((GPU_N >= 1 && CPU_N >= 1 && ACC_N >= 1)) || die "TESTBED_GPU_NODES, TESTBED_CPU_NODES and TESTBED_ACC_NODES must be >= 1"
+((GPU_N <= 20 && CPU_N <= 20 && ACC_N <= 20)) || die "at most 20 nodes of each kind (their loopback addresses)"
 
-GPU_NODES=() CPU_NODES=()
-for ((i = 0; i < GPU_N; i++)); do GPU_NODES+=("$(printf 'nid%06d' $((5000 + i)))"); done
-for ((i = 0; i < CPU_N; i++)); do CPU_NODES+=("$(printf 'nid%06d' $((1000 + i)))"); done
-ALL_NODES=("${GPU_NODES[@]}" "${CPU_NODES[@]}")
+# Each node name resolves to its own loopback address (/etc/hosts), as on a cluster, so a
+# rendezvous on the first node's name behaves as there: LUMI GPU nodes 127.0.1.1x, CPU nodes
+# 127.0.1.3x, the NVIDIA-like nodes 127.0.1.5x, and their JSC-style InfiniBand names ("<node>i",
+# JUWELS Booster's MASTER_ADDR) 127.0.2.5x. All of 127/8 is loopback: daemons bound to 0.0.0.0 answer.
+GPU_NODES=() CPU_NODES=() ACC_NODES=()
+declare -A NODE_ADDR=()
+for ((i = 0; i < GPU_N; i++)); do n=$(printf 'nid%06d' $((5000 + i))); GPU_NODES+=("$n"); NODE_ADDR[$n]=127.0.1.$((10 + i)); done
+for ((i = 0; i < CPU_N; i++)); do n=$(printf 'nid%06d' $((1000 + i))); CPU_NODES+=("$n"); NODE_ADDR[$n]=127.0.1.$((30 + i)); done
+for ((i = 0; i < ACC_N; i++)); do n=$(printf 'gn%03d' $((1 + i))); ACC_NODES+=("$n"); NODE_ADDR[$n]=127.0.1.$((50 + i)); done
+ALL_NODES=("${GPU_NODES[@]}" "${CPU_NODES[@]}" "${ACC_NODES[@]}")
 join() { local IFS=,; echo "$*"; }
 GPU_LIST=$(join "${GPU_NODES[@]}")
 CPU_LIST=$(join "${CPU_NODES[@]}")
+ACC_LIST=$(join "${ACC_NODES[@]}")
+# shellcheck source=tests/testbed/sites.sh
+. "$HERE/sites.sh"
 
 # Run "$@" until it succeeds, at most WAIT seconds; on timeout show LOGFILE's tail and fail.
 wait_until() {
@@ -107,7 +120,7 @@ fi
 # 1. Packages
 # ---------------------------------------------------------------------------------------------
 mkdir -p "$LOGDIR"
-PKGS=(munge slurmctld slurmd slurm-client slurmdbd mariadb-server openssh-server lmod)
+PKGS=(munge slurmctld slurmd slurm-client slurmdbd mariadb-server openssh-server lmod python3-venv)
 if [[ ${TESTBED_NO_APT:-0} != 1 ]]; then
     missing=()
     for p in "${PKGS[@]}"; do
@@ -130,6 +143,20 @@ if [[ ${TESTBED_NO_APT:-0} != 1 ]]; then
         ((created_policy)) && rm -f /usr/sbin/policy-rc.d
         log "packages installed"
     fi
+fi
+
+# PyTorch's CPU build for jobs (a venv of Debian's python3 that the test user can run), installed
+# in the background while the daemons start. Reinstalled only when torch-requirements.txt changed.
+torch_ok() {
+    [[ -x $TORCH_VENV/bin/torchrun ]] && cmp -s "$TORCH_VENV/.testbed-installed" "$HERE/torch-requirements.txt"
+}
+torch_pid=
+if ! torch_ok; then
+    log "installing PyTorch (CPU) into $TORCH_VENV (log: $LOGDIR/torch.out)"
+    # its own session, so that a start.sh that fails meanwhile stops it (the EXIT trap)
+    setsid bash "$HERE/torch.sh" "$TORCH_VENV" "$HERE/torch-requirements.txt" </dev/null >"$LOGDIR/torch.out" 2>&1 &
+    torch_pid=$!
+    trap '[[ -n ${torch_pid:-} ]] && kill -TERM -- "-$torch_pid" 2>/dev/null; true' EXIT
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -166,6 +193,29 @@ for a in "${ACCOUNTS[@]}"; do
         }
     done
 done
+
+# The other sites' project directories (their profiles' workdir templates need them).
+for d in "${SITE_DIRS[@]}"; do
+    mkdir -p "$d"
+    [[ $(stat -c '%U:%G %a' "$d") == "$TUSER:$(id -gn "$TUSER") 2770" ]] || {
+        chown "$TUSER:$(id -gn "$TUSER")" "$d"
+        chmod 2770 "$d"
+    }
+done
+
+# /etc/hosts: a marked block with every node name (and the <node>i names of the NVIDIA-like nodes).
+# Written in place (cat >), since /etc/hosts may be a bind mount that cannot be replaced.
+hosts_block=$(
+    echo "# >>> testbed nodes (tests/testbed/start.sh) >>>"
+    for n in "${ALL_NODES[@]}"; do echo "${NODE_ADDR[$n]} $n"; done
+    for n in "${ACC_NODES[@]}"; do echo "${NODE_ADDR[$n]/#127.0.1./127.0.2.} ${n}i"; done
+    echo "# <<< testbed nodes <<<"
+)
+hosts_new=$(sed '/^# >>> testbed nodes/,/^# <<< testbed nodes/d' /etc/hosts; echo "$hosts_block")
+if [[ $hosts_new != "$(cat /etc/hosts)" ]]; then
+    printf '%s\n' "$hosts_new" >/etc/hosts
+    log "/etc/hosts: node names -> 127.0.1.x"
+fi
 
 # Fake GPUs: gres/gpu in 22.05 needs File= with character/block devices; clones of /dev/null.
 for i in 0 1 2 3 4 5 6 7; do
@@ -232,19 +282,27 @@ MessageTimeout=10
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 AccountingStoragePort=$DBD_PORT
-AccountingStorageEnforce=associations
+AccountingStorageEnforce=associations,limits,qos
 AccountingStorageTRES=gres/gpu,gres/gpu:mi250
 AccountingStoreFlags=job_script,job_env
 JobCompType=jobcomp/none
+# A site rule that needs a submit plugin (sites.sh: Discoverer+'s default partition).
+JobSubmitPlugins=lua
 
 EOF
     k=0
     for n in "${GPU_NODES[@]}"; do
-        echo "NodeName=$n NodeHostname=$n NodeAddr=127.0.0.1 Port=$((SLURMD_BASE_PORT + k)) Sockets=1 CoresPerSocket=64 ThreadsPerCore=1 RealMemory=491520 Gres=gpu:mi250:8 Features=mi250,gpu State=UNKNOWN"
+        echo "NodeName=$n NodeHostname=$n NodeAddr=${NODE_ADDR[$n]} Port=$((SLURMD_BASE_PORT + k)) Sockets=1 CoresPerSocket=64 ThreadsPerCore=1 RealMemory=491520 Gres=gpu:mi250:8 Features=mi250,gpu State=UNKNOWN"
         k=$((k + 1))
     done
     for n in "${CPU_NODES[@]}"; do
-        echo "NodeName=$n NodeHostname=$n NodeAddr=127.0.0.1 Port=$((SLURMD_BASE_PORT + k)) Sockets=2 CoresPerSocket=64 ThreadsPerCore=1 RealMemory=229376 Features=cpu State=UNKNOWN"
+        echo "NodeName=$n NodeHostname=$n NodeAddr=${NODE_ADDR[$n]} Port=$((SLURMD_BASE_PORT + k)) Sockets=2 CoresPerSocket=64 ThreadsPerCore=1 RealMemory=229376 Features=cpu State=UNKNOWN"
+        k=$((k + 1))
+    done
+    # The other GPU sites' nodes: big enough for each one's whole-node shape (JUPITER 4x72 cores,
+    # Karolina and Lucia ia 8 GPUs, Lucia ia 2000 GB), 8 untyped GPUs.
+    for n in "${ACC_NODES[@]}"; do
+        echo "NodeName=$n NodeHostname=$n NodeAddr=${NODE_ADDR[$n]} Port=$((SLURMD_BASE_PORT + k)) Sockets=4 CoresPerSocket=72 ThreadsPerCore=1 RealMemory=2097152 Gres=gpu:8 Features=gpu,nvidia State=UNKNOWN"
         k=$((k + 1))
     done
     cat <<EOF
@@ -255,13 +313,19 @@ PartitionName=dev-g      Nodes=$GPU_LIST MaxTime=03:00:00   DefaultTime=00:15:00
 PartitionName=standard   Nodes=$CPU_LIST MaxTime=2-00:00:00 DefaultTime=00:15:00 State=UP
 PartitionName=small      Nodes=$CPU_LIST MaxTime=3-00:00:00 DefaultTime=00:15:00 State=UP Default=YES
 PartitionName=debug      Nodes=$CPU_LIST MaxTime=00:30:00   DefaultTime=00:15:00 State=UP
+
+# The other GPU sites (tests/testbed/sites.sh)
 EOF
+    site_partition_lines
 } | write_if_changed /etc/slurm/slurm.conf 644 root:root && slurm_conf_changed=1
 
 write_if_changed /etc/slurm/gres.conf 644 root:root <<EOF && slurm_conf_changed=1 || true
 AutoDetect=off
 NodeName=$GPU_LIST Name=gpu Type=mi250 File=$TB/dev/fakegpu[0-7]
+NodeName=$ACC_LIST Name=gpu File=$TB/dev/fakegpu[0-7]
 EOF
+
+site_job_submit_lua | write_if_changed /etc/slurm/job_submit.lua 644 root:root && slurm_conf_changed=1 || true
 
 # slurmdbd refuses to start unless its config is owned by SlurmUser with mode 0600.
 write_if_changed /etc/slurm/slurmdbd.conf 600 slurm:slurm <<EOF && dbd_conf_changed=1 || true
@@ -385,7 +449,8 @@ gen_modules() { # DIR
     mkdir -p "$d/modulefiles"/{LUMI,partition,PyTorch,Stages,GCC,CUDA,NCCL}
     stub() { # NAME VERSION [extra lua]
         local var
-        var=TESTBED_MODULE_$(echo "$1" | tr '[:lower:]-' '[:upper:]_')
+        var=TESTBED_MODULE_$(echo "$1" | tr '[:lower:]/-' '[:upper:]__')
+        mkdir -p "$d/modulefiles/$1"
         cat >"$d/modulefiles/$1/$2.lua" <<EOF
 -- Stub written by tests/testbed/start.sh: sets variables only, provides no software.
 whatis("Name: $1")
@@ -409,6 +474,19 @@ EOF
     stub GCC 13.3.0
     stub CUDA 12
     stub NCCL default
+    stub env/release 2025.1      # MeluXina's base module (profiles/meluxina.yaml)
+    stub singularity default     # MareNostrum 5's container module; the bed has no container runtime
+    # Not a stub: PyTorch's CPU build (the venv start.sh installs), as sites offer PyTorch modules.
+    mkdir -p "$d/modulefiles/pytorch"
+    cat >"$d/modulefiles/pytorch/2.13.0-cpu.lua" <<EOF
+-- Written by tests/testbed/start.sh: PyTorch 2.13.0, CPU build, in the venv $TORCH_VENV.
+whatis("Name: pytorch")
+whatis("Version: 2.13.0-cpu")
+whatis("Description: PyTorch 2.13.0 (CPU build, gloo) for jobs on the test bed")
+help([[PyTorch 2.13.0, CPU build: python3 and torchrun from $TORCH_VENV/bin.]])
+setenv("TESTBED_MODULE_PYTORCH", "2.13.0-cpu")
+prepend_path("PATH", "$TORCH_VENV/bin")
+EOF
     # Paths in the files are the final ones ($MODROOT), not the temporary directory.
     sed -i "s|$d/sw|$MODROOT/sw|g" "$d"/modulefiles/LUMI/*.lua
 }
@@ -578,6 +656,46 @@ fi
 [[ $(sacctmgr -nP list user "$TUSER" format=defaultaccount) == "${ACCOUNTS[0]}" ]] ||
     sacctmgr -i modify user "$TUSER" set DefaultAccount="${ACCOUNTS[0]}" >/dev/null
 
+# ---- the other sites' QoS and accounts, with the test user's QoS lists (sites.sh) ----
+# Applied when the data changed (a stamp next to the Slurm state) or something is missing.
+site_stamp=$(printf '%s\n' "$TUSER" "${SITE_QOS[@]}" "${SITE_ACCOUNTS[@]}" | sha256sum | cut -c1-16)
+have_qos=$(sacctmgr -nP show qos format=name)
+assocs=$(sacctmgr -nP list assoc format=cluster,account,user)
+apply_sites=0
+[[ $(cat "$TB/slurm/sites.applied" 2>/dev/null) == "$site_stamp" ]] || apply_sites=1
+for e in "${SITE_QOS[@]}"; do grep -qxF "${e%%|*}" <<<"$have_qos" || apply_sites=1; done
+for e in "${SITE_ACCOUNTS[@]}"; do grep -qxF "$CLUSTER|${e%%|*}|$TUSER" <<<"$assocs" || apply_sites=1; done
+if ((apply_sites)); then
+    # Few sacctmgr commands (each is a slurmdbd commit, ~0.3 s): lists where the values are equal.
+    declare -A qos_by_opts=() acc_by_qos=()
+    missing_qos=() missing_accounts=() missing_users=()
+    for e in "${SITE_QOS[@]}"; do
+        IFS='|' read -r q opts <<<"$e"
+        grep -qxF "$q" <<<"$have_qos" || missing_qos+=("$q")
+        qos_by_opts[$opts]+=${qos_by_opts[$opts]:+,}$q
+    done
+    for e in "${SITE_ACCOUNTS[@]}"; do
+        IFS='|' read -r a qlist _ <<<"$e"
+        grep -q "^$CLUSTER|$a|\$" <<<"$assocs" || missing_accounts+=("$a")
+        grep -qxF "$CLUSTER|$a|$TUSER" <<<"$assocs" || missing_users+=("$a")
+        acc_by_qos[$qlist]+=${acc_by_qos[$qlist]:+,}$a
+    done
+    ((${#missing_qos[@]})) && sacctmgr -i add qos "$(join "${missing_qos[@]}")" >/dev/null
+    for opts in "${!qos_by_opts[@]}"; do
+        # shellcheck disable=SC2086  # opts is a list of key=value words
+        sacctmgr -i modify qos where name="${qos_by_opts[$opts]}" set $opts >/dev/null
+    done
+    ((${#missing_accounts[@]})) && sacctmgr -i add account "$(join "${missing_accounts[@]}")" Cluster="$CLUSTER" \
+        Description="another GPU site's account (tests/testbed/sites.sh)" Organization=testbed >/dev/null
+    ((${#missing_users[@]})) && sacctmgr -i add user "$TUSER" Cluster="$CLUSTER" Account="$(join "${missing_users[@]}")" >/dev/null
+    for qlist in "${!acc_by_qos[@]}"; do
+        sacctmgr -i modify user where name="$TUSER" account="${acc_by_qos[$qlist]}" cluster="$CLUSTER" \
+            set QOS="$qlist" DefaultQOS="${qlist%%,*}" >/dev/null
+    done
+    echo "$site_stamp" >"$TB/slurm/sites.applied"
+    log "site QoS and accounts applied (${#SITE_QOS[@]} QoS, ${#SITE_ACCOUNTS[@]} accounts)"
+fi
+
 # ---- slurmctld ----
 if ! running slurmctld; then
     ensure_ports_free slurmctld "$CTLD_PORT"
@@ -650,6 +768,17 @@ wait_until "ssh testbed" "$LOGDIR/sshd.out" ssh_ok testbed
 wait_until "ssh testbed-jump" "$LOGDIR/sshd-jump.out" ssh_ok testbed-jump
 
 verify_started "${started[@]+"${started[@]}"}"
+if [[ -n $torch_pid ]]; then
+    torch_rc=0
+    wait "$torch_pid" || torch_rc=$?
+    torch_pid=
+    if ((torch_rc == 0)); then
+        log "PyTorch installed: $(tail -n 1 "$LOGDIR/torch.out") in $TORCH_VENV"
+    else
+        tail -n 15 "$LOGDIR/torch.out" >&2
+        log "WARNING: installing PyTorch into $TORCH_VENV failed (log: $LOGDIR/torch.out): jobs that load pytorch/2.13.0-cpu will fail"
+    fi
+fi
 if ((${#started[@]})); then
     log "started: ${started[*]}"
 else
