@@ -92,6 +92,9 @@ SITE_DIRS=(
     /valhalla/projects/ehpc-aif-2026pg01-905/scratch   # Discoverer+: /valhalla/projects/{account}/scratch
     /p/scratch/exalab                   # JSC $SCRATCH (/p/scratch/<project>)
     /p/project1/exalab                  # JSC $PROJECT (/p/project1/<project>)
+    /e/scratch/exalab                   # JUPITER: /e/scratch/{account}
+    /scratch/project/eu-25-10           # Karolina: /scratch/project/{account_lower}
+    /projects/F202500017AIVLABDEUCALION # Deucalion: /projects/{project_upper}
 )
 
 # job_submit.lua: the one site rule the bed needs a submit plugin for.
