@@ -94,6 +94,11 @@ def test_ddp_trains_with_every_rank_in_sync(ddp_jobs: dict[str, Submitted], case
     res = _result(sub)
     world = case.nodes * case.per_node
     ranks = res["ranks"]
+    print(  # shown with -s: the figures an issue note quotes
+        f"{case.name}: world {res['world_size']}, ranks per node {res['ranks_per_node']}, "
+        f"all-reduce sum {res['allreduce_sum']}, weights in sync {res['weights_in_sync']} "
+        f"(max diff {res['max_weight_diff']})"
+    )
     # every rank joined, the all-reduce is right, the weights agree after a real step
     assert res["world_size"] == world and [r["rank"] for r in ranks] == list(range(world)), res
     assert res["allreduce_sum"] == world * (world - 1) // 2, res
