@@ -159,6 +159,16 @@ if ! torch_ok; then
     trap '[[ -n ${torch_pid:-} ]] && kill -TERM -- "-$torch_pid" 2>/dev/null; true' EXIT
 fi
 
+# A stub container runtime for jobs (stub_runtime.py: accepts only `exec <options> IMAGE CMD...`,
+# records each task's argv, environment and ranks in the job dir, then execs CMD), installed as
+# `singularity` and `apptainer`; `module load aif-stub-runtime` puts it on PATH (tests/real/test_container_real.py).
+STUB_RUNTIME=${TESTBED_STUB_RUNTIME:-/opt/aif-stub-runtime}
+mkdir -p "$STUB_RUNTIME/bin"
+chmod 755 "$STUB_RUNTIME" "$STUB_RUNTIME/bin"
+for rt in singularity apptainer; do
+    write_if_changed "$STUB_RUNTIME/bin/$rt" 755 root:root <"$HERE/stub_runtime.py" || true
+done
+
 # ---------------------------------------------------------------------------------------------
 # 2. Users and directories
 # ---------------------------------------------------------------------------------------------
@@ -486,6 +496,16 @@ whatis("Description: PyTorch 2.13.0 (CPU build, gloo) for jobs on the test bed")
 help([[PyTorch 2.13.0, CPU build: python3 and torchrun from $TORCH_VENV/bin.]])
 setenv("TESTBED_MODULE_PYTORCH", "2.13.0-cpu")
 prepend_path("PATH", "$TORCH_VENV/bin")
+EOF
+    # The stub container runtime (a test double: there are no containers on the bed)
+    mkdir -p "$d/modulefiles/aif-stub-runtime"
+    cat >"$d/modulefiles/aif-stub-runtime/1.0.lua" <<EOF
+-- Written by tests/testbed/start.sh: the test bed's stub container runtime (stub_runtime.py).
+whatis("Name: aif-stub-runtime")
+whatis("Version: 1.0")
+whatis("Description: stub singularity/apptainer: checks exec's arguments, records them, runs the command")
+help([[Stub container runtime: singularity and apptainer from $STUB_RUNTIME/bin.]])
+prepend_path("PATH", "$STUB_RUNTIME/bin")
 EOF
     # Paths in the files are the final ones ($MODROOT), not the temporary directory.
     sed -i "s|$d/sw|$MODROOT/sw|g" "$d"/modulefiles/LUMI/*.lua
