@@ -118,3 +118,11 @@ def test_container_needs_a_runtime() -> None:
         _resolve("run: x\ncontainer: {image: a.sif}\n", "local", Overrides())
     job = _resolve("run: x\ncontainer: {image: a.sif}\n")
     assert job.container_runtime == "singularity"
+
+
+def test_the_job_dir_user_is_the_login_user_aifactory_ssh_user_first() -> None:
+    # the job dir is named for the user aifactory logs in as: AIFACTORY_SSH_USER, then the config,
+    # then the profile (it used to skip AIFACTORY_SSH_USER: logged in as alice, job dir under bob)
+    config = UserConfig(sites={"lumi": SiteUserSettings(user="bob")})
+    assert _resolve("run: x\n", config=config, env=Settings(ssh_user="alice")).user == "alice"
+    assert _resolve("run: x\n", config=config, env=Settings()).user == "bob"

@@ -272,7 +272,8 @@ def resolve(
     if spec.array_size and spec.max_parallel and spec.max_parallel > spec.array_size:
         warnings.append(f"max_parallel {spec.max_parallel} is more than the {spec.array_size} elements")
 
-    user = ov.user or mine.user or profile.ssh.user
+    # the user the job dir is named for: the one aifactory logs in as (AIFACTORY_SSH_USER first)
+    user = ov.user or (settings or Settings()).ssh_user_for(mine.user, profile.ssh.user)
 
     return ResolvedJob(
         site=site,
