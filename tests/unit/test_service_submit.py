@@ -121,3 +121,17 @@ def test_when_the_site_cannot_tell_the_job_stays_in_doubt_and_is_not_sent_again(
     session.fake.slurm.finish("1000")  # sacct knows its job dir once it ended
     (job,) = session().status([])
     assert (job.state, job.slurm_job_id) == ("COMPLETED", "1000")
+
+
+def test_a_site_that_cannot_be_reached_does_not_fail_status_of_other_jobs(session: Session, tmp_path: Path) -> None:
+    session.fake.slurm.set(sbatch_fault="timeout")
+    svc = session()
+    with pytest.raises(RemoteError):
+        svc.submit(svc.prepare(spec(tmp_path), SITE))  # in doubt on SITE
+    local = session()
+    local_job = local.submit(local.prepare(spec(tmp_path), "local"))
+    session.fake.refuse_login = True  # SITE is down now
+    later = session()
+    (job,) = later.status([local_job.id])  # used to raise: settling SITE's job came first
+    assert job.id == local_job.id
+    assert any("cannot look up interrupted submissions now" in n for n in session.notes), session.notes

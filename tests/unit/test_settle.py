@@ -61,6 +61,19 @@ def test_when_squeue_does_not_answer_an_unseen_job_is_unknown_not_failed() -> No
     }
 
 
+def test_when_sacct_does_not_answer_an_ended_job_is_unknown_not_failed() -> None:
+    # slurmdbd down: sacct prints nothing (stderr goes to /dev/null) and exits 1; a job that sbatch
+    # queued while reporting a failure and that has already ended is only in sacct's answer
+    text = (DATA / "settle_lookup.txt").read_text()
+    failed = re.sub(r"(@@AIF@@ sacct\n).*?\n(@@AIF@@ rc) 0\n", r"\1\n\2 1\n", text, flags=re.S)
+    assert failed != text
+    got = _decide(failed)
+    assert got["sacct_only"] == ("unknown", None)  # was ("not_queued", None): "never submitted, submit it again"
+    assert got["never"] == ("unknown", None)
+    assert got["marked"] == ("queued", RECORDED["marked"]["sbatch"])
+    assert got["token_only"] == ("queued", RECORDED["token_only"]["sbatch"])
+
+
 def test_local_lookup_reads_the_marks_only() -> None:
     jobs = [_job("marked"), _job("never"), _job("token_only", workdir=None)]
     command = settle.lookup_command(jobs, "local")

@@ -9,7 +9,7 @@ The riskiest decision in aifactory, so it is taken in one place, by a pure funct
   in doubt up (`lookup_command`): each job dir's `slurm_job_id` file (written right after sbatch),
   the tokens in the comments of the jobs `squeue` knows, and the job dirs `sacct` knows;
 - `decide(jobs, parse_lookup(output))` then says, per job: queued (with its Slurm id), not queued,
-  or unknown (squeue did not answer, so a queued job could not be seen: ask again later).
+  or unknown (squeue or sacct did not answer, so a queued job could not be seen: ask again later).
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ class Lookup:
     marks: dict[str, str | None] = field(default_factory=dict)  # job id -> id in its job dir's slurm_job_id
     by_token: dict[str, str] = field(default_factory=dict)  # token (squeue comment) -> Slurm id
     by_workdir: dict[str, str] = field(default_factory=dict)  # job dir (sacct WorkDir) -> Slurm id
-    queue_ok: bool = True  # squeue answered: a live job's token would have been seen
+    # squeue AND sacct answered: a live job's token, or an ended job's dir, would have been seen
+    queue_ok: bool = True
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def lookup_command(jobs: list[Job], scheduler: str) -> str:
 
 
 def parse_lookup(text: str, scheduler: str) -> Lookup:
-    """`lookup_command`'s output. For Slurm, a squeue that did not answer (or a cut-off answer)
+    """`lookup_command`'s output. For Slurm, a squeue or sacct that did not answer (or a cut-off answer)
     leaves `queue_ok` False: a queued job could not have been seen."""
     answers = batch.sections(text)
     lookup = Lookup()
@@ -97,7 +98,8 @@ def parse_lookup(text: str, scheduler: str) -> Lookup:
             lookup.marks[name[3:]] = value if value.isdigit() else None
     if scheduler == "slurm":
         queue, acct = answers.get("squeue"), answers.get("sacct")
-        lookup.queue_ok = queue is not None and queue.ok
+        # sacct matters too: a job that sbatch queued while reporting a failure may have ended already
+        lookup.queue_ok = queue is not None and queue.ok and acct is not None and acct.ok
         lookup.by_token = slurm.parse_comment_lookup(queue.output) if queue else {}
         lookup.by_workdir = slurm.parse_workdir_lookup(acct.output) if acct else {}
     return lookup
@@ -105,7 +107,7 @@ def parse_lookup(text: str, scheduler: str) -> Lookup:
 
 def decide(jobs: list[Job], lookup: Lookup) -> list[Decision]:
     """Per job in doubt: the Slurm id it got (its job dir's mark, else its token in squeue, else its
-    job dir in sacct), not queued when none of them knows it, unknown when squeue did not answer."""
+    job dir in sacct), not queued when none of them knows it, unknown when squeue or sacct did not answer."""
     out = []
     for job in jobs:
         sid = lookup.marks.get(job.id) or lookup.by_token.get(job.token)
@@ -190,7 +192,7 @@ def settle(svc: Service, site: str, provenance: str | None = None, spec_path: st
         elif same_spec:  # submitting this spec again might queue it twice
             raise RemoteError(
                 f"cannot tell whether the interrupted submission {d.job.id} of this spec reached {site}: "
-                "squeue did not answer; not submitting again",
+                "squeue or sacct did not answer; not submitting again",
                 f"try again later (`aifactory status {d.job.id}` asks again)",
                 queued="no",
             )
@@ -207,3 +209,5 @@ def settle_all(svc: Service) -> None:
             settle(svc, site)
         except NotFound:  # the site's profile was removed: refresh() says so for its jobs
             continue
+        except RemoteError as exc:  # one site down must not fail `status` for every site
+            svc.notify(f"{site}: cannot look up interrupted submissions now ({exc.message}); asking again later")
