@@ -135,3 +135,18 @@ def test_a_site_that_cannot_be_reached_does_not_fail_status_of_other_jobs(sessio
     (job,) = later.status([local_job.id])  # used to raise: settling SITE's job came first
     assert job.id == local_job.id
     assert any("cannot look up interrupted submissions now" in n for n in session.notes), session.notes
+
+
+def test_an_edited_spec_after_an_interrupted_submission_is_a_new_job(session: Session, tmp_path: Path) -> None:
+    session.fake.slurm.set(sbatch_fault="timeout")
+    path = spec(tmp_path)
+    svc = session()
+    with pytest.raises(RemoteError):
+        svc.submit(svc.prepare(path, SITE))  # queued as 1000, though sbatch said it failed
+    session.fake.slurm.set(sbatch_fault=None)
+    path.write_text(path.read_text().replace("run:", "env: {LR: '0.1'}\nrun:", 1))  # the user edits it
+    again = session()
+    new = again.submit(again.prepare(path, SITE))
+    # the interrupted one is settled (queued) and the edited spec is submitted, not swallowed
+    assert new.slurm_job_id == "1001" and len(session.fake.slurm.calls("sbatch")) == 2
+    assert {j.slurm_job_id for j in again.store.query()} == {"1000", "1001"}

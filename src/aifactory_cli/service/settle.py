@@ -168,9 +168,16 @@ def apply(store: Store, decisions: list[Decision]) -> None:
 # --- the use case -------------------------------------------------------------------------------------
 
 
-def settle(svc: Service, site: str, provenance: str | None = None, spec_path: str | None = None) -> Job | None:
+def settle(
+    svc: Service,
+    site: str,
+    provenance: str | None = None,
+    spec_path: str | None = None,
+    spec_json: str | None = None,
+) -> Job | None:
     """Look up interrupted submissions of `site` on the site (one remote command) and record what
-    became of them. Returns the one for this spec (same provenance hash and path) if it was queued."""
+    became of them. Returns the one for this spec (same provenance hash, path and content) if it was
+    queued: an edited spec is a new job, not the interrupted one."""
     now = dt.datetime.now(dt.timezone.utc)
     jobs = in_doubt(svc.store.query(site=site, states=[states.UNKNOWN, states.PREPARED]), now)
     if not jobs:
@@ -183,7 +190,12 @@ def settle(svc: Service, site: str, provenance: str | None = None, spec_path: st
     apply(svc.store, decisions)
     match = None
     for d in decisions:
-        same_spec = bool(provenance) and d.job.provenance_hash == provenance and d.job.spec_path == spec_path
+        same_spec = (
+            bool(provenance)
+            and d.job.provenance_hash == provenance
+            and d.job.spec_path == spec_path
+            and d.job.spec_json == spec_json
+        )
         if d.outcome == "queued":
             svc.notify(f"{d.job.id}: the interrupted submission did reach {site} as job {d.slurm_job_id}")
             match = d.job if same_spec else match

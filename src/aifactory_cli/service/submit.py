@@ -168,7 +168,9 @@ def submit(svc: Service, prepared: Prepared) -> Job:
     job = new_job(prepared)
     # an earlier submission of this very spec that was interrupted: find out what became of it
     # before anything is sent again, so a job is never submitted twice
-    earlier = settle.settle(svc, resolved.site, provenance=job.provenance_hash, spec_path=job.spec_path)
+    earlier = settle.settle(
+        svc, resolved.site, provenance=job.provenance_hash, spec_path=job.spec_path, spec_json=job.spec_json
+    )
     if earlier is not None:
         svc.notify(
             f"not submitting again: the interrupted submission {earlier.id} of this spec reached "
