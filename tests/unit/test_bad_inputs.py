@@ -273,3 +273,11 @@ def test_yaml_merge_keys_may_override(cli, tmp_path: Path) -> None:
     assert r.code == 0, r.stderr
     assert "export MODE=b" in r.stdout and "export OMP_NUM_THREADS=7" in r.stdout
     assert "WHEN=2024-01-01T10:00:00Z" in r.stdout  # a date-time stays as written
+
+
+def test_a_profile_cannot_put_shell_text_where_a_variable_name_goes(cli, aif_home: Path, tmp_path: Path) -> None:
+    # gpu.visible_devices_env is written unquoted as `export NAME=...` in every job script
+    prof = tmp_path / "mysite.yaml"
+    prof.write_text("extends: lumi\ngpu: {vendor: amd, model: MI250X, visible_devices_env: 'X=1; touch /tmp/pwn; Y'}\n")
+    r = cli("sites", "validate", str(prof))
+    assert r.code == 2 and "visible_devices_env" in r.stderr, r.stderr

@@ -44,7 +44,8 @@ class GpuInfo(_Strict):
     memory: str | None = None
     request: Literal["gpus-per-node", "gres", "gpus-per-task", "gpus"] = "gpus-per-node"
     gres_name: str = "gpu"
-    visible_devices_env: str = "CUDA_VISIBLE_DEVICES"
+    # written unquoted as a variable name in job scripts (`export NAME=...`): a name, nothing else
+    visible_devices_env: str = Field("CUDA_VISIBLE_DEVICES", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class Billing(_Strict):
