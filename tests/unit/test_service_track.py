@@ -104,6 +104,24 @@ def test_sync_rebuilds_the_store_from_the_site_alone(session: Session, tmp_path:
         assert sync_site(svc, SITE)[0] == []
 
 
+def test_sync_skips_a_job_dir_with_damaged_metadata(session: Session, tmp_path: Path, aif_home: Path) -> None:
+    import json
+
+    from aifactory_cli.jobs import jobdir
+    from aifactory_cli.service.sync import sync_site
+
+    good, bad = submitted(session, tmp_path, "good"), submitted(session, tmp_path, "bad")
+    meta_path = session.fake.home / (bad.workdir or "") / jobdir.META
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "array_size": "many"}))  # damaged on the site
+    for db in aif_home.rglob("jobs.sqlite3*"):
+        db.unlink()
+    with session() as svc:
+        added, _ = sync_site(svc, SITE)  # used to end in an internal error (exit 70)
+    assert [j.id for j in added] == [good.id]
+    assert any("cannot read its aifactory.json" in n and "skipped" in n for n in session.notes), session.notes
+
+
 def test_cli_wait_on_a_job_whose_site_profile_was_removed(cli, aif_home: Path, tmp_path: Path) -> None:
     """`aifactory wait` used to poll once, then fail with "unknown site 'gone'" after a warning that
     the job keeps its last known state; now it says at once why it cannot wait (exit 4, the

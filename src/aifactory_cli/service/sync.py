@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aifactory_cli import paths, settings, states
 from aifactory_cli.errors import RemoteError
+from aifactory_cli.jobs import jobdir
 from aifactory_cli.jobs.jobdir import listing_command, parse_listing
 from aifactory_cli.jobs.model import Job, now_iso
 
@@ -47,7 +48,9 @@ def sync_site(svc: Service, site: str) -> tuple[list[Job], list[Job]]:
         mine = svc.config.for_site(site)
         account = settings.current().account_for(None, mine.account)
         user = getattr(backend, "remote_user", lambda: None)()
-        glob = job_dir_glob(loaded.profile.workdir, {"account": account, "user": user, "site": site, "name": None})
+        values = {**loaded.profile.workdir_values(account), "account": account, "user": user, "site": site}
+        values["name"] = None
+        glob = job_dir_glob(loaded.profile.workdir, values)
     result = backend.transport.run(listing_command(glob))
     if not result.ok:
         raise RemoteError(f"cannot list the job dirs on {site}: {result.stderr.strip()}")
@@ -56,9 +59,30 @@ def sync_site(svc: Service, site: str) -> tuple[list[Job], list[Job]]:
         meta = rec["meta"]
         if meta.get("site") not in (None, site) or svc.store.by_token(meta["token"]) is not None:
             continue
-        now = now_iso()
-        job = Job(
-            id=meta.get("id") or meta["token"][:8],
+        job = _recovered(svc, site, rec)
+        if job is None:
+            continue
+        svc.store.add(job)
+        added.append(job)
+    live = svc.store.query(site=site, live_only=True)
+    svc.refresh(live, force=True)
+    return added, sorted({j.id: j for j in [*added, *live]}.values(), key=lambda j: (j.created_at, j.id))
+
+
+def _recovered(svc: Service, site: str, rec: dict[str, Any]) -> Job | None:
+    """The store's record of a job dir found on the site, or None (with a notice) when its metadata
+    cannot be used."""
+    meta = rec["meta"]
+    now = now_iso()
+    job_id = str(meta.get("id") or meta["token"][:8])
+    if svc.store.get(job_id) is not None:  # another job has that id here: take the token's prefix
+        job_id = meta["token"][:8]
+    if svc.store.get(job_id) is not None:
+        svc.notify(f"{rec['workdir']}: its job id {job_id} is taken by another job here; skipped")
+        return None
+    try:
+        return Job(
+            id=job_id,
             token=meta["token"],
             name=meta.get("name", "job"),
             site=site,
@@ -77,8 +101,6 @@ def sync_site(svc: Service, site: str) -> tuple[list[Job], list[Job]]:
             reason="recovered by sync",
             extra={"download": meta.get("download") or [], "recovered": True},
         )
-        svc.store.add(job)
-        added.append(job)
-    live = svc.store.query(site=site, live_only=True)
-    svc.refresh(live, force=True)
-    return added, sorted({j.id: j for j in [*added, *live]}.values(), key=lambda j: (j.created_at, j.id))
+    except (TypeError, ValueError) as exc:  # damaged metadata on the site: not a bug in aifactory
+        svc.notify(f"{rec['workdir']}: cannot read its {jobdir.META} ({exc}); skipped")
+        return None
