@@ -126,3 +126,22 @@ def test_the_job_dir_user_is_the_login_user_aifactory_ssh_user_first() -> None:
     config = UserConfig(sites={"lumi": SiteUserSettings(user="bob")})
     assert _resolve("run: x\n", config=config, env=Settings(ssh_user="alice")).user == "alice"
     assert _resolve("run: x\n", config=config, env=Settings()).user == "bob"
+
+
+def test_environment_layers_site_then_partition_then_spec_whatever_their_kind() -> None:
+    from aifactory_cli.sites.profile import LoadedProfile
+
+    loaded = load_profile("lumi")
+    profile = loaded.profile.model_copy(deep=True)
+    profile.env["A"], profile.shell_env["B"] = "site", "${SITE}"
+    part = profile.partitions["small"]
+    part.shell_env["A"] = "${PART}"  # the partition's shell_env wins over the site's literal env
+    part.env["B"] = "part"  # and its literal env over the site's shell_env
+    layered = LoadedProfile(profile, loaded.files, loaded.merged)
+    spec = load_spec_text("run: x\nenv: {C: spec}\nresources: {partition: small}\n").spec
+    job = resolve(spec, layered, UserConfig(), ACCOUNT, None)
+    assert (job.env.get("A"), job.shell_env.get("A")) == (None, "${PART}")
+    assert (job.env.get("B"), job.shell_env.get("B")) == ("part", None)
+    spec = load_spec_text("run: x\nenv: {A: spec}\nresources: {partition: small}\n").spec
+    job = resolve(spec, layered, UserConfig(), ACCOUNT, None)
+    assert (job.env.get("A"), job.shell_env.get("A")) == ("spec", None)  # the spec wins over all

@@ -261,9 +261,7 @@ def resolve(
     # sbatch extras: the site's, then the partition's, then the spec's (null drops an inherited one)
     slurm_options = {**profile.slurm, **(part.slurm if part else {}), **spec.slurm}
     user_comment = _user_comment(slurm_options.pop("comment", None))
-    # environment: the site's, the partition's, then the spec's (the spec wins over a shell_env too)
-    env = {**profile.env, **(part.env if part else {}), **spec.env}
-    shell_env = {k: v for k, v in {**profile.shell_env, **(part.shell_env if part else {})}.items() if k not in env}
+    env, shell_env = _layered_env(profile, part, spec)
     if profile.scheduler == "slurm" and spec.array_size > SLURM_DEFAULT_MAX_ARRAY:
         warnings.append(
             f"the matrix has {spec.array_size} elements; Slurm's default MaxArraySize allows indexes up to "
@@ -305,6 +303,21 @@ def resolve(
         slurm_options=slurm_options,
         warnings=warnings,
     )
+
+
+def _layered_env(profile: SiteProfile, part: Partition | None, spec: JobSpec) -> tuple[dict[str, str], dict[str, str]]:
+    """(literal env, shell-expanded env): the site's, then the partition's, then the spec's, each layer
+    winning over the one before whichever kind it is (a key ends up in one of the two only)."""
+    env, shell_env = dict(profile.env), dict(profile.shell_env)
+    layers = [(part.env, part.shell_env)] if part else []
+    for literal, shell in [*layers, (spec.env, {})]:
+        for key, value in literal.items():
+            shell_env.pop(key, None)
+            env[key] = value
+        for key, value in shell.items():
+            env.pop(key, None)
+            shell_env[key] = value
+    return env, shell_env
 
 
 def _exclusive_memory(profile: SiteProfile, part: Partition, pname: str | None, warnings: list[str]) -> int | None:
