@@ -56,4 +56,4 @@ exec "$@"
 '
 
 # launch
-srun --nodes=1 --ntasks=4 --cpus-per-task=72 bash -c "$AIF_TASK" aif-task apptainer exec --nv --bind "$AIF_BINDS" --bind /data/x /images/pytorch.sif bash -c 'python3 train.py'
+srun --nodes=1 --ntasks=4 --cpus-per-task=72 --kill-on-bad-exit=1 bash -c "$AIF_TASK" aif-task apptainer exec --nv --bind "$AIF_BINDS" --bind /data/x /images/pytorch.sif bash -c 'python3 train.py'

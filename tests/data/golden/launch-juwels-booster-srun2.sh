@@ -53,4 +53,4 @@ exec "$@"
 '
 
 # launch
-srun --nodes=2 --ntasks=8 --cpus-per-task=12 bash -c "$AIF_TASK" aif-task bash -c 'python3 train.py'
+srun --nodes=2 --ntasks=8 --cpus-per-task=12 --kill-on-bad-exit=1 bash -c "$AIF_TASK" aif-task bash -c 'python3 train.py'

@@ -44,4 +44,4 @@ exec "$@"
 '
 
 # launch
-srun --nodes=2 --ntasks=8 --cpus-per-task=8 bash -c "$AIF_TASK" aif-task bash -c 'python3 train.py'
+srun --nodes=2 --ntasks=8 --cpus-per-task=8 --kill-on-bad-exit=1 bash -c "$AIF_TASK" aif-task bash -c 'python3 train.py'

@@ -67,4 +67,4 @@ exec "$@"
 '
 
 # launch
-srun --nodes=1 --ntasks=8 --cpus-per-task=7 --cpu-bind="$CPU_BIND" bash -c "$AIF_TASK" aif-task singularity exec --bind "$AIF_BINDS" --bind /data/x /images/pytorch.sif bash -c 'python3 train.py'
+srun --nodes=1 --ntasks=8 --cpus-per-task=7 --kill-on-bad-exit=1 --cpu-bind="$CPU_BIND" bash -c "$AIF_TASK" aif-task singularity exec --bind "$AIF_BINDS" --bind /data/x /images/pytorch.sif bash -c 'python3 train.py'

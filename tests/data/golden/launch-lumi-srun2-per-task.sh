@@ -59,4 +59,4 @@ exec "$@"
 '
 
 # launch
-srun --nodes=2 --ntasks=16 --cpus-per-task=7 --cpu-bind="$CPU_BIND" bash -c "$AIF_TASK" aif-task bash -c ./solver
+srun --nodes=2 --ntasks=16 --cpus-per-task=7 --kill-on-bad-exit=1 --cpu-bind="$CPU_BIND" bash -c "$AIF_TASK" aif-task bash -c ./solver

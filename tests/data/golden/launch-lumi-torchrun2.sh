@@ -55,4 +55,4 @@ exec "$@"
 '
 
 # launch
-srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=56 bash -c "$AIF_TASK" aif-task bash -c 'exec torchrun --nnodes="$SLURM_NNODES" --nproc-per-node=8 --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID" --rdzv-conf=is_host=$(( SLURM_NODEID == 0 ? 1 : 0 )) --local-addr="$AIF_NODE_ADDR" train.py'
+srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=56 --kill-on-bad-exit=1 bash -c "$AIF_TASK" aif-task bash -c 'exec torchrun --nnodes="$SLURM_NNODES" --nproc-per-node=8 --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID" --rdzv-conf=is_host=$(( SLURM_NODEID == 0 ? 1 : 0 )) --local-addr="$AIF_NODE_ADDR" train.py'

@@ -43,4 +43,4 @@ exec "$@"
 '
 
 # launch
-srun --nodes=2 --ntasks=256 --cpus-per-task=1 bash -c "$AIF_TASK" aif-task bash -c ./simulate
+srun --nodes=2 --ntasks=256 --cpus-per-task=1 --kill-on-bad-exit=1 bash -c "$AIF_TASK" aif-task bash -c ./simulate

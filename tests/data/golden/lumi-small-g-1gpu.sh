@@ -54,4 +54,4 @@ exec "$@"
 '
 
 # launch
-srun --nodes=1 --ntasks=1 --cpus-per-task=7 bash -c "$AIF_TASK" aif-task bash -c 'python3 infer.py'
+srun --nodes=1 --ntasks=1 --cpus-per-task=7 --kill-on-bad-exit=1 bash -c "$AIF_TASK" aif-task bash -c 'python3 infer.py'

@@ -76,4 +76,4 @@ exec "$@"
 '
 
 # launch
-srun --nodes=1 --ntasks=8 --cpus-per-task=7 --cpu-bind="$CPU_BIND" bash -c "$AIF_TASK" aif-task singularity exec --bind "$AIF_BINDS" --bind /scratch/project_465000123 /appl/local/containers/pytorch.sif bash -c 'python3 bench.py --lr "$LR"'
+srun --nodes=1 --ntasks=8 --cpus-per-task=7 --kill-on-bad-exit=1 --cpu-bind="$CPU_BIND" bash -c "$AIF_TASK" aif-task singularity exec --bind "$AIF_BINDS" --bind /scratch/project_465000123 /appl/local/containers/pytorch.sif bash -c 'python3 bench.py --lr "$LR"'

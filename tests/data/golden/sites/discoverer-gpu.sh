@@ -41,4 +41,4 @@ exec "$@"
 '
 
 # launch
-srun --nodes=1 --ntasks=1 --cpus-per-task=26 bash -c "$AIF_TASK" aif-task bash -c 'python3 -c '"'"'print(1)'"'"''
+srun --nodes=1 --ntasks=1 --cpus-per-task=26 --kill-on-bad-exit=1 bash -c "$AIF_TASK" aif-task bash -c 'python3 -c '"'"'print(1)'"'"''

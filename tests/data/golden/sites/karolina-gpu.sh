@@ -42,4 +42,4 @@ exec "$@"
 '
 
 # launch
-srun --nodes=1 --ntasks=8 --cpus-per-task=16 bash -c "$AIF_TASK" aif-task bash -c 'python3 -c '"'"'print(1)'"'"''
+srun --nodes=1 --ntasks=8 --cpus-per-task=16 --kill-on-bad-exit=1 bash -c "$AIF_TASK" aif-task bash -c 'python3 -c '"'"'print(1)'"'"''

@@ -44,4 +44,4 @@ exec "$@"
 '
 
 # launch
-srun --nodes=1 --ntasks=4 --cpus-per-task=8 bash -c "$AIF_TASK" aif-task bash -c 'python3 -c '"'"'print(1)'"'"''
+srun --nodes=1 --ntasks=4 --cpus-per-task=8 --kill-on-bad-exit=1 bash -c "$AIF_TASK" aif-task bash -c 'python3 -c '"'"'print(1)'"'"''

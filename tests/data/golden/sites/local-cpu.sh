@@ -36,6 +36,20 @@ for _aif_task in $(seq 0 0); do
   bash -c "$AIF_TASK" aif-task bash -c hostname &
   _aif_pids+=("$!")
 done
+# as srun --kill-on-bad-exit=1: the first task that fails stops the others (a rank that died would
+# leave the rest waiting for it until the time limit)
 _aif_rc=0
-for _aif_pid in "${_aif_pids[@]}"; do wait "$_aif_pid" || _aif_rc=$?; done
+while [ "${#_aif_pids[@]}" -gt 0 ] && [ "$_aif_rc" -eq 0 ]; do
+  _aif_left=()
+  for _aif_pid in "${_aif_pids[@]}"; do
+    if kill -0 "$_aif_pid" 2>/dev/null; then _aif_left+=("$_aif_pid"); else wait "$_aif_pid" || _aif_rc=$?; fi
+  done
+  _aif_pids=(${_aif_left[@]+"${_aif_left[@]}"})
+  [ "${#_aif_pids[@]}" -gt 0 ] && [ "$_aif_rc" -eq 0 ] && sleep 0.2
+done
+if [ "${#_aif_pids[@]}" -gt 0 ]; then
+  echo "aifactory: a task failed (exit $_aif_rc): stopping the other ${#_aif_pids[@]} task(s)" >&2
+  kill "${_aif_pids[@]}" 2>/dev/null
+  wait "${_aif_pids[@]}" 2>/dev/null
+fi
 (exit "$_aif_rc")

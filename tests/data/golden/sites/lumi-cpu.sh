@@ -43,4 +43,4 @@ exec "$@"
 '
 
 # launch
-srun --nodes=1 --ntasks=1 --cpus-per-task=1 bash -c "$AIF_TASK" aif-task bash -c hostname
+srun --nodes=1 --ntasks=1 --cpus-per-task=1 --kill-on-bad-exit=1 bash -c "$AIF_TASK" aif-task bash -c hostname

@@ -57,4 +57,4 @@ exec "$@"
 '
 
 # launch
-srun --nodes=1 --ntasks=8 --cpus-per-task=7 --cpu-bind="$CPU_BIND" bash -c "$AIF_TASK" aif-task bash -c 'python3 -c '"'"'print(1)'"'"''
+srun --nodes=1 --ntasks=8 --cpus-per-task=7 --kill-on-bad-exit=1 --cpu-bind="$CPU_BIND" bash -c "$AIF_TASK" aif-task bash -c 'python3 -c '"'"'print(1)'"'"''
