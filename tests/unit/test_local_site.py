@@ -327,9 +327,7 @@ def _task_reports(workdir: Path) -> list[dict[str, str]]:
 def test_local_gpus_are_shared_out_per_node_and_per_task(cli, tmp_path: Path) -> None:
     env = _machine(tmp_path, **{"nvidia-smi": NVIDIA_SMI})
     for binding, expected in (("per_task", ["0", "1", "2", "3"]), ("all", ["0,1", "0,1", "2,3", "2,3"])):
-        spec = _spec(
-            tmp_path, binding, REPORT + f"resources: {{nodes: 2, gpus_per_node: 2, gpu_binding: {binding}}}\n"
-        )
+        spec = _spec(tmp_path, binding, REPORT + f"resources: {{nodes: 2, gpus_per_node: 2, gpu_binding: {binding}}}\n")
         r = cli("submit", str(spec), "--wait", "--json", env=env)
         assert r.code == 0, r.stderr
         tasks = _task_reports(Path(_jobs(r)[0]["workdir"]))

@@ -117,7 +117,9 @@ def test_lumi_full_node_follows_the_lumi_docs() -> None:
     masks = "CPU_BIND=mask_cpu:fe000000000000,fe00000000000000,fe0000,fe000000,fe,fe00,fe00000000,fe0000000000"
     per_task = _render("launch-lumi-srun2-per-task")
     for text in (script, per_task):
-        assert masks in text and 'srun --nodes=2 --ntasks=16 --cpus-per-task=7 --kill-on-bad-exit=1 --cpu-bind="$CPU_BIND" bash -c' in text
+        assert masks in text and (
+            'srun --nodes=2 --ntasks=16 --cpus-per-task=7 --kill-on-bad-exit=1 --cpu-bind="$CPU_BIND" bash -c' in text
+        )
         assert "select_gpu" not in text  # no wrapper file is written into the job dir
     # gpu_binding all (default): every task sees the node's 8 GCDs (the AI Guide's PyTorch recipe);
     # per_task: task i sees GCD i, what the docs' select_gpu wrapper does (ROCR_VISIBLE_DEVICES)

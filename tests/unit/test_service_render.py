@@ -33,7 +33,10 @@ def test_render_a_cpu_job_for_lumi(svc: Service, tmp_path: Path) -> None:
     assert {"--ntasks-per-node=1", "--cpus-per-task=1", "--time=00:05:00", "--output=stdout.log"} <= set(d)
     assert d[-1].startswith("--comment=aifactory:")
     assert "module load LUMI/25.03 partition/C" in preview.script
-    launch = """srun --nodes=1 --ntasks=1 --cpus-per-task=1 --kill-on-bad-exit=1 bash -c "$AIF_TASK" aif-task bash -c 'echo hi'"""
+    launch = (
+        """srun --nodes=1 --ntasks=1 --cpus-per-task=1 --kill-on-bad-exit=1 """
+        """bash -c "$AIF_TASK" aif-task bash -c 'echo hi'"""
+    )
     assert launch in preview.script
     # no account: a placeholder and a warning that says how to set one
     (warning,) = preview.warnings

@@ -21,6 +21,7 @@ from aifactory_cli.jobs.model import Job, now_iso
 if TYPE_CHECKING:
     from aifactory_cli.service.session import Service
 
+
 def job_dir_glob(workdir_template: str, values: dict[str, str | None]) -> str:
     """A shell glob (literal parts quoted, unknown parts `*`) matching every job dir of a template."""
     path = workdir_template

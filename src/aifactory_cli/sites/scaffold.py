@@ -17,6 +17,7 @@ from aifactory_cli.units import format_duration, format_memory, parse_duration
 
 T = TypeVar("T")
 
+
 def _gpus(gres: str) -> tuple[int, str | None]:
     """`gpu:mi250:8(S:0)` -> (8, 'mi250'); `(null)` -> (0, None)."""
     total, model = 0, None

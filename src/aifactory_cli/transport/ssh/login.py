@@ -55,13 +55,9 @@ def tcp_connect(hop: Endpoint, *, timeout: float, site: str) -> socket.socket:
             f"cannot resolve the host name {hop.hostname} ({hop.address}): {exc.strerror}", hint, where=site
         ) from exc
     except ConnectionRefusedError as exc:
-        raise RemoteError(
-            f"connection refused by {hop.address} (no SSH server listening?)", hint, where=site
-        ) from exc
+        raise RemoteError(f"connection refused by {hop.address} (no SSH server listening?)", hint, where=site) from exc
     except TimeoutError as exc:
-        raise RemoteError(
-            f"timed out after {timeout:g} s connecting to {hop.address}", hint, where=site
-        ) from exc
+        raise RemoteError(f"timed out after {timeout:g} s connecting to {hop.address}", hint, where=site) from exc
     except OSError as exc:
         raise RemoteError(f"cannot connect to {hop.address}: {exc.strerror or exc}", hint, where=site) from exc
     # paramiko leaves Nagle on: ~40 ms lost per command to Nagle + delayed ACK
@@ -69,13 +65,12 @@ def tcp_connect(hop: Endpoint, *, timeout: float, site: str) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     return sock
 
+
 def tunnel(via: paramiko.Transport, jump: Endpoint, hop: Endpoint, *, timeout: float, site: str) -> paramiko.Channel:
     import paramiko
 
     try:
-        return via.open_channel(
-            "direct-tcpip", (hop.hostname, hop.port), ("127.0.0.1", 0), timeout=timeout
-        )
+        return via.open_channel("direct-tcpip", (hop.hostname, hop.port), ("127.0.0.1", 0), timeout=timeout)
     except (paramiko.SSHException, EOFError, OSError) as exc:
         detail = getattr(exc, "text", None) or str(exc) or type(exc).__name__
         raise RemoteError(
@@ -84,6 +79,7 @@ def tunnel(via: paramiko.Transport, jump: Endpoint, hop: Endpoint, *, timeout: f
             "allows TCP forwarding",
             where=site,
         ) from exc
+
 
 def ssh_login(
     hop: Endpoint, sock: Any, pins: tuple[str, ...], *, interactive: bool, timeout: float, site: str
