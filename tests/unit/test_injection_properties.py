@@ -112,7 +112,8 @@ def test_hostile_values_are_literal(
     proc = subprocess.run(["bash", str(tmp / "job.sh")], cwd=tmp, env=env, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [env_value, matrix_value, [arg]]
-    assert (tmp / "setup.out").read_text() == setup_value + "\n"
+    # a sweep element works in its own directory (elements/N): the setup's relative file is there
+    assert (tmp / "elements" / "0" / "setup.out").read_text() == setup_value + "\n"
     # the container's bind and option arrive as one word each, exactly as written
     words = (tmp / "runtime.args").read_bytes().decode().split("\0")[:-1]
     assert words == ["exec", extra, "--bind", str(tmp), "--bind", bind, IMAGE, "bash", "-c", run]

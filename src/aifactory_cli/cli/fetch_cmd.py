@@ -17,6 +17,12 @@ def fetch(
     job: str = typer.Argument(..., metavar="JOB", autocompletion=completion.jobs),
     dest: Path | None = typer.Option(None, "--dest", "-d", help="Local directory (default ./NAME-ID)."),
     pattern: list[str] = typer.Option([], "--pattern", help="Globs instead of the spec's download: list."),
+    task: list[str] = typer.Option(
+        [],
+        "--task",
+        "-t",
+        help="Sweeps: only these elements, by index (3), range (0-2) or values (LR=0.1). Default: all.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
     with output.service() as svc:
@@ -24,7 +30,7 @@ def fetch(
         if dest is None:  # the default ./NAME-ID, checked like a --dest
             dest = Path.cwd() / f"{named.name}-{named.id}"
         options.check_output_dir(dest, "--dest")  # before anything is downloaded
-        found, files, target = svc.fetch(job, dest, pattern or None)
+        found, files, target = svc.fetch(job, dest, pattern or None, task or None)
         if as_json:
             output.print_json({"job": found.to_json(), "dest": str(target), "files": files})
             return
@@ -32,3 +38,7 @@ def fetch(
             output.note(f"no files of {found.id} match {', '.join(pattern or found.extra.get('download') or [])}")
         else:
             output.note(f"fetched {len(files)} file(s) of {found.id} into {target}")
+            if found.array_size:  # which element is where
+                for name in sorted({f.split("/", 1)[0] for f in files if "/" in f}):
+                    count = sum(1 for f in files if f.startswith(name + "/"))
+                    output.note(f"  {name}/: {count} file(s)")

@@ -17,7 +17,9 @@ def logs(
     job: str = typer.Argument(..., metavar="JOB", autocompletion=completion.jobs),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep streaming until the job ends."),
     stderr: bool = typer.Option(False, "--stderr", "-e", help="Show stderr instead of stdout."),
-    task: int | None = typer.Option(None, "--task", "-t", help="Array element (default 0)."),
+    task: str | None = typer.Option(
+        None, "--task", "-t", help="Sweeps: the element, by index (3) or values (LR=0.1); default 0."
+    ),
 ) -> None:
     with output.service() as svc:
         if follow:

@@ -38,9 +38,7 @@ def wait_and_report(
     old = signal.signal(signal.SIGTERM, on_signal)
     try:
         if follow and len(jobs) == 1:
-            for chunk in svc.follow(jobs[0].id):
-                sys.stderr.write(chunk.decode(errors="replace"))
-                sys.stderr.flush()
+            _follow(svc, jobs[0].id)
         svc.wait(jobs=jobs, timeout=timeout, on_change=on_change)
     except WaitTimeout as exc:
         timed_out = exc  # the states so far still go to stdout (JSON for CI), then exit 5
@@ -59,6 +57,9 @@ def wait_and_report(
         output.print_json(output.jobs_json(jobs))
     else:
         output.jobs_table(jobs)
+        from aifactory_cli.cli import failures
+
+        failures.report(svc, jobs)
     if junit_error is not None:
         raise junit_error
     if timed_out is not None:
@@ -79,3 +80,24 @@ def _write_junit(svc: Any, jobs: list[Any], path: Path) -> Exception | None:
             "see the jobs with `aifactory status " + " ".join(j.id for j in jobs) + "`",
         )
     return None
+
+
+def _follow(svc: Any, job_id: str) -> None:
+    """Stream the job's stdout and stderr to stderr as they grow; stderr lines marked `stderr| `
+    (red on a terminal), so a traceback shows where the output is."""
+    import os
+
+    plain = not output.is_tty(sys.stderr) or "NO_COLOR" in os.environ
+    mark = "stderr| " if plain else "\x1b[31mstderr|\x1b[0m "
+    pending = {"stdout": "", "stderr": ""}
+    for stream, chunk in svc.follow_both(job_id):
+        text = pending[stream] + chunk.decode(errors="replace")
+        lines = text.split("\n")
+        pending[stream] = lines.pop()  # a line not yet ended waits for its end
+        for line in lines:
+            sys.stderr.write((mark if stream == "stderr" else "") + line + "\n")
+        sys.stderr.flush()
+    for stream, rest in pending.items():
+        if rest:
+            sys.stderr.write((mark if stream == "stderr" else "") + rest + "\n")
+    sys.stderr.flush()

@@ -7,6 +7,8 @@ put in a job dir, and what status, logs, sync and settlement read back from it.
     exit_code[.N]         the script's own exit code (of array task N): known after the
                           scheduler has forgotten the job
     stdout[.N].log        the job's output (of array task N); stderr[.N].log likewise
+    elements/N/           array element N's working directory (a sweep): links to the job dir's
+                          files, and what the element's run writes
     .aif-upload/ .aif-expect .aif-delete
                           staging leftovers while the site-side upload cache is updated
     runner.json status.json runner.log cancel-requested
@@ -33,6 +35,8 @@ EXPECT_FILE = ".aif-expect"
 DELETE_FILE = ".aif-delete"
 UPLOAD_CACHE = ".uploads"
 
+ELEMENTS = "elements"
+
 RUNNER = "runner.json"
 STATUS = "status.json"
 RUNNER_LOG = "runner.log"
@@ -58,9 +62,34 @@ def log_name(stderr: bool = False, task: int | str | None = None) -> str:
     return f"{STDERR if stderr else STDOUT}{_suffix(task)}.log"
 
 
-def template_names() -> dict[str, str]:
+def element_dir(task: int) -> str:
+    """Array element `task`'s working directory, job-dir relative."""
+    return f"{ELEMENTS}/{task}"
+
+
+# Shell case patterns of aifactory's own entries in a job dir: not linked into element dirs.
+OWN_PATTERNS = (
+    SCRIPT,
+    META,
+    SLURM_JOB_ID,
+    f"{EXIT_CODE}*",
+    f"{STDOUT}*.log",
+    f"{STDERR}*.log",
+    ELEMENTS,
+    ".aif-*",
+    UPLOAD_CACHE,
+    RUNNER,
+    STATUS,
+    RUNNER_LOG,
+    CANCEL_FLAG,
+)
+
+
+def template_names() -> dict[str, Any]:
     """The job-dir names the batch script uses (the `jobdir` of the template context)."""
     return {
+        "elements": ELEMENTS,
+        "own_names": list(OWN_PATTERNS),
         "stdout": log_name(),
         "stderr": log_name(stderr=True),
         "array_stdout": log_name(task=_SLURM_TASK),

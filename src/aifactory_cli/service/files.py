@@ -1,21 +1,34 @@
-"""`fetch`: copy a job's outputs (its `download:` patterns, or the given ones) from the job dir."""
+"""`fetch`: copy a job's outputs (its `download:` patterns, or the given ones) from the job dir.
+
+A sweep's elements each work in their own directory (`elements/N/` in the job dir): their files come
+back under a name that says which element and which values (`3_LR=-1/outputs/...`), files the run
+wrote in the job dir itself (not an element's) keep their job-dir paths."""
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aifactory_cli.errors import BadInput, NotFound
+from aifactory_cli.jobs import jobdir
 from aifactory_cli.jobs.model import Job
+from aifactory_cli.service import elements
 
 if TYPE_CHECKING:
     from aifactory_cli.service.session import Service
 
 
 def fetch(
-    svc: Service, ref: str, dest: Path | None = None, patterns: list[str] | None = None
+    svc: Service,
+    ref: str,
+    dest: Path | None = None,
+    patterns: list[str] | None = None,
+    tasks: list[str] | None = None,
 ) -> tuple[Job, list[str], Path]:
+    """Download the matching files; returns the job, the files as laid out under the target
+    (relative paths), and the target directory."""
     job = svc.store.find(ref)
     if not job.workdir:
         raise NotFound(f"job {job.id} has no job dir (state {job.state})")
@@ -24,12 +37,50 @@ def fetch(
         raise BadInput(
             f"job {job.id} has no download: patterns", 'add download: ["outputs/**"] to the spec or pass --pattern'
         )
+    chosen = elements.select(job, tasks) if tasks else None
+    backend = svc.backend(job.site)
+    plan = plan_fetch(job, backend.list_files(job), wanted, chosen)
+    target = dest or Path.cwd() / f"{job.name}-{job.id}"
+    if plan:
+        with svc.progress(0, "download") or contextlib.nullcontext() as advance:
+            if all(remote == local for remote, local in plan.items()):
+                backend.fetch(job, list(plan), target, advance)
+            else:  # element files: fetched by their job-dir paths, then moved under the element's name
+                staging = target / ".aif-fetch"
+                shutil.rmtree(staging, ignore_errors=True)
+                backend.fetch(job, list(plan), staging, advance)
+                for remote, local in plan.items():
+                    (target / local).parent.mkdir(parents=True, exist_ok=True)
+                    (staging / remote).replace(target / local)
+                shutil.rmtree(staging, ignore_errors=True)
+    return job, list(plan.values()), target
+
+
+def plan_fetch(job: Job, files: list[str], patterns: list[str], chosen: list[int] | None = None) -> dict[str, str]:
+    """Job-dir file -> where it goes under the target. Plain jobs: the same path. Sweeps: an element's
+    files (`elements/N/...`) match the patterns relative to the element dir and go under the element's
+    label; with `chosen`, only those elements (and no job-dir files)."""
     from aifactory_cli.jobs.staging import match_downloads
 
-    backend = svc.backend(job.site)
-    files = match_downloads(backend.list_files(job), wanted)
-    target = dest or Path.cwd() / f"{job.name}-{job.id}"
-    if files:
-        with svc.progress(0, "download") or contextlib.nullcontext() as advance:
-            backend.fetch(job, files, target, advance)
-    return job, files, target
+    if not job.array_size:
+        return {f: f for f in match_downloads(files, patterns)}
+    prefix = jobdir.ELEMENTS + "/"
+    per_element: dict[int, list[str]] = {}
+    shared: list[str] = []
+    for f in files:
+        if f.startswith(prefix):
+            number, _, rest = f[len(prefix) :].partition("/")
+            if number.isdigit() and rest:
+                per_element.setdefault(int(number), []).append(rest)
+        else:
+            shared.append(f)
+    plan: dict[str, str] = {}
+    if chosen is None:
+        plan.update({f: f for f in match_downloads(shared, patterns)})
+    for index in sorted(per_element):
+        if chosen is not None and index not in chosen:
+            continue
+        name = elements.label(job, index)
+        for rest in match_downloads(per_element[index], patterns):
+            plan[f"{jobdir.element_dir(index)}/{rest}"] = f"{name}/{rest}"
+    return plan

@@ -268,22 +268,30 @@ class Service:
         jobs = jobs if jobs is not None else track.jobs(self, refs or [])
         return track.wait(self, jobs, timeout, on_change, min_interval, max_interval)
 
-    def logs(self, ref: str, stderr: bool = False, task: int | None = None) -> tuple[Job, bytes]:
+    def logs(self, ref: str, stderr: bool = False, task: int | str | None = None) -> tuple[Job, bytes]:
         from aifactory_cli.service import track
 
         return track.logs(self, ref, stderr, task)
 
-    def follow(self, ref: str, stderr: bool = False, task: int | None = None, interval: float = 1.0) -> Iterator[bytes]:
+    def follow(
+        self, ref: str, stderr: bool = False, task: int | str | None = None, interval: float = 1.0
+    ) -> Iterator[bytes]:
         from aifactory_cli.service import track
 
         return track.follow(self, ref, stderr, task, interval)
 
+    def follow_both(self, ref: str, interval: float = 1.0) -> Iterator[tuple[str, bytes]]:
+        """stdout and stderr as they grow: ("stdout" | "stderr", bytes) until the job ends."""
+        from aifactory_cli.service import track
+
+        return track.follow_both(self, ref, interval)
+
     def fetch(
-        self, ref: str, dest: Path | None = None, patterns: list[str] | None = None
+        self, ref: str, dest: Path | None = None, patterns: list[str] | None = None, tasks: list[str] | None = None
     ) -> tuple[Job, list[str], Path]:
         from aifactory_cli.service import files
 
-        return files.fetch(self, ref, dest, patterns)
+        return files.fetch(self, ref, dest, patterns, tasks)
 
 
 def exit_code_for(jobs: list[Job]) -> int:

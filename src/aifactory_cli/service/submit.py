@@ -156,6 +156,7 @@ def new_job(prepared: Prepared) -> Job:
             "depends_on": resolved.dependencies,
             "partition": resolved.partition_name,
             "account": resolved.account,
+            "qos": resolved.qos,
         },
     )
 

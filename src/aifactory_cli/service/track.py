@@ -178,14 +178,14 @@ def wait(
 # --- logs ---------------------------------------------------------------------------------------------
 
 
-def logs(svc: Service, ref: str, stderr: bool = False, task: int | None = None) -> tuple[Job, bytes]:
+def logs(svc: Service, ref: str, stderr: bool = False, task: int | str | None = None) -> tuple[Job, bytes]:
     job = svc.store.find(ref)
     task = _log_task(job, task)
     return job, svc.backend(job.site).read_log(job, stderr, task)
 
 
 def follow(
-    svc: Service, ref: str, stderr: bool = False, task: int | None = None, interval: float = 1.0
+    svc: Service, ref: str, stderr: bool = False, task: int | str | None = None, interval: float = 1.0
 ) -> Iterator[bytes]:
     job = svc.store.find(ref)
     task = _log_task(job, task)
@@ -206,14 +206,52 @@ def follow(
         refresh(svc, [job], force=True)
 
 
-def _log_task(job: Job, task: int | None) -> int | None:
-    """The array element whose logs are wanted (0 by default); an element the job lacks is an error."""
+def follow_both(svc: Service, ref: str, interval: float = 1.0) -> Iterator[tuple[str, bytes]]:
+    """The job's stdout and stderr (of element 0 for a sweep) as they grow, as ("stdout" | "stderr",
+    bytes) pairs, until the job ends; one last read of each after the end."""
+    job = svc.store.find(ref)
+    task = _log_task(job, None)
+    backend = svc.backend(job.site)
+    offsets = {"stdout": 0, "stderr": 0}
+
+    def read() -> Iterator[tuple[str, bytes]]:
+        for stream in offsets:
+            data = backend.read_log(job, stream == "stderr", task, offsets[stream])
+            if data:
+                offsets[stream] += len(data)
+                yield stream, data
+
+    while True:
+        yield from read()
+        if job.is_final:
+            yield from read()
+            return
+        time.sleep(interval)
+        refresh(svc, [job], force=True)
+
+
+def _log_task(job: Job, task: int | str | None) -> int | None:
+    """The array element whose logs are wanted (0 by default), by index or by values (`LR=0.1`);
+    an element the job lacks is an error."""
     if not job.array_size:
         if task is not None:
             raise BadInput(f"job {job.id} is not an array, so it has no --task {task}", "leave out --task")
         return None
     if task is None:
         return 0
+    if isinstance(task, str):
+        if not task.isdigit():
+            from aifactory_cli.service import elements
+
+            chosen = elements.select(job, [task])
+            if len(chosen) != 1:
+                raise BadInput(
+                    f"--task {task} matches {len(chosen)} elements of job {job.id}: "
+                    + ", ".join(elements.describe(job, i) for i in chosen[:6]),
+                    "name one element: give more values (KEY=VALUE,KEY2=VALUE2) or its index",
+                )
+            return chosen[0]
+        task = int(task)
     if not 0 <= task < job.array_size:
         raise BadInput(
             f"job {job.id} has array elements 0-{job.array_size - 1}, not {task}",

@@ -175,7 +175,8 @@ class JobSpec(_Strict):
     launcher: Literal["srun", "torchrun", "none"] = "srun"
     upload: list[str] = Field(default_factory=list)
     download: list[str] = Field(default_factory=list)
-    matrix: dict[str, list[str]] = Field(default_factory=dict)
+    # a sweep: {KEY: [values...]} (every combination), or an explicit list of elements [{KEY: value}, ...]
+    matrix: dict[str, list[str]] | list[dict[str, str]] = Field(default_factory=dict)
     max_parallel: int | None = Field(None, ge=1, description="array concurrency limit (%N)")
     depends_on: list[str] = Field(default_factory=list)
     requires: Requires = Field(default_factory=lambda: Requires())
@@ -234,6 +235,24 @@ class JobSpec(_Strict):
     @field_validator("matrix", mode="before")
     @classmethod
     def _matrix(cls, v: Any) -> Any:
+        if isinstance(v, list):  # explicit elements, e.g. the failed ones of a sweep (`rerun`)
+            if not v:
+                raise ValueError("matrix: an explicit list of elements must not be empty")
+            elements = []
+            for n, element in enumerate(v):
+                if not isinstance(element, dict) or not element:
+                    raise ValueError(f"matrix[{n}] must be a mapping of variable names to values, like {{LR: 0.1}}")
+                out_e = {}
+                for key, value in element.items():
+                    if not isinstance(key, str) or not ENV_NAME_RE.match(key):
+                        raise ValueError(f"matrix[{n}]: '{key}' must be a valid environment variable name")
+                    if key.startswith("AIF_"):
+                        raise ValueError(f"matrix[{n}].{key}: names starting with AIF_ are set by aifactory in the job")
+                    if isinstance(value, (dict, list)) or value is None:
+                        raise ValueError(f"matrix[{n}].{key} must be a single value (a string or number)")
+                    out_e[key] = _scalar_text(value)
+                elements.append(out_e)
+            return elements
         if isinstance(v, dict):
             out = {}
             for key, values in v.items():
@@ -295,15 +314,20 @@ class JobSpec(_Strict):
 
     @property
     def array_size(self) -> int:
+        if isinstance(self.matrix, list):
+            return len(self.matrix)
         size = 1
         for values in self.matrix.values():
             size *= len(values)
         return size if self.matrix else 0
 
     def matrix_elements(self) -> list[dict[str, str]]:
-        """The cartesian product of the matrix, in a stable order (first key varies slowest)."""
+        """The elements of the sweep: the explicit list, or the cartesian product of the matrix in a
+        stable order (first key varies slowest)."""
         import itertools
 
+        if isinstance(self.matrix, list):
+            return [dict(e) for e in self.matrix]
         if not self.matrix:
             return []
         keys = list(self.matrix)
