@@ -48,3 +48,15 @@ def test_jupiter_whole_nodes_node_hours_in_core_hours() -> None:
 def test_arrays_multiply() -> None:
     _, c = _charge("run: x\nmatrix: {A: [1, 2, 3]}\nresources: {gpus_per_node: 1, time: 2h}\n")
     assert c.amount == 3.0 and "3 array elements" in c.how
+
+
+def test_charge_text_reads_well() -> None:
+    # no memory asked: no `ceil(0 GB/2)` term; singular/plural; minutes below an hour (issue 14)
+    _, c = _charge("run: x\nresources: {time: 5m}\n")
+    assert c.how == "1 core x 1 node x 5 min"
+    _, c = _charge("run: x\nresources: {cpus_per_task: 16, memory: 64G, time: 4h}\n")
+    assert c.how == "max(16 cores, ceil(64 GB/2)) x 1 node x 4 h"
+    _, c = _charge("run: x\nresources: {nodes: 2, gpus_per_node: all, time: 90m}\n")
+    assert c.how == "4 per node-hour x 2 nodes x 1.5 h"
+    _, c = _charge("run: x\nresources: {gpus_per_node: 2, memory: 200G, time: 10h}\n")
+    assert c.how == "0.5 x max(2 GCDs, ceil(14 cores/8), ceil(200 GB/64)) x 1 node x 10 h"

@@ -38,7 +38,7 @@ def test_plan_asks_sbatch_test_only_and_estimates_the_charge(session: Session, t
     assert (fake.partition, fake.start, fake.nodes) == ("small", "2026-12-01T08:00:00", "nid005000")
     # LUMI `small` is lumi_shared_cpu at rate 1: 1 core x 5 min
     assert fake.unit == "core-hours" and fake.charge == pytest.approx(5 / 60, abs=1e-3)
-    assert "max(1 cores" in (fake.charge_how or "")
+    assert fake.charge_how == "1 core x 1 node x 5 min"
     # the script went to sbatch on stdin; nothing was queued
     assert session.fake.commands == ["sbatch --test-only"]
     assert session.fake.slurm.jobs() == {}

@@ -44,9 +44,9 @@ def test_render_a_cpu_job_for_lumi(svc: Service, tmp_path: Path) -> None:
     assert preview.resolved["partition"] == "small" and preview.resolved["account"] == "ACCOUNT_NOT_SET"
     assert preview.resolved["time"] == "00:05:00"
     assert preview.charge_json == {
-        "amount": 0.0833, "unit": "core-hours", "how": "max(1 cores, ceil(0 GB/2)) x 1 node(s) x 0.0833333 h",
+        "amount": 0.0833, "unit": "core-hours", "how": "1 core x 1 node x 5 min",
     }  # fmt: skip
-    assert preview.charge is not None and preview.charge.startswith("0.08 core-hours (max(1 cores")
+    assert preview.charge is not None and preview.charge.startswith("0.08 core-hours (1 core x 1 node x 5 min)")
     assert preview.to_json()["script"] == preview.script and preview.to_json()["charge"] == preview.charge_json
     assert svc.store.query() == []  # nothing recorded
 

@@ -6,6 +6,11 @@ models, and never raises: a failure completes nothing rather than printing into 
 
 from __future__ import annotations
 
+from typing import Any
+
+import typer as _typer
+import typer.completion as _typer_completion
+
 
 def sites(incomplete: str) -> list[str]:
     """Site names (built-in and user profiles) for --site."""
@@ -45,3 +50,58 @@ def jobs(incomplete: str) -> list[tuple[str, str]]:
         elif job.name.startswith(incomplete) and incomplete:
             out.append((job.name, f"{job.id} ({job.site}, {job.state})"))
     return out[:50]
+
+
+# --- `--install-completion [SHELL]` / `--show-completion [SHELL]` -------------------------------------
+# typer makes these plain flags where it can detect the shell, so `--show-completion zsh` printed the
+# *detected* shell's script (bash) and ignored `zsh`; typer's options cannot take an optional value.
+# So the flags stay, and a shell name right after one of them picks that shell's script.
+
+SHELLS = ("bash", "zsh", "fish", "powershell", "pwsh")
+
+
+def _shell_after(option: str, argv: list[str]) -> str | bool:
+    """The shell named right after `option` on the command line, else True (detect the shell)."""
+    try:
+        following = argv[argv.index(option) + 1]
+    except (ValueError, IndexError):
+        return True
+    return following if following in SHELLS else True
+
+
+def _install(ctx: Any, param: Any, value: bool | None) -> Any:
+    import sys
+
+    from typer.completion import install_callback
+
+    return install_callback(ctx, param, value and _shell_after("--install-completion", sys.argv))
+
+
+def _show(ctx: Any, param: Any, value: bool | None) -> Any:
+    import sys
+
+    from typer.completion import show_callback
+
+    return show_callback(ctx, param, value and _shell_after("--show-completion", sys.argv))
+
+
+def _completion_options(
+    install_completion: bool = _typer.Option(
+        None,
+        "--install-completion",
+        callback=_install,
+        expose_value=False,
+        help="Install completion for the current shell, or for the shell named after it (bash, zsh, fish).",
+    ),
+    show_completion: bool = _typer.Option(
+        None,
+        "--show-completion",
+        callback=_show,
+        expose_value=False,
+        help="Print the completion script of the current shell, or of the shell named after it (bash, zsh, fish).",
+    ),
+) -> Any:
+    """The signature typer reads its two completion options from (typer.completion)."""
+
+
+_typer_completion.__dict__["_install_completion_placeholder_function"] = _completion_options

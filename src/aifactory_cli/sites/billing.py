@@ -48,25 +48,37 @@ def estimate(job: ResolvedJob) -> Charge | None:
         mem_gib = job.memory_per_gpu_mib * job.gpus_per_node / 1024
     else:
         mem_gib = 0.0
-    times = f"{hours:g} h" + (f" x {copies} array elements" if copies > 1 else "")
+    times = _duration(job.time_seconds) + (f" x {copies} array elements" if copies > 1 else "")
+    nodes = _count(job.nodes, "node")
+    mem_term = [f"ceil({mem_gib:g} GB/64)"] if mem_gib else []  # no memory asked: the term is 0
     if b.formula == "node_hours":
         amount = b.rate * job.nodes * hours
-        how = f"{b.rate:g} per node-hour x {job.nodes} node(s) x {times}"
+        how = f"{b.rate:g} per node-hour x {nodes} x {times}"
     elif b.formula == "lumi_shared_gpu":
         slots = max(job.gpus_per_node, math.ceil(cores / 8), math.ceil(mem_gib / 64))
         amount = b.rate * slots * job.nodes * hours
-        how = (
-            f"{b.rate:g} x max({job.gpus_per_node} GCDs, ceil({cores} cores/8), ceil({mem_gib:g} GB/64)) "
-            f"x {job.nodes} node(s) x {times}"
-        )
+        terms = [_count(job.gpus_per_node, "GCD"), f"ceil({_count(cores, 'core')}/8)", *mem_term]
+        how = f"{b.rate:g} x max({', '.join(terms)}) x {nodes} x {times}"
     elif b.formula == "lumi_shared_cpu":
         slots = max(cores, math.ceil(mem_gib / 2))
         amount = b.rate * slots * job.nodes * hours
-        how = f"max({cores} cores, ceil({mem_gib:g} GB/2)) x {job.nodes} node(s) x {times}"
+        per_node = f"max({_count(cores, 'core')}, ceil({mem_gib:g} GB/2))" if mem_gib else _count(cores, "core")
+        how = f"{per_node} x {nodes} x {times}"
     elif b.formula == "gpu_hours":
         amount = b.rate * job.gpus_per_node * job.nodes * hours
-        how = f"{b.rate:g} x {job.gpus_per_node * job.nodes} GPU(s) x {times}"
+        how = f"{b.rate:g} x {_count(job.gpus_per_node * job.nodes, 'GPU')} x {times}"
     else:  # core_hours
         amount = b.rate * cores * job.nodes * hours
-        how = f"{b.rate:g} x {cores * job.nodes} core(s) x {times}"
+        how = f"{b.rate:g} x {_count(cores * job.nodes, 'core')} x {times}"
     return Charge(round(amount * copies, 4), b.unit, how)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _duration(seconds: float) -> str:
+    """The time limit as people say it: 30 min, 2 h, 1.5 h (not 0.0833333 h)."""
+    if seconds < 3600:
+        return f"{seconds / 60:g} min"
+    return f"{seconds / 3600:.4g} h"

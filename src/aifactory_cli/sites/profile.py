@@ -236,11 +236,15 @@ class SiteProfile(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> SiteProfile:
+        problems = []  # every one at once: `sites validate` reports all in one run
         if self.scheduler == "slurm" and not self.partitions:
-            raise ValueError("a Slurm site needs at least one partition under 'partitions'")
-        for pname, part in self.partitions.items():
-            if part.kind == "gpu" and self.gpu is None:
-                raise ValueError(f"partition '{pname}' is a GPU partition but the site has no 'gpu' block")
+            problems.append("a Slurm site needs at least one partition under 'partitions'")
+        gpu_parts = [p for p, part in self.partitions.items() if part.kind == "gpu"]
+        if gpu_parts and self.gpu is None:
+            names = ", ".join(f"'{p}'" for p in gpu_parts)
+            problems.append(f"GPU partition(s) {names} but the site has no 'gpu' block")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     # --- derived -------------------------------------------------------------------------------
