@@ -86,36 +86,37 @@ def _running(session: Session, tmp_path: Path) -> Any:
     return job
 
 
-def _signalled(svc: Any, signums: list[int], during: str = "wait") -> Any:
-    """`svc` whose first wait() (or cancel(), with during="cancel") gets `signums` as real signals.
-    The settle wait after a cancel is the service's own."""
-    real_wait, real_cancel = svc.wait, svc.cancel
+def _signalled(svc: Any, plan: dict[tuple[str, int], list[int]]) -> Any:
+    """`svc` whose n-th wait() or cancel() call gets real signals first: plan[("wait", 1)] = [SIGINT]
+    signals the watch, ("wait", 2) the settle wait after a cancel, ("cancel", 1) the cancel."""
+    real = {"wait": svc.wait, "cancel": svc.cancel}
     calls = {"wait": 0, "cancel": 0}
 
     def fire(kind: str) -> None:
         calls[kind] += 1
-        if kind == during and calls[kind] == 1:
-            for signum in signums:
-                os.kill(os.getpid(), signum)  # the handler runs here, between two bytecodes
+        for signum in plan.get((kind, calls[kind]), []):
+            os.kill(os.getpid(), signum)  # the handler runs here, between two bytecodes
 
     def wait(**kwargs: Any) -> Any:
         fire("wait")
-        return real_wait(**kwargs)
+        return real["wait"](**kwargs)
 
     def cancel(refs: list[str]) -> Any:
         fire("cancel")
-        return real_cancel(refs)
+        return real["cancel"](refs)
 
     svc.wait, svc.cancel = wait, cancel
     svc.calls = calls
     return svc
 
 
-def _report(session: Session, tmp_path: Path, flag: bool | None, signums: list[int], during: str = "wait") -> Any:
+def _report(
+    session: Session, tmp_path: Path, flag: bool | None, plan: dict[tuple[str, int], list[int]]
+) -> tuple[Any, int, dict[str, int], Path]:
     job = _running(session, tmp_path)
     junit = tmp_path / "report.xml"
     with session() as svc:
-        svc = _signalled(svc, signums, during)
+        svc = _signalled(svc, plan)
         before = {s: signal.getsignal(s) for s in (INT, TERM)}
         jobs = svc.jobs([job.id])
         code = waiting.wait_and_report(svc, jobs, None, False, flag, True, junit)
@@ -133,7 +134,7 @@ def test_ctrl_c_at_a_terminal_detaches_and_says_how_to_reattach(
     session: Session, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(waiting, "at_terminal", lambda environ, i, e: True)
-    job, code, calls, junit = _report(session, tmp_path, None, [INT])
+    job, code, calls, junit = _report(session, tmp_path, None, {("wait", 1): [INT]})
     out, err = capsys.readouterr()
     assert code == 130 and calls["cancel"] == 0
     assert session.fake.slurm.calls("scancel") == []
@@ -160,7 +161,7 @@ def test_cancel_reports_the_final_states(
     code: int,
 ) -> None:
     monkeypatch.setattr(waiting, "at_terminal", lambda environ, i, e: terminal)
-    job, got, calls, junit = _report(session, tmp_path, flag, [signum])
+    job, got, calls, junit = _report(session, tmp_path, flag, {("wait", 1): [signum]})
     out, err = capsys.readouterr()
     assert got == code and calls["cancel"] == 1
     assert session.fake.slurm.calls("scancel") == [[job.slurm_job_id]]
@@ -172,57 +173,43 @@ def test_cancel_reports_the_final_states(
 def test_no_cancel_on_interrupt_never_cancels_not_even_on_sigterm(
     session: Session, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    job, code, calls, _ = _report(session, tmp_path, False, [TERM])
+    job, code, calls, _ = _report(session, tmp_path, False, {("wait", 1): [TERM]})
     err = capsys.readouterr().err
     assert code == 143 and calls["cancel"] == 0 and session.fake.slurm.calls("scancel") == []
     assert "terminated (SIGTERM)" in err and f"aifactory wait {job.id}" in err
     assert "--cancel-on-interrupt" not in err  # asked for explicitly: no advice
 
 
+@pytest.mark.parametrize("during", [("cancel", 1), ("wait", 2)], ids=["sending", "settling"])
 def test_a_second_ctrl_c_while_cancelling_is_noted_not_obeyed(
-    session: Session, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    session: Session, tmp_path: Path, capsys: pytest.CaptureFixture[str], during: tuple[str, int]
 ) -> None:
-    first = _running(session, tmp_path)
-    with session() as svc:
-        svc = _signalled(svc, [INT], during="cancel")  # the second Ctrl-C arrives while the cancel is sent
-        jobs = svc.jobs([first.id])
-        real_wait = svc.wait
-
-        def wait(**kwargs: Any) -> Any:
-            if svc.calls["wait"] == 0:
-                svc.calls["wait"] += 1
-                os.kill(os.getpid(), INT)  # the first Ctrl-C
-            return real_wait(**kwargs)
-
-        svc.wait = wait
-        code = waiting.wait_and_report(svc, jobs, None, False, True, True)
+    job, code, _, junit = _report(session, tmp_path, True, {("wait", 1): [INT], during: [INT]})
     out, err = capsys.readouterr()
-    assert code == 130 and "still sending the cancel" in err and "Traceback" not in err
-    assert [j["state"] for j in json.loads(out)["jobs"]] == ["CANCELLED"]
+    assert code == 130 and "press Ctrl-C again" in err and "Traceback" not in err
+    assert session.fake.slurm.calls("scancel") == [[job.slurm_job_id]]
+    assert [j["state"] for j in json.loads(out)["jobs"]] == ["CANCELLED"]  # not cut short
+    assert _junit_state(junit) == "CANCELLED"
 
 
 def test_a_third_ctrl_c_stops_the_cancel_without_a_traceback(
     session: Session, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    first = _running(session, tmp_path)
-    with session() as svc:
-        svc = _signalled(svc, [INT, INT], during="cancel")
-        jobs = svc.jobs([first.id])
-        real_wait = svc.wait
-
-        def wait(**kwargs: Any) -> Any:
-            if svc.calls["wait"] == 0:
-                svc.calls["wait"] += 1
-                os.kill(os.getpid(), INT)
-            return real_wait(**kwargs)
-
-        svc.wait = wait
-        code = waiting.wait_and_report(svc, jobs, None, False, True, True)
+    job, code, _, _ = _report(session, tmp_path, True, {("wait", 1): [INT], ("cancel", 1): [INT, INT]})
     out, err = capsys.readouterr()
-    assert code == 130 and "stopped before the site confirmed the cancel" in err
-    assert f"aifactory status {first.id}" in err
+    assert code == 130 and "stopped before the site confirmed the cancel" in err and "Traceback" not in err
+    assert f"aifactory status {job.id}" in err
     assert session.fake.slurm.calls("scancel") == []  # stopped before it was sent
     assert [j["state"] for j in json.loads(out)["jobs"]] == ["RUNNING"]
+
+
+def test_a_third_ctrl_c_stops_waiting_for_the_final_states(
+    session: Session, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job, code, _, _ = _report(session, tmp_path, True, {("wait", 1): [INT], ("wait", 2): [INT, INT]})
+    err = capsys.readouterr().err
+    assert code == 130 and "stopped waiting for the final states" in err and "Traceback" not in err
+    assert session.fake.slurm.calls("scancel") == [[job.slurm_job_id]]  # the cancel itself went out
 
 
 def test_a_cancel_the_site_does_not_confirm_in_time_is_bounded(
@@ -231,7 +218,7 @@ def test_a_cancel_the_site_does_not_confirm_in_time_is_bounded(
     monkeypatch.setattr(waiting, "SETTLE_SECONDS", 1.0)
     job = _running(session, tmp_path)
     with session() as svc:
-        svc = _signalled(svc, [TERM])
+        svc = _signalled(svc, {("wait", 1): [TERM]})
         svc.cancel = lambda refs: svc.jobs(refs)  # a scancel that the site ignores
         code = waiting.wait_and_report(svc, svc.jobs([job.id]), None, False, None, True)
     out, err = capsys.readouterr()

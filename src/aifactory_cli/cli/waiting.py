@@ -27,7 +27,7 @@ EXIT_TERMINATED = 143
 SETTLE_SECONDS = 10.0
 
 # CI systems that set no CI=true of their own (most do); any of them means "no person is watching"
-_CI_VARIABLES = (
+CI_VARIABLES = (
     "GITHUB_ACTIONS",
     "GITLAB_CI",
     "JENKINS_URL",
@@ -45,7 +45,7 @@ def ci_variable(environ: Mapping[str, str]) -> str | None:
     """The environment variable that says this runs under CI, or None (CI=false/0/no does not count)."""
     if environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
         return "CI"
-    return next((name for name in _CI_VARIABLES if environ.get(name, "").strip()), None)
+    return next((name for name in CI_VARIABLES if environ.get(name, "").strip()), None)
 
 
 def at_terminal(environ: Mapping[str, str], stdin_tty: bool, stderr_tty: bool) -> bool:
@@ -79,8 +79,9 @@ WATCHING, SENDING, SETTLING = "watching", "sending", "settling"
 
 class _Signals:
     """SIGINT and SIGTERM handlers for the whole wait. The first signal stops the watch. While the
-    cancel is being sent, a second one is only noted (a habitual double Ctrl-C must not stop the
-    cancel half-way) and a third stops it; at any other time a further signal stops what runs."""
+    cancel is sent and its final states awaited, a second one is only noted (a habitual double Ctrl-C
+    must neither stop the cancel half-way nor cut the report of the final states short) and a third
+    stops what runs; at any other time a further signal stops what runs."""
 
     def __init__(self) -> None:
         self.phase = WATCHING
@@ -104,6 +105,12 @@ class _Signals:
         self.extra += 1
         if self.phase == SENDING and self.extra == 1:
             output.note("still sending the cancel: press Ctrl-C again to stop without waiting for it")
+            return
+        if self.phase == SETTLING and self.extra == 1:
+            output.note(
+                f"cancel sent; waiting (at most {SETTLE_SECONDS:.0f} s) for the site to report the final states: "
+                "press Ctrl-C again to stop waiting"
+            )
             return
         raise _Stop(signum)
 
