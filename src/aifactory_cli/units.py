@@ -8,10 +8,10 @@ _SUFFIX_TIME = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)\s*$", re.IGN
 _CLOCK = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 
 
-def parse_duration(value: str | int) -> int:
+def parse_duration(value: str | int, *, allow_zero: bool = False) -> int:
     """Seconds from `HH:MM:SS`, `MM:SS`, `D-HH:MM:SS`, `D-HH`, `90m`, `2h`, `1d`, `45s`, or minutes (int).
 
-    Raises ValueError with an explanation.
+    Raises ValueError with an explanation. A zero time is refused unless `allow_zero` (`--timeout 0s`).
     """
     if isinstance(value, bool):
         raise ValueError("a time is needed, not true/false")
@@ -25,7 +25,7 @@ def parse_duration(value: str | int) -> int:
         amount = float(m.group(1))
         unit = m.group(2).lower()[0]
         seconds = int(amount * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
-        if seconds <= 0:
+        if seconds <= 0 and not (allow_zero and amount == 0):
             raise ValueError("time must be positive")
         return seconds
     m = _CLOCK.match(text)
@@ -47,7 +47,7 @@ def parse_duration(value: str | int) -> int:
         total = parts[0] * 60
     if (days is not None or len(parts) > 1) and any(x >= 60 for x in parts[1:]):
         raise ValueError(f"'{text}': minutes and seconds must be below 60")
-    if total <= 0:
+    if total <= 0 and not allow_zero:
         raise ValueError("time must be positive")
     return total
 

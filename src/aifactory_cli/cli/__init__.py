@@ -28,7 +28,7 @@ app = typer.Typer(
     name="aifactory",
     help="Run one portable job file on the EuroHPC supercomputers (LUMI, JUPITER, ...) or on this "
     "machine. Exit codes: 0 ok, 1 job failed, 2 bad input, 3 connection/remote, 4 not found, "
-    "5 timeout, 130 interrupted, 70 internal error.",
+    "5 timeout, 130 interrupted (143 on SIGTERM while waiting), 70 internal error.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -45,7 +45,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and remote details on errors."),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show tracebacks and remote details on errors (also after the command)."
+    ),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     STATE.debug = debug
@@ -69,6 +71,16 @@ for module in (
 app.add_typer(sites_cmd.app, name="sites")
 
 
+def hoist_debug(args: list[str]) -> list[str]:
+    """`--debug` after the subcommand (`aifactory status --debug`) moved first, where the root command
+    and the error boundary read it; arguments after a `--` are left alone."""
+    end = args.index("--") if "--" in args else len(args)
+    head = [a for a in args[:end] if a != "--debug"]
+    if len(head) == end:
+        return args
+    return ["--debug", *head, *args[end:]]
+
+
 def main() -> None:
     import os
 
@@ -76,4 +88,4 @@ def main() -> None:
 
     os.umask(0o077)  # state, caches, manifests and local job files are the user's alone
 
-    sys.exit(run_app(app))
+    sys.exit(run_app(app, hoist_debug(sys.argv[1:])))

@@ -62,12 +62,17 @@ def prefer_option(help: str) -> Any:
     return typer.Option("start", "--prefer", help=help, callback=_check_prefer, autocompletion=_prefer_choices)
 
 
-def check_timeout(value: float | None, option: str = "--timeout") -> None:
-    """A number of seconds, finite and not negative (click lets nan and -1 through)."""
-    import math
+def parse_timeout(value: str | None, option: str = "--timeout") -> float | None:
+    """Seconds from `--timeout`: a number of seconds or a duration (`90s`, `10m`, `1h`, `HH:MM:SS`)."""
+    from aifactory_cli.service.timeouts import parse_timeout as parse
 
-    if value is not None and not (math.isfinite(value) and value >= 0):
-        raise BadInput(f"{option} {value}: not a number of seconds", f"e.g. {option} 3600 (0 = check once)")
+    return None if value is None else parse(value, option)
+
+
+def timeout_option(help: str) -> Any:
+    return typer.Option(
+        None, "--timeout", metavar="DURATION", help=f"{help} DURATION: seconds, or 90s, 10m, 1h, HH:MM:SS."
+    )
 
 
 def _nearest_existing(path: Path) -> Path:

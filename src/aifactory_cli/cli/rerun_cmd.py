@@ -62,4 +62,4 @@ def rerun(
             return
         from aifactory_cli.cli.waiting import wait_and_report
 
-        raise typer.Exit(wait_and_report(svc, [new], None, False, False, as_json, None))
+        raise typer.Exit(wait_and_report(svc, [new], None, False, None, as_json, None))

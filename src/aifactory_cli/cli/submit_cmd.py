@@ -44,12 +44,16 @@ def submit(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the script(s); submit nothing."),
     wait: bool = typer.Option(False, "--wait", "-w", help="Block until the job(s) end; exit 0 only if all COMPLETED."),
     follow: bool = typer.Option(False, "--follow", "-f", help="With --wait: stream the job's output to stderr."),
-    timeout: float | None = typer.Option(None, "--timeout", help="With --wait: give up after SECONDS (exit 5)."),
+    timeout: str | None = options.timeout_option("With --wait: give up after DURATION (exit 5)."),
     job_id_file: Path | None = typer.Option(
         None, "--job-id-file", help="Write the submitted job ids (one per line) to this file."
     ),
-    cancel_on_interrupt: bool = typer.Option(
-        True, "--cancel-on-interrupt/--no-cancel-on-interrupt", help="With --wait: cancel the jobs on SIGINT/SIGTERM."
+    cancel_on_interrupt: bool | None = typer.Option(
+        None,
+        "--cancel-on-interrupt/--no-cancel-on-interrupt",
+        help="With --wait, on Ctrl-C or SIGTERM: cancel the jobs, or never cancel them (stop watching; they run "
+        "on). Default: Ctrl-C at a terminal stops watching; without a terminal, under CI, or on SIGTERM, cancel. "
+        "After a cancel, the final states are reported; exit 130 (143 on SIGTERM).",
     ),
     junit: Path | None = typer.Option(None, "--junit", help="With --wait: write a JUnit XML report to PATH."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only on stdout."),
@@ -61,7 +65,7 @@ def submit(
     for given, option in ((follow, "--follow"), (timeout is not None, "--timeout"), (junit is not None, "--junit")):
         if given and not wait:
             raise BadInput(f"{option} only applies with --wait", f"add --wait, or leave out {option}")
-    options.check_timeout(timeout)
+    seconds = options.parse_timeout(timeout)
     site = options.site_option(site)
     site_names = options.site_list_option(sites)
     options.check_output_file(job_id_file, "--job-id-file")
@@ -116,7 +120,7 @@ def submit(
             return
         from aifactory_cli.cli.waiting import wait_and_report
 
-        code = wait_and_report(svc, jobs, timeout, follow, cancel_on_interrupt, as_json, junit)
+        code = wait_and_report(svc, jobs, seconds, follow, cancel_on_interrupt, as_json, junit)
         raise typer.Exit(code)
 
 
