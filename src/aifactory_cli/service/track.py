@@ -1,7 +1,8 @@
 """Following jobs after submission: refresh, status, cancel, wait, logs.
 
 Each site is asked once per refresh about all its live jobs (one squeue + sacct round trip); a job
-whose site profile was removed keeps its last known state, and the commands say so.
+whose site profile was removed keeps its last known state, and the commands say so. `wait` also
+watches the job dirs between two such polls, to learn of an end within a second or two (`_Watch`).
 """
 
 from __future__ import annotations
