@@ -60,6 +60,24 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def cancel(self, jobs: list[Job]) -> None: ...
 
+    def ended(self, jobs: list[Job]) -> dict[str, bool]:
+        """Whether each of `jobs` has ended, by its job dir alone (every exit-code file the batch
+        script writes when it ends is there), for all of them in one cheap remote command; a job
+        whose dir cannot be read is left out. Only a hint that the scheduler should be asked: the
+        scheduler stays the judge of the state."""
+        watched = [j for j in jobs if j.workdir]
+        if not watched:
+            return {}
+        result = self.transport.run(jobdir.watch_command([j.workdir or "" for j in watched]))
+        if not result.ok:
+            return {}
+        found = jobdir.parse_watch(result.stdout, len(watched))
+        return {
+            job.id: jobdir.has_ended(names, job.array_size)
+            for job, names in zip(watched, found, strict=True)
+            if names is not None
+        }
+
     # --- shared file operations (work over any transport) --------------------------------------
 
     def read_log(self, job: Job, stderr: bool = False, task: int | None = None, offset: int = 0) -> bytes:

@@ -152,6 +152,10 @@ class LocalBackend(Backend):
             )
         return out
 
+    def ended(self, jobs: list[Job]) -> dict[str, bool]:
+        """The runner's status file is on this machine and is the judge itself: read it."""
+        return {job_id: u.state in states.FINAL_STATES for job_id, u in self.poll(jobs).items()}
+
     def cancel(self, jobs: list[Job]) -> None:
         for job in jobs:
             if job.workdir:

@@ -21,6 +21,8 @@ Only the standard library is imported here: the local runner imports this module
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from typing import Any
 
 SCRIPT = "job.sh"
@@ -96,6 +98,50 @@ def template_names() -> dict[str, Any]:
         "array_stderr": log_name(stderr=True, task=_SLURM_TASK),
         "exit_code": EXIT_CODE + _SHELL_TASK_SUFFIX,
     }
+
+
+# --- watching job dirs for their end (`wait`) ---------------------------------------------------------
+
+_WATCH_MARK = "@aifw"
+_EXIT_NAME = re.compile(rf"^{EXIT_CODE}(?:\.\d+)?$")
+
+
+def watch_command(workdirs: list[str]) -> str:
+    """One remote command that says, for each of `workdirs` (in order), which exit-code files its
+    job dir holds: a line `@aifw I NAME...` each, or `@aifw I -` where the dir cannot be read.
+    Builtins only (no process per job), so it stays cheap however many jobs are watched."""
+    define = (
+        "_aif_w() { "
+        'if [ -d "$1" ] && [ -r "$1" ] && [ -x "$1" ]; then '
+        f"printf '{_WATCH_MARK} %s' \"$2\"; "
+        f'for _f in "$1"/{EXIT_CODE} "$1"/{EXIT_CODE}.*; do '
+        "[ -f \"$_f\" ] && printf ' %s' \"${_f##*/}\"; done; printf '\\n'; "
+        f"else printf '{_WATCH_MARK} %s -\\n' \"$2\"; fi; }}"
+    )
+    calls = [f"_aif_w {shlex.quote(d)} {i}" for i, d in enumerate(workdirs)]
+    return "; ".join([define, *calls, "true"])
+
+
+def parse_watch(text: str, count: int) -> list[set[str] | None]:
+    """`watch_command`'s stdout for `count` dirs -> per dir the exit-code file names it holds (`.tmp`
+    files half written are not counted), or None where the dir could not be read or was not reported."""
+    found: list[set[str] | None] = [None] * count
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 2 or words[0] != _WATCH_MARK or not words[1].isdigit() or int(words[1]) >= count:
+            continue
+        if words[2:] == ["-"]:
+            continue
+        found[int(words[1])] = {w for w in words[2:] if _EXIT_NAME.match(w)}
+    return found
+
+
+def has_ended(names: set[str], array_size: int = 0) -> bool:
+    """Whether the exit-code files `names` say the job ended: its `exit_code`, or for an array every
+    element's `exit_code.N`."""
+    if array_size:
+        return all(exit_code_name(i) in names for i in range(array_size))
+    return exit_code_name() in names
 
 
 # --- reading job dirs back (`sync`) ------------------------------------------------------------------

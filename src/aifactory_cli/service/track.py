@@ -1,7 +1,8 @@
 """Following jobs after submission: refresh, status, cancel, wait, logs.
 
 Each site is asked once per refresh about all its live jobs (one squeue + sacct round trip); a job
-whose site profile was removed keeps its last known state, and the commands say so.
+whose site profile was removed keeps its last known state, and the commands say so. `wait` also
+watches the job dirs between two such polls, to learn of an end within a second or two (`_Watch`).
 """
 
 from __future__ import annotations
@@ -127,6 +128,9 @@ def wait(
     min_interval: float = 0.5,
     max_interval: float = 30.0,
 ) -> list[Job]:
+    """Until every job has ended: Slurm is asked at most every poll_interval of the site (with the
+    backoff below); between two such polls the job dirs are watched (`_watch_until`), so that an
+    end is learned within a second or two, and then confirmed by Slurm."""
     # a job whose site profile was removed can never be seen to end: say so now, not after hours
     orphans = _unreachable(svc, [j for j in jobs if not j.is_final])
     if orphans:
@@ -137,6 +141,7 @@ def wait(
         )
     deadline = time.monotonic() + timeout if timeout is not None else None
     last = {j.id: (j.state, j.reason) for j in jobs}
+    watch = _Watch(svc, jobs, last, on_change)
     interval = min_interval
     failures = 0
     while True:
@@ -153,11 +158,7 @@ def wait(
             svc.notify(
                 f"lost contact with the site ({exc.message}); retry {failures}/{WAIT_RETRIES} in {interval:.0f} s"
             )
-        for job in live:
-            if (job.state, job.reason) != last.get(job.id):
-                last[job.id] = (job.state, job.reason)
-                if on_change:
-                    on_change(job)
+        watch.report(live)
         if all(j.is_final for j in jobs):
             return jobs
         # checked after a refresh: --timeout 0 asks the site once instead of reporting stored states
@@ -171,8 +172,86 @@ def wait(
         sleep = max(interval, min(site_min, max_interval))
         if deadline is not None:
             sleep = min(sleep, max(0.0, deadline - time.monotonic()))
-        time.sleep(sleep)
+        if failures:
+            time.sleep(sleep)  # no contact: the next poll retries, as before; no watching meanwhile
+        else:
+            watch.until(time.monotonic() + sleep)
         interval = min(interval * 1.5, max_interval)
+
+
+WATCH_TICK = 1.0  # seconds between two looks at the job dirs while `wait` waits for the next Slurm poll
+# An exit-code file is written by the batch script just before it exits, so Slurm learns of the end a
+# moment later (~0.1 s on the test bed, sacct included): Slurm is asked once the file has been seen for
+# this long, i.e. on the next look, so that its answer is most likely already final.
+CONFIRM_GRACE = 1.0
+
+
+class _Watch:
+    """Between two Slurm polls of `wait`: every WATCH_TICK s one small command per site lists the
+    exit-code files in the job dirs of all its live jobs (`Backend.ended`). A job whose files all
+    appeared is confirmed by ONE Slurm query (for all such jobs of the site), even before the
+    site's poll_interval has passed since the last poll: that one query per job and wait is the
+    only exception to poll_interval. Its state is Slurm's answer alone; a job Slurm does not show
+    ended yet (accounting lag, or a requeue) is reported on a regular poll, never from its file.
+    Jobs whose dir cannot be read are left to the regular polls."""
+
+    def __init__(
+        self,
+        svc: Service,
+        jobs: list[Job],
+        last: dict[str, tuple[str, str | None]],
+        on_change: Callable[[Job], None] | None,
+    ) -> None:
+        self.svc, self.jobs, self.last, self.on_change = svc, jobs, last, on_change
+        self.seen: dict[str, float] = {}  # job id -> when its exit-code files were first all there
+        self.confirmed: set[str] = set()  # jobs Slurm was already asked about out of turn
+
+    def report(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            if (job.state, job.reason) != self.last.get(job.id):
+                self.last[job.id] = (job.state, job.reason)
+                if self.on_change:
+                    self.on_change(job)
+
+    def until(self, when: float) -> None:
+        """Sleep until `when` (the next Slurm poll), looking at the job dirs meanwhile; return early
+        once every job has ended (as Slurm confirmed) or when the site cannot be reached."""
+        while True:
+            left = when - time.monotonic()
+            if left <= WATCH_TICK:  # the regular poll comes first anyway
+                time.sleep(max(0.0, left))
+                return
+            time.sleep(WATCH_TICK)
+            try:
+                if self.tick():
+                    return
+            except RemoteError:
+                # lost contact: sleep on to the regular poll, which retries and says so as before
+                time.sleep(max(0.0, when - time.monotonic()))
+                return
+
+    def tick(self) -> bool:
+        """One look at the job dirs (one command per site), then Slurm for those that ended; whether
+        every job has ended now."""
+        by_site: dict[str, list[Job]] = {}
+        for job in self.jobs:
+            if not job.is_final and job.slurm_job_id and job.id not in self.confirmed:
+                by_site.setdefault(job.site, []).append(job)
+        due: list[Job] = []
+        for site, site_jobs in by_site.items():
+            ended = self.svc.backend(site).ended(site_jobs)
+            now = time.monotonic()
+            for job in site_jobs:
+                if not ended.get(job.id):
+                    self.seen.pop(job.id, None)
+                elif now - self.seen.setdefault(job.id, now) >= CONFIRM_GRACE:
+                    due.append(job)
+        if not due:
+            return False
+        self.confirmed.update(j.id for j in due)
+        refresh(self.svc, due, force=True)  # the confirming query: one per site, out of poll_interval's turn
+        self.report(due)
+        return all(j.is_final for j in self.jobs)
 
 
 # --- logs ---------------------------------------------------------------------------------------------
