@@ -61,7 +61,7 @@ def refresh(svc: Service, jobs: list[Job], force: bool = False) -> list[Job]:
 
 def _apply(svc: Service, job: Job, u: Update) -> None:
     changes: dict[str, Any] = {}
-    for key in ("state", "slurm_state", "exit_code", "reason", "started_at", "ended_at"):
+    for key in ("state", "slurm_state", "exit_code", "reason", "started_at", "ended_at", "expected_start"):
         value = getattr(u, key)
         if value != getattr(job, key):
             changes[key] = value
@@ -99,6 +99,9 @@ def _unreachable(svc: Service, site_jobs: list[Job]) -> list[str]:
 
 
 def cancel(svc: Service, refs: list[str]) -> list[Job]:
+    """scancel the live jobs among `refs` (one call per site), then ask the site once what became
+    of them, so the store (and `list`) shows them CANCELLED at once. A name with several live jobs
+    is refused by the resolver: cancelling the wrong one loses work."""
     found = jobs(svc, refs)
     by_site: dict[str, list[Job]] = {}
     for job in found:
@@ -111,12 +114,29 @@ def cancel(svc: Service, refs: list[str]) -> list[Job]:
             continue
         svc.backend(site).cancel(site_jobs)
         svc.notify(f"cancel sent for {', '.join(j.id for j in site_jobs)} on {site}")
+        _confirm_cancel(svc, site_jobs)
     if unreachable:
         raise NotFound(
             f"cannot cancel {', '.join(unreachable)}: the site's profile is gone",
             "restore the site's profile (SITE.yaml in a profile dir), or scancel the job on the site yourself",
         )
     return found
+
+
+CANCEL_REQUESTED = "cancel requested, not yet confirmed by the site"
+
+
+def _confirm_cancel(svc: Service, site_jobs: list[Job]) -> None:
+    """Store what the site says right after the cancel (scancel succeeds even for a job that has
+    just ended, so its answer, not our request, decides the state). A job the site still calls
+    live keeps its state, with a reason saying the cancel is on its way, until the next refresh."""
+    try:
+        refresh(svc, site_jobs, force=True)
+    except RemoteError as exc:
+        svc.notify(f"warning: cancel sent, but the site did not say what became of the jobs ({exc.message})")
+    for job in site_jobs:
+        if not job.is_final:
+            svc.store.update(job, reason=CANCEL_REQUESTED, expected_start=None)
 
 
 def wait(
