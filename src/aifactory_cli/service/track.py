@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from aifactory_cli import states
 from aifactory_cli.errors import BadInput, NotFound, RemoteError, WaitTimeout
 from aifactory_cli.jobs.model import Job
 from aifactory_cli.service import settle
@@ -105,7 +106,9 @@ def cancel(svc: Service, refs: list[str]) -> list[Job]:
     found = jobs(svc, refs)
     by_site: dict[str, list[Job]] = {}
     for job in found:
-        if not job.is_final and job.slurm_job_id:
+        if job.is_final:
+            svc.notify(f"{job.id} already ended ({job.state}): nothing to cancel")
+        elif job.slurm_job_id:
             by_site.setdefault(job.site, []).append(job)
     unreachable: list[str] = []
     for site, site_jobs in by_site.items():
@@ -124,19 +127,29 @@ def cancel(svc: Service, refs: list[str]) -> list[Job]:
 
 
 CANCEL_REQUESTED = "cancel requested, not yet confirmed by the site"
+CONFIRM_DELAYS = (0.0, 0.3, 0.7)  # Slurm confirms at once (sacct: ~0.1 s); a local runner within ~0.5 s
 
 
 def _confirm_cancel(svc: Service, site_jobs: list[Job]) -> None:
     """Store what the site says right after the cancel (scancel succeeds even for a job that has
-    just ended, so its answer, not our request, decides the state). A job the site still calls
-    live keeps its state, with a reason saying the cancel is on its way, until the next refresh."""
-    try:
-        refresh(svc, site_jobs, force=True)
-    except RemoteError as exc:
-        svc.notify(f"warning: cancel sent, but the site did not say what became of the jobs ({exc.message})")
+    just ended, so its answer, not our request, decides the state), asking again briefly while it
+    still calls a job live. A job it still calls live keeps its state, with a reason saying the
+    cancel is on its way, until the next refresh."""
+    for delay in CONFIRM_DELAYS:
+        live = [j for j in site_jobs if not j.is_final]
+        if not live:
+            return
+        time.sleep(delay)
+        try:
+            refresh(svc, live, force=True)
+        except RemoteError as exc:
+            svc.notify(f"warning: cancel sent, but the site did not say what became of the jobs ({exc.message})")
+            break
     for job in site_jobs:
         if not job.is_final:
             svc.store.update(job, reason=CANCEL_REQUESTED, expected_start=None)
+        elif job.state != states.CANCELLED:
+            svc.notify(f"{job.id} had already ended ({job.state}) when the cancel arrived")
 
 
 def wait(
