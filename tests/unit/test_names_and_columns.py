@@ -150,6 +150,9 @@ def test_exit_codes_only_where_they_mean_something() -> None:
     # a cancelled job whose program had already failed keeps its own code
     row = slurm.parse_sacct("5|5|CANCELLED by 1001|2:0|None|1|2|00:00:01|")[0]
     assert row.exit_code == 2
+    # Slurm cancelled it because its dependency failed (--kill-on-invalid-dep): that reason explains
+    (row,) = slurm.parse_squeue("6|CANCELLED|DependencyNeverSatisfied|1")
+    assert (row.state, row.reason) == ("CANCELLED", "DependencyNeverSatisfied")
 
 
 # --- the service on a fake site ------------------------------------------------------------------------------

@@ -196,8 +196,10 @@ def merge_rows(
 
 # Slurm's reason says why a job waits; after it ends, only a failure's reason (NonZeroExitCode,
 # JobLaunchFailure, ...) still explains something. A cancelled job keeps its last pending reason
-# (JobHeldUser, BeginTime) in squeue and sacct: stale, so it is dropped.
+# (JobHeldUser, BeginTime) in squeue and sacct: stale, so it is dropped, unless it is why Slurm
+# cancelled it (a failed afterok dependency with --kill-on-invalid-dep).
 _REASON_STATES = frozenset({states.PENDING, states.FAILED, states.NODE_FAIL, states.OUT_OF_MEMORY})
+_CANCEL_REASONS = frozenset({"DependencyNeverSatisfied"})
 # ended states whose exit code is the program's own: a cancelled, timed-out or preempted job shows
 # Slurm's `0:0` (or `0:15`) though the program never finished, so only a non-zero code is kept
 _OWN_EXIT_STATES = frozenset({states.COMPLETED, states.FAILED})
@@ -218,7 +220,7 @@ def truthful(row: SlurmRow) -> SlurmRow:
         row.exit_code = row.signal = None
     elif row.state not in _OWN_EXIT_STATES and not row.exit_code:
         row.exit_code = None
-    if row.state not in _REASON_STATES:
+    if row.state not in _REASON_STATES and not (row.state == states.CANCELLED and row.reason in _CANCEL_REASONS):
         row.reason = None
     return row
 
