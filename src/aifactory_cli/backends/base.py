@@ -30,6 +30,7 @@ class Update:
     started_at: str | None = None
     ended_at: str | None = None
     tasks: list[Task] = field(default_factory=list)
+    expected_start: str | None = None  # the scheduler's estimate while pending; None once started
 
 
 class Backend(abc.ABC):

@@ -37,6 +37,12 @@ def _task_list(job: Job, rows: dict[tuple[str, int | None], slurm.SlurmRow]) -> 
     return tasks
 
 
+def _expected_start(job: Job, rows: dict[tuple[str, int | None], slurm.SlurmRow]) -> str | None:
+    """An array's expected start: the earliest of its pending elements'."""
+    found = [r.expected_start for (sid, _), r in rows.items() if sid == job.slurm_job_id and r.expected_start]
+    return min(found) if found else None
+
+
 class SlurmBackend(Backend):
     kind = "slurm"
 
@@ -150,6 +156,7 @@ class SlurmBackend(Backend):
                     exit_code=max(codes, key=lambda c: c != 0) if codes else None,
                     reason=reasons[0] if reasons else None,
                     started_at=min(starts) if starts else None,
+                    expected_start=_expected_start(job, rows),
                     ended_at=max(ends)
                     if ends and states.summarise([t.state for t in tasks]) in states.FINAL_STATES
                     else None,
@@ -167,6 +174,7 @@ class SlurmBackend(Backend):
                     reason=row.reason,
                     started_at=row.start,
                     ended_at=row.end,
+                    expected_start=row.expected_start,
                 )
         return out
 

@@ -16,9 +16,6 @@ def cancel(
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
     with output.service() as svc:
-        found = svc.cancel(jobs)
-        for job in found:
-            if job.is_final:
-                output.note(f"{job.id} already ended ({job.state}): nothing to cancel")
+        found = svc.cancel(jobs)  # it says which had already ended
         if as_json:
             output.print_json(output.jobs_json(found))

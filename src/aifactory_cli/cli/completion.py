@@ -6,10 +6,13 @@ models, and never raises: a failure completes nothing rather than printing into 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer as _typer
 import typer.completion as _typer_completion
+
+if TYPE_CHECKING:
+    from aifactory_cli.service.listing import Job
 
 
 def sites(incomplete: str) -> list[str]:
@@ -36,7 +39,8 @@ def site_list(incomplete: str) -> list[str]:
 
 
 def jobs(incomplete: str) -> list[tuple[str, str]]:
-    """Tracked job ids, newest first, with their name, site and state as help."""
+    """Tracked job ids, newest first, with their name, site and state as help; and the names that
+    start with `incomplete`, each once (a name means its newest job, or its only live one)."""
     try:
         from aifactory_cli.service.listing import tracked_jobs
 
@@ -44,11 +48,20 @@ def jobs(incomplete: str) -> list[tuple[str, str]]:
     except Exception:
         return []
     out = []
+    names: dict[str, list[Job]] = {}
     for job in reversed(found):
         if job.id.startswith(incomplete):
             out.append((job.id, f"{job.name} ({job.site}, {job.state})"))
         elif job.name.startswith(incomplete) and incomplete:
-            out.append((job.name, f"{job.id} ({job.site}, {job.state})"))
+            if job.name not in names:
+                out.append((job.name, ""))  # its help is filled in below, once all its jobs are seen
+            names.setdefault(job.name, []).append(job)
+    for i, (value, help_text) in enumerate(out):
+        same = names.get(value)
+        if same and not help_text:
+            newest = same[0]
+            more = f"; {len(same)} jobs of this name" if len(same) > 1 else ""
+            out[i] = (value, f"{newest.id} ({newest.site}, {newest.state}{more})")
     return out[:50]
 
 

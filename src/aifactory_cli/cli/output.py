@@ -177,6 +177,23 @@ def _task_counts(job: Job) -> str:
     return " (" + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())) + ")"
 
 
+def _times(job: Job) -> tuple[str, str, str]:
+    """EXIT, QUEUED and RUNNING: an exit code only once the job has ended; QUEUED from submission
+    to the real start (to the end for a job that never started, to now while pending); RUNNING
+    from the real start to the end (or now)."""
+    exit_code = "" if job.exit_code is None or not job.is_final else str(job.exit_code)
+    if not job.submitted_at:
+        queued = ""
+    elif job.started_at or job.ended_at:
+        queued = _age(job.submitted_at, job.started_at or job.ended_at)
+    elif job.is_final:
+        queued = ""  # ended without a known start or end: no honest figure
+    else:
+        queued = _age(job.submitted_at)
+    running = _age(job.started_at, job.ended_at) if job.started_at else ""
+    return exit_code, queued, running
+
+
 def jobs_table(jobs: list[Job], title: str | None = None) -> None:
     """A rich table with state colours on a terminal; plain aligned columns in pipes and logs."""
     if not jobs:
@@ -192,9 +209,7 @@ def jobs_table(jobs: list[Job], title: str | None = None) -> None:
                     j.site,
                     j.slurm_job_id or "",
                     j.state + _task_counts(j),
-                    "" if j.exit_code is None else str(j.exit_code),
-                    _age(j.submitted_at, j.started_at) if j.submitted_at else "",
-                    _age(j.started_at, j.ended_at) if j.started_at else "",
+                    *_times(j),
                     j.reason or "",
                 ]
                 for j in jobs
@@ -208,8 +223,7 @@ def jobs_table(jobs: list[Job], title: str | None = None) -> None:
     for col in ("ID", "NAME", "SITE", "SLURM ID", "STATE", "EXIT", "QUEUED", "RUNNING", "REASON"):
         table.add_column(col, overflow="fold")
     for j in jobs:
-        queued = _age(j.submitted_at, j.started_at) if j.submitted_at else ""
-        running = _age(j.started_at, j.ended_at) if j.started_at else ""
+        exit_code, queued, running = _times(j)
         state = Text(j.state, style=STATE_STYLES.get(j.state, ""))
         state.append(_task_counts(j))
         table.add_row(
@@ -218,7 +232,7 @@ def jobs_table(jobs: list[Job], title: str | None = None) -> None:
             j.site,
             j.slurm_job_id or "",
             state,
-            "" if j.exit_code is None else str(j.exit_code),
+            exit_code,
             queued,
             running,
             j.reason or "",

@@ -17,7 +17,10 @@ def register(app: typer.Typer) -> None:
 
 def status(
     jobs: list[str] = typer.Argument(
-        None, metavar="[JOB...]", help="Job id, SITE:SLURM_ID, or unique name.", autocompletion=completion.jobs
+        None,
+        metavar="[JOB...]",
+        help="Job id (or its start), SITE:SLURM_ID, or a name (its only live job, else its newest).",
+        autocompletion=completion.jobs,
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only (with provenance for named jobs)."),
     cached: bool = typer.Option(False, "--cached", help="Do not ask the sites; show the stored state."),

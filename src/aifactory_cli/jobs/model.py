@@ -42,8 +42,9 @@ class Job:
     workdir: str | None = None
     array_size: int = 0
     submitted_at: str | None = None
-    started_at: str | None = None
+    started_at: str | None = None  # when it really started (None while pending)
     ended_at: str | None = None
+    expected_start: str | None = None  # Slurm's estimate while pending (None once started)
     polled_at: float | None = None
     spec_path: str | None = None
     spec_json: str | None = None
@@ -76,12 +77,13 @@ class Job:
             "slurm_job_id": self.slurm_job_id,
             "state": self.state,
             "slurm_state": self.slurm_state,
-            "exit_code": self.exit_code,
+            "exit_code": self.exit_code if self.is_final else None,  # none before the job has ended
             "reason": self.reason,
             "workdir": self.workdir,
             "submitted_at": self.submitted_at,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
+            "expected_start": self.expected_start,
             "token": self.token,
             "array_size": self.array_size,
         }

@@ -8,7 +8,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, fields, replace
 from pathlib import Path
@@ -16,10 +16,11 @@ from typing import Any
 
 from aifactory_cli import paths
 from aifactory_cli.errors import BadInput, NotFound, StoreError
+from aifactory_cli.jobs import refs
 from aifactory_cli.jobs.model import Job, Task, now_iso
 from aifactory_cli.states import FINAL_STATES, LIVE_STATES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = [
     # version 1
@@ -78,6 +79,10 @@ _SCHEMA = [
     CREATE INDEX IF NOT EXISTS events_job ON events (job_id);
     CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     """,
+    # version 2: Slurm's expected start of a pending job, apart from the real start (started_at)
+    """
+    ALTER TABLE jobs ADD COLUMN expected_start TEXT;
+    """,
 ]
 
 
@@ -88,7 +93,9 @@ _UPDATABLE = frozenset(_JOB_COLUMNS) - {"id", "updated_at"} | {"tasks"}
 
 
 class Store:
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, notify: Callable[[str], None] | None = None) -> None:
+        self.notify = notify  # where `find` says which job a name was taken to mean
+        self._noted: set[str] = set()
         if path is None:
             try:
                 paths.ensure_private_dir(paths.config_dir())
@@ -287,7 +294,8 @@ class Store:
         return jobs[0] if jobs else None
 
     def find(self, ref: str) -> Job:
-        """A job by local id (or a unique prefix), `SITE:SLURM_JOB_ID`, or a unique name."""
+        """A job by local id (or a unique prefix), `SITE:SLURM_JOB_ID`, or a name (the rule and its
+        notes: `jobs.refs`); a note on what was chosen among jobs of one name goes to `notify`, once."""
         ref = ref.strip()
         if not ref:
             raise BadInput("an empty job reference", "use the id printed by submit, SITE:JOBID or a name")
@@ -304,16 +312,14 @@ class Store:
                 f"no tracked job {ref}",
                 "`aifactory list` shows tracked jobs; `aifactory sync` recovers jobs from the site",
             )
-        matches = self._jobs("WHERE id LIKE ? ESCAPE '\\'", (_like_prefix(ref),))
-        named = self._jobs("WHERE name = ? ORDER BY created_at DESC", (ref,))
-        # an id prefix and a name are both references: if they point at different jobs, say so
-        cands = list({j.id: j for j in [*named, *matches]}.values())
-        if len(cands) == 1:
-            return cands[0]
-        if cands:
-            listing = ", ".join(f"{j.id} ({j.name}, {j.site}, {j.state})" for j in cands[:5])
-            raise BadInput(f"'{ref}' matches {len(cands)} jobs: {listing}", "use the job id instead")
-        raise NotFound(f"no tracked job '{ref}'", "`aifactory list` shows tracked jobs")
+        prefixed = self._jobs("WHERE id LIKE ? ESCAPE '\\'", (_like_prefix(ref),))
+        # newest first; rowid breaks ties between jobs created in the same second
+        named = self._jobs("WHERE name = ? ORDER BY created_at DESC, rowid DESC", (ref,))
+        choice = refs.choose(ref, named, prefixed)
+        if choice.note and self.notify and ref not in self._noted:
+            self._noted.add(ref)
+            self.notify(choice.note)
+        return choice.job
 
     def query(
         self,

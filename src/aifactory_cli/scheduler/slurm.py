@@ -27,10 +27,11 @@ class SlurmRow:
     exit_code: int | None = None
     signal: int | None = None
     reason: str | None = None
-    start: str | None = None
+    start: str | None = None  # the real start; None until the job has started
     end: str | None = None
     comment: str | None = None
     raw_id: str | None = None
+    expected_start: str | None = None  # Slurm's estimate of the start while the job is pending
 
 
 # --- submit ----------------------------------------------------------------------------------------
@@ -170,21 +171,58 @@ def merge_rows(
     out: dict[tuple[str, int | None], SlurmRow] = {}
     for key in {*a, *q}:
         ar, qr = a.get(key), q.get(key)
+        lagging = False
         if ar is not None and (qr is None or ar.state in states.FINAL_STATES):
             if qr is not None and qr.reason:
                 # squeue's reason is the current one (e.g. DependencyNeverSatisfied); sacct may keep
                 # the reason from when the job was last pending (e.g. Dependency)
                 ar.reason = qr.reason
-            out[key] = ar
+            row = ar
         elif qr is not None:
             if ar is not None:
                 qr.exit_code, qr.signal, qr.raw_id = ar.exit_code, ar.signal, ar.raw_id
                 qr.start = qr.start or ar.start
-            if acct_ok and qr.state in states.FINAL_STATES:
-                qr.state = states.RUNNING
-                qr.reason = f"{qr.raw_state} in squeue, waiting for accounting"
-            out[key] = qr
+            lagging = acct_ok and qr.state in states.FINAL_STATES
+            row = qr
+        else:
+            continue
+        out[key] = truthful(row)
+        if lagging:
+            row.state = states.RUNNING
+            row.reason = f"{row.raw_state} in squeue, waiting for accounting"
+            row.exit_code = row.signal = None
     return out
+
+
+# Slurm's reason says why a job waits; after it ends, only a failure's reason (NonZeroExitCode,
+# JobLaunchFailure, ...) still explains something. A cancelled job keeps its last pending reason
+# (JobHeldUser, BeginTime) in squeue and sacct: stale, so it is dropped, unless it is why Slurm
+# cancelled it (a failed afterok dependency with --kill-on-invalid-dep).
+_REASON_STATES = frozenset({states.PENDING, states.FAILED, states.NODE_FAIL, states.OUT_OF_MEMORY})
+_CANCEL_REASONS = frozenset({"DependencyNeverSatisfied"})
+# ended states whose exit code is the program's own: a cancelled, timed-out or preempted job shows
+# Slurm's `0:0` (or `0:15`) though the program never finished, so only a non-zero code is kept
+_OWN_EXIT_STATES = frozenset({states.COMPLETED, states.FAILED})
+
+
+def truthful(row: SlurmRow) -> SlurmRow:
+    """Columns that say only what is known: a real start only once started (Slurm's estimate of
+    a pending job's start goes to `expected_start`), an exit code only once ended (and, for a job
+    that was cancelled or ran out of time, only when the program itself exited non-zero), a
+    reason only while pending or for a failure."""
+    if row.state == states.PENDING:
+        if row.start and not row.expected_start:
+            row.expected_start = row.start
+        row.start = None
+    else:
+        row.expected_start = None
+    if row.state not in states.FINAL_STATES:
+        row.exit_code = row.signal = None
+    elif row.state not in _OWN_EXIT_STATES and not row.exit_code:
+        row.exit_code = None
+    if row.state not in _REASON_STATES and not (row.state == states.CANCELLED and row.reason in _CANCEL_REASONS):
+        row.reason = None
+    return row
 
 
 def _exit(text: str) -> tuple[int | None, int | None]:
@@ -266,18 +304,20 @@ def parse_sacct(text: str) -> list[SlurmRow]:
         rc, sig = _exit(exit_code)
         for base, task in split_job_id(job_id):
             rows.append(
-                SlurmRow(
-                    job_id=base,
-                    task=task,
-                    raw_state=raw_state,
-                    state=states.from_slurm(raw_state),
-                    exit_code=rc,
-                    signal=sig,
-                    reason=_none(reason),
-                    start=_time(start),
-                    end=_time(end),
-                    comment=_none(comment),
-                    raw_id=raw_id,
+                truthful(
+                    SlurmRow(
+                        job_id=base,
+                        task=task,
+                        raw_state=raw_state,
+                        state=states.from_slurm(raw_state),
+                        exit_code=rc,
+                        signal=sig,
+                        reason=_none(reason),
+                        start=_time(start),
+                        end=_time(end),
+                        comment=_none(comment),
+                        raw_id=raw_id,
+                    )
                 )
             )
     return rows
@@ -293,13 +333,15 @@ def parse_squeue(text: str) -> list[SlurmRow]:
         start = parts[3] if len(parts) > 3 else ""
         for base, task in split_job_id(job_id):
             rows.append(
-                SlurmRow(
-                    job_id=base,
-                    task=task,
-                    raw_state=raw_state,
-                    state=states.from_slurm(raw_state),
-                    reason=_none(reason),
-                    start=_time(start),
+                truthful(
+                    SlurmRow(
+                        job_id=base,
+                        task=task,
+                        raw_state=raw_state,
+                        state=states.from_slurm(raw_state),
+                        reason=_none(reason),
+                        start=_time(start),
+                    )
                 )
             )
     return rows

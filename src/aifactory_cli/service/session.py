@@ -62,7 +62,7 @@ class Service:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store()
+            self._store = Store(notify=self.notify)  # `find` says which job a name meant
         return self._store
 
     @property

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from aifactory_cli import states
 from aifactory_cli.errors import BadInput, NotFound, RemoteError, WaitTimeout
 from aifactory_cli.jobs.model import Job
 from aifactory_cli.service import settle
@@ -62,7 +63,7 @@ def refresh(svc: Service, jobs: list[Job], force: bool = False) -> list[Job]:
 
 def _apply(svc: Service, job: Job, u: Update) -> None:
     changes: dict[str, Any] = {}
-    for key in ("state", "slurm_state", "exit_code", "reason", "started_at", "ended_at"):
+    for key in ("state", "slurm_state", "exit_code", "reason", "started_at", "ended_at", "expected_start"):
         value = getattr(u, key)
         if value != getattr(job, key):
             changes[key] = value
@@ -100,10 +101,15 @@ def _unreachable(svc: Service, site_jobs: list[Job]) -> list[str]:
 
 
 def cancel(svc: Service, refs: list[str]) -> list[Job]:
+    """scancel the live jobs among `refs` (one call per site), then ask the site once what became
+    of them, so the store (and `list`) shows them CANCELLED at once. A name with several live jobs
+    is refused by the resolver: cancelling the wrong one loses work."""
     found = jobs(svc, refs)
     by_site: dict[str, list[Job]] = {}
     for job in found:
-        if not job.is_final and job.slurm_job_id:
+        if job.is_final:
+            svc.notify(f"{job.id} already ended ({job.state}): nothing to cancel")
+        elif job.slurm_job_id:
             by_site.setdefault(job.site, []).append(job)
     unreachable: list[str] = []
     for site, site_jobs in by_site.items():
@@ -112,12 +118,39 @@ def cancel(svc: Service, refs: list[str]) -> list[Job]:
             continue
         svc.backend(site).cancel(site_jobs)
         svc.notify(f"cancel sent for {', '.join(j.id for j in site_jobs)} on {site}")
+        _confirm_cancel(svc, site_jobs)
     if unreachable:
         raise NotFound(
             f"cannot cancel {', '.join(unreachable)}: the site's profile is gone",
             "restore the site's profile (SITE.yaml in a profile dir), or scancel the job on the site yourself",
         )
     return found
+
+
+CANCEL_REQUESTED = "cancel requested, not yet confirmed by the site"
+CONFIRM_DELAYS = (0.0, 0.3, 0.7)  # Slurm confirms at once (sacct: ~0.1 s); a local runner within ~0.5 s
+
+
+def _confirm_cancel(svc: Service, site_jobs: list[Job]) -> None:
+    """Store what the site says right after the cancel (scancel succeeds even for a job that has
+    just ended, so its answer, not our request, decides the state), asking again briefly while it
+    still calls a job live. A job it still calls live keeps its state, with a reason saying the
+    cancel is on its way, until the next refresh."""
+    for delay in CONFIRM_DELAYS:
+        live = [j for j in site_jobs if not j.is_final]
+        if not live:
+            return
+        time.sleep(delay)
+        try:
+            refresh(svc, live, force=True)
+        except RemoteError as exc:
+            svc.notify(f"warning: cancel sent, but the site did not say what became of the jobs ({exc.message})")
+            break
+    for job in site_jobs:
+        if not job.is_final:
+            svc.store.update(job, reason=CANCEL_REQUESTED, expected_start=None)
+        elif job.state != states.CANCELLED:
+            svc.notify(f"{job.id} had already ended ({job.state}) when the cancel arrived")
 
 
 def wait(
