@@ -17,7 +17,7 @@ from aifactory_cli.jobs.model import Job
 from aifactory_cli.service import settle
 
 if TYPE_CHECKING:
-    from aifactory_cli.backends.base import Update
+    from aifactory_cli.backends.base import Backend, Update
     from aifactory_cli.service.session import Service
 
 WAIT_RETRIES = 8  # a restarted login node or a network blip must not end a long wait
@@ -303,6 +303,7 @@ def follow(
     task = _log_task(job, task)
     backend = svc.backend(job.site)
     offset = 0
+    confirmed: set[str] = set()
     while True:
         data = backend.read_log(job, stderr, task, offset)
         if data:
@@ -315,7 +316,7 @@ def follow(
                 yield data
             return
         time.sleep(interval)
-        refresh(svc, [job], force=True)
+        _follow_refresh(svc, job, backend, confirmed)
 
 
 def follow_both(svc: Service, ref: str, interval: float = 1.0) -> Iterator[tuple[str, bytes]]:
@@ -325,6 +326,7 @@ def follow_both(svc: Service, ref: str, interval: float = 1.0) -> Iterator[tuple
     task = _log_task(job, None)
     backend = svc.backend(job.site)
     offsets = {"stdout": 0, "stderr": 0}
+    confirmed: set[str] = set()
 
     def read() -> Iterator[tuple[str, bytes]]:
         for stream in offsets:
@@ -339,7 +341,21 @@ def follow_both(svc: Service, ref: str, interval: float = 1.0) -> Iterator[tuple
             yield from read()
             return
         time.sleep(interval)
-        refresh(svc, [job], force=True)
+        _follow_refresh(svc, job, backend, confirmed)
+
+
+def _follow_refresh(svc: Service, job: Job, backend: Backend, confirmed: set[str]) -> None:
+    """While following logs: Slurm is asked at the site's poll_interval (refresh's rule); once the
+    job's exit-code files are there, asked once at once to confirm the end (as `wait` does)."""
+    if job.id not in confirmed:
+        try:
+            if backend.ended([job]).get(job.id):
+                confirmed.add(job.id)
+                refresh(svc, [job], force=True)
+                return
+        except RemoteError:
+            pass  # the regular refresh below says what it can
+    refresh(svc, [job])
 
 
 def _log_task(job: Job, task: int | str | None) -> int | None:
