@@ -156,10 +156,10 @@ def wait_and_report(
             output.print_json(output.jobs_json(jobs))
         else:
             output.jobs_table(jobs)
-            if stopped is None:
-                from aifactory_cli.cli import failures
+        if stopped is None:  # what failed, on stderr (so also in a CI log next to --json's stdout)
+            from aifactory_cli.cli import failures
 
-                failures.report(svc, jobs)
+            failures.report(svc, jobs)
     if stopped is not None:
         return exit_code_for_signal(stopped)
     if junit_error is not None:

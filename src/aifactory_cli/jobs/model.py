@@ -91,6 +91,8 @@ class Job:
             out["tasks"] = [{k: v for k, v in asdict(t).items()} for t in sorted(self.tasks, key=lambda t: t.task_id)]
         if self.extra.get("depends_on"):
             out["depends_on"] = self.extra["depends_on"]
+        if self.extra.get("rerun_of"):  # `rerun`: the job (and sweep elements) this one runs again
+            out["rerun_of"] = self.extra["rerun_of"]
         if provenance:
             out["provenance"] = {
                 "spec_path": self.spec_path,
