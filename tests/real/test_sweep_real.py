@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.real.bedjobs import bed_env, aif
+from tests.real.bedjobs import aif, bed_env
 
 pytestmark = pytest.mark.real
 PROGRAM = REPO / "tests" / "data" / "sweep" / "train.py"

@@ -52,7 +52,8 @@ def rerun(
             return
         new = reruns.submit(svc, plan)
         output.note(
-            f"submitted {new.id} ({new.name}) to {new.site} as job {new.slurm_job_id}: rerun of {original.id}, {what}"
+            f"submitted {new.id} ({new.name}) to {new.site} as {'job' if new.site == 'local' else 'Slurm job'} "
+            f"{new.slurm_job_id}: rerun of {original.id}, {what}"
         )
         if not wait:
             if as_json:
