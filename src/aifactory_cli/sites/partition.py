@@ -38,7 +38,11 @@ def local_gpus(spec: JobSpec, profile: SiteProfile) -> int:
             f"{nodes} node(s) x {asked} GPUs asked, but this machine has {have} GPU(s) (nvidia-smi, rocm-smi)"
             if have
             else "the local site has no GPUs (nvidia-smi and rocm-smi list none here), but the job asks for some",
-            "ask fewer GPUs or nodes here, or run GPU jobs on a GPU site (--site lumi, --site jupiter)",
+            "for a CPU run here set resources.gpus_per_node: 0 (or only for this machine: "
+            "sites: {local: {resources: {gpus_per_node: 0}}}), as examples/train-cpu.yaml does; "
+            "or run it on a GPU site (--site lumi, --site jupiter)"
+            if not have
+            else "ask fewer GPUs or nodes here, or run it on a GPU site (--site lumi, --site jupiter)",
         )
     return per_node
 
