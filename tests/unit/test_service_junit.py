@@ -3,6 +3,7 @@ per job or per array element, failures carrying the tail of the job's stderr fro
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -113,3 +114,16 @@ def test_seconds_between_timestamps() -> None:
     assert junit._seconds("2026-11-30T10:00:00", "2026-11-30T10:00:05+00:00") == 5  # naive and aware
     assert junit._seconds("2026-11-30T10:00:05", "2026-11-30T10:00:00") == 0  # never negative
     assert junit._seconds(None, T0) == 0 and junit._seconds(T0, "Unknown") == 0
+
+
+def test_sweep_cases_are_named_by_their_values(session: Session, tmp_path: Path) -> None:
+    tasks = [Task(i, "COMPLETED" if i != 2 else "FAILED", exit_code=0 if i != 2 else 1) for i in range(4)]
+    spec = json.dumps({"name": "bench", "run": "x", "matrix": {"LR": ["0.1", "0.01"], "BS": ["8", "16"]}})
+    job = _job(session, "bench", "FAILED", array_size=4, tasks=tasks, spec_json=spec)
+    out = tmp_path / "junit.xml"
+    junit.write_junit(session(), [job], out)
+    _, cases = _cases(out)
+    assert list(cases) == [
+        "bench[0] LR=0.1 BS=8", "bench[1] LR=0.1 BS=16", "bench[2] LR=0.01 BS=8", "bench[3] LR=0.01 BS=16",
+    ]  # fmt: skip
+    assert cases["bench[2] LR=0.01 BS=8"].find("failure") is not None

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aifactory_cli import states
+from aifactory_cli.service import elements
 
 if TYPE_CHECKING:
     from aifactory_cli.jobs.model import Job
@@ -57,7 +58,11 @@ def write_junit(svc: Service, jobs: list[Job], path: Path) -> None:
         timestamp=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
     )
     for job, task, state, code, seconds, reason in cases:
-        name = f"{job.name}[{task}]" if task is not None else job.name
+        name = job.name
+        if task is not None:  # a sweep element: named by its values too, `bench[2] LR=-1`
+            values = elements.values_of(job)
+            text = elements.values_text(values[task]) if 0 <= task < len(values) else ""
+            name = f"{job.name}[{task}]" + (f" {text}" if text else "")
         case = ET.SubElement(suite, "testcase", classname=f"aifactory.{job.site}", name=name, time=f"{seconds:.1f}")
         props = ET.SubElement(case, "properties")
         for key, value in (
