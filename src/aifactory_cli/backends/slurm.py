@@ -43,6 +43,18 @@ def _expected_start(job: Job, rows: dict[tuple[str, int | None], slurm.SlurmRow]
     return min(found) if found else None
 
 
+def _row_update(row: slurm.SlurmRow) -> Update:
+    return Update(
+        state=row.state,
+        slurm_state=row.raw_state,
+        exit_code=row.exit_code,
+        reason=row.reason,
+        started_at=row.start,
+        ended_at=row.end,
+        expected_start=row.expected_start,
+    )
+
+
 class SlurmBackend(Backend):
     kind = "slurm"
 
@@ -143,6 +155,9 @@ class SlurmBackend(Backend):
         for job in jobs:
             if not job.slurm_job_id:
                 continue
+            if job.array_size and job.extra.get("packed"):
+                out[job.id] = self._packed(job, rows.get((job.slurm_job_id, None)))
+                continue
             if job.array_size:
                 tasks = _task_list(job, rows)
                 state = states.summarise([t.state for t in tasks])
@@ -167,16 +182,29 @@ class SlurmBackend(Backend):
             if row is None:
                 out[job.id] = self._vanished(job)
             else:
-                out[job.id] = Update(
-                    state=row.state,
-                    slurm_state=row.raw_state,
-                    exit_code=row.exit_code,
-                    reason=row.reason,
-                    started_at=row.start,
-                    ended_at=row.end,
-                    expected_start=row.expected_start,
-                )
+                out[job.id] = _row_update(row)
         return out
+
+    def _packed(self, job: Job, row: slurm.SlurmRow | None) -> Update:
+        """A packed sweep (`pack: true`) is one Slurm job: its state is Slurm's; its elements' are
+        from their exit-code files (exit_code.N, written as each element's step ends), else the job's."""
+        update = self._vanished(job) if row is None else _row_update(row)
+        codes: dict[int, int] = {}
+        if job.workdir:
+            result = self.transport.run(jobdir.element_codes_command(job.workdir))
+            if result.ok:
+                codes = jobdir.parse_element_codes(result.stdout)
+        tasks = []
+        for i in range(job.array_size):
+            if i in codes:
+                state = states.COMPLETED if codes[i] == 0 else states.FAILED
+                tasks.append(Task(task_id=i, state=state, exit_code=codes[i], slurm_job_id=job.slurm_job_id))
+            elif update.state == states.COMPLETED:  # the job ended well, but this element left no code
+                tasks.append(Task(task_id=i, state=states.UNKNOWN, reason="no exit_code file"))
+            else:
+                tasks.append(Task(task_id=i, state=update.state, reason=update.reason))
+        update.tasks = tasks
+        return update
 
     def _vanished(self, job: Job) -> Update:
         """Neither sacct nor squeue knows the job: the exit-code file is the only other truth."""

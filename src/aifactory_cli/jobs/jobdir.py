@@ -87,9 +87,32 @@ OWN_PATTERNS = (
 )
 
 
+def element_codes_command(workdir: str) -> str:
+    """Prints `N CODE` for every exit_code.N file of a job dir (a packed sweep's elements)."""
+    from aifactory_cli.transport import to_shell
+
+    cd = to_shell(["cd", workdir])
+    return (
+        f'{cd} && for _f in {EXIT_CODE}.*; do case "$_f" in *.tmp|"{EXIT_CODE}.*") continue ;; esac; '
+        f'printf "%s %s\\n" "${{_f#{EXIT_CODE}.}}" "$(cat "$_f")"; done'
+    )
+
+
+def parse_element_codes(text: str) -> dict[int, int]:
+    codes: dict[int, int] = {}
+    for line in text.splitlines():
+        index, _, code = line.strip().partition(" ")
+        if index.isdigit() and code.strip().lstrip("-").isdigit():
+            codes[int(index)] = int(code.strip())
+    return codes
+
+
 def template_names() -> dict[str, Any]:
     """The job-dir names the batch script uses (the `jobdir` of the template context)."""
     return {
+        "stdout_prefix": STDOUT,
+        "stderr_prefix": STDERR,
+        "exit_code_prefix": EXIT_CODE,
         "elements": ELEMENTS,
         "own_names": list(OWN_PATTERNS),
         "stdout": log_name(),

@@ -157,6 +157,7 @@ def new_job(prepared: Prepared) -> Job:
             "partition": resolved.partition_name,
             "account": resolved.account,
             "qos": resolved.qos,
+            **({"packed": True} if resolved.pack else {}),
         },
     )
 
@@ -249,6 +250,7 @@ def _plan(
         "cpus_per_task": r.cpus_per_task,
         "max_parallel": r.max_parallel,
         "download": r.spec.download,
+        "packed": bool(r.pack),
     }
     if r.dependencies and job.site == "local":
         meta["depends_on_dirs"] = _local_dep_dirs(svc, r.dependencies)

@@ -100,7 +100,11 @@ def _recovered(svc: Service, site: str, rec: dict[str, Any]) -> Job | None:
             profile_version=meta.get("profile_version"),
             provenance_hash=meta.get("provenance_hash"),
             reason="recovered by sync",
-            extra={"download": meta.get("download") or [], "recovered": True},
+            extra={
+                "download": meta.get("download") or [],
+                "recovered": True,
+                **({"packed": True} if meta.get("packed") else {}),
+            },
         )
     except (TypeError, ValueError) as exc:  # damaged metadata on the site: not a bug in aifactory
         svc.notify(f"{rec['workdir']}: cannot read its {jobdir.META} ({exc}); skipped")

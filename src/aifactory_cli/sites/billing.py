@@ -40,7 +40,7 @@ def estimate(job: ResolvedJob) -> Charge | None:
         return None
     b = part.billing
     hours = job.time_seconds / 3600
-    copies = job.array_size or 1
+    copies = 1 if job.pack else (job.array_size or 1)  # a packed sweep is one job on its nodes
     cores = job.tasks_per_node * job.cpus_per_task  # per node
     if job.memory_mib:
         mem_gib = job.memory_mib / 1024

@@ -115,6 +115,7 @@ def render(job: ResolvedJob, token: str, job_id: str) -> Rendered:
         "gpu_lines": gpu_visibility(job),
         "container_options": container_options(job),
         "gpu_env": visible_devices_env(job),
+        "step_memory": _step_memory(job),
     }
     try:
         script = template.render(**context)
@@ -156,6 +157,8 @@ def gpu_visibility(job: ResolvedJob) -> list[str]:
     launcher = job.spec.launcher
     if not gpus or (launcher == "none" and job.total_tasks != 1):
         return []
+    if job.pack:  # a packed element's step: the GPUs Slurm gave that step, nothing else
+        return []
     var = visible_devices_env(job)
     every = ",".join(str(i) for i in range(gpus))
     if job.spec.resources.gpu_binding == "all" or launcher != "srun" or tasks == 1:
@@ -187,3 +190,16 @@ def container_options(job: ResolvedJob) -> list[str]:
 
 
 _GPU_FLAGS = {"--nv", "--nvccli", "--rocm"}
+
+
+def _step_memory(job: ResolvedJob) -> str | None:
+    """A packed element's step memory: its share of the node's (where the profile knows it), so that
+    side-by-side steps do not each claim all of it and wait for one another."""
+    if not job.pack or job.partition is None:
+        return None
+    node = job.profile.memory_per_node_of(job.partition)
+    if not node:
+        return None
+    from aifactory_cli.units import format_memory
+
+    return format_memory(node // job.pack.per_node)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from aifactory_cli.errors import ConfigError, LimitError
 from aifactory_cli.settings import Settings
+from aifactory_cli.sites import pack
+from aifactory_cli.sites.pack import Pack
 from aifactory_cli.sites.partition import choose_partition, gpu_count, local_gpus, wants_gpu
 from aifactory_cli.sites.profile import LoadedProfile, Partition, SiteProfile, UserConfig
 from aifactory_cli.spec.model import JobSpec
@@ -67,6 +69,8 @@ class ResolvedJob:
     # the user's own Slurm comment (slurm: {comment: ...}), kept beside aifactory's token: comment_for()
     user_comment: str | None = None
     slurm_options: dict[str, str | int | bool | None] = field(default_factory=dict)
+    # `pack: true`: the sweep's elements as job steps side by side on whole nodes of one job (pack.py)
+    pack: Pack | None = None
     warnings: list[str] = field(default_factory=list)
     dependencies: list[str] = field(default_factory=list)
 
@@ -221,6 +225,10 @@ def resolve(
         )
     whole_node = bool(part and (part.whole_node or res.exclusive))
     node_gpus = (profile.gpus_per_node(part) if part else 0) or 0
+    packed = pack.plan(spec, profile.scheduler, gpus, tasks, cpus, node_gpus)
+    nodes = res.nodes
+    if packed:  # the job: whole nodes with all their GPUs; each element a step on its share
+        nodes, gpus, tasks = packed.nodes, node_gpus, packed.per_node * tasks
     full_node_gpus = bool(gpus and gpus == node_gpus)
     if part and part.whole_node and gpus and gpus < node_gpus:
         warnings.append(
@@ -283,7 +291,7 @@ def resolve(
         account=account,
         qos=qos,
         user=user,
-        nodes=res.nodes,
+        nodes=nodes,
         gpus_per_node=gpus,
         tasks_per_node=tasks,
         cpus_per_task=cpus,
@@ -301,6 +309,7 @@ def resolve(
         shell_env=shell_env,
         user_comment=user_comment,
         slurm_options=slurm_options,
+        pack=packed,
         warnings=warnings,
     )
 

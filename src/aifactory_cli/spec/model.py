@@ -178,6 +178,8 @@ class JobSpec(_Strict):
     # a sweep: {KEY: [values...]} (every combination), or an explicit list of elements [{KEY: value}, ...]
     matrix: dict[str, list[str]] | list[dict[str, str]] = Field(default_factory=dict)
     max_parallel: int | None = Field(None, ge=1, description="array concurrency limit (%N)")
+    # a sweep as job steps packed onto whole nodes of ONE job (JSC: srun --exclusive -n 1 --gres=gpu:1 &)
+    pack: bool = False
     depends_on: list[str] = Field(default_factory=list)
     requires: Requires = Field(default_factory=lambda: Requires())
     sites: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -41,26 +41,33 @@ export FI_CXI_DISABLE_CQ_HUGETLB=1
 export MIOPEN_USER_DB_PATH="/tmp/${USER}-miopen-cache-${SLURM_JOB_ID}"
 export MIOPEN_CUSTOM_CACHE_DIR="${MIOPEN_USER_DB_PATH}"
 
-# sweep: this array element's values
-case "${SLURM_ARRAY_TASK_ID:-0}" in
-  0) export LR=1e-4; ;;
-  1) export LR=3e-4; ;;
-  2) export LR=1e-3; ;;
-  *) echo "aifactory: unknown array element ${SLURM_ARRAY_TASK_ID:-}" >&2; exit 2 ;;
-esac
+# sweep: an element's values
+_aif_element_values() {
+  case "$1" in
+    0) export LR=1e-4; ;;
+    1) export LR=3e-4; ;;
+    2) export LR=1e-3; ;;
+    *) echo "aifactory: unknown array element $1" >&2; return 2 ;;
+  esac
+}
 # each element works in its own directory, so elements do not overwrite each other's files: the
 # job dir's files (uploads) appear there as links, what the run writes stays the element's own
-export AIF_ELEMENT="${SLURM_ARRAY_TASK_ID:-0}"
-export AIF_ELEMENT_DIR="$AIF_JOB_DIR/elements/$AIF_ELEMENT"
-mkdir -p "$AIF_ELEMENT_DIR" || exit 1
-for _aif_entry in "$AIF_JOB_DIR"/* "$AIF_JOB_DIR"/.[!.]*; do
-  _aif_name="${_aif_entry##*/}"
-  case "$_aif_name" in
-    job.sh|aifactory.json|slurm_job_id|exit_code*|stdout*.log|stderr*.log|elements|.aif-*|.uploads|runner.json|status.json|runner.log|cancel-requested) continue ;;
-  esac
-  [ -e "$_aif_entry" ] && [ ! -e "$AIF_ELEMENT_DIR/$_aif_name" ] && ln -s "../../$_aif_name" "$AIF_ELEMENT_DIR/$_aif_name"
-done
-cd "$AIF_ELEMENT_DIR" || exit 1
+_aif_enter_element() {
+  export AIF_ELEMENT="$1"
+  export AIF_ELEMENT_DIR="$AIF_JOB_DIR/elements/$AIF_ELEMENT"
+  mkdir -p "$AIF_ELEMENT_DIR" || return 1
+  local _aif_entry _aif_name
+  for _aif_entry in "$AIF_JOB_DIR"/* "$AIF_JOB_DIR"/.[!.]*; do
+    _aif_name="${_aif_entry##*/}"
+    case "$_aif_name" in
+      job.sh|aifactory.json|slurm_job_id|exit_code*|stdout*.log|stderr*.log|elements|.aif-*|.uploads|runner.json|status.json|runner.log|cancel-requested) continue ;;
+    esac
+    [ -e "$_aif_entry" ] && [ ! -e "$AIF_ELEMENT_DIR/$_aif_name" ] && ln -s "../../$_aif_name" "$AIF_ELEMENT_DIR/$_aif_name"
+  done
+  cd "$AIF_ELEMENT_DIR" || return 1
+}
+_aif_element_values "${SLURM_ARRAY_TASK_ID:-0}" || exit 2
+_aif_enter_element "${SLURM_ARRAY_TASK_ID:-0}" || exit 1
 
 # LUMI-G binding: task i -> 7 cores of the CCD closest to GCD i (core 0 of each CCD is reserved)
 CPU_BIND=mask_cpu:fe000000000000,fe00000000000000,fe0000,fe000000,fe,fe00,fe00000000,fe0000000000

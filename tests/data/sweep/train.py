@@ -11,5 +11,9 @@ if lr < 0:
     raise ValueError(f"learning rate must be positive, got {lr}")
 os.makedirs("outputs", exist_ok=True)
 with open("outputs/rank0.json", "w") as f:
-    json.dump({"lr": lr, "element": os.environ.get("AIF_ELEMENT"), "cwd": os.getcwd()}, f)
+    seen = {
+        k: os.environ.get(k)
+        for k in ("SLURMD_NODENAME", "SLURM_STEP_ID", "CUDA_VISIBLE_DEVICES", "MASTER_ADDR", "MASTER_PORT")
+    }
+    json.dump({"lr": lr, "element": os.environ.get("AIF_ELEMENT"), "cwd": os.getcwd(), "env": seen}, f)
 print(f"trained with lr={lr}")
