@@ -85,8 +85,14 @@ def test_sweep_in_ci_completes_and_reports(ci_env: dict[str, str], tmp_path: Pat
     assert (tmp_path / "ids").read_text().strip() == job["id"]
     f = _run(["fetch", job["id"], "--dest", "results"], ci_env, tmp_path)
     assert f.returncode == 0, f.stderr
-    sizes = sorted(json.loads(p.read_text())["size"] for p in (tmp_path / "results" / "results").glob("*.json"))
-    assert sizes == [1024, 2048, 4096]
+    # each element's files under its own name (element index and values)
+    got = {p.relative_to(tmp_path / "results").as_posix(): json.loads(p.read_text())["size"]
+           for p in (tmp_path / "results").glob("*/results/*.json")}  # fmt: skip
+    assert got == {
+        "0_SIZE=1024/results/bench-1024.json": 1024,
+        "1_SIZE=2048/results/bench-2048.json": 2048,
+        "2_SIZE=4096/results/bench-4096.json": 4096,
+    }
 
 
 def test_sweep_with_a_failing_element_exits_1_and_junit_shows_it(ci_env: dict[str, str], tmp_path: Path) -> None:
@@ -98,7 +104,7 @@ def test_sweep_with_a_failing_element_exits_1_and_junit_shows_it(ci_env: dict[st
     suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
     assert suite is not None and suite.get("tests") == "3" and suite.get("failures") == "1"
     failed = [c for c in suite.iter("testcase") if c.find("failure") is not None]
-    assert [c.get("name") for c in failed] == ["bench[1]"]
+    assert [c.get("name") for c in failed] == ["bench[1] SIZE=2048"]  # named by its values too
     assert "FAILED exit 3" in (failed[0].find("failure").get("message") or "")  # type: ignore[union-attr]
 
 
