@@ -137,3 +137,18 @@ def test_cli_wait_on_a_job_whose_site_profile_was_removed(cli, aif_home: Path, t
     assert "unknown site" not in r.stderr
     (profiles / "gone.yaml").write_text("extends: local\n")
     assert cli("cancel", job_id).code == 0
+
+
+def test_a_deleted_job_dir_is_not_found_for_logs_and_fetch(session: Session, tmp_path: Path) -> None:
+    import shutil
+
+    job = submitted(session, tmp_path, "gone", 'run: echo hi\ndownload: ["stdout.log"]\n')
+    with session() as svc:
+        assert svc.logs(job.id)[1] == b""  # no output yet, and the dir is there: empty, no error
+    shutil.rmtree(job.workdir or "")
+    with session() as svc:
+        for call in (lambda: svc.logs(job.id), lambda: svc.fetch(job.id, tmp_path / "got")):
+            with pytest.raises(NotFound, match="no longer exists on") as exc:
+                call()
+            assert exc.value.exit_code == EXIT_NOT_FOUND
+    assert not (tmp_path / "got").exists()

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aifactory_cli.errors import BadInput, NotFound
+from aifactory_cli.errors import BadInput, NotFound, RemoteError
 from aifactory_cli.jobs import jobdir
 from aifactory_cli.jobs.model import Job
 from aifactory_cli.service import elements
@@ -39,7 +39,14 @@ def fetch(
         )
     chosen = elements.select(job, tasks) if tasks else None
     backend = svc.backend(job.site)
-    plan = plan_fetch(job, backend.list_files(job), wanted, chosen)
+    try:
+        listed = backend.list_files(job)
+    except RemoteError:
+        from aifactory_cli.service.track import require_job_dir
+
+        require_job_dir(svc, job)  # a job dir that is gone: say so, not the shell's `cd:` message
+        raise
+    plan = plan_fetch(job, listed, wanted, chosen)
     target = dest or Path.cwd() / f"{job.name}-{job.id}"
     if plan:
         with svc.progress(0, "download") or contextlib.nullcontext() as advance:

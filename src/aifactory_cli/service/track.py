@@ -293,7 +293,22 @@ class _Watch:
 def logs(svc: Service, ref: str, stderr: bool = False, task: int | str | None = None) -> tuple[Job, bytes]:
     job = svc.store.find(ref)
     task = _log_task(job, task)
-    return job, svc.backend(job.site).read_log(job, stderr, task)
+    data = svc.backend(job.site).read_log(job, stderr, task)
+    if not data:
+        require_job_dir(svc, job)  # "empty" must not hide a job dir that is gone
+    return job, data
+
+
+def require_job_dir(svc: Service, job: Job) -> None:
+    """NotFound when the job's dir no longer exists on the site (deleted, or a scratch purge)."""
+    if not job.workdir:
+        return
+    result = svc.backend(job.site).transport.run(["test", "-d", job.workdir])
+    if result.rc == 1:
+        raise NotFound(
+            f"the job dir of {job.id} ({job.name}) no longer exists on {job.site}: {job.workdir}",
+            "it was deleted (or purged from scratch); its logs and files are gone",
+        )
 
 
 def follow(
