@@ -47,6 +47,7 @@ def test_list_profiles_rows_and_broken_profiles(aif_home: Path, tmp_path: Path, 
     # a profile that extends another is listed from its own file, with what it inherits
     testbed = by_name["testbed"]
     assert testbed["file"] == str(REPO / "tests" / "profiles" / "testbed.yaml") and testbed["gpus_per_node"] == 8
+    assert (lumi["source"], testbed["source"]) == ("built-in", "user")  # `sites list` marks user profiles
     local = by_name["local"]
     assert local["scheduler"] == "local" and local["gpu_model"] is None and local["partitions"] == []
 

@@ -31,10 +31,11 @@ def list_sites(as_json: bool = typer.Option(False, "--json", help="Print JSON on
                 str(r["gpus_per_node"] or "-"),
                 r["cpu_arch"] or "unknown",
                 r["verified"] or "-",
+                r["source"],
                 shown,
             ]
         )
-    output.plain_table(["SITE", "GPU", "GPUS/NODE", "ARCH", "VERIFIED", "PARTITIONS"], rows_text)
+    output.plain_table(["SITE", "GPU", "GPUS/NODE", "ARCH", "VERIFIED", "SOURCE", "PARTITIONS"], rows_text)
     for b in broken:
         output.note(f"invalid profile {b['name']}: {b['error']}")
 

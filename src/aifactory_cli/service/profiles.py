@@ -55,7 +55,21 @@ def _profile_row(name: str) -> dict[str, Any]:
         "partitions": list(p.partitions),
         "verified": p.verified.isoformat() if p.verified else None,
         "file": str(lp.files[-1]),
+        "source": _source(lp.files[-1]),
     }
+
+
+def _source(path: Any) -> str:
+    """`built-in` for aifactory's own profiles, `user` for one from a profile directory."""
+    from pathlib import Path
+
+    from aifactory_cli.paths import builtin_profiles_dir
+
+    try:
+        Path(path).resolve().relative_to(builtin_profiles_dir().resolve())
+    except ValueError:
+        return "user"
+    return "built-in"
 
 
 def list_profiles() -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
