@@ -31,11 +31,13 @@ def test_sites_check_reports_drift_one_line_each(tb, tmp_path: Path, aif_home: P
         "extends: testbed\npartitions:\n"
         "  gpu-huge: {kind: gpu, max_time: '1-00:00:00'}\n"  # a partition the cluster lacks
         "  dev-g: {max_time: '06:00:00'}\n"  # the cluster says 03:00:00
+        "  small-g: {gpus_per_node: 4}\n"  # its nodes have 8 (sinfo %G)
     )
     r = tb("sites", "check", "drifted")
     assert r.code == 1, (r.stdout, r.stderr)
     drift = [line for line in r.stdout.splitlines() if line.startswith("DRIFT")]
-    assert len(drift) == 2, r.stdout
+    assert len(drift) == 3, r.stdout
+    assert any("gpus per node small-g" in line and "profile 4, cluster nodes have 8" in line for line in drift)
     assert any("gpu-huge" in line and "has no partition" in line for line in drift)
     assert any("dev-g" in line and "profile 06:00:00, cluster 03:00:00" in line for line in drift)
 

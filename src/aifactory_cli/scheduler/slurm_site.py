@@ -16,6 +16,8 @@ _CHECKS = {
     "partitions": "scontrol show partition --oneliner",
     "accounts": 'sacctmgr --noheader --parsable2 show associations user="$(id -un)" format=Account',
     "sacct": "sacct --noheader --allocations --starttime=now-1hour --format=JobID",
+    # each partition's generic resources, one line per node group: `standard-g|gpu:mi250:8(S:0-7)`
+    "gres": 'sinfo --noheader --format="%R|%G"',
 }
 
 
@@ -60,6 +62,27 @@ def parse_partitions(text: str) -> dict[str, dict[str, str]]:
 def parse_nodes(text: str) -> dict[str, dict[str, str]]:
     """`scontrol show node --oneliner` -> {name: {key: value}}."""
     return _oneliner(text, "NodeName")
+
+
+def gres_gpus(gres: str) -> tuple[int, str | None]:
+    """`gpu:mi250:8(S:0)` -> (8, 'mi250'); `(null)` -> (0, None)."""
+    total, model = 0, None
+    for item in gres.split(","):
+        m = re.match(r"gpu(?::([^:(]+))?:(\d+)", item)
+        if m:
+            total += int(m.group(2))
+            model = model or m.group(1)
+    return total, model
+
+
+def parse_partition_gpus(text: str) -> dict[str, set[int]]:
+    """`sinfo --format="%R|%G"` -> {partition: the GPU counts its nodes have}."""
+    out: dict[str, set[int]] = {}
+    for line in text.splitlines():
+        name, sep, gres = line.strip().partition("|")
+        if sep:
+            out.setdefault(name, set()).add(gres_gpus(gres)[0])
+    return out
 
 
 def test_only_command() -> list[str]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from aifactory_cli import settings
 from aifactory_cli.errors import AifactoryError
-from aifactory_cli.scheduler.slurm_site import check_command, parse_partitions, split_sections
+from aifactory_cli.scheduler.slurm_site import check_command, parse_partition_gpus, parse_partitions, split_sections
 from aifactory_cli.units import format_duration, parse_duration
 
 if TYPE_CHECKING:
@@ -59,6 +59,25 @@ def partition_drift(profile: SiteProfile, live: dict[str, dict[str, str]]) -> li
             if part.qos is not None:
                 limits = f"limits come from QoS {part.qos} (not compared; see `sacctmgr show qos {part.qos}`)"
             out.append((check, "ok", limits))
+    return out
+
+
+def gpu_drift(profile: SiteProfile, live: dict[str, set[int]]) -> list[tuple[str, str, str]]:
+    """(check, status, detail) for each GPU partition of the profile against the GPUs per node that
+    sinfo reports for its nodes (`%G`): the count jobs are sized and billed by."""
+    out: list[tuple[str, str, str]] = []
+    for key, part in profile.partitions.items():
+        name = part.slurm_name or key
+        counts = live.get(name)
+        expected = profile.gpus_per_node(part) if part.kind == "gpu" else 0
+        if not counts or not expected:
+            continue
+        check = f"gpus per node {name}" if name == key else f"gpus per node {key} ({name})"
+        if counts == {expected}:
+            out.append((check, "ok", f"{expected}"))
+        else:
+            shown = ", ".join(str(c) for c in sorted(counts))
+            out.append((check, "drift", f"profile {expected}, cluster nodes have {shown}"))
     return out
 
 
@@ -148,6 +167,10 @@ def check_site(svc: Service, site: str) -> dict[str, Any]:
         add("account", *account_check(account, suffixes, accounts))
     else:
         add("account", "info", f"none configured; yours: {', '.join(accounts) or 'none found'}")
+    text, rc = sections.get("gres", ("", 1))
+    if rc == 0:
+        for name, status, detail in gpu_drift(profile, parse_partition_gpus(text)):
+            add(name, status, detail)
     text, rc = sections.get("sacct", ("", 1))
     add("sacct", "ok" if rc == 0 else "fail", "accounting answers" if rc == 0 else text.strip())
     ok = not any(c["status"] in ("fail", "drift") for c in checks)

@@ -5,28 +5,17 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from aifactory_cli.scheduler.slurm_site import gres_gpus as _gpus
 from aifactory_cli.scheduler.slurm_site import parse_nodes, parse_partitions
 from aifactory_cli.units import format_duration, format_memory, parse_duration
 
 T = TypeVar("T")
-
-
-def _gpus(gres: str) -> tuple[int, str | None]:
-    """`gpu:mi250:8(S:0)` -> (8, 'mi250'); `(null)` -> (0, None)."""
-    total, model = 0, None
-    for item in gres.split(","):
-        m = re.match(r"gpu(?::([^:(]+))?:(\d+)", item)
-        if m:
-            total += int(m.group(2))
-            model = model or m.group(1)
-    return total, model
 
 
 def partitions_from_live(partitions_text: str, nodes_text: str) -> tuple[dict[str, Any], dict[str, Any]]:
