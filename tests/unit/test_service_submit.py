@@ -44,6 +44,9 @@ def test_a_refused_submission_leaves_nothing(session: Session, tmp_path: Path) -
             svc.submit(svc.prepare(spec(tmp_path), SITE))
         if isinstance(info.value, RemoteError):
             assert info.value.queued == "no" and "nothing was queued" in str(info.value)
+        else:  # refused: its job dir is gone too, so `sync` cannot bring it back
+            jobs_root = session.fake.home / "aifactory"
+            assert not [d for d in jobs_root.iterdir() if d.name.startswith("hello-")], list(jobs_root.iterdir())
         assert svc.store.query() == []
         svc.close()
     session.fake.refuse_login = True  # nothing was sent at all

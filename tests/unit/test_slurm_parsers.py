@@ -197,3 +197,32 @@ def test_epoch_times_become_utc_with_an_offset() -> None:
     assert live.start == "2026-11-22T06:05:24+00:00"
     (held,) = slurm.parse_squeue("8771|PENDING|JobHeldUser|N/A\n")
     assert held.start is None
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "More processors requested than permitted",  # 3 nodes on a 2-node partition (22.05 and 24.11)
+        "Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)",
+        "Requested partition configuration not available now",
+        "Something Slurm says that aifactory has never seen",
+    ],
+)
+def test_an_answer_from_slurm_is_a_rejection_whatever_its_words(message: str) -> None:
+    with pytest.raises(SubmitRejected) as info:
+        slurm.parse_sbatch(CommandResult(1, "", f"sbatch: error: Batch job submission failed: {message}\n"))
+    assert info.value.exit_code == 2 and message in info.value.message
+
+
+@pytest.mark.parametrize(
+    "stderr",
+    [
+        "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation",
+        "sbatch: error: Batch job submission failed: Zero Bytes were transmitted or received",
+        "ssh: connection closed",
+    ],
+)
+def test_a_lost_answer_is_not_a_rejection(stderr: str) -> None:
+    with pytest.raises(RemoteError) as info:
+        slurm.parse_sbatch(CommandResult(1, "", stderr))
+    assert not isinstance(info.value, SubmitRejected) and info.value.exit_code == 3

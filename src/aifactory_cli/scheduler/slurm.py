@@ -68,7 +68,8 @@ def parse_sbatch(result: CommandResult) -> str:
             if m:
                 return m.group(1)
         raise RemoteError(f"sbatch printed no job id: {result.stdout.strip()!r} {result.stderr.strip()!r}")
-    message = sbatch_error(result.stderr) or result.stderr.strip() or f"exit code {result.rc}"
+    said = sbatch_error(result.stderr)  # None: sbatch printed no error of its own
+    message = said or result.stderr.strip() or f"exit code {result.rc}"
     lowered = message.lower()
     hint = None
     if "invalid account" in lowered:
@@ -91,8 +92,30 @@ def parse_sbatch(result: CommandResult) -> str:
             queued="no",
         )
         raise exc
-    # anything else (e.g. "Socket timed out on send/recv operation") may still have queued the job
+    # sbatch said why it refused (its own option checks, or the controller's answer, e.g. "More
+    # processors requested than permitted"): a rejection, nothing queued. Only a failed conversation
+    # with the controller (e.g. "Socket timed out on send/recv operation") may still have queued it.
+    if said is not None and not any(k in lowered for k in _CONVERSATION_FAILED):
+        raise SubmitRejected(f"Slurm rejected the job: {message}", hint)
     raise RemoteError(f"sbatch failed: {message}", hint)
+
+
+# sbatch's errors that say the controller's answer was lost, not that it refused the job
+_CONVERSATION_FAILED = (
+    "socket timed out",
+    "not responding",
+    "sleeping and retrying",
+    "temporarily unable",
+    "timed out",
+    "zero bytes were transmitted or received",
+    "communication connection failure",
+    "connection refused",
+    "connection reset",
+    "slurm_receive_msg",
+    "slurm_send_recv",
+    "protocol authentication error",
+    "unexpected message received",
+)
 
 
 def sbatch_error(stderr: str) -> str | None:

@@ -197,6 +197,7 @@ def submit(svc: Service, prepared: Prepared) -> Job:
             _report_upload(svc, plan, time.monotonic() - started)
     except BadInput:
         svc.store.delete(job)  # the scheduler refused it for certain: nothing is queued, nothing kept
+        _remove_refused_dir(backend, job)
         raise
     except RemoteError as exc:
         settle.submission_failed(svc.store, job, exc)
@@ -215,6 +216,18 @@ def submit(svc: Service, prepared: Prepared) -> Job:
         submitted_at=now_iso(),
     )
     return job
+
+
+def _remove_refused_dir(backend: Backend, job: Job) -> None:
+    """The job dir of a submission Slurm refused holds only what was staged for it: removed, so that
+    `sync` never brings a job back that was never queued. Only a dir named for this job's id."""
+    import posixpath
+
+    workdir = (job.workdir or "").rstrip("/")
+    if not workdir or job.id not in posixpath.basename(workdir):
+        return
+    with contextlib.suppress(Exception):  # best effort: the refusal is what the user must see
+        backend.transport.run(["rm", "-rf", "--", workdir])
 
 
 def _report_upload(svc: Service, plan: UploadPlan, seconds: float) -> None:
