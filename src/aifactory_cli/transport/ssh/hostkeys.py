@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from aifactory_cli.errors import HostKeyError
+from aifactory_cli.transport.ssh.knownhosts import KnownHosts, parse
 
 if TYPE_CHECKING:
-    import paramiko
-
     from aifactory_cli.transport.ssh.config import Endpoint
 
 
@@ -23,28 +21,24 @@ def fingerprint(key_blob: bytes) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def load_known_hosts(files: tuple[str, ...]) -> list[tuple[str, paramiko.HostKeys]]:
-    import paramiko
-
+def load_known_hosts(files: tuple[str, ...]) -> list[tuple[str, KnownHosts]]:
+    """The known_hosts files that exist, parsed as OpenSSH reads them (knownhosts.py); lines that
+    cannot be used are skipped (`KnownHosts.skipped`), never a crash."""
     out = []
     for path in files:
-        if not os.path.isfile(path):
-            continue
-        keys = paramiko.HostKeys()
         try:
-            keys.load(path)
-        except (OSError, paramiko.SSHException):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except OSError:
             continue
-        out.append((path, keys))
+        out.append((path, parse(text, path)))
     return out
 
 
-def known_key_types(endpoint: Endpoint, known: list[tuple[str, paramiko.HostKeys]]) -> list[str]:
+def known_key_types(endpoint: Endpoint, known: list[tuple[str, KnownHosts]]) -> list[str]:
     types: list[str] = []
-    for _, keys in known:
-        entry = keys.lookup(endpoint.known_hosts_name)
-        if entry:
-            types += [t for t in entry if t not in types]
+    for _, hosts in known:
+        types += [e.key_type for e in hosts.keys_for(endpoint.known_hosts_name) if e.key_type not in types]
     return types
 
 
@@ -52,25 +46,35 @@ def check_host_key(
     endpoint: Endpoint,
     key_type: str,
     key_blob: bytes,
-    known: list[tuple[str, paramiko.HostKeys]],
+    known: list[tuple[str, KnownHosts]],
     pins: tuple[str, ...] = (),
 ) -> str:
-    """Accept the server's key if it is pinned or in known_hosts; else raise HostKeyError.
-
-    Returns how it was accepted ("pinned" or the known_hosts file)."""
+    """Accept the server's key if it is pinned or in known_hosts (any of the host's keys of that
+    type: round-robin login nodes, a rotation); refuse a revoked one whatever else says; else raise
+    HostKeyError. Returns how it was accepted ("pinned" or the known_hosts file)."""
     fp = fingerprint(key_blob)
+    where = f"{endpoint.hostname}:{endpoint.port}"
+    name = endpoint.known_hosts_name
+    for path, hosts in known:
+        revoked = hosts.revoked(key_blob, name)
+        if revoked is not None:
+            raise HostKeyError(
+                f"the host key of {where} ({key_type} {fp}) is REVOKED ({path}:{revoked.line}): "
+                "refusing to connect",
+                "the site or your administrator marked this key as not to be trusted; ask the site which key "
+                "its login nodes use now",
+            )
     if fp in pins:
         return "pinned"
     changed_in: list[str] = []
-    for path, keys in known:
-        entry = keys.lookup(endpoint.known_hosts_name)
-        if not entry or key_type not in entry:
-            continue
-        if entry[key_type].asbytes() == key_blob:
+    authorities: list[str] = []
+    for path, hosts in known:
+        same_type = [e for e in hosts.keys_for(name) if e.key_type == key_type]
+        if any(e.key_blob == key_blob for e in same_type):
             return path
-        changed_in.append(path)
-    where = f"{endpoint.hostname}:{endpoint.port}"
-    name = endpoint.known_hosts_name
+        if same_type:
+            changed_in.append(path)
+        authorities += [f"{path}:{e.line}" for e in hosts.authorities_for(name)]
     if changed_in:
         raise HostKeyError(
             f"the host key of {where} has CHANGED: {', '.join(changed_in)} has another {key_type} key for "
@@ -89,6 +93,14 @@ def check_host_key(
             "someone may be intercepting the connection, or the site rotated its keys: compare "
             f"{fp} with the site's published fingerprints; if it is genuine, update the profile's "
             f"ssh.host_key_fingerprints or add the key with `{keyscan}`",
+        )
+    if authorities:
+        raise HostKeyError(
+            f"the host key of {where} is not known (the server offered {key_type} {fp}); a host certificate "
+            f"authority is trusted for {name} ({', '.join(authorities)}), but aifactory does not check host "
+            "certificates yet",
+            f"compare {fp} with the fingerprints the site publishes, then pin it in a user profile "
+            f"(ssh.host_key_fingerprints) or add it: `{keyscan}`",
         )
     raise HostKeyError(
         f"the host key of {where} is not known (the server offered {key_type} {fp}); "
