@@ -106,8 +106,8 @@ class Authenticator:
                 self.notes.append(f"identity file {path} does not exist")
                 continue
             try:
-                keys.append((path, paramiko.PKey.from_path(path)))
-            except paramiko.PasswordRequiredException:
+                keys += _with_certificate(path, paramiko.PKey.from_path(path))
+            except (paramiko.PasswordRequiredException, TypeError):  # paramiko 5: TypeError "password-protected"
                 encrypted.append(path)
             except Exception as exc:
                 self.notes.append(f"cannot load {path}: {exc}")
@@ -123,8 +123,8 @@ class Authenticator:
             for path in (expand(p) for p in DEFAULT_IDENTITIES):
                 if os.path.isfile(path):
                     try:
-                        keys.append((path, paramiko.PKey.from_path(path)))
-                    except paramiko.PasswordRequiredException:
+                        keys += _with_certificate(path, paramiko.PKey.from_path(path))
+                    except (paramiko.PasswordRequiredException, TypeError):
                         encrypted.append(path)
                     except Exception:
                         continue
@@ -136,13 +136,13 @@ class Authenticator:
                 continue
             try:
                 phrase = getpass.getpass(f"Passphrase for {path}: ", stream=sys.stderr)
-                keys.append((path, paramiko.PKey.from_path(path, phrase)))
+                keys += _with_certificate(path, paramiko.PKey.from_path(path, phrase.encode()))  # type: ignore[arg-type]  # paramiko 5 wants bytes (its stubs say str)
             except Exception as exc:
                 self.notes.append(f"cannot unlock {path}: {exc}")
         seen: set[bytes] = set()
         unique = []
         for label, key in keys:
-            blob = key.asbytes()
+            blob = key.public_blob.key_blob if getattr(key, "public_blob", None) else key.asbytes()
             if blob not in seen:
                 seen.add(blob)
                 unique.append((label, key))
@@ -211,6 +211,19 @@ class Authenticator:
             self.t.auth_password(self.hop.user, password)
         except paramiko.AuthenticationException:
             self.tried.append("password")
+
+
+def _with_certificate(path: str, key: Any) -> list[tuple[str, Any]]:
+    """A key file with `<key>-cert.pub` beside it (paramiko loads the certificate with the key):
+    offered as the certificate first, then as the plain key, as OpenSSH does, so the same key still
+    logs in to sites that do not know the certificate's CA."""
+    if getattr(key, "public_blob", None) is None:
+        return [(path, key)]
+    import copy
+
+    plain = copy.copy(key)
+    plain.public_blob = None
+    return [(f"{path} (certificate)", key), (path, plain)]
 
 
 def _public_blob(private_path: str) -> bytes | None:

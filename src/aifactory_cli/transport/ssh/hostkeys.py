@@ -59,8 +59,7 @@ def check_host_key(
         revoked = hosts.revoked(key_blob, name)
         if revoked is not None:
             raise HostKeyError(
-                f"the host key of {where} ({key_type} {fp}) is REVOKED ({path}:{revoked.line}): "
-                "refusing to connect",
+                f"the host key of {where} ({key_type} {fp}) is REVOKED ({path}:{revoked.line}): refusing to connect",
                 "the site or your administrator marked this key as not to be trusted; ask the site which key "
                 "its login nodes use now",
             )
