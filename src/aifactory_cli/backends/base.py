@@ -128,7 +128,9 @@ class Backend(abc.ABC):
                     tar.extractall(unpacked, filter="data")
                 archive.unlink()
                 _move_into(unpacked, dest)
-            except (RemoteError, OSError, EOFError, tarfile.TarError) as exc:
+            except Exception as exc:
+                if not _transfer_failure(exc):
+                    raise
                 raise _fetch_error(exc, job, files, dest, received[0]) from exc
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -150,6 +152,14 @@ def _move_into(unpacked: Path, dest: Path) -> None:
             target = dest / source.relative_to(unpacked)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, target)
+
+
+def _transfer_failure(exc: Exception) -> bool:
+    """A failure of the transfer itself (the connection, the local disk, the archive), not a bug:
+    paramiko's errors are matched by module, so that this layer does not import paramiko."""
+    if isinstance(exc, (RemoteError, OSError, EOFError, tarfile.TarError)):
+        return True
+    return type(exc).__module__.split(".")[0] == "paramiko"
 
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
