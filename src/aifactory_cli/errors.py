@@ -101,6 +101,10 @@ class StoreError(AifactoryError):
     exit_code = EXIT_REMOTE
 
 
+class LocalWriteError(StoreError):
+    """A local file could not be written (a full disk, a quota): exit 3, as the store's errors."""
+
+
 def did_you_mean(word: str, choices: list[str] | set[str] | tuple[str, ...]) -> str | None:
     """The closest choice to `word`, if any is close enough to be a likely typo."""
     import difflib

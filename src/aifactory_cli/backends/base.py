@@ -5,13 +5,18 @@ so through one connection. Here: what every backend answers, and what they share
 from __future__ import annotations
 
 import abc
+import contextlib
+import errno
+import os
 import posixpath
+import shutil
 import tarfile
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aifactory_cli.errors import RemoteError
+from aifactory_cli.errors import AifactoryError, LocalWriteError, RemoteError
 from aifactory_cli.jobs import jobdir
 from aifactory_cli.jobs.model import Job, Task
 from aifactory_cli.jobs.staging import UploadPlan
@@ -99,17 +104,78 @@ class Backend(abc.ABC):
         return sorted(line[2:] for line in result.stdout.splitlines() if line.startswith("./"))
 
     def fetch(self, job: Job, files: list[str], dest: Path, progress: Callable[[int], None] | None = None) -> None:
-        """Copy `files` (job-dir relative) into `dest` with one tar stream."""
+        """Copy `files` (job-dir relative) into `dest` with one tar stream: received and unpacked in
+        a temporary dir beside `dest`, then moved under their final names, so that a failed fetch
+        (a cut connection, a full disk) leaves nothing half-written there."""
         if not files or not job.workdir:
             return
+        created = not dest.exists()
         dest.mkdir(parents=True, exist_ok=True)
-        import tempfile
+        received = [0]
 
-        with tempfile.TemporaryDirectory() as tmp:
-            archive = Path(tmp) / "fetch.tar"
-            self.transport.get_tar(job.workdir, files, archive, progress)
-            with tarfile.open(archive) as tar:
-                tar.extractall(dest, filter="data")
+        def counted(n: int) -> None:
+            received[0] += n
+            if progress:
+                progress(n)
+
+        staging = Path(tempfile.mkdtemp(prefix=".aif-fetch-", dir=dest))
+        try:
+            try:
+                archive = staging / "fetch.tar"
+                self.transport.get_tar(job.workdir, files, archive, counted)
+                unpacked = staging / "files"
+                with tarfile.open(archive) as tar:
+                    tar.extractall(unpacked, filter="data")
+                archive.unlink()
+                _move_into(unpacked, dest)
+            except Exception as exc:
+                if not _transfer_failure(exc):
+                    raise
+                raise _fetch_error(exc, job, files, dest, received[0]) from exc
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            if created:
+                with contextlib.suppress(OSError):
+                    dest.rmdir()  # only when empty: ours, and nothing came
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
 
     def close(self) -> None:
         self.transport.close()
+
+
+def _move_into(unpacked: Path, dest: Path) -> None:
+    """Every file under `unpacked` to the same relative path under `dest` (a rename: same disk)."""
+    for root, _dirs, names in os.walk(unpacked):
+        for name in names:
+            source = Path(root) / name
+            target = dest / source.relative_to(unpacked)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+
+
+def _transfer_failure(exc: Exception) -> bool:
+    """A failure of the transfer itself (the connection, the local disk, the archive), not a bug:
+    paramiko's errors are matched by module, so that this layer does not import paramiko."""
+    if isinstance(exc, (RemoteError, OSError, EOFError, tarfile.TarError)):
+        return True
+    return type(exc).__module__.split(".")[0] == "paramiko"
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _fetch_error(exc: BaseException, job: Job, files: list[str], dest: Path, received: int) -> AifactoryError:
+    """A failed fetch as an exit-3 error that says what was and was not transferred."""
+    what = f"{len(files)} file(s) of job {job.id}" if len(files) != 1 else f"{files[0]} of job {job.id}"
+    left = f"{received:,} bytes of the archive had arrived; nothing was written under {dest}"
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+        return LocalWriteError(
+            f"cannot fetch {what}: {os.strerror(exc.errno or 0).lower()} while writing in {dest} ({left})",
+            "free space there (or fetch into another --dest) and run the fetch again",
+        )
+    if isinstance(exc, RemoteError):
+        return RemoteError(f"fetch of {what} failed: {exc.message} ({left})", exc.hint, where=exc.where)
+    if isinstance(exc, tarfile.TarError):
+        return RemoteError(f"fetch of {what} failed: the archive from the site is damaged ({exc}; {left})")
+    return RemoteError(f"fetch of {what} failed: {type(exc).__name__}: {exc} ({left})", "run the fetch again")

@@ -213,6 +213,7 @@ class SshTransport:
         err_cut = MarkerCut(mark.encode(), err_buf.write)
         timed_out = threading.Event()
         sink_errors: list[BaseException] = []
+        link_errors: list[Exception] = []
 
         def on_timeout() -> None:
             timed_out.set()
@@ -233,7 +234,12 @@ class SshTransport:
         def pump(recv: Callable[[int], bytes], cut: MarkerCut) -> None:
             try:
                 while True:
-                    data = recv(CHUNK)
+                    try:
+                        data = recv(CHUNK)
+                    except Exception as exc:  # the SSH connection failed (paramiko, socket, EOF)
+                        link_errors.append(exc)
+                        channel.close()
+                        return
                     if not data:
                         break
                     cut.feed(data)
@@ -267,6 +273,15 @@ class SshTransport:
         channel.close()
         if sink_errors:
             raise sink_errors[0]
+        if link_errors:
+            self._drop()
+            failure = link_errors[0]
+            raise RemoteError(
+                f"the connection to {self.route.target.address} failed while a command was running "
+                f"({type(failure).__name__}: {failure}); its outcome is unknown: {line[:200]}",
+                "check on the site whether it took effect before retrying; the next command reconnects",
+                where=self.site,
+            ) from failure
         if timed_out.is_set():
             raise RemoteError(
                 f"command timed out after {timeout:g} s on {self.site} (it may still be running there): {line[:200]}",

@@ -109,6 +109,7 @@ def ssh_login(
             exc.where = site
             raise
         Authenticator(transport, hop, interactive, site).run()
+        leave_rekeying_to_server(transport)
         return transport
     except BaseException:
         transport.close()
@@ -142,3 +143,22 @@ def quiet_paramiko() -> None:
     logger = logging.getLogger("paramiko")
     if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
         logger.addHandler(logging.NullHandler())
+
+
+# paramiko rekeys on its own after 512 MiB in either direction. A rekey that this side starts
+# deadlocks paramiko's transport thread when the server closes a channel before it has seen our
+# KEXINIT: the thread answers the CHANNEL_CLOSE with `_send_user_message`, which waits (30 s,
+# `clear_to_send_timeout`) for the key exchange that only that same thread can finish; then the
+# connection dies ("Key-exchange timed out waiting for key negotiation"). A 1 GiB fetch ends right
+# at paramiko's second rekey, so it stalled ~30 s or failed most times. A rekey the server starts is
+# safe (after its KEXINIT it sends nothing else until the new keys), and OpenSSH servers rekey by
+# their RekeyLimit (by default 1 GiB for 8-byte-block ciphers, 64 GiB for AES): so this side
+# rekeys only past twice OpenSSH's largest default, should the server never do it.
+CLIENT_REKEY_BYTES = 2**37  # 128 GiB
+CLIENT_REKEY_PACKETS = 2**31
+
+
+def leave_rekeying_to_server(transport: paramiko.Transport) -> None:
+    packetizer = transport.packetizer
+    packetizer.REKEY_BYTES = CLIENT_REKEY_BYTES
+    packetizer.REKEY_PACKETS = CLIENT_REKEY_PACKETS
