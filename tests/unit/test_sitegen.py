@@ -44,7 +44,7 @@ def test_parse_partitions_and_sections() -> None:
     assert [
         command.index(w) for w in ("sbatch --version", "scontrol show partition", "sacctmgr", "sacct --")
     ] == sorted(command.index(w) for w in ("sbatch --version", "scontrol show partition", "sacctmgr", "sacct --"))
-    assert command.count("2>&1") == 4  # each check's errors are its answer
+    assert command.count("2>&1") == 5  # each check (with gres): its errors are its answer
 
 
 def test_live_output_split_and_nodes() -> None:

@@ -55,11 +55,13 @@ def fetch(
             else:  # element files: fetched by their job-dir paths, then moved under the element's name
                 staging = target / ".aif-fetch"
                 shutil.rmtree(staging, ignore_errors=True)
-                backend.fetch(job, list(plan), staging, advance)
-                for remote, local in plan.items():
-                    (target / local).parent.mkdir(parents=True, exist_ok=True)
-                    (staging / remote).replace(target / local)
-                shutil.rmtree(staging, ignore_errors=True)
+                try:
+                    backend.fetch(job, list(plan), staging, advance)
+                    for remote, local in plan.items():
+                        (target / local).parent.mkdir(parents=True, exist_ok=True)
+                        (staging / remote).replace(target / local)
+                finally:  # a failed fetch leaves nothing half-moved behind
+                    shutil.rmtree(staging, ignore_errors=True)
     return job, list(plan.values()), target
 
 
