@@ -41,6 +41,7 @@ SHAPES = {
     "CPU only (16 tasks)": _RUN.format(res="tasks_per_node: 16"),
     "container (1 GPU)": _RUN.format(res="gpus_per_node: 1") + "container: {image: /path/train.sif}\n",
     "1-GPU sweep (3)": _RUN.format(res="gpus_per_node: 1") + "matrix: {LR: ['1e-4', '3e-4', '1e-3']}\n",
+    "1-GPU sweep packed (6)": _RUN.format(res="gpus_per_node: 1") + "matrix: {LR: [a, b, c, d, e, f]}\npack: true\n",
 }
 
 
@@ -76,6 +77,8 @@ def cell(site: str, shape: str) -> Cell:
     if check.returncode:
         raise AssertionError(f"{site} / {shape}: the script is not valid bash: {check.stderr}")
     text = _key_directives(script)
+    if job.pack:
+        text += f"; {job.pack.elements} steps, {job.pack.per_node} per node"
     if job.container_runtime:
         text += f"; {job.container_runtime} exec" + (" --nv" if f"{job.container_runtime} exec --nv" in script else "")
     return Cell(site, shape, True, text, job.warnings)

@@ -22,6 +22,7 @@ REFUSED = {
         ("discoverer", shape): "GPUs per node of discoverer is not known"
         for shape in ("one full node", "2 nodes srun", "2 nodes torchrun")
     },
+    ("discoverer", "1-GPU sweep packed (6)"): "GPUs per node are unknown",
     # the local site runs no GPU job today (the launch work gives it the machine's GPUs)
     **{("local", shape): "the local site has no GPUs" for shape in GPU_SHAPES},
 }
@@ -52,7 +53,7 @@ def cells(aif_home) -> dict[tuple[str, str], site_matrix.Cell]:
 
 
 def test_the_table_has_all_12_sites_and_the_local_one() -> None:
-    assert len(SITES) == 13 and len(SHAPES) == 7
+    assert len(SITES) == 13 and len(SHAPES) == 8
 
 
 @pytest.mark.parametrize(("site", "shape"), [(s, sh) for s in SITES for sh in SHAPES])
@@ -75,12 +76,16 @@ def test_no_rendered_gpu_cell_gets_one_cpu_per_task(cells) -> None:
     assert one == []
 
 
-def test_whole_node_sites_warn_that_a_1_gpu_sweep_bills_whole_nodes(cells) -> None:
-    # JUPITER packing of 1-GPU steps into one node is not built: the user is told what it costs
+def test_whole_node_sites_warn_that_a_1_gpu_sweep_bills_whole_nodes_unless_packed(cells) -> None:
+    # as an array, every element takes (and bills) a node: the user is told what it costs; packed
+    # (pack: true), the 6 elements are steps of one job on 2 nodes, no warning
     for site in ("jupiter", "jedi", "juwels-booster"):
         c = cells[(site, "1-GPU sweep (3)")]
         assert c.rendered and "--array=0-2" in c.text
         assert any("allocates whole nodes" in w for w in c.warnings)
+        packed = cells[(site, "1-GPU sweep packed (6)")]
+        assert packed.rendered and "--nodes=2 " in packed.text and "--array" not in packed.text, packed.text
+        assert "6 steps, 4 per node" in packed.text and not any("whole nodes" in w for w in packed.warnings)
 
 
 def test_the_markdown_has_a_row_per_site(cells) -> None:
