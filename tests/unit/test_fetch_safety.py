@@ -183,3 +183,67 @@ def test_rekeying_is_left_to_the_server(tmp_path: Path) -> None:
     finally:
         transport.close()
         b.close()
+
+
+# --- the streaming path: a transport with stream_tar (SSH) is unpacked as it arrives ----------------
+
+
+def streamer(fail: BaseException | None = None, after: int | None = None, chunk: int = 65536):
+    """A stream_tar that feeds the real tar to the sink in chunks, optionally failing after `after` bytes."""
+
+    def stream_tar(workdir: str, files: list[str], sink: Any) -> None:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name in files:
+                tar.add(str(Path(workdir) / name), arcname=name, recursive=False)
+        data = buf.getvalue() if after is None else buf.getvalue()[:after]
+        for i in range(0, len(data), chunk):
+            sink(data[i : i + chunk])
+        if fail is not None:
+            raise fail
+
+    return stream_tar
+
+
+def test_a_streamed_fetch_unpacks_as_it_arrives(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = job_with_output(session, tmp_path)
+    monkeypatch.setattr(session.fake, "stream_tar", streamer(), raising=False)
+    monkeypatch.setattr(session.fake, "get_tar", lambda *a, **k: pytest.fail("the archive must not be written"))
+    dest = tmp_path / "got"
+    with session() as svc:
+        _, files, target = svc.fetch(job.id, dest)
+    assert sorted(files) == ["out/log.txt", "out/model.bin"]
+    assert (target / "out" / "model.bin").read_bytes() == b"new weights " * 100_000
+    assert leftovers(dest) == ["out", "out/log.txt", "out/model.bin"]
+
+
+def test_a_streamed_fetch_cut_midway_is_exit_3_and_leaves_nothing(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = job_with_output(session, tmp_path)
+    cut = RemoteError("the connection to fake.invalid was lost while a command was running")
+    monkeypatch.setattr(session.fake, "stream_tar", streamer(cut, after=300_000), raising=False)
+    dest = tmp_path / "got"
+    with session() as svc, pytest.raises(RemoteError) as err:
+        svc.fetch(job.id, dest)
+    assert err.value.exit_code == EXIT_REMOTE and "was lost" in err.value.message
+    assert leftovers(dest) == []
+
+
+def test_a_streamed_fetch_onto_a_full_disk_is_a_clear_error(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = job_with_output(session, tmp_path)
+    monkeypatch.setattr(session.fake, "stream_tar", streamer(), raising=False)
+
+    def full(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", full)
+    dest = tmp_path / "got"
+    with session() as svc, pytest.raises(LocalWriteError) as err:
+        svc.fetch(job.id, dest)
+    assert "no space left on device" in err.value.message
+    assert leftovers(dest) == []
