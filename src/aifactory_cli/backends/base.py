@@ -121,16 +121,12 @@ class Backend(abc.ABC):
         staging = Path(tempfile.mkdtemp(prefix=".aif-fetch-", dir=dest))
         try:
             try:
+                archive = staging / "fetch.tar"
+                self.transport.get_tar(job.workdir, files, archive, counted)
                 unpacked = staging / "files"
-                stream_tar = getattr(self.transport, "stream_tar", None)
-                if callable(stream_tar):  # unpacked as it arrives: the data is written to disk once
-                    _unpack_stream(stream_tar, job.workdir, files, unpacked, counted)
-                else:
-                    archive = staging / "fetch.tar"
-                    self.transport.get_tar(job.workdir, files, archive, counted)
-                    with tarfile.open(archive) as tar:
-                        tar.extractall(unpacked, filter="data")
-                    archive.unlink()
+                with tarfile.open(archive) as tar:
+                    tar.extractall(unpacked, filter="data")
+                archive.unlink()
                 _move_into(unpacked, dest)
             except Exception as exc:
                 if not _transfer_failure(exc):
@@ -146,51 +142,6 @@ class Backend(abc.ABC):
 
     def close(self) -> None:
         self.transport.close()
-
-
-def _unpack_stream(
-    stream_tar: Callable[..., object], workdir: str, files: list[str], unpacked: Path, counted: Callable[[int], None]
-) -> None:
-    """Unpack the site's tar stream while it arrives (a pipe to a thread that reads it as a stream),
-    instead of writing the archive to disk and reading it back. The first failure wins: the
-    transfer's, else the unpacking's (a full disk, a damaged archive)."""
-    import threading
-
-    read_fd, write_fd = os.pipe()
-    failed: list[BaseException] = []
-
-    def unpack() -> None:
-        try:
-            with os.fdopen(read_fd, "rb", buffering=1 << 20) as fh:
-                with tarfile.open(fileobj=fh, mode="r|") as tar:
-                    tar.extractall(unpacked, filter="data")
-                while fh.read(1 << 20):  # the tar's end padding: keep the writer from blocking
-                    pass
-        except BaseException as exc:  # handed to the caller's thread below
-            failed.append(exc)
-
-    worker = threading.Thread(target=unpack, name="aif-fetch-unpack", daemon=True)
-    worker.start()
-    out = os.fdopen(write_fd, "wb", buffering=0)
-
-    def sink(data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[out.write(view) or 0 :]
-        counted(len(data))
-
-    try:
-        stream_tar(workdir, files, sink)
-    except BrokenPipeError:
-        pass  # the unpacking stopped first: its error is the one to report
-    except BaseException:
-        out.close()
-        worker.join()
-        raise
-    out.close()
-    worker.join()
-    if failed:
-        raise failed[0]
 
 
 def _move_into(unpacked: Path, dest: Path) -> None:
