@@ -73,3 +73,10 @@ def test_markers_rotation_and_revocation(tmp_path: Path) -> None:
     ep, known = _endpoint(tmp_path, [f"@cert-authority *.example ssh-ed25519 {OTHER}"])
     with pytest.raises(HostKeyError, match="does not check host certificates yet"):
         check_host_key(ep, "ssh-ed25519", other, known)
+
+
+def test_the_keyscan_hint_names_the_users_file_not_the_global_one(tmp_path: Path) -> None:
+    ep = Endpoint(alias="h", hostname="h.example", port=22, user="u", known_hosts_files=("/etc/ssh/ssh_known_hosts",))
+    with pytest.raises(HostKeyError) as exc:
+        check_host_key(ep, "ssh-ed25519", base64.b64decode(KEY), load_known_hosts(ep.known_hosts_files))
+    assert ">> ~/.ssh/known_hosts" in (exc.value.hint or "") and "/etc/ssh" not in (exc.value.hint or "")

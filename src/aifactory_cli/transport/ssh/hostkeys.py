@@ -83,7 +83,9 @@ def check_host_key(
             f"change is genuine, remove the old key (ssh-keygen -R '{name}' -f {changed_in[0]}) and add the "
             "new one",
         )
-    known_file = endpoint.known_hosts_files[0] if endpoint.known_hosts_files else "~/.ssh/known_hosts"
+    # the user's own file: a global one (/etc/ssh/ssh_known_hosts) is the administrators'
+    own = [f for f in endpoint.known_hosts_files if not f.startswith("/etc/")]
+    known_file = own[0] if own else "~/.ssh/known_hosts"
     keyscan = f"ssh-keyscan -p {endpoint.port} {endpoint.hostname} >> {known_file}"
     if pins:
         raise HostKeyError(
