@@ -80,3 +80,11 @@ def test_the_keyscan_hint_names_the_users_file_not_the_global_one(tmp_path: Path
     with pytest.raises(HostKeyError) as exc:
         check_host_key(ep, "ssh-ed25519", base64.b64decode(KEY), load_known_hosts(ep.known_hosts_files))
     assert ">> ~/.ssh/known_hosts" in (exc.value.hint or "") and "/etc/ssh" not in (exc.value.hint or "")
+
+
+def test_paramikos_banner_error_reads_well() -> None:
+    from aifactory_cli.transport.ssh.login import _readable
+
+    text = _readable(Exception("Error reading SSH protocol banner[Errno 104] Connection reset by peer"))
+    assert text == "Error reading SSH protocol banner: [Errno 104] Connection reset by peer"
+    assert _readable(EOFError()) == "EOFError"

@@ -98,7 +98,7 @@ def ssh_login(
             transport.start_client(timeout=timeout)
         except (paramiko.SSHException, EOFError, OSError) as exc:
             raise RemoteError(
-                f"SSH handshake with {hop.address} failed: {exc or type(exc).__name__}",
+                f"SSH handshake with {hop.address} failed: {_readable(exc)}",
                 f"is there an SSH server on {hop.address}? try `ssh -v -p {hop.port} {hop.hostname}`",
                 where=site,
             ) from exc
@@ -162,3 +162,11 @@ def leave_rekeying_to_server(transport: paramiko.Transport) -> None:
     packetizer = transport.packetizer
     packetizer.REKEY_BYTES = CLIENT_REKEY_BYTES
     packetizer.REKEY_PACKETS = CLIENT_REKEY_PACKETS
+
+
+def _readable(exc: BaseException) -> str:
+    """paramiko's text, readable: "Error reading SSH protocol banner[Errno 104] ..." gets its ": "."""
+    import re
+
+    text = str(exc) or type(exc).__name__
+    return re.sub(r"(?<=\S)\[Errno ", ": [Errno ", text)
