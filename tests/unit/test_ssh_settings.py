@@ -264,3 +264,14 @@ def test_hashed_known_hosts_entry(tmp_path: Path) -> None:
     hashed = paramiko.HostKeys.hash_host("[h.example.org]:2222")
     ep, known = _known(tmp_path, [f"{hashed} {key.get_name()} {key.get_base64()}"])
     check_host_key(ep, key.get_name(), key.asbytes(), known)
+
+
+def test_a_profile_extending_a_built_in_one_keeps_the_ssh_config_port(config: paramiko.SSHConfig) -> None:
+    # `extends: lumi` with `ssh: {host: lumi}` (an ssh_config alias with Port 2200): the built-in
+    # profile brings no port of its own, so the user's ssh_config decides
+    from aifactory_cli.sites.profile import load_profile
+
+    built_in = load_profile("lumi").profile.ssh
+    assert built_in.port is None
+    route = resolve_ssh(built_in.model_copy(update={"host": "lumi", "host_key_fingerprints": []}), config)
+    assert route.target.port == 2200
