@@ -16,7 +16,8 @@ from pathlib import Path
 import aifactory_cli as aif
 
 # %% notices (uploads, cancels, warnings) come through the `aifactory_cli` logger
-logging.basicConfig(level=logging.INFO, format="  [%(name)s] %(message)s")
+logging.basicConfig(format="  [%(name)s] %(message)s")
+logging.getLogger("aifactory_cli").setLevel(logging.INFO)
 site = sys.argv[1] if len(sys.argv) > 1 else "local"
 account = sys.argv[2] if len(sys.argv) > 2 else None
 here = Path(__file__).resolve().parent
