@@ -58,3 +58,21 @@ def test_help_and_list_import_no_templates_yaml_or_models(aif_home: Path) -> Non
     for args in (["--help"], ["list"]):
         mods = _imported(args, aif_home)
         assert not (mods & heavy), (args, sorted(mods & heavy))
+
+
+def test_importing_the_package_loads_no_models_templates_or_ssh_stack(aif_home: Path) -> None:
+    # `import aifactory_cli as aif` in a notebook: the API's names load on first use (issue 20)
+    env = {**os.environ, "AIFACTORY_HOME": str(aif_home)}
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import aifactory_cli; aifactory_cli.__version__"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    mods = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    tops = {m.split(".")[0] for m in mods}
+    heavy = SSH_STACK | {"jinja2", "pydantic", "pydantic_core", "yaml", "rich", "typer", "sqlite3"}
+    assert not (tops & heavy), sorted(tops & heavy)
+    assert {m for m in mods if m.startswith("aifactory_cli")} <= {"aifactory_cli", "aifactory_cli.jobs"}
