@@ -15,6 +15,7 @@ from aifactory_cli.cli import (
     plan_cmd,
     render_cmd,
     rerun_cmd,
+    schema_cmd,
     sites_cmd,
     status_cmd,
     submit_cmd,
@@ -66,6 +67,7 @@ for module in (
     sync_cmd,
     plan_cmd,
     usage_cmd,
+    schema_cmd,
 ):
     module.register(app)
 app.add_typer(sites_cmd.app, name="sites")

@@ -170,14 +170,17 @@ class ContainerRuntime(_Strict):
 
 
 class SiteProfile(_Strict):
-    version: int = Field(ge=1)
-    name: str = ""
+    """An aifactory site profile: the facts about one machine (partitions, limits, GPUs, binding,
+    modules, container runtime, work dir, SSH). The file name is the site name."""
+
+    version: int = Field(ge=1, description="profile format version")
+    name: str = Field("", description="set from the file name")
     description: str = ""
-    verified: dt.date | None = None
-    sources: list[Source] = Field(default_factory=list)
+    verified: dt.date | None = Field(None, description="when the facts were last checked against the sources")
+    sources: list[Source] = Field(default_factory=list, description="where the facts come from")
     scheduler: Literal["slurm", "local"] = "slurm"
-    template: str | None = None
-    cluster: str | None = None
+    template: str | None = Field(None, description="job script template (templates/slurm/<name>.sh.j2); default: base")
+    cluster: str | None = Field(None, description="Slurm cluster name (--clusters)")
     cpu_arch: Literal["x86_64", "aarch64"] | None = Field("x86_64", description="None: unknown")
     cores_per_node: int | None = Field(None, ge=1)
     memory_per_node: str | None = None
@@ -189,18 +192,22 @@ class SiteProfile(_Strict):
     modules: list[str] = Field(default_factory=list, description="base modules for every job")
     module_command: str = "module load"
     container: ContainerRuntime = Field(default_factory=lambda: ContainerRuntime())
-    workdir: str = "$HOME/aifactory/jobs/{job}"
-    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str = Field(
+        "$HOME/aifactory/jobs/{job}",
+        description="job directory on the site; placeholders {job} {name} {user} {account} {site} "
+        "{account_lower} {project} {project_upper}",
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="environment for every job (literal values)")
     # environment the job's shell expands at run time (OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK), written
     # by the site admin; checked to hold only plain characters and $VAR references
     shell_env: dict[str, str] = Field(default_factory=dict)
     # extra sbatch options for every job on the site (a spec's own `slurm:` wins; null drops one)
     slurm: dict[str, str | int | bool | None] = Field(default_factory=dict)
-    poll_interval: float = Field(10.0, ge=0)
+    poll_interval: float = Field(10.0, ge=0, description="seconds between status polls, at least")
     usage_command: list[str] | None = Field(None, description="the site's allocation tool, e.g. [lumi-allocations]")
     ssh: SshSettings = Field(default_factory=lambda: SshSettings())
-    default_time: str | None = None
-    partitions: dict[str, Partition] = Field(default_factory=dict)
+    default_time: str | None = Field(None, description="time limit of a job that gives none")
+    partitions: dict[str, Partition] = Field(default_factory=dict, description="partitions by name")
     notes: list[str] = Field(default_factory=list)
 
     @field_validator("default_time")
@@ -287,20 +294,24 @@ class SiteProfile(_Strict):
 
 
 class SiteUserSettings(BaseModel):
+    """Your settings for one site."""
+
     model_config = ConfigDict(extra="forbid")
-    user: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    ssh_host: str | None = None
-    identity_file: str | None = None
-    partition: str | None = None
-    persist: float | None = None
+    user: str | None = Field(None, description="login user name on the site")
+    account: str | None = Field(None, description="Slurm account / project charged (-A)")
+    qos: str | None = Field(None, description="Slurm QoS")
+    ssh_host: str | None = Field(None, description="host name or ~/.ssh/config alias of the login node")
+    identity_file: str | None = Field(None, description="SSH private key")
+    partition: str | None = Field(None, description="partition used unless a job names one")
+    persist: float | None = Field(None, description="seconds a background agent keeps the connection open")
 
 
 class UserConfig(BaseModel):
+    """The aifactory user config (~/.config/aifactory/config.yaml): your defaults and per-site settings."""
+
     model_config = ConfigDict(extra="forbid")
-    default_site: str | None = None
-    sites: dict[str, SiteUserSettings] = Field(default_factory=dict)
+    default_site: str | None = Field(None, description="the site used when a command names none")
+    sites: dict[str, SiteUserSettings] = Field(default_factory=dict, description="settings by site name")
 
     def for_site(self, site: str) -> SiteUserSettings:
         return self.sites.get(site) or SiteUserSettings()

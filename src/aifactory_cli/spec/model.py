@@ -89,15 +89,19 @@ class _Strict(BaseModel):
 class Resources(_Strict):
     nodes: int = Field(1, ge=1, description="number of nodes")
     gpus_per_node: int | Literal["all"] = Field(0, description="GPUs per node, or 'all'")
-    tasks_per_node: int | None = Field(None, ge=1)
-    cpus_per_task: int | None = Field(None, ge=1)
-    memory: str | int | None = None
-    time: str | int | None = None
-    partition: str | None = None
-    exclusive: bool = False
+    tasks_per_node: int | None = Field(None, ge=1, description="tasks (processes) per node; default: one per GPU")
+    cpus_per_task: int | None = Field(None, ge=1, description="CPU cores per task; default: the site's share")
+    memory: str | int | None = Field(None, description="memory per node, e.g. 64G or 500M (a number: MiB)")
+    time: str | int | None = Field(
+        None, description="time limit: 1:00:00, 2-00:00:00, 90m, 2h (a number: seconds, as YAML reads 1:00:00)"
+    )
+    partition: str | None = Field(None, description="a partition of the site's profile; default: picked for the job")
+    exclusive: bool = Field(False, description="whole nodes for this job alone")
     # which GPUs each task sees: "all" = every GPU the job has on the node (PyTorch style:
     # torch.cuda.set_device(LOCAL_RANK)); "per_task" = only its own share (MPI style: device 0)
-    gpu_binding: Literal["all", "per_task"] = "all"
+    gpu_binding: Literal["all", "per_task"] = Field(
+        "all", description="all: each task sees every GPU of the job on its node; per_task: only its own"
+    )
 
     @field_validator("gpus_per_node", mode="before")
     @classmethod
@@ -143,8 +147,8 @@ class Resources(_Strict):
 
 
 class Container(_Strict):
-    image: str
-    bind: list[str] = Field(default_factory=list)
+    image: str = Field(description="container image: a .sif path on the site, or docker://...")
+    bind: list[str] = Field(default_factory=list, description="bind mounts, src[:dest]")
     options: list[str] = Field(default_factory=list, description="extra runtime options, e.g. --rocm")
 
     @field_validator("image")
@@ -158,32 +162,43 @@ class Container(_Strict):
 class Requires(_Strict):
     """Constraints on the site itself (used by the broker to rule sites out)."""
 
-    gpu_vendor: Literal["amd", "nvidia"] | None = None
-    cpu_arch: Literal["x86_64", "aarch64"] | None = None
+    gpu_vendor: Literal["amd", "nvidia"] | None = Field(None, description="only sites with GPUs of this vendor")
+    cpu_arch: Literal["x86_64", "aarch64"] | None = Field(None, description="only sites with this CPU architecture")
 
 
 class JobSpec(_Strict):
-    version: Literal[1] = 1
-    name: str | None = None
-    description: str | None = None
-    resources: Resources = Field(default_factory=lambda: Resources())
-    container: Container | None = None
-    modules: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    setup: str | None = None
-    run: str
-    launcher: Literal["srun", "torchrun", "none"] = "srun"
-    upload: list[str] = Field(default_factory=list)
-    download: list[str] = Field(default_factory=list)
+    """An aifactory job spec (version 1): what a job needs, in no site's words."""
+
+    version: Literal[1] = Field(1, description="spec format version")
+    name: str | None = Field(None, description="job name; default: the spec file's name")
+    description: str | None = Field(None, description="free text")
+    resources: Resources = Field(default_factory=lambda: Resources(), description="what the job asks for")
+    container: Container | None = Field(None, description="run inside this container image")
+    modules: list[str] = Field(default_factory=list, description="modules loaded on top of the site's")
+    env: dict[str, str] = Field(default_factory=dict, description="environment variables for the job")
+    setup: str | None = Field(None, description="shell commands run once before the job's tasks start")
+    run: str = Field(description="the work: shell commands each task runs (or the script torchrun starts)")
+    launcher: Literal["srun", "torchrun", "none"] = Field(
+        "srun", description="srun: one task per slot; torchrun: one per node; none: run as the batch script"
+    )
+    upload: list[str] = Field(default_factory=list, description="files and directories sent, relative to the spec")
+    download: list[str] = Field(default_factory=list, description="glob patterns fetched from the job directory")
     # a sweep: {KEY: [values...]} (every combination), or an explicit list of elements [{KEY: value}, ...]
-    matrix: dict[str, list[str]] | list[dict[str, str]] = Field(default_factory=dict)
+    matrix: dict[str, list[str]] | list[dict[str, str]] = Field(
+        default_factory=dict,
+        description="a sweep: {KEY: [values]} (every combination) or a list of elements [{KEY: value}]",
+    )
     max_parallel: int | None = Field(None, ge=1, description="array concurrency limit (%N)")
     # a sweep as job steps packed onto whole nodes of ONE job (JSC: srun --exclusive -n 1 --gres=gpu:1 &)
-    pack: bool = False
-    depends_on: list[str] = Field(default_factory=list)
-    requires: Requires = Field(default_factory=lambda: Requires())
-    sites: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    slurm: dict[str, str | int | bool | None] = Field(default_factory=dict)
+    pack: bool = Field(False, description="run the sweep as steps packed onto whole nodes of one job")
+    depends_on: list[str] = Field(default_factory=list, description="jobs (names or ids) that must finish first")
+    requires: Requires = Field(default_factory=lambda: Requires(), description="rule out sites for the broker")
+    sites: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-site overrides: {site: {any spec field}}, merged over the spec"
+    )
+    slurm: dict[str, str | int | bool | None] = Field(
+        default_factory=dict, description="extra sbatch long options ({option: value}; true: a flag; null: none)"
+    )
 
     @field_validator("name")
     @classmethod
