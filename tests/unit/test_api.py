@@ -136,12 +136,13 @@ def test_logs_follow_fetch(session: Session, tmp_path: Path) -> None:
 
 
 def test_cancel_and_jobs_and_get(session: Session, tmp_path: Path) -> None:
-    a = aif.submit(spec(tmp_path, "a"), site=SITE)
-    b = aif.submit(spec(tmp_path, "b"), site=SITE)
+    # names that cannot be the start of a hex id: a name "b" was ambiguous with an id starting with b
+    a = aif.submit(spec(tmp_path, "job-a"), site=SITE)
+    b = aif.submit(spec(tmp_path, "job-b"), site=SITE)
     assert b.cancel() == "CANCELLED" and session.fake.slurm.calls("scancel") == [[b.slurm_job_id]]
-    assert sorted(j.name for j in aif.jobs()) == ["a", "b"] and aif.jobs(site="local") == []
+    assert sorted(j.name for j in aif.jobs()) == ["job-a", "job-b"] and aif.jobs(site="local") == []
     assert aif.jobs(state="CANCELLED") == [b] and set(aif.jobs(state=["PENDING", "CANCELLED"])) == {a, b}
-    assert aif.get(f"{SITE}:{a.slurm_job_id}") == a and aif.get("b").id == b.id and aif.get(a.id).name == "a"
+    assert aif.get(f"{SITE}:{a.slurm_job_id}") == a and aif.get("job-b").id == b.id and aif.get(a.id).name == "job-a"
     with pytest.raises(aif.NotFound) as info:
         aif.get("nosuchjob")
     assert info.value.message and info.value.exit_code == errors.EXIT_NOT_FOUND
