@@ -328,12 +328,30 @@ def submit(
     matrix: MatrixLike | None = None,
     after: Sequence[str | Job] = (),
     base_dir: str | os.PathLike[str] | None = None,
+    prefer: str = "start",
+    sites: Sequence[str] | None = None,
 ) -> Job:
     """Submit a job spec (a YAML file, or a dict) to `site` (default: AIFACTORY_SITE, the
     config's default_site, or local). `matrix` replaces the spec's sweep: one array job, its
-    elements in `job.tasks`. `after`: start only once these jobs completed successfully."""
+    elements in `job.tasks`. `after`: start only once these jobs completed successfully.
+    `site="auto"`: the broker picks among `sites` (default: the configured sites with an
+    account) by `prefer` ("start" or "cost"), as `submit --site auto` does; why goes to the log."""
     loaded = _load(spec, base_dir, matrix)
     with _service() as svc:
+        if site == "auto":
+            from aifactory_cli.service.broker import choose_site
+
+            site, why = choose_site(
+                svc,
+                _spec_name(loaded),
+                list(sites) if sites else None,
+                _overrides(account, partition, qos),
+                prefer,
+                loaded,
+            )
+            log.info("site %s: %s", site, why)
+        elif sites:
+            raise BadInput("sites= is for site='auto'", "pass site='auto' to let the broker choose among them")
         svc.prewarm(site)  # the login overlaps with resolving and rendering
         prepared = svc.prepare(
             _spec_name(loaded),
@@ -365,21 +383,29 @@ def get(ref: str) -> Job:
 
 
 def plan(
-    spec: str | os.PathLike[str],
+    spec: SpecLike,
     sites: Sequence[str] | None = None,
     *,
     account: str | None = None,
     partition: str | None = None,
     qos: str | None = None,
+    prefer: str = "start",
+    matrix: MatrixLike | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
 ) -> list[PlanRow]:
-    """Where the spec could run (`aifactory plan`): one row per site, with the partition, the
+    """Where the spec (a YAML file, or a dict) could run (`aifactory plan`): one row per site,
+    runnable ones first, ranked by `prefer` ("start" or "cost"), with the partition, the
     estimated charge and start (sbatch --test-only), or why not (`ok=False`, `reason`)."""
+    from aifactory_cli.service.broker import check_prefer, rank
     from aifactory_cli.service.broker import plan as broker_plan
 
-    if not isinstance(spec, (str, os.PathLike)):
-        raise BadInput("aif.plan takes a spec file", "write the spec to a YAML file first")
+    prefer = check_prefer(prefer)  # before anything is asked of a site
+    loaded = _load(spec, base_dir, matrix)
     with _service() as svc:
-        return broker_plan(svc, os.fspath(spec), list(sites) if sites else None, _overrides(account, partition, qos))
+        rows = broker_plan(
+            svc, _spec_name(loaded), list(sites) if sites else None, _overrides(account, partition, qos), loaded
+        )
+    return rank(rows, prefer)
 
 
 def render(

@@ -153,13 +153,40 @@ def test_cancel_and_jobs_and_get(session: Session, tmp_path: Path) -> None:
 def test_plan_and_render(session: Session, tmp_path: Path) -> None:
     session.fake.slurm.set(test_only_start="2026-12-01T08:00:00")
     rows = aif.plan(spec(tmp_path), sites=[SITE, "local"])
-    assert (rows[0].site, rows[0].ok, rows[0].start) == (SITE, True, "2026-12-01T08:00:00")
-    assert isinstance(rows[0], aif.PlanRow) and rows[1].ok
+    assert [r.site for r in rows] == ["local", SITE]  # ranked as `aifactory plan` ranks: soonest start first
+    assert (rows[1].site, rows[1].ok, rows[1].start) == (SITE, True, "2026-12-01T08:00:00")
+    assert isinstance(rows[0], aif.PlanRow) and rows[0].ok
     script = aif.render(spec(tmp_path, "r"), site=SITE, account="project_465000003")
     assert script.startswith("#!") and "#SBATCH --account=project_465000003" in script
     from_dict = aif.render({"name": "d", "run": "echo hi", "resources": {"time": "5m"}}, site=SITE)
     assert "#SBATCH --job-name=d" in from_dict
     assert session.fake.slurm.jobs() == {} and aif.jobs() == []  # nothing sent, nothing recorded
+
+
+def test_plan_takes_a_dict_spec_and_a_matrix(session: Session, tmp_path: Path) -> None:
+    session.fake.slurm.set(test_only_start="2026-12-01T08:00:00")
+    doc = {"name": "d", "run": "echo $LR", "resources": {"time": "5m"}}
+    (row,) = aif.plan(doc, sites=[SITE], matrix={"LR": [0.1, 0.01]})
+    assert (row.site, row.ok, row.start) == (SITE, True, "2026-12-01T08:00:00")
+    assert len(session.fake.slurm.calls("sbatch")) == 1  # the --test-only, nothing submitted
+    with pytest.raises(aif.BadInput, match="--prefer 'soon'"):
+        aif.plan(doc, sites=[SITE], prefer="soon")
+    assert session.fake.slurm.jobs() == {} and aif.jobs() == []
+
+
+def test_submit_to_auto_lets_the_broker_choose(
+    session: Session, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    session.fake.slurm.set(test_only_start="2026-12-01T08:00:00")
+    with caplog.at_level(logging.INFO, logger="aifactory_cli"):
+        job = aif.submit({"name": "auto", "run": "echo hi", "resources": {"time": "5m"}}, site="auto", sites=[SITE])
+    assert job.site == SITE and job.slurm_job_id in session.fake.slurm.jobs()
+    assert any(f"site {SITE}: chose" in r.getMessage() for r in caplog.records)
+    with pytest.raises(aif.BadInput, match="sites= is for site='auto'"):
+        aif.submit(spec(tmp_path), site=SITE, sites=[SITE])
+    with pytest.raises(aif.BadInput, match="--prefer"):
+        aif.submit(spec(tmp_path), site="auto", sites=[SITE], prefer="fast")
+    assert len(session.fake.slurm.jobs()) == 1  # refusals submitted nothing
 
 
 def test_errors_carry_message_and_hint(session: Session, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from aifactory_cli.errors import AifactoryError, BadInput, LimitError, RemoteErr
 if TYPE_CHECKING:
     from aifactory_cli.service.session import Service
     from aifactory_cli.sites.resolve import Overrides
+    from aifactory_cli.spec.model import LoadedSpec
 
 PREFERENCES = ("start", "cost")  # what `plan --prefer` and `submit --site auto --prefer` rank by
 
@@ -48,11 +49,15 @@ def candidate_sites(svc: Service, sites: list[str] | None) -> list[str]:
     return configured
 
 
-def plan(svc: Service, spec_path: str, sites: list[str] | None, overrides: Overrides) -> list[PlanRow]:
+def plan(
+    svc: Service, spec_path: str, sites: list[str] | None, overrides: Overrides, loaded: LoadedSpec | None = None
+) -> list[PlanRow]:
+    """One row per candidate site. `loaded`: the spec already read (a dict spec from the library API),
+    `spec_path` then only names it in messages."""
     from aifactory_cli.sites.billing import estimate
     from aifactory_cli.spec.model import load_spec
 
-    loaded = load_spec(spec_path)
+    loaded = loaded or load_spec(spec_path)
     rows = []
     for site in candidate_sites(svc, sites):
         row = PlanRow(site=site, ok=False)
@@ -113,11 +118,16 @@ def compare(
 
 
 def choose_site(
-    svc: Service, spec_path: str, sites: list[str] | None, overrides: Overrides, prefer: str
+    svc: Service,
+    spec_path: str,
+    sites: list[str] | None,
+    overrides: Overrides,
+    prefer: str,
+    loaded: LoadedSpec | None = None,
 ) -> tuple[str, str]:
     """`submit --site auto`: the best site for the spec and a line that says why; LimitError if none can run it."""
     prefer = check_prefer(prefer)  # before anything is asked of a site
-    rows = rank(plan(svc, spec_path, sites, overrides), prefer)
+    rows = rank(plan(svc, spec_path, sites, overrides, loaded), prefer)
     if not rows or not rows[0].ok:
         reasons = "; ".join(f"{r.site}: {r.reason}" for r in rows)
         raise LimitError(f"no site can run this job: {reasons}", "see `aifactory plan SPEC`")
