@@ -30,6 +30,15 @@ def test_named_shell_wins_over_the_detected_one(shell: str) -> None:
 
 
 def test_alone_it_still_detects_the_shell() -> None:
-    proc = _show()
+    # started from a bash (as a user's terminal would), not straight from pytest: detection looks at the
+    # parent processes, which under a background job or CI runner need not include any shell
+    env = {k: v for k, v in os.environ.items() if not k.startswith("_TYPER")}
+    proc = subprocess.run(
+        ["bash", "-c", '"$@"; rc=$?; exit $rc', "bash", sys.executable, "-m", "aifactory_cli", "--show-completion"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert any(proc.stdout.lstrip().startswith(first) for first in FIRST_LINE.values()), proc.stdout[:200]
