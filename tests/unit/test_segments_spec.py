@@ -127,3 +127,23 @@ def test_cli_exit_2_and_nothing_recorded(cli, tmp_path: Path, spec: str, words: 
     for word in words:
         assert word in r.stderr, (word, r.stderr)
     assert json.loads(cli("list", "--json").stdout)["jobs"] == []
+
+
+def test_the_estimate_counts_every_segment() -> None:
+    from aifactory_cli.sites.billing import estimate
+
+    one = estimate(_resolve("run: x\nresources: {gpus_per_node: 8, partition: standard-g, time: 2d}\n"))
+    week = estimate(
+        _resolve("run: x\nresources: {gpus_per_node: 8, partition: standard-g, time: 7d}\ncheckpoint: {}\n")
+    )
+    assert one is not None and week is not None
+    assert week.amount == 4 * one.amount == 4 * 4 * 48  # 4 segments of 2 days, 4 GPU-hours per node-hour
+    assert "x 4 segments" in week.how
+
+
+def test_plan_shows_the_segments(cli, tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("run: x\nresources: {gpus_per_node: 8, partition: standard-g, time: 7d}\ncheckpoint: {}\n")
+    r = cli("plan", str(path), "--sites", "lumi", "-A", "project_465000001", "--json")
+    site = json.loads(r.stdout)["sites"][0]  # lumi.csc.fi is not reachable from the tests: the estimate is still shown
+    assert site["charge"] == 768 and site["charge_how"].endswith("x 48 h x 4 segments"), site

@@ -123,6 +123,7 @@ def template_names() -> dict[str, Any]:
         "checkpoint": CHECKPOINT,
         "script": SCRIPT,
         "slurm_job_id": SLURM_JOB_ID,
+        "cancel_flag": CANCEL_FLAG,
         "own_names": list(OWN_PATTERNS),
         "stdout": log_name(),
         "stderr": log_name(stderr=True),

@@ -158,6 +158,7 @@ def new_job(prepared: Prepared) -> Job:
             "account": resolved.account,
             "qos": resolved.qos,
             **({"packed": True} if resolved.pack else {}),
+            **({"segmented": resolved.segments.mode, "segments": []} if resolved.segments else {}),
         },
     )
 

@@ -118,6 +118,9 @@ if [ -z "$_aif_seg_signalled" ] && [ "$_aif_rc" -eq 0 ]; then
 elif [ -z "$_aif_seg_signalled" ]; then
   echo "aifactory: the program failed (exit $_aif_rc) in segment $AIF_SEGMENT: no further segment" >&2
   _aif_seg_end failed "$_aif_rc"
+elif [ -e "$AIF_JOB_DIR/cancel-requested" ]; then
+  echo "aifactory: the run was cancelled: no further segment" >&2
+  _aif_seg_end cancelled "$_aif_rc"
 elif [ "$_aif_seg_used" -ge 604800 ]; then
   echo "aifactory: the run's time (604800 s) is used up after segment $AIF_SEGMENT" >&2
   _aif_seg_end timeout "$_aif_rc"
