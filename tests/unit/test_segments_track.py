@@ -121,3 +121,34 @@ def test_cancel_stops_the_current_segment_and_any_next(session: Session, tmp_pat
     assert (workdir / "cancel-requested").exists()  # the script starts no segment after this
     assert [second] in [[a for a in c if a.isdigit() and a == second] for c in slurm.calls("scancel")]
     assert slurm.jobs()[second]["state"] == "CANCELLED"
+
+
+def test_sync_rebuilds_the_run_with_its_segments(session: Session, tmp_path: Path, aif_home: Path) -> None:
+    from aifactory_cli.service.sync import sync_site
+
+    job = _submit(session, tmp_path)
+    first = job.slurm_job_id or ""
+    slurm, workdir = session.fake.slurm, _dir(session, job)
+    slurm.finish(first)
+    (workdir / "exit_code").unlink()
+    second = session.fake.run(f"cd {workdir} && sbatch --parsable job.sh").stdout.strip()
+    (workdir / "slurm_job_id").write_text(second + "\n")
+    slurm.start(second)
+    now = int(time.time())
+    (workdir / "segments.tsv").write_text(
+        _line("start", 0, 0, first, now - 9)
+        + _line("end", 0, 0, first, now - 5, "next", 0)
+        + _line("start", 1, 0, second, now - 4)
+    )
+    for db in aif_home.rglob("jobs.sqlite3*"):
+        db.unlink()  # a lost laptop
+    with session() as svc:
+        added, jobs = sync_site(svc, SITE)
+    [got] = [j for j in jobs if j.id == job.id]
+    out = got.to_json()
+    assert [j.id for j in added] == [job.id]
+    assert (out["state"], out["slurm_job_id"]) == ("RUNNING", second)
+    assert [(s["segment"], s["slurm_job_id"], s["state"]) for s in out["segments"]] == [
+        (0, first, "COMPLETED"),
+        (1, second, "RUNNING"),
+    ]
