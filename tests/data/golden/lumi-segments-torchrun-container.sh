@@ -47,6 +47,7 @@ _aif_seg_read() {
 read -r AIF_SEGMENT AIF_RESTARTS _aif_seg_used < <(_aif_seg_read)
 export AIF_SEGMENT AIF_RESTARTS
 _aif_seg_started=$(date +%s)
+rm -f "$_aif_rc_file"  # one a killed attempt left (a node failure): the run goes on
 printf 'start\t%s\t%s\t%s\t%s\n' "$AIF_SEGMENT" "$AIF_RESTARTS" "$SLURM_JOB_ID" "$_aif_seg_started" >> "$_aif_seg_log"
 _aif_seg_end() {
   printf 'end\t%s\t%s\t%s\t%s\t%s\t%s\n' "$AIF_SEGMENT" "$AIF_RESTARTS" "$SLURM_JOB_ID" "$(date +%s)" "$1" "$2" >> "$_aif_seg_log"
