@@ -136,3 +136,12 @@ def test_signalled_with_the_run_time_used_up_is_a_timeout(tmp_path: Path) -> Non
     assert _run(tmp_path, _script("'exec sleep 20'"), signal_after=1.0) == 138  # 128 + SIGUSR1
     assert _log(tmp_path)[-1][5] == "timeout"
     assert "scontrol requeue" not in _calls(tmp_path)
+
+
+def test_started_again_after_the_run_ended_runs_nothing(tmp_path: Path) -> None:
+    """A site that requeues a job that had finished (a node set DOWN while it completes): the log says
+    the run is over, so the program does not run again and the run's exit code stays."""
+    (tmp_path / "segments.tsv").write_text("start\t0\t0\t100\t1000\nend\t0\t0\t100\t1030\tfailed\t5\n")
+    assert _run(tmp_path, _script("'echo ran > seen'")) == 5
+    assert not (tmp_path / "seen").exists()
+    assert len(_log(tmp_path)) == 2 and (tmp_path / "exit_code").read_text().strip() == "5"

@@ -35,16 +35,21 @@ trap _aif_finish EXIT
 _aif_seg_log="$AIF_JOB_DIR/segments.tsv"
 export AIF_CHECKPOINT_DIR="$AIF_JOB_DIR/checkpoint"
 mkdir -p "$AIF_CHECKPOINT_DIR" || exit 1
-# the segment (how many ended with "next") and the restarts (starts that never ended: a node failure,
-# preemption or a requeue by the site), and the seconds the run has used
+# the segment (how many ended with "next"), the restarts (starts that never ended: a node failure,
+# preemption or a requeue by the site), the seconds the run has used, and how the last segment ended
 _aif_seg_read() {
-  [ -f "$_aif_seg_log" ] || { echo "0 0 0"; return; }
-  awk -F'\t' '$1 == "start" { if (open) died++; open = 1; st = $5 }
-    $1 == "end" { open = 0; used += $5 - st; if ($6 == "next") seg++ }
-    END { if (open) died++; print seg + 0, died + 0, used + 0 }' "$_aif_seg_log"
+  [ -f "$_aif_seg_log" ] || { echo "0 0 0 - 0"; return; }
+  awk -F'\t' '$1 == "start" { if (open) died++; open = 1; st = $5; last = "-" }
+    $1 == "end" { open = 0; used += $5 - st; last = $6; rc = $7; if ($6 == "next") seg++ }
+    END { if (open) died++; print seg + 0, died + 0, used + 0, (last == "" ? "-" : last), rc + 0 }' "$_aif_seg_log"
 }
-read -r AIF_SEGMENT AIF_RESTARTS _aif_seg_used < <(_aif_seg_read)
+read -r AIF_SEGMENT AIF_RESTARTS _aif_seg_used _aif_seg_last _aif_seg_rc < <(_aif_seg_read)
 export AIF_SEGMENT AIF_RESTARTS
+case "$_aif_seg_last" in
+  done|failed|timeout|retries|cancelled)  # started again after the run ended (a requeue by the site)
+    echo "aifactory: the run already ended ($_aif_seg_last, exit $_aif_seg_rc): nothing to run" >&2
+    exit "$_aif_seg_rc" ;;
+esac
 _aif_seg_started=$(date +%s)
 rm -f "$_aif_rc_file"  # one a killed attempt left (a node failure): the run goes on
 printf 'start\t%s\t%s\t%s\t%s\n' "$AIF_SEGMENT" "$AIF_RESTARTS" "$SLURM_JOB_ID" "$_aif_seg_started" >> "$_aif_seg_log"
