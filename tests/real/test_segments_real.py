@@ -24,6 +24,7 @@ pytestmark = pytest.mark.real
 
 COUNTER = Path(__file__).resolve().parents[1] / "data" / "segments" / "counter.py"
 NODE = "nid001001"  # the node the node-failure runs are pinned to (set DOWN, then resumed)
+OTHER = "nid001000"  # where the other runs are pinned (a DOWN node takes every job on it)
 ACCOUNT = ["-A", "project_465000001"]
 
 
@@ -35,18 +36,22 @@ def expected(steps: int) -> int:
     return total
 
 
-def _spec(name: str, steps: int, segment: str = "1m", retries: int = 0, env: str = "", extra: str = "") -> str:
+def _spec(
+    name: str, steps: int, segment: str = "1m", retries: int = 0, env: str = "", extra: str = "", node: str = OTHER
+) -> str:
+    """Each run pinned to a node: the node-failure runs to NODE, the others away from it."""
     return (
         f"name: {name}\nresources: {{time: 10m}}\ncheckpoint: {{segment: {segment}, grace: 20s}}\n"
-        f"retries: {retries}\nrun: exec python3 counter.py {steps}\nupload: [counter.py]\n{env}{extra}"
+        f"retries: {retries}\nrun: exec python3 counter.py {steps}\nupload: [counter.py]\n"
+        f"slurm: {{nodelist: {node}}}\n{env}{extra}"
     )
 
 
 # case -> (site, spec)
 CASES = {
     # first, so that they run before the others fill the bed
-    "node": ("lumi-bed", _spec("node", 600, "5m", retries=1, extra=f"slurm: {{nodelist: {NODE}}}\n")),
-    "node0": ("lumi-bed", _spec("node0", 3000, "5m", retries=0, extra=f"slurm: {{nodelist: {NODE}}}\n")),
+    "node": ("lumi-bed", _spec("node", 600, "5m", retries=1, node=NODE)),
+    "node0": ("lumi-bed", _spec("node0", 3000, "5m", retries=0, node=NODE)),
     "chain": ("lumi-chain", _spec("chain", 900)),
     "requeue": ("lumi-bed", _spec("requeue", 450)),
     "fails": ("lumi-chain", _spec("fails", 900, env="env: {FAIL_SEGMENT: '1'}\n")),
@@ -97,19 +102,20 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     out: dict = {"env": env, "tmp": tmp, "jobs": jobs, "events": {}}
 
     # a node fails under two runs (retries 1: restarted from its checkpoint; retries 0: NODE_FAIL)
+    on_node = [jobs[c]["slurm_job_id"] for c in ("node", "node0")]
+
+    def squeue_states() -> list[str]:  # asked directly: quicker than a CLI round trip
+        r = subprocess.run(["squeue", "-h", "-j", ",".join(on_node), "-o", "%T"], capture_output=True, text=True)
+        return r.stdout.split()
+
     def both_running_with_a_checkpoint() -> bool:
-        states = [_status(env, tmp, jobs[c]["id"]) for c in ("node", "node0")]
-        saved = Path(states[0]["workdir"], "checkpoint", "state.json")
-        return all(s["state"] == "RUNNING" for s in states) and saved.exists()
+        saved = Path(jobs["node"]["workdir"], "checkpoint", "state.json")
+        return squeue_states() == ["RUNNING", "RUNNING"] and saved.exists()
 
     _until("the node runs to run with a checkpoint", both_running_with_a_checkpoint, 120)
     try:
         _scontrol("update", f"nodename={NODE}", "state=down", "reason=aifactory-segments-test")
-        _until(
-            "Slurm to take the runs off the failed node",
-            lambda: all(_status(env, tmp, jobs[c]["id"])["state"] != "RUNNING" for c in ("node", "node0")),
-            60,
-        )
+        _until("Slurm to take the runs off the failed node", lambda: "RUNNING" not in squeue_states(), 60)
     finally:  # the bed's ReturnToService=2 may have put it back already (resume then says so and fails)
         subprocess.run(["scontrol", "update", f"nodename={NODE}", "state=resume"], capture_output=True, timeout=30)
         state = subprocess.run(["sinfo", "-h", "-N", "-n", NODE, "-o", "%T"], capture_output=True, text=True).stdout

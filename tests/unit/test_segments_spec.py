@@ -147,3 +147,10 @@ def test_plan_shows_the_segments(cli, tmp_path: Path) -> None:
     r = cli("plan", str(path), "--sites", "lumi", "-A", "project_465000001", "--json")
     site = json.loads(r.stdout)["sites"][0]  # lumi.csc.fi is not reachable from the tests: the estimate is still shown
     assert site["charge"] == 768 and site["charge_how"].endswith("x 48 h x 4 segments"), site
+
+
+@pytest.mark.parametrize("option", ["signal: B:USR1@60", "requeue: true", "no-requeue: true", "open-mode: append"])
+def test_the_segment_options_are_aifactorys(option: str) -> None:
+    """--signal, --requeue/--no-requeue and --open-mode come from checkpoint: and retries:."""
+    with pytest.raises(SpecError, match="is set by aifactory"):
+        load_spec_text(f"run: x\nslurm: {{{option}}}\n")
