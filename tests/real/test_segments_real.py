@@ -65,6 +65,13 @@ CASES = {
             extra="modules: [aif-stub-runtime]\ncontainer: {image: ctr.sif}\nupload: [counter.py, ctr.sif]\n",
         ).replace("upload: [counter.py]\n", ""),
     ),
+    # torchrun: the agent ignores SIGUSR1 (it would die of it), its worker saves on it
+    "torchrun": (
+        "lumi-chain",
+        _spec("torchrun", 700, extra="launcher: torchrun\nmodules: [pytorch/2.13.0-cpu]\n").replace(
+            "run: exec python3 counter.py 700", "run: counter.py 700"
+        ),
+    ),
 }
 
 
@@ -246,3 +253,11 @@ def test_the_same_run_inside_a_container(runs: dict) -> None:
     assert f"result {expected(700)}" in out
     assert len(job["segments"]) >= 2 and "singularity exec" in _text(job, "job.sh")
     assert list(Path(job["workdir"], "aif-stub-runtime").glob("*.json")), "the stub runtime never ran"
+
+
+def test_the_same_run_with_torchrun(runs: dict) -> None:
+    job = _final(runs, "torchrun")
+    out = _text(job, "stdout.log")
+    assert (job["state"], job["exit_code"]) == ("COMPLETED", 0), out + _text(job, "stderr.log")
+    assert f"result {expected(700)}" in out
+    assert len(job["segments"]) >= 2 and "exec torchrun" in _text(job, "job.sh")

@@ -19,7 +19,8 @@ from aifactory_cli.spec.model import load_spec_text
 
 REPO = Path(__file__).resolve().parents[2]
 FAKES = {
-    "scontrol": 'echo "scontrol $*" >> "$FAKE_LOG"; [ "$1" = show ] && echo node1; exit 0',
+    "scontrol": 'echo "scontrol $*" >> "$FAKE_LOG"; [ "$1 $2" = "show job" ] && cat "$FAKE_JOB" 2>/dev/null; '
+    '[ "$1 $2" = "show hostnames" ] && echo node1; exit 0',
     "sbatch": 'echo "sbatch $* (in $PWD)" >> "$FAKE_LOG"; echo "4242;lumi"',
     "module": "exit 0",
 }
@@ -48,6 +49,7 @@ def _start(tmp: Path, script: str, job_id: str = "100") -> subprocess.Popen[str]
         **os.environ,
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
         "FAKE_LOG": str(tmp / "calls.log"),
+        "FAKE_JOB": str(tmp / "scontrol-show-job"),  # what `scontrol show job` prints (none: not known)
         "SLURM_SUBMIT_DIR": str(tmp),
         "SLURM_JOB_ID": job_id,
         "SLURM_JOB_NODELIST": "node1",
@@ -145,3 +147,15 @@ def test_started_again_after_the_run_ended_runs_nothing(tmp_path: Path) -> None:
     assert _run(tmp_path, _script("'echo ran > seen'")) == 5
     assert not (tmp_path / "seen").exists()
     assert len(_log(tmp_path)) == 2 and (tmp_path / "exit_code").read_text().strip() == "5"
+
+
+def test_slurm_ending_the_job_is_no_outcome_of_the_program(tmp_path: Path) -> None:
+    """A node of the job failed (the batch script outlives its step): no end line, no exit code; the
+    next start counts a restart."""
+    (tmp_path / "scontrol-show-job").write_text("JobId=100 JobName=s JobState=NODE_FAIL Reason=NodeDown\n")
+    assert _run(tmp_path, _script("'exit 0'", extra="retries: 1\n")) == 0
+    assert [row[0] for row in _log(tmp_path)] == ["start"]
+    assert not (tmp_path / "exit_code").exists()
+    (tmp_path / "scontrol-show-job").write_text("JobId=100 JobName=s JobState=RUNNING Reason=None\n")
+    assert _run(tmp_path, _script("'echo \"$AIF_RESTARTS\" > seen'", extra="retries: 1\n")) == 0
+    assert (tmp_path / "seen").read_text().strip() == "1" and _log(tmp_path)[-1][5] == "done"

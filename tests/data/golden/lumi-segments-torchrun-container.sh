@@ -111,13 +111,22 @@ exec "$@"
 '
 
 # launch
-srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=56 --kill-on-bad-exit=1 bash -c "$AIF_TASK" aif-task singularity exec --bind "$AIF_BINDS" /appl/local/containers/pytorch.sif bash -c 'exec torchrun --nnodes="$SLURM_NNODES" --nproc-per-node=8 --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID" --rdzv-conf=is_host=$(( SLURM_NODEID == 0 ? 1 : 0 )) --local-addr="$AIF_NODE_ADDR" train.py --resume' &
+srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=56 --kill-on-bad-exit=1 bash -c "$AIF_TASK" aif-task singularity exec --bind "$AIF_BINDS" /appl/local/containers/pytorch.sif bash -c 'trap '"'"''"'"' USR1; exec torchrun --nnodes="$SLURM_NNODES" --nproc-per-node=8 --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID" --rdzv-conf=is_host=$(( SLURM_NODEID == 0 ? 1 : 0 )) --local-addr="$AIF_NODE_ADDR" train.py --resume' &
 _aif_seg_pid=$!
 [ -z "$_aif_seg_signalled" ] || kill -s USR1 "$_aif_seg_pid" 2>/dev/null
 # a trapped signal interrupts `wait`: wait again until the program has really ended
 while kill -0 "$_aif_seg_pid" 2>/dev/null; do wait "$_aif_seg_pid"; done
 wait "$_aif_seg_pid"
 _aif_rc=$?
+# Slurm itself ending the job (a node of it failed, a preemption, a cancel) ends the program too, and the
+# script may outlive it (a job's first node is not always the one that failed): that is no outcome of the
+# program; the restart (or the end) is Slurm's, and the next start counts it
+case "$(scontrol show job "$SLURM_JOB_ID" -o 2>/dev/null | grep -o 'JobState=[A-Z_]*')" in
+  ""|JobState=RUNNING|JobState=COMPLETING) ;;
+  *) echo "aifactory: Slurm ended this attempt: segment $AIF_SEGMENT is not counted as ended" >&2
+     _aif_seg_next=1
+     exit "$_aif_rc" ;;
+esac
 _aif_seg_used=$(( _aif_seg_used + $(date +%s) - _aif_seg_started ))
 if [ -z "$_aif_seg_signalled" ] && [ "$_aif_rc" -eq 0 ]; then
   _aif_seg_end done 0
