@@ -138,8 +138,10 @@ class FakeSlurm:
             where = f"using 1 processors on nodes nid005000 in partition {partition}"
             return "", f"sbatch: Job {s['next_id']} to start at {start} {where}\n", 0
         script = Path(args[-1]).read_text()
-        options = dict(
-            line[len("#SBATCH ") :].split("=", 1) for line in script.splitlines() if line.startswith("#SBATCH --")
+        options = dict(  # a flag (--requeue) has no value
+            (*line[len("#SBATCH ") :].split("=", 1), "")[:2]
+            for line in script.splitlines()
+            if line.startswith("#SBATCH --")
         )
         job_id = str(s["next_id"])
         s["next_id"] += 1

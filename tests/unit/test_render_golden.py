@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aifactory_cli.sites.profile import UserConfig, load_profile
+from aifactory_cli.sites.profile import UserConfig, load_profile, load_profile_file
 from aifactory_cli.sites.render import render
 from aifactory_cli.sites.resolve import Overrides, resolve
 from aifactory_cli.spec.model import load_spec, load_spec_text
@@ -18,6 +18,7 @@ from tests.golden import check_golden
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "data" / "golden"
+BED = REPO / "tests" / "profiles" / "bed"  # lumi-chain: lumi-bed with requeue: false
 TOKEN = "0123456789abcdef0123456789abcdef"
 
 CASES = {
@@ -45,6 +46,21 @@ CASES = {
         "container: {image: /appl/local/containers/pytorch.sif, bind: [/scratch/project_465000123]}\n"
         "matrix: {LR: ['1e-4', '3e-4', '1e-3']}\nmax_parallel: 2\n",
         "lumi",
+        "project_465000123",
+    ),
+    # a week on standard-g as segments of the partition's 2 days (requeue), torchrun in a container
+    "lumi-segments-torchrun-container": (
+        "name: long\nrun: train.py --resume\nlauncher: torchrun\nretries: 3\n"
+        "resources: {nodes: 2, gpus_per_node: all, time: 7d}\ncheckpoint: {grace: 10m}\n"
+        "container: {image: /appl/local/containers/pytorch.sif}\n",
+        "lumi",
+        "project_465000123",
+    ),
+    # a site without requeue: each segment a job depending on the one before; retries 0, USR2
+    "lumi-segments-chain": (
+        "name: long\nrun: exec python3 train.py\nresources: {time: 3h}\n"
+        "checkpoint: {segment: 1h, grace: 90s, signal: USR2}\n",
+        "lumi-chain",
         "project_465000123",
     ),
 }
@@ -82,7 +98,8 @@ CASES["launch-lumi-srun2-per-task"] = (
 def _render(name: str) -> str:
     source, site, account = CASES[name]
     loaded = load_spec(REPO / source) if source.endswith(".yaml") else load_spec_text(source)
-    job = resolve(loaded.for_site(site), load_profile(site), UserConfig(), Overrides(account=account))
+    profile = load_profile_file(BED / "lumi-chain.yaml") if site == "lumi-chain" else load_profile(site)
+    job = resolve(loaded.for_site(site), profile, UserConfig(), Overrides(account=account))
     return render(job, TOKEN, TOKEN[:8]).script
 
 

@@ -190,7 +190,7 @@ SPEC_ACCEPTED = {
         sites={"lumi": {"resources": {"partition": "small-g"}, "container": {"bind": ["/scratch"]}}},
     ),
     "container": _with(SPEC, container={"image": "docker://x", "options": ["--rocm"]}),
-    "slurm passthrough": _with(SPEC, slurm={"mail-type": "END", "requeue": True, "nice": 10, "hint": None}),
+    "slurm passthrough": _with(SPEC, slurm={"mail-type": "END", "overcommit": True, "nice": 10, "hint": None}),
 }
 
 SPEC_REFUSED = {

@@ -174,16 +174,16 @@ def test_a_directive_added_to_a_template_is_protected(tmp_path: Path, monkeypatc
     refused in `slurm:` with no other change."""
     from aifactory_cli import paths
 
-    load_spec_text("run: x\nslurm: {signal: 'B:USR1@60'}\n")  # not set by aifactory today
+    load_spec_text("run: x\nslurm: {mail-type: END}\n")  # not set by aifactory today
     (tmp_path / "base.sh.j2").write_text((paths.templates_dir() / "base.sh.j2").read_text())
     (tmp_path / "mysite.sh.j2").write_text(
-        '{% extends "base.sh.j2" %}\n{% block directives %}\n{{ super() }}#SBATCH --signal=B:USR1@60\n{% endblock %}\n'
+        '{% extends "base.sh.j2" %}\n{% block directives %}\n{{ super() }}#SBATCH --mail-type=END\n{% endblock %}\n'
     )
     monkeypatch.setattr(paths, "templates_dir", lambda: tmp_path)
     protected_slurm_options.cache_clear()
     try:
-        with pytest.raises(SpecError, match=r"slurm\.signal is set by aifactory"):
-            load_spec_text("run: x\nslurm: {signal: 'B:USR1@60'}\n")
+        with pytest.raises(SpecError, match=r"slurm\.mail-type is set by aifactory"):
+            load_spec_text("run: x\nslurm: {mail-type: END}\n")
         assert {"qos", "kill-on-invalid-dep", "parsable", "test-only", "chdir"} <= protected_slurm_options()
     finally:
         protected_slurm_options.cache_clear()

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aifactory_cli.errors import AifactoryError, LocalWriteError, RemoteError
 from aifactory_cli.jobs import jobdir
@@ -36,6 +37,9 @@ class Update:
     ended_at: str | None = None
     tasks: list[Task] = field(default_factory=list)
     expected_start: str | None = None  # the scheduler's estimate while pending; None once started
+    # a checkpointed run: its current Slurm job (a chain's newest segment) and its segments (JSON)
+    slurm_job_id: str | None = None
+    segments: list[dict[str, Any]] | None = None
 
 
 class Backend(abc.ABC):

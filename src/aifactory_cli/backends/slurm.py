@@ -4,12 +4,13 @@ site's transport (all their command text lives in `scheduler.slurm`)."""
 from __future__ import annotations
 
 import posixpath
+import shlex
 from collections.abc import Callable
 
 from aifactory_cli import states
 from aifactory_cli.backends.base import Backend, Update
 from aifactory_cli.errors import RemoteError, SubmitRejected
-from aifactory_cli.jobs import jobdir
+from aifactory_cli.jobs import jobdir, segments
 from aifactory_cli.jobs.model import Job, Task
 from aifactory_cli.jobs.staging import UploadPlan, cache_missed, stage_commands, tar_writer
 from aifactory_cli.scheduler import slurm
@@ -132,7 +133,8 @@ class SlurmBackend(Backend):
         return job_id, absolute
 
     def poll(self, jobs: list[Job]) -> dict[str, Update]:
-        ids = sorted({j.slurm_job_id for j in jobs if j.slurm_job_id})
+        runs = self._segments_of([j for j in jobs if j.extra.get("segmented") and j.workdir and j.slurm_job_id])
+        ids = sorted({runs[j.id][1] if j.id in runs else j.slurm_job_id for j in jobs if j.slurm_job_id})
         if not ids:
             return {}
         # One round trip: squeue (the truth for live jobs: slurmdbd lags on pending reasons) and
@@ -154,6 +156,9 @@ class SlurmBackend(Backend):
         out: dict[str, Update] = {}
         for job in jobs:
             if not job.slurm_job_id:
+                continue
+            if job.id in runs:
+                out[job.id] = self._segmented(job, *runs[job.id], rows)
                 continue
             if job.array_size and job.extra.get("packed"):
                 out[job.id] = self._packed(job, rows.get((job.slurm_job_id, None)))
@@ -184,6 +189,41 @@ class SlurmBackend(Backend):
             else:
                 out[job.id] = _row_update(row)
         return out
+
+    def _segments_of(self, jobs: list[Job]) -> dict[str, tuple[list[segments.Segment], str]]:
+        """A checkpointed run's segments and current Slurm job, from its job dir (one round trip for
+        all of them): {job id: (segments, current Slurm id)}; a dir not read keeps the stored id."""
+        if not jobs:
+            return {}
+        result = self.transport.run(segments.read_command([j.workdir or "" for j in jobs]))
+        read = segments.parse_read(result.stdout, len(jobs))
+        out: dict[str, tuple[list[segments.Segment], str]] = {}
+        for job, found in zip(jobs, read, strict=True):
+            segs, current = found if found else ([], None)
+            out[job.id] = (segs, current or job.slurm_job_id or "")
+        return out
+
+    def _segmented(
+        self, job: Job, segs: list[segments.Segment], current: str, rows: dict[tuple[str, int | None], slurm.SlurmRow]
+    ) -> Update:
+        """One logical job for a checkpointed run: the log decides a run that ended, Slurm's state of
+        its current job (requeued, or the chain's newest) one that goes on (jobs/segments.py)."""
+        row = rows.get((current, None))
+        base = _row_update(row) if row else Update(state=states.UNKNOWN)
+        state = segments.combine(segs, current, base.state if row else None, base.reason)
+        run = segments.view(segs)
+        final = state in states.FINAL_STATES
+        return Update(
+            state=state,
+            slurm_state=base.slurm_state,
+            exit_code=run.exit_code if run.state else (base.exit_code if final else None),
+            reason=run.reason or base.reason,
+            started_at=segs[0].started_at if segs else base.started_at,
+            ended_at=(segs[-1].ended_at or base.ended_at) if final and segs else base.ended_at,
+            expected_start=base.expected_start if state == states.PENDING else None,
+            slurm_job_id=current,
+            segments=[s.to_json() for s in segs],
+        )
 
     def _packed(self, job: Job, row: slurm.SlurmRow | None) -> Update:
         """A packed sweep (`pack: true`) is one Slurm job: its state is Slurm's; its elements' are
@@ -228,6 +268,13 @@ class SlurmBackend(Backend):
         ids = sorted({j.slurm_job_id for j in jobs if j.slurm_job_id})
         if not ids:
             return
+        # a checkpointed run: no segment may follow (the script checks the flag before it requeues or
+        # submits the next), and its current job (a chain's newest segment) is cancelled with the stored one
+        runs = [j for j in jobs if j.extra.get("segmented") and j.workdir]
+        if runs:
+            flags = " ".join(shlex.quote(posixpath.join(j.workdir or "", jobdir.CANCEL_FLAG)) for j in runs)
+            self.transport.run(f"touch {flags}")
+            ids = sorted({*ids, *(current for _, current in self._segments_of(runs).values() if current)})
         result = self.transport.run(slurm.scancel_command(ids))
         if not result.ok:
             raise RemoteError(f"scancel failed: {result.stderr.strip() or result.stdout.strip()}")

@@ -7,6 +7,9 @@ put in a job dir, and what status, logs, sync and settlement read back from it.
     exit_code[.N]         the script's own exit code (of array task N): known after the
                           scheduler has forgotten the job
     stdout[.N].log        the job's output (of array task N); stderr[.N].log likewise
+    segments.tsv          a checkpointed run's segments (start/end lines: segment, restarts, Slurm
+                          id, time, outcome, exit code), written by the batch script
+    checkpoint/           $AIF_CHECKPOINT_DIR: the program's state, kept across segments
     elements/N/           array element N's working directory (a sweep): links to the job dir's
                           files, and what the element's run writes
     .aif-upload/ .aif-expect .aif-delete
@@ -38,6 +41,8 @@ DELETE_FILE = ".aif-delete"
 UPLOAD_CACHE = ".uploads"
 
 ELEMENTS = "elements"
+SEGMENTS = "segments.tsv"
+CHECKPOINT = "checkpoint"
 
 RUNNER = "runner.json"
 STATUS = "status.json"
@@ -114,6 +119,11 @@ def template_names() -> dict[str, Any]:
         "stderr_prefix": STDERR,
         "exit_code_prefix": EXIT_CODE,
         "elements": ELEMENTS,
+        "segments": SEGMENTS,
+        "checkpoint": CHECKPOINT,
+        "script": SCRIPT,
+        "slurm_job_id": SLURM_JOB_ID,
+        "cancel_flag": CANCEL_FLAG,
         "own_names": list(OWN_PATTERNS),
         "stdout": log_name(),
         "stderr": log_name(stderr=True),

@@ -89,6 +89,8 @@ class Job:
         }
         if self.tasks:
             out["tasks"] = [{k: v for k, v in asdict(t).items()} for t in sorted(self.tasks, key=lambda t: t.task_id)]
+        if self.extra.get("segmented"):  # a checkpointed run: its Slurm jobs (README, "Long runs")
+            out["segments"] = self.extra.get("segments") or []
         if self.extra.get("depends_on"):
             out["depends_on"] = self.extra["depends_on"]
         if self.extra.get("rerun_of"):  # `rerun`: the job (and sweep elements) this one runs again

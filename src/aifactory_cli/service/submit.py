@@ -158,6 +158,7 @@ def new_job(prepared: Prepared) -> Job:
             "account": resolved.account,
             "qos": resolved.qos,
             **({"packed": True} if resolved.pack else {}),
+            **({"segmented": resolved.segments.mode, "segments": []} if resolved.segments else {}),
         },
     )
 
@@ -264,6 +265,7 @@ def _plan(
         "max_parallel": r.max_parallel,
         "download": r.spec.download,
         "packed": bool(r.pack),
+        "segmented": r.segments.mode if r.segments else None,  # a checkpointed run (sync: one job, its segments)
     }
     if r.dependencies and job.site == "local":
         meta["depends_on_dirs"] = _local_dep_dirs(svc, r.dependencies)

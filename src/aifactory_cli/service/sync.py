@@ -104,6 +104,8 @@ def _recovered(svc: Service, site: str, rec: dict[str, Any]) -> Job | None:
                 "download": meta.get("download") or [],
                 "recovered": True,
                 **({"packed": True} if meta.get("packed") else {}),
+                # a checkpointed run: its segments are read from the job dir by the refresh below
+                **({"segmented": str(meta["segmented"]), "segments": []} if meta.get("segmented") else {}),
             },
         )
     except (TypeError, ValueError) as exc:  # damaged metadata on the site: not a bug in aifactory

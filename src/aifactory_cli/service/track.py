@@ -69,6 +69,10 @@ def _apply(svc: Service, job: Job, u: Update) -> None:
             changes[key] = value
     if u.tasks:
         changes["tasks"] = u.tasks
+    if u.slurm_job_id and u.slurm_job_id != job.slurm_job_id:
+        changes["slurm_job_id"] = u.slurm_job_id
+    if u.segments is not None and u.segments != job.extra.get("segments"):
+        changes["extra"] = {**job.extra, "segments": u.segments}
     if changes:
         svc.store.update(job, **changes)
 

@@ -1,7 +1,7 @@
 """Charge estimates in each site's own unit, from the partition's billing rule in the profile.
 
 An estimate assumes the job runs for its whole time limit (what the site reserves); a job that
-ends sooner is charged less. Rules (sites.md):
+ends sooner is charged less. A checkpointed run counts every segment its total time needs. Rules (sites.md):
 - node_hours:      rate x nodes x hours (LUMI standard-g: 4 GPU-hours per node-hour; LUMI
                    standard: 128 core-hours per node-hour; JUPITER: whole nodes, 288 core-hours)
 - lumi_shared_gpu: 0.5 x max(GCDs, ceil(cores/8), ceil(memory/64 GB)) per hour (LUMI small-g, dev-g)
@@ -48,7 +48,10 @@ def estimate(job: ResolvedJob) -> Charge | None:
         mem_gib = job.memory_per_gpu_mib * job.gpus_per_node / 1024
     else:
         mem_gib = 0.0
+    # a checkpointed run: every segment reserves a full segment (`time_seconds` is one segment's)
+    segments = job.segments.count if job.segments else 1
     times = _duration(job.time_seconds) + (f" x {copies} array elements" if copies > 1 else "")
+    times += f" x {segments} segments" if job.segments else ""
     nodes = _count(job.nodes, "node")
     mem_term = [f"ceil({mem_gib:g} GB/64)"] if mem_gib else []  # no memory asked: the term is 0
     if b.formula == "node_hours":
@@ -70,7 +73,7 @@ def estimate(job: ResolvedJob) -> Charge | None:
     else:  # core_hours
         amount = b.rate * cores * job.nodes * hours
         how = f"{b.rate:g} x {_count(cores * job.nodes, 'core')} x {times}"
-    return Charge(round(amount * copies, 4), b.unit, how)
+    return Charge(round(amount * copies * segments, 4), b.unit, how)
 
 
 def _count(n: int, word: str) -> str:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from aifactory_cli.errors import LimitError, did_you_mean
+from aifactory_cli.sites import segments
 from aifactory_cli.sites.profile import Partition, SiteProfile
 from aifactory_cli.spec.model import JobSpec
-from aifactory_cli.units import format_duration, format_memory
+from aifactory_cli.units import format_memory
 
 
 def wants_gpu(spec: JobSpec) -> bool:
@@ -74,11 +75,9 @@ def _limit_problems(spec: JobSpec, profile: SiteProfile, pname: str, part: Parti
         problems.append(f"{res.nodes} node(s) asked, but '{pname}' takes jobs of at least {part.min_nodes} nodes")
     if part.max_nodes is not None and res.nodes > part.max_nodes:
         problems.append(f"{res.nodes} nodes asked, but '{pname}' allows at most {part.max_nodes} per job")
-    max_time = part.max_time_seconds
-    if res.time_seconds is not None and max_time is not None and res.time_seconds > max_time:
-        problems.append(
-            f"time {format_duration(res.time_seconds)} is over the limit of '{pname}' ({format_duration(max_time)})"
-        )
+    time_problem = segments.time_problem(spec, pname, part.max_time_seconds)
+    if time_problem:
+        problems.append(time_problem)
     cores = profile.cores_per_node_of(part)
     if cores and res.tasks_per_node and res.cpus_per_task and res.tasks_per_node * res.cpus_per_task > cores:
         problems.append(

@@ -204,6 +204,13 @@ class SiteProfile(_Strict):
     # extra sbatch options for every job on the site (a spec's own `slurm:` wins; null drops one)
     slurm: dict[str, str | int | bool | None] = Field(default_factory=dict)
     poll_interval: float = Field(10.0, ge=0, description="seconds between status polls, at least")
+    # Slurm's default (slurm.conf(5) JobRequeue=1: batch jobs may be requeued; `scontrol requeue` by the
+    # job's owner); a site that sets JobRequeue=0 or refuses user requeues says false
+    requeue: bool = Field(
+        True,
+        description="the site lets a job requeue itself: a checkpointed run's next segment is a requeue "
+        "of the same job (false: a new job depending on the segment's)",
+    )
     usage_command: list[str] | None = Field(None, description="the site's allocation tool, e.g. [lumi-allocations]")
     ssh: SshSettings = Field(default_factory=lambda: SshSettings())
     default_time: str | None = Field(None, description="time limit of a job that gives none")

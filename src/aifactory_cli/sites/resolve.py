@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 
 from aifactory_cli.errors import ConfigError, LimitError
 from aifactory_cli.settings import Settings
-from aifactory_cli.sites import pack
+from aifactory_cli.sites import pack, segments
 from aifactory_cli.sites.pack import Pack
 from aifactory_cli.sites.partition import choose_partition, gpu_count, local_gpus, wants_gpu
 from aifactory_cli.sites.profile import LoadedProfile, Partition, SiteProfile, UserConfig
+from aifactory_cli.sites.segments import SegmentPlan
 from aifactory_cli.spec.model import JobSpec
 from aifactory_cli.units import format_duration, format_memory, parse_duration, parse_memory
 
@@ -71,6 +72,8 @@ class ResolvedJob:
     slurm_options: dict[str, str | int | bool | None] = field(default_factory=dict)
     # `pack: true`: the sweep's elements as job steps side by side on whole nodes of one job (pack.py)
     pack: Pack | None = None
+    # `checkpoint:`: the run as segments of `time_seconds` each (segments.py); None: one job
+    segments: SegmentPlan | None = None
     warnings: list[str] = field(default_factory=list)
     dependencies: list[str] = field(default_factory=list)
 
@@ -112,6 +115,7 @@ class ResolvedJob:
             "memory": self.memory,
             "time": self.time,
             "array_size": self.array_size,
+            **({"segments": self.segments.summary()} if self.segments else {}),
         }
 
 
@@ -256,6 +260,10 @@ def resolve(
         if max_time is not None and time_seconds > max_time:
             time_seconds = max_time
 
+    segment_plan = segments.plan(spec, profile, pname, part, time_seconds)
+    if segment_plan:  # each Slurm job of the run asks for one segment; the script goes on while the total lasts
+        time_seconds = segment_plan.segment_seconds
+
     cpu_bind = None
     if whole_node and full_node_gpus and tasks == gpus and profile.binding.cpu_bind:
         cpu_bind = profile.binding.cpu_bind
@@ -310,6 +318,7 @@ def resolve(
         user_comment=user_comment,
         slurm_options=slurm_options,
         pack=packed,
+        segments=segment_plan,
         warnings=warnings,
     )
 

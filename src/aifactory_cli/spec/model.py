@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aifactory_cli.errors import SpecError
+from aifactory_cli.spec.checkpoint import Checkpoint
 from aifactory_cli.spec.yamlio import YamlDoc, format_validation_error, load_yaml_file, parse_yaml
 from aifactory_cli.units import parse_duration, parse_memory
 
@@ -193,6 +194,10 @@ class JobSpec(_Strict):
     pack: bool = Field(False, description="run the sweep as steps packed onto whole nodes of one job")
     depends_on: list[str] = Field(default_factory=list, description="jobs (names or ids) that must finish first")
     requires: Requires = Field(default_factory=lambda: Requires(), description="rule out sites for the broker")
+    checkpoint: Checkpoint | None = Field(
+        None, description="run in segments: the program is signalled before each ends, saves, and is started again"
+    )
+    retries: int = Field(0, ge=0, description="restarts after NODE_FAIL, PREEMPTED or a requeue by the site")
     sites: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-site overrides: {site: {any spec field}}, merged over the spec"
     )

@@ -1,0 +1,162 @@
+#!/bin/bash
+#SBATCH --job-name=long
+#SBATCH --partition=standard-g
+#SBATCH --account=project_465000123
+#SBATCH --nodes=2
+#SBATCH --ntasks-per-node=1
+#SBATCH --cpus-per-task=56
+#SBATCH --gpus-per-node=8
+#SBATCH --time=2-00:00:00
+#SBATCH --signal=B:USR1@600
+#SBATCH --open-mode=append
+#SBATCH --requeue
+#SBATCH --output=stdout.log
+#SBATCH --error=stderr.log
+#SBATCH --comment=aifactory:0123456789abcdef0123456789abcdef
+
+# aifactory job long on lumi (standard-g), id 01234567
+AIF_JOB_DIR="${SLURM_SUBMIT_DIR:-$PWD}"
+AIF_JOB_ID=01234567
+AIF_JOB_TOKEN=0123456789abcdef0123456789abcdef
+AIF_SITE=lumi
+export AIF_JOB_DIR AIF_JOB_ID AIF_JOB_TOKEN AIF_SITE
+cd "$AIF_JOB_DIR" || exit 1
+# The script records its own exit code, so the result is known even when the scheduler has
+# forgotten the job.
+_aif_rc_file="$AIF_JOB_DIR/exit_code${SLURM_ARRAY_TASK_ID:+.$SLURM_ARRAY_TASK_ID}"
+_aif_finish() {
+  local rc=$?
+  printf '%s\n' "$rc" > "$_aif_rc_file.tmp" && mv -f "$_aif_rc_file.tmp" "$_aif_rc_file"
+  exit "$rc"
+}
+trap _aif_finish EXIT
+
+# checkpointed run: this job is one segment of at most 172800 s of a run of 604800 s; the
+# program gets SIGUSR1 600 s before the segment ends, saves to $AIF_CHECKPOINT_DIR and exits
+_aif_seg_log="$AIF_JOB_DIR/segments.tsv"
+export AIF_CHECKPOINT_DIR="$AIF_JOB_DIR/checkpoint"
+mkdir -p "$AIF_CHECKPOINT_DIR" || exit 1
+# the segment (how many ended with "next"), the restarts (starts that never ended: a node failure,
+# preemption or a requeue by the site), the seconds the run has used, and how the last segment ended
+_aif_seg_read() {
+  [ -f "$_aif_seg_log" ] || { echo "0 0 0 - 0"; return; }
+  awk -F'\t' '$1 == "start" { if (open) died++; open = 1; st = $5; last = "-" }
+    $1 == "end" { open = 0; used += $5 - st; last = $6; rc = $7; if ($6 == "next") seg++ }
+    END { if (open) died++; print seg + 0, died + 0, used + 0, (last == "" ? "-" : last), rc + 0 }' "$_aif_seg_log"
+}
+read -r AIF_SEGMENT AIF_RESTARTS _aif_seg_used _aif_seg_last _aif_seg_rc < <(_aif_seg_read)
+export AIF_SEGMENT AIF_RESTARTS
+case "$_aif_seg_last" in
+  done|failed|timeout|retries|cancelled)  # started again after the run ended (a requeue by the site)
+    echo "aifactory: the run already ended ($_aif_seg_last, exit $_aif_seg_rc): nothing to run" >&2
+    exit "$_aif_seg_rc" ;;
+esac
+_aif_seg_started=$(date +%s)
+rm -f "$_aif_rc_file"  # one a killed attempt left (a node failure): the run goes on
+printf 'start\t%s\t%s\t%s\t%s\n' "$AIF_SEGMENT" "$AIF_RESTARTS" "$SLURM_JOB_ID" "$_aif_seg_started" >> "$_aif_seg_log"
+_aif_seg_end() {
+  printf 'end\t%s\t%s\t%s\t%s\t%s\t%s\n' "$AIF_SEGMENT" "$AIF_RESTARTS" "$SLURM_JOB_ID" "$(date +%s)" "$1" "$2" >> "$_aif_seg_log"
+}
+echo "aifactory: segment $AIF_SEGMENT, restarts $AIF_RESTARTS, Slurm job $SLURM_JOB_ID" >&2
+if [ "$AIF_RESTARTS" -gt 3 ]; then
+  echo "aifactory: restarted $AIF_RESTARTS times, more than retries: 3: the run stops" >&2
+  _aif_seg_end retries 1
+  exit 1
+fi
+# Slurm requeues the job after NODE_FAIL/PREEMPTED only while its Requeue flag is set: only while retries last
+scontrol update JobId="$SLURM_JOB_ID" Requeue=$(( AIF_RESTARTS < 3 ? 1 : 0 )) >/dev/null 2>&1
+# the exit code file is the run's, not a segment's: written only when no segment follows
+_aif_finish() {
+  local rc=$?
+  [ -n "$_aif_seg_next" ] || { printf '%s\n' "$rc" > "$_aif_rc_file.tmp" && mv -f "$_aif_rc_file.tmp" "$_aif_rc_file"; }
+  exit "$rc"
+}
+_aif_seg_pid= _aif_seg_signalled= _aif_seg_next=
+trap '_aif_seg_signalled=1; [ -z "$_aif_seg_pid" ] || kill -s USR1 "$_aif_seg_pid" 2>/dev/null' USR1
+
+# modules: the site's base modules, then the spec's
+module load LUMI/25.03 partition/G || { echo "aifactory: module load failed" >&2; exit 1; }
+
+# environment
+export NCCL_SOCKET_IFNAME=hsn
+export NCCL_NET_GDR_LEVEL=3
+export CXI_FORK_SAFE=1
+export CXI_FORK_SAFE_HP=1
+export FI_CXI_DISABLE_CQ_HUGETLB=1
+export MIOPEN_USER_DB_PATH="/tmp/${USER}-miopen-cache-${SLURM_JOB_ID}"
+export MIOPEN_CUSTOM_CACHE_DIR="${MIOPEN_USER_DB_PATH}"
+
+# container: the LUMI AI Factory bindings (Slingshot/RCCL), loaded as the LUMI AI Guide does
+module use /appl/local/laifs/modules
+module load lumi-aif-singularity-bindings || echo "aifactory: warning: module lumi-aif-singularity-bindings did not load; multi-node communication inside the container may not use Slingshot" >&2
+# binds: the project's directories by their full paths (those that exist), then the job dir
+AIF_BINDS=""
+for _aif_dir in /scratch/project_465000123 /project/project_465000123; do
+  if [ -d "$_aif_dir" ]; then AIF_BINDS="$AIF_BINDS$_aif_dir,"; fi
+done
+AIF_BINDS="$AIF_BINDS$AIF_JOB_DIR"
+
+# launch contract (README, "The launch contract"): the rendezvous of the whole job here; RANK,
+# LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE and NODE_RANK inside each task, from its own step
+_aif_node="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
+_aif_addr="$_aif_node"
+export MASTER_ADDR="$_aif_addr"
+# from the job id: jobs sharing a node get different ports (10000-29999, below Linux's ephemeral ports)
+export MASTER_PORT=$(( 10000 + SLURM_JOB_ID % 20000 ))
+# each task: its ranks from Slurm's values in the step, the GPUs it sees (gpu_binding: all), then the command
+AIF_TASK='export NODE_RANK="$SLURM_NODEID"
+_aif_node="${SLURMD_NODENAME:-$(hostname)}"; _aif_addr="$_aif_node"; export AIF_NODE_ADDR="$_aif_addr"
+export ROCR_VISIBLE_DEVICES=0,1,2,3,4,5,6,7
+exec "$@"
+'
+
+# launch
+srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=56 --kill-on-bad-exit=1 bash -c "$AIF_TASK" aif-task singularity exec --bind "$AIF_BINDS" /appl/local/containers/pytorch.sif bash -c 'trap '"'"''"'"' USR1; exec torchrun --nnodes="$SLURM_NNODES" --nproc-per-node=8 --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID" --rdzv-conf=is_host=$(( SLURM_NODEID == 0 ? 1 : 0 )) --local-addr="$AIF_NODE_ADDR" train.py --resume' &
+_aif_seg_pid=$!
+[ -z "$_aif_seg_signalled" ] || kill -s USR1 "$_aif_seg_pid" 2>/dev/null
+# a trapped signal interrupts `wait`: wait again until the program has really ended
+while kill -0 "$_aif_seg_pid" 2>/dev/null; do wait "$_aif_seg_pid"; done
+wait "$_aif_seg_pid"
+_aif_rc=$?
+# Slurm itself ending the job (a node of it failed, a preemption, a cancel) ends the program too, and the
+# script may outlive it (a job's first node is not always the one that failed): that is no outcome of the
+# program; the restart (or the end) is Slurm's, and the next start counts it
+case "$(scontrol show job "$SLURM_JOB_ID" -o 2>/dev/null | grep -o 'JobState=[A-Z_]*')" in
+  ""|JobState=RUNNING|JobState=COMPLETING) ;;
+  *) echo "aifactory: Slurm ended this attempt: segment $AIF_SEGMENT is not counted as ended" >&2
+     _aif_seg_next=1
+     exit "$_aif_rc" ;;
+esac
+_aif_seg_used=$(( _aif_seg_used + $(date +%s) - _aif_seg_started ))
+if [ -z "$_aif_seg_signalled" ] && [ "$_aif_rc" -eq 0 ]; then
+  _aif_seg_end done 0
+elif [ -z "$_aif_seg_signalled" ]; then
+  echo "aifactory: the program failed (exit $_aif_rc) in segment $AIF_SEGMENT: no further segment" >&2
+  _aif_seg_end failed "$_aif_rc"
+elif [ -e "$AIF_JOB_DIR/cancel-requested" ]; then
+  echo "aifactory: the run was cancelled: no further segment" >&2
+  _aif_seg_end cancelled "$_aif_rc"
+elif [ "$_aif_seg_used" -ge 604800 ]; then
+  echo "aifactory: the run's time (604800 s) is used up after segment $AIF_SEGMENT" >&2
+  _aif_seg_end timeout "$_aif_rc"
+  [ "$_aif_rc" -ne 0 ] || _aif_rc=124
+else
+  _aif_seg_end next "$_aif_rc"
+  _aif_seg_next=1
+  echo "aifactory: segment $AIF_SEGMENT ended at its time limit ($_aif_seg_used of 604800 s used): the next one starts" >&2
+  # the same job again (its Requeue flag must be set for scontrol requeue); where that fails, a new job
+  scontrol update JobId="$SLURM_JOB_ID" Requeue=1 >/dev/null 2>&1
+  scontrol requeue "$SLURM_JOB_ID" && exit 0
+  echo "aifactory: scontrol requeue failed: the next segment is a new job" >&2
+  # a new job of the same script, after this one ends (afterany: a segment ends TIMEOUT, not "ok")
+  if _aif_seg_id=$(cd "$AIF_JOB_DIR" && sbatch --parsable --dependency=afterany:"$SLURM_JOB_ID" job.sh); then
+    printf '%s\n' "${_aif_seg_id%%;*}" > "$AIF_JOB_DIR/slurm_job_id.tmp" && mv -f "$AIF_JOB_DIR/slurm_job_id.tmp" "$AIF_JOB_DIR/slurm_job_id"
+    exit 0
+  fi
+  echo "aifactory: the next segment could not be submitted: the run stops" >&2
+  _aif_seg_next=
+  _aif_seg_end failed 1
+  _aif_rc=1
+fi
+(exit "$_aif_rc")
+
