@@ -3,6 +3,12 @@
 # next to the 22.05 bed of start.sh: own ports, own munge socket, own MariaDB, own state.
 # shellcheck shell=bash disable=SC2034
 
+# The 22.05 bed's helpers (running, stop_daemons, port_listening, ...); TB, PIDS, LOGDIR are set below.
+# shellcheck source=tests/testbed/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+log() { printf '[testbed24 %6ss] %s\n' "$(elapsed)" "$*"; }
+die() { printf '[testbed24 %6ss] ERROR: %s\n' "$(elapsed)" "$*" >&2; exit 1; }
+
 # The chroot, built once by build24.sh and reused (a stamp says what it holds).
 ROOT24=${TESTBED24_ROOT:-/var/cache/aif-testbed24/trixie}
 SUITE24=trixie
@@ -29,10 +35,6 @@ SLURMD_BASE_PORT24=7830
 # stub container runtime. /proc, /sys, /dev, /dev/pts for the daemons.
 SYS_MOUNTS24=(/proc /sys /dev /dev/pts)
 
-# shellcheck source=tests/testbed/lib.sh
-. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-log() { printf '[testbed24 %6ss] %s\n' "$(elapsed)" "$*"; }
-die() { printf '[testbed24 %6ss] ERROR: %s\n' "$(elapsed)" "$*" >&2; exit 1; }
 
 # The stamp build24.sh writes when the chroot is complete.
 stamp24() { printf '%s\n' "$SUITE24" "${PKGS24[@]}"; }
