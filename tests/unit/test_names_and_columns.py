@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fakes import SITE, Session, fake_site, spec
+from recorded import VERSIONS, Recording
 
 from aifactory_cli.cli import completion, output
 from aifactory_cli.errors import BadInput, NotFound
@@ -136,16 +137,18 @@ def test_pending_jobs_have_an_expected_start_not_a_start(recording: str) -> None
         assert rows[(ids["running"], None)].start == running.start
 
 
-def test_exit_codes_only_where_they_mean_something() -> None:
-    ids = dict(line.split("=", 1) for line in (DATA / "ids.txt").read_text().split())
-    final = slurm.latest_rows(slurm.parse_sacct((DATA / "sacct_final.txt").read_text()))
+@pytest.mark.parametrize("version", VERSIONS)
+def test_exit_codes_only_where_they_mean_something(version: str) -> None:
+    rec = Recording(version)
+    ids = rec.ids()
+    final = rec.sacct("sacct_final.txt")
     codes = {k: final[(ids[k], None)].exit_code for k in ("ok", "fail3", "running", "held", "timeout", "dep")}
     # Slurm says 0:0 for the cancelled, timed-out and pending jobs: their programs never said 0
     assert codes == {"ok": 0, "fail3": 3, "running": None, "held": None, "timeout": None, "dep": None}
-    after = slurm.latest_rows(slurm.parse_sacct((DATA / "sacct_after_cancel.txt").read_text()))
+    after = rec.sacct("sacct_after_cancel.txt")
     # a held array cancelled while pending: sacct keeps JobHeldUser as its reason; stale
     assert {after[(ids["array_held"], i)].reason for i in range(4)} == {None}
-    queue = slurm.latest_rows(slurm.parse_squeue((DATA / "squeue_live.txt").read_text()))
+    queue = slurm.latest_rows(slurm.parse_squeue(rec.text("squeue_live.txt")))
     assert queue[(ids["fail3"], None)].reason == "NonZeroExitCode"  # a failure's reason stays
     # a cancelled job whose program had already failed keeps its own code
     row = slurm.parse_sacct("5|5|CANCELLED by 1001|2:0|None|1|2|00:00:01|")[0]
