@@ -119,6 +119,7 @@ def main() -> None:
     # what `status` asks (epoch times) about the completed job
     save("sacct_epoch.txt", ssh("SLURM_TIME_FORMAT=%s " + shlex.join(sacct_command([ids["ok"]]))).stdout)
     save("ids.txt", "".join(f"{k}={v}\n" for k, v in ids.items()))
+    ssh(f"scancel {ids['dep']}")  # its dependency failed: it would wait forever
     print("squeue format:", SQUEUE_FORMAT)
 
 

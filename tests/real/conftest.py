@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from aifactory_cli.sites.profile import SshSettings
+from tests.real.slurmbeds import BEDS, SlurmBed
 
 TESTBED_DIR = Path(os.environ.get("TESTBED_DIR", "/tmp/testbed"))
 TESTBED_CLIENT = TESTBED_DIR / "client"
@@ -92,3 +93,12 @@ def testbed_env(tmp_path: Path) -> dict[str, str]:
         NO_COLOR="1",
     )
     return env
+
+
+@pytest.fixture(params=list(BEDS))
+def slurm_bed(request: pytest.FixtureRequest) -> SlurmBed:
+    """The test runs once on each Slurm test bed (22.05 and 24.11: tests/real/slurmbeds.py)."""
+    bed = BEDS[request.param]
+    if not bed.known_hosts.is_file():
+        pytest.fail(f"no Slurm {bed.version} test bed ({bed.known_hosts} missing): run tests/testbed/start24.sh")
+    return bed

@@ -2,8 +2,9 @@
 # shellcheck disable=SC2016  # remote commands are single-quoted on purpose
 # Start the Slurm 24.11 test bed next to the 22.05 one (start.sh): Debian 13's Slurm in the chroot
 # build24.sh makes (built here when absent), LUMI's partitions on four nodes, accounting on, the
-# test user hpcuser behind OpenSSH on 127.0.0.1:2250 (same key as the 22.05 bed). Own ports (MariaDB
-# 3307, slurmdbd 7819, slurmctld 7817, slurmd 7830+), own munge socket (the chroot's /run/munge).
+# test user hpcuser behind OpenSSH on 127.0.0.1:2250 (same key as the 22.05 bed; its own home and
+# job dir roots). Own ports (MariaDB 3307, slurmdbd 7819, slurmctld 7817, slurmd 7830+), own munge
+# socket (the chroot's /run/munge).
 # Idempotent: daemons it already runs are left alone. Needs the 22.05 bed's user and client key
 # (start.sh makes them). See README.md beside this file.
 set -euo pipefail
@@ -81,11 +82,12 @@ verify_started() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# 1. Mounts: /proc /sys /dev /dev/pts; the test user's home, the job dir roots, the 22.05 bed's
-#    stub modules and stub container runtime at the same paths (jobs' files are read from the host).
+# 1. Mounts: /proc /sys /dev /dev/pts, and the 22.05 bed's stub modules and stub container runtime
+#    at the same paths. The test user's home and the job dir roots (/scratch, /flash, /projappl) are
+#    the chroot's own, so neither bed's `sync` sees the other's job dirs; from the host they are
+#    under $ROOT24 (e.g. /var/cache/aif-testbed24/trixie/scratch/project_465000001/hpcuser/aifactory).
 # ---------------------------------------------------------------------------------------------
-UHOME=$(getent passwd "$TUSER" | cut -d: -f6)
-binds=("$UHOME" /scratch /flash /projappl "$TB22/modules" /opt/aif-stub-runtime)
+binds=("$TB22/modules" /opt/aif-stub-runtime)
 for m in "${SYS_MOUNTS24[@]}"; do
     mkdir -p "$ROOT24$m"
     is_mounted "$ROOT24$m" || mount --bind "$m" "$ROOT24$m"
@@ -99,10 +101,25 @@ done
 # ---------------------------------------------------------------------------------------------
 # 2. Users, directories, hosts
 # ---------------------------------------------------------------------------------------------
+# hpcuser: the host's uid/gid (files the host reads stay its), its own home with the 22.05 bed's
+# client key authorized.
+UHOME=/home/$TUSER
 uid=$(id -u "$TUSER") gid=$(id -g "$TUSER") gname=$(id -gn "$TUSER")
 in24 getent group "$gname" >/dev/null || in24 groupadd -g "$gid" "$gname"
 in24 getent passwd "$TUSER" >/dev/null || in24 useradd -M -d "$UHOME" -s /bin/bash -u "$uid" -g "$gid" "$TUSER"
 [[ $(in24 getent shadow "$TUSER" | cut -d: -f2) == '*' ]] || in24 usermod -p '*' "$TUSER"
+mkdir -p "$ROOT24$UHOME"
+[[ -f $ROOT24$UHOME/.profile ]] || { cp -rT "$ROOT24/etc/skel" "$ROOT24$UHOME"; chown -R "$uid:$gid" "$ROOT24$UHOME"; }
+[[ $(stat -c '%u:%g %a' "$ROOT24$UHOME") == "$uid:$gid 750" ]] || { chown "$uid:$gid" "$ROOT24$UHOME"; chmod 750 "$ROOT24$UHOME"; }
+install -d -m 700 -o "$uid" -g "$gid" "$ROOT24$UHOME/.ssh"
+write_if_changed "$ROOT24$UHOME/.ssh/authorized_keys" 600 "$uid:$gid" <"$CLIENT22/id_ed25519.pub" || true
+for a in "${ACCOUNTS[@]}"; do
+    for top in /scratch /flash /projappl; do
+        d=$ROOT24$top/$a
+        mkdir -p "$d"
+        [[ $(stat -c '%u:%g %a' "$d") == "$uid:$gid 2770" ]] || { chown "$uid:$gid" "$d"; chmod 2770 "$d"; }
+    done
+done
 mkdir -p "$TB" "$PIDS" "$LOGDIR" "$CLIENT24" "$TB/ssh" "$TB/dev" "$TB/slurm"/{ctld,d,log,run} \
     "$ROOT24/run/munge" "$ROOT24/run/sshd"
 chmod 755 "$TB" "$TB/slurm" "$ROOT24/run/munge" "$ROOT24/run/sshd"
@@ -230,7 +247,7 @@ StoragePass=$DB_PASS
 StorageLoc=slurm_acct_db
 EOF
 
-# sshd (login node) with its own host key; hpcuser's authorized_keys is the host's (bind-mounted home).
+# sshd (login node) with its own host key.
 [[ -f $TB/ssh/ssh_host_ed25519_key ]] || ssh-keygen -q -t ed25519 -N '' -C testbed24-host -f "$TB/ssh/ssh_host_ed25519_key"
 write_if_changed "$TB/ssh/sshd_config" 644 0:0 <<EOF && ssh_changed=1 || true
 # Written by tests/testbed/start24.sh.
