@@ -23,6 +23,13 @@ ACCOUNT = "project_465000001"
 # spec lines (and -A) that Slurm refuses though the lumi profile allows them -> Slurm's words
 REFUSALS = {
     "too-many-nodes": ("resources: {nodes: 3, time: 5m}\n", ACCOUNT, "Node count specification invalid"),
+    # 3 nodes of 8 GPUs on 2-node small-g: the controller's words are in no keyword list (issue 17: was
+    # exit 3 "sbatch failed", and status said "never submitted")
+    "too-many-cpus": (
+        "resources: {nodes: 3, gpus_per_node: 8, partition: small-g, time: 5m}\n",
+        ACCOUNT,
+        "More processors requested than permitted",
+    ),
     "bad-begin": ("slurm: {begin: not-a-time}\n", ACCOUNT, "Invalid --begin specification"),
     "bad-feature": ("slurm: {constraint: nosuchfeature}\n", ACCOUNT, "Invalid feature specification"),
     "too-much-memory": ("resources: {memory: 900G}\n", ACCOUNT, "Memory specification can not be satisfied"),
@@ -64,11 +71,22 @@ def test_refusals_are_exit_2_and_sync_brings_none_back(tmp_path: Path, slurm_bed
         j for j in json.loads(aif(["list", "--json"], env, tmp_path, 60).stdout)["jobs"] if j["name"].startswith("ref-")
     ]
     assert back == [], (added, back)  # no refused submission comes back, as PREPARED or otherwise
+    r = aif(["status", "ref-too-many-cpus"], env, tmp_path, 60)
+    assert "never submitted" not in r.stdout + r.stderr and "interrupted" not in r.stdout + r.stderr, r
 
 
 def test_status_json_of_pending_held_running_and_ended_jobs(tmp_path: Path, slurm_bed: SlurmBed) -> None:
     env = _env(slurm_bed, tmp_path)
+    # one node that a `blocker` takes whole, so that `waiting` pends for Resources with Slurm's
+    # expected start (squeue's START_TIME) set: that estimate must never show as started_at
+    node = subprocess.run(
+        [*slurm_bed.ssh, "sinfo -h -N -p small -o %N | sort | tail -n 1"], capture_output=True, text=True, timeout=30
+    ).stdout.strip()
+    assert node, "no node in the bed's small partition"
+    whole = f"resources: {{time: 5m, partition: small, exclusive: true}}\nslurm: {{nodelist: {node}}}\n"
     specs = {
+        "blocker": f"{whole}run: sleep 300\n",
+        "waiting": f"{whole}run: echo late\n",
         "begin": "resources: {time: 5m}\nslurm: {begin: now+300}\nrun: echo later\n",
         "held": "resources: {time: 5m}\nslurm: {hold: true}\nrun: echo never\n",
         "running": "resources: {time: 5m}\nrun: sleep 300\n",
@@ -81,11 +99,16 @@ def test_status_json_of_pending_held_running_and_ended_jobs(tmp_path: Path, slur
         assert r.returncode == 0, r.stderr
         ids[key] = r.stdout.strip()
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90  # the backfill pass (30 s) sets the expected start
         while True:
             r = aif(["status", *ids.values(), "--json"], env, tmp_path, 60)
             jobs = {j["name"].removeprefix("col-"): j for j in json.loads(r.stdout)["jobs"]}
-            if (jobs["running"]["state"], jobs["ended"]["state"]) == ("RUNNING", "COMPLETED"):
+            waiting = jobs["waiting"]
+            if (jobs["running"]["state"], jobs["ended"]["state"], jobs["blocker"]["state"]) == (
+                "RUNNING",
+                "COMPLETED",
+                "RUNNING",
+            ) and (waiting["reason"], bool(waiting["expected_start"])) == ("Resources", True):
                 break
             assert time.monotonic() < deadline, jobs
             time.sleep(1)
@@ -108,14 +131,16 @@ def test_status_json_of_pending_held_running_and_ended_jobs(tmp_path: Path, slur
             "JobHeldUser",
         )
         assert (held["expected_start"], running["expected_start"]) == (None, None)
+        # pending for Resources: squeue's expected start is expected_start, never started_at; sacct's 0:0 no exit
+        assert (waiting["state"], waiting["exit_code"], waiting["started_at"]) == ("PENDING", None, None), waiting
         assert (running["exit_code"], running["reason"], running["ended_at"]) == (None, None, None)
         assert running["started_at"] is not None
         assert (ended["exit_code"], ended["reason"]) == (0, None)
         assert ended["started_at"] is not None and ended["started_at"] <= ended["ended_at"]
-    finally:
-        aif(["cancel", *ids.values()], env, tmp_path, 60)
+    finally:  # `waiting` first: it must not start when the blocker goes
+        aif(["cancel", *sorted(ids.values(), key=lambda i: i != ids.get("waiting"))], env, tmp_path, 60)
     # cancelled while pending: never started, no exit code, the stale pending reason dropped
-    r = aif(["wait", ids["begin"], ids["held"], "--json", "--timeout", "60"], env, tmp_path, 120)
+    r = aif(["wait", ids["begin"], ids["held"], ids["waiting"], "--json", "--timeout", "60"], env, tmp_path, 120)
     for j in json.loads(r.stdout)["jobs"]:
         assert (j["state"], j["exit_code"], j["started_at"], j["reason"]) == ("CANCELLED", None, None, None), j
 

@@ -127,6 +127,16 @@ def test_pending_jobs_have_an_expected_start_not_a_start(recording: str) -> None
     # sacct still says PENDING 0:0 for the running job (slurmdbd lags): no exit code for a live job
     assert (running.state, running.exit_code, running.reason, running.expected_start) == ("RUNNING", None, None, None)
     assert running.start is not None
+    # sacct alone (once squeue has forgotten a job, or when squeue fails) says 0:0 for live jobs: the
+    # running one (22.05 still calls it PENDING, with its start) and, from 24.11 on, the held job and the
+    # one whose --begin is 5 minutes ahead: no exit code for any of them, no start for those that wait
+    live_text = (DATA / recording).read_text().split("### live\n", 1)[1].split("### ", 1)[0]
+    acct = slurm.latest_rows(slurm.parse_sacct(slurm.split_status_output(live_text)[2]))
+    listed = [k for k in ("begin", "held", "running") if (ids[k], None) in acct]
+    assert listed == (["begin", "held", "running"] if "24_11" in recording else ["running"])
+    for k in listed:
+        assert acct[(ids[k], None)].exit_code is None, (k, acct[(ids[k], None)])
+        assert k == "running" or acct[(ids[k], None)].start is None, (k, acct[(ids[k], None)])
     for snap in ("cancelled", "settled"):  # squeue and sacct keep BeginTime / JobHeldUser: stale
         rows = snaps[snap]
         for k in ("begin", "held", "running"):
