@@ -60,3 +60,9 @@ BEDS = {
         BED24_CLIENT / "known_hosts",
     ),
 }
+
+
+def bed_of(nodeid: str) -> str:
+    """The Slurm version a real-tier test ran against: 24.11 for the 24.11 halves (`[24.11]`, the
+    sweep's `[lumi24-bed]`), 22.05 for every other real test (the 22.05 bed, or the local site)."""
+    return "24.11" if "[24.11]" in nodeid or "[lumi24-bed]" in nodeid else "22.05"
