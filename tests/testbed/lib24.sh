@@ -1,5 +1,5 @@
-# Shared settings and helpers of the Slurm 24.11 test bed (build24.sh, start24.sh, stop24.sh,
-# check24.sh; sourced, not run). The bed is a Debian 13 (trixie) chroot with Debian's Slurm 24.11,
+# Shared settings and helpers of the Slurm 24.11 test bed (build24.sh, start24.sh, stop24.sh;
+# sourced, not run). The bed is a Debian 13 (trixie) chroot with Debian's Slurm 24.11,
 # next to the 22.05 bed of start.sh: own ports, own munge socket, own MariaDB, own state.
 # shellcheck shell=bash disable=SC2034
 
