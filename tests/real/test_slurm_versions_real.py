@@ -99,7 +99,8 @@ def test_status_json_of_pending_held_running_and_ended_jobs(tmp_path: Path, slur
         assert r.returncode == 0, r.stderr
         ids[key] = r.stdout.strip()
     try:
-        deadline = time.monotonic() + 90  # the backfill pass (30 s) sets the expected start
+        # the backfill pass (every 30 s) sets the expected start; other jobs on the bed can delay the blocker
+        deadline = time.monotonic() + 150
         while True:
             r = aif(["status", *ids.values(), "--json"], env, tmp_path, 60)
             jobs = {j["name"].removeprefix("col-"): j for j in json.loads(r.stdout)["jobs"]}
@@ -110,7 +111,8 @@ def test_status_json_of_pending_held_running_and_ended_jobs(tmp_path: Path, slur
                 "RUNNING",
             ) and (waiting["reason"], bool(waiting["expected_start"])) == ("Resources", True):
                 break
-            assert time.monotonic() < deadline, jobs
+            seen = {k: (j["state"], j["reason"], j["expected_start"]) for k, j in jobs.items()}
+            assert time.monotonic() < deadline, (node, seen)
             time.sleep(1)
         keys = ("state", "slurm_state", "exit_code", "reason", "started_at", "expected_start", "ended_at")
         shown = {k: {f: j.get(f) for f in keys} for k, j in jobs.items()}
