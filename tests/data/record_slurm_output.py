@@ -1,7 +1,10 @@
-"""Record real Slurm output from the test bed into tests/data/slurm/ (for the parser tests).
+"""Record real Slurm output from a test bed into tests/data/slurm/<version>/ (for the parser tests,
+which run on every version folder), <version> being the bed's Slurm release (`22.05`, `24.11`).
 
 Run with the test bed up:  python3 tests/data/record_slurm_output.py
 (`--quick`: only the interrupted-submission lookup, `usage`'s sacct and `sbatch --test-only`, ~10 s)
+The 22.05 bed by default; another bed: TESTBED_SSH_CONFIG (an ssh_config) and TESTBED_SSH_HOST (its
+Host), e.g. the 24.11 bed: TESTBED_SSH_CONFIG=/tmp/testbed24/client/ssh_config TESTBED_SSH_HOST=testbed24
 Submits: a completed job, one failing with exit 3, one cancelled while running, one cancelled
 while pending (held), one hitting its time limit, a 4-task array, a held array, a job whose
 afterok dependency failed, and rejected submissions. Takes ~100 s (the TIMEOUT job).
@@ -9,6 +12,7 @@ afterok dependency failed, and rejected submissions. Takes ~100 s (the TIMEOUT j
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -20,8 +24,28 @@ from aifactory_cli.scheduler.slurm import SQUEUE_FORMAT, lookup_commands, sacct_
 from aifactory_cli.scheduler.slurm_site import test_only_command, usage_command
 from aifactory_cli.transport import batch
 
-OUT = Path(__file__).resolve().parent / "slurm"
-SSH = ["ssh", "-F", "/tmp/testbed/client/ssh_config", "testbed"]
+SSH = [
+    "ssh",
+    "-F",
+    os.environ.get("TESTBED_SSH_CONFIG", "/tmp/testbed/client/ssh_config"),
+    os.environ.get("TESTBED_SSH_HOST", "testbed"),
+]
+# Every sbatch refusal recorded (label, options): Slurm's words and exit code on each version.
+REJECTIONS = [
+    ("bad-account", "--account=project_999999999"),
+    ("bad-partition", "--partition=nosuch"),
+    ("too-many-gpus", "--partition=small-g --gres=gpu:9"),
+    ("time-over-limit", "--partition=dev-g --time=04:00:00"),
+    ("bad-feature", "--constraint=nosuchfeature"),
+    ("too-many-nodes", "--partition=small-g --nodes=3"),
+    ("too-many-cpus", "--partition=small-g --ntasks=200"),
+    ("too-much-memory", "--partition=small --mem=900G"),
+    ("bad-qos", "--qos=nosuchqos"),
+    ("bad-dependency", "--dependency=afterok:1"),
+    ("bad-time-format", "--time=abc"),
+    ("unknown-option", "--bogus-opt=1"),
+    ("ambiguous-option", "--ti=5"),
+]
 
 
 def ssh(command: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -36,13 +60,24 @@ def sbatch(options: str, body: str) -> str:
     return r.stdout.strip().split(";")[0]
 
 
+def out_dir() -> Path:
+    """tests/data/slurm/<major.minor> of the bed's Slurm (`slurm 22.05.8` -> 22.05)."""
+    version = ssh("sinfo --version").stdout.split()[-1]
+    out = Path(__file__).resolve().parent / "slurm" / ".".join(version.split(".")[:2])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "version.txt").write_text(version + "\n")
+    return out
+
+
+OUT = Path()
+
+
 def save(name: str, text: str) -> None:
     (OUT / name).write_text(text)
-    print(f"recorded {name} ({len(text.splitlines())} lines)")
+    print(f"recorded {OUT.name}/{name} ({len(text.splitlines())} lines)")
 
 
 def main() -> None:
-    OUT.mkdir(exist_ok=True)
     ids: dict[str, str] = {}
     ids["timeout"] = sbatch("--time=1", "sleep 300")
     ids["ok"] = sbatch("--time=5", "sleep 1; echo ok")
@@ -62,14 +97,10 @@ def main() -> None:
     save("sacct_after_cancel.txt", ssh(shlex.join(sacct_command(all_ids))).stdout)
     # rejected submissions: real stderr and exit codes
     rejected = []
-    for label, opts in [
-        ("bad-account", "--account=project_999999999"),
-        ("bad-partition", "--partition=nosuch"),
-        ("too-many-gpus", "--partition=small-g --gres=gpu:9"),
-        ("time-over-limit", "--partition=dev-g --time=04:00:00"),
-        ("bad-feature", "--constraint=nosuchfeature"),
-    ]:
+    for label, opts in REJECTIONS:
         r = ssh(f"cd /tmp && sbatch --parsable {opts}", "#!/bin/bash\nhostname\n")
+        if r.returncode == 0:  # this version queued it (22.05 ignores a dependency on an unknown job)
+            ssh(f"scancel {r.stdout.strip().split(';')[0]}")
         rejected.append(f"### {label} rc={r.returncode}\n{r.stderr}")
     save("sbatch_rejected.txt", "".join(rejected))
     ok = ssh("cd /tmp && sbatch --parsable --account=project_465000001 --output=/dev/null --wrap=true")
@@ -85,14 +116,16 @@ def main() -> None:
         "sacct_final_steps.txt",
         ssh("sacct --parsable2 --noheader --format=JobID,State,ExitCode -j " + ",".join(all_ids)).stdout,
     )
+    # what `status` asks (epoch times) about the completed job
+    save("sacct_epoch.txt", ssh("SLURM_TIME_FORMAT=%s " + shlex.join(sacct_command([ids["ok"]]))).stdout)
     save("ids.txt", "".join(f"{k}={v}\n" for k, v in ids.items()))
+    ssh(f"scancel {ids['dep']}")  # its dependency failed: it would wait forever
     print("squeue format:", SQUEUE_FORMAT)
 
 
 def record_quick() -> None:
     """What `find_submitted` asks Slurm (squeue comments, sacct WorkDirs), for a live (held) job
     and one that ended, each submitted from its own job dir with a token in its comment."""
-    OUT.mkdir(exist_ok=True)
     since = ssh("date -u +%Y-%m-%dT%H:%M:%S").stdout.strip()
     base = "aifactory/rec-lookup"
     ids = {}
@@ -116,4 +149,9 @@ def record_quick() -> None:
 
 
 if __name__ == "__main__":
-    record_quick() if sys.argv[1:] == ["--quick"] else main()
+    OUT = out_dir()
+    if sys.argv[1:] == ["--quick"]:
+        record_quick()
+    else:
+        main()
+        record_quick()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from aifactory_cli.sites.profile import SshSettings
+from tests.real.slurmbeds import BEDS, SlurmBed, bed_of
 
 TESTBED_DIR = Path(os.environ.get("TESTBED_DIR", "/tmp/testbed"))
 TESTBED_CLIENT = TESTBED_DIR / "client"
@@ -92,3 +93,34 @@ def testbed_env(tmp_path: Path) -> dict[str, str]:
         NO_COLOR="1",
     )
     return env
+
+
+@pytest.fixture(params=list(BEDS))
+def slurm_bed(request: pytest.FixtureRequest) -> SlurmBed:
+    """The test runs once on each Slurm test bed (22.05 and 24.11: tests/real/slurmbeds.py)."""
+    bed = BEDS[request.param]
+    if not bed.known_hosts.is_file():
+        pytest.fail(f"no Slurm {bed.version} test bed ({bed.known_hosts} missing): run tests/testbed/start24.sh")
+    return bed
+
+
+# Per Slurm version, the real tier's passed/failed/skipped counts and call time, printed at the end
+# (tests/run's real half): the figures issue 17 asks for, without parsing pytest's output.
+_BY_BED: dict[str, dict[str, float]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # the call's outcome, or a setup that skipped or failed (then there is no call)
+    if "real" not in report.keywords or not (report.when == "call" or (report.when == "setup" and not report.passed)):
+        return
+    tally = _BY_BED.setdefault(bed_of(report.nodeid), {"passed": 0, "failed": 0, "skipped": 0, "s": 0.0})
+    tally[report.outcome] += 1
+    tally["s"] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for version, t in sorted(_BY_BED.items()):
+        terminalreporter.write_line(
+            f"real tier on Slurm {version}: {t['passed']:.0f} passed, {t['failed']:.0f} failed,"
+            f" {t['skipped']:.0f} skipped, {t['s']:.0f} s in tests"
+        )

@@ -21,11 +21,13 @@ import pytest
 
 from tests.conftest import REPO
 from tests.real.bedjobs import aif, bed_env
+from tests.real.slurmbeds import BEDS
 
 pytestmark = pytest.mark.real
 PROGRAM = REPO / "tests" / "data" / "sweep" / "train.py"
 VALUES = ["0.1", "0.01", "-1", "0.001"]
-SITES = {"lumi-bed": ["-A", "project_465000001"], "local": []}
+# lumi24-bed: the same sweep on the Slurm 24.11 bed (tests/testbed/start24.sh)
+SITES = {"lumi-bed": ["-A", "project_465000001"], "lumi24-bed": ["-A", "project_465000001"], "local": []}
 
 
 def _spec(site: str) -> str:
@@ -40,7 +42,7 @@ def _spec(site: str) -> str:
 def test_sweep_failure_fetch_and_rerun(tmp_path: Path, site: str) -> None:
     shutil.copy(PROGRAM, tmp_path / "train.py")
     (tmp_path / "sweep.yaml").write_text(_spec(site))
-    env = bed_env(tmp_path)
+    env = BEDS["24.11"].env(bed_env(tmp_path)) if site == "lumi24-bed" else bed_env(tmp_path)
     started = time.monotonic()
     r = aif(["submit", "sweep.yaml", "--site", site, *SITES[site], "--wait", "--timeout", "5m"], env, tmp_path, 400)
     took = time.monotonic() - started

@@ -3,6 +3,7 @@ sync from the site alone, logs --follow, fetch."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.real.conftest import TESTBED_ACCOUNT, TESTBED_KEY, TESTBED_SSH_CONFIG
+from tests.real.slurmbeds import SlurmBed
 
 pytestmark = pytest.mark.real
 ACCOUNT = TESTBED_ACCOUNT
@@ -37,15 +39,24 @@ def _submit(tb, spec: str) -> str:
 
 
 @pytest.mark.slow
-def test_states_are_what_slurm_did(tb, tmp_path: Path) -> None:
+def test_states_are_what_slurm_did(tb, tmp_path: Path, slurm_bed: SlurmBed) -> None:
+    """On each Slurm version (22.05, 24.11): the same states, exit codes, times and reasons."""
+    extra = slurm_bed.extra()
+    tb = functools.partial(tb, env=extra) if extra else tb
+
+    def submit(name: str, text: str) -> str:
+        r = tb("submit", _spec(tmp_path, name, text), "--site", slurm_bed.testbed)
+        assert r.code == 0, r.stderr
+        return r.stdout.strip()
+
     ids = {
         # the TIMEOUT job first: Slurm needs 60-90 s to notice it (testbed-notes)
-        "timeout": _submit(tb, _spec(tmp_path, "tmo", "resources: {time: 1m}\nrun: sleep 300\n")),
-        "ok": _submit(tb, _spec(tmp_path, "ok", "run: echo fine\n")),
-        "fail": _submit(tb, _spec(tmp_path, "fail", "run: exit 3\n")),
-        "running": _submit(tb, _spec(tmp_path, "long", "run: echo started; sleep 300\n")),
-        "pending": _submit(tb, _spec(tmp_path, "held", "slurm: {hold: true}\nrun: echo never\n")),
-        "array": _submit(tb, _spec(tmp_path, "arr", "matrix: {I: [a, b, c, d]}\nrun: echo element $I\n")),
+        "timeout": submit("tmo", "resources: {time: 1m}\nrun: sleep 300\n"),
+        "ok": submit("ok", "run: echo fine\n"),
+        "fail": submit("fail", "run: exit 3\n"),
+        "running": submit("long", "run: echo started; sleep 300\n"),
+        "pending": submit("held", "slurm: {hold: true}\nrun: echo never\n"),
+        "array": submit("arr", "matrix: {I: [a, b, c, d]}\nrun: echo element $I\n"),
     }
     # cancel one while it runs, one while it is pending
     r = tb("wait", ids["running"], "--timeout", "3")
@@ -58,7 +69,10 @@ def test_states_are_what_slurm_did(tb, tmp_path: Path) -> None:
             break
         time.sleep(1)
     assert states == {ids["running"]: "RUNNING", ids["pending"]: "PENDING"}
-    assert next(j for j in status if j["id"] == ids["pending"])["reason"] == "JobHeldUser"
+    held = next(j for j in status if j["id"] == ids["pending"])
+    assert (held["reason"], held["exit_code"], held["started_at"]) == ("JobHeldUser", None, None)
+    running = next(j for j in status if j["id"] == ids["running"])
+    assert running["exit_code"] is None and running["started_at"] is not None  # sacct says 0:0: not an exit
     assert tb("cancel", ids["running"], ids["pending"]).code == 0
     r = tb("wait", *ids.values(), "--timeout", "180", "--json")
     assert r.code == 1  # not all COMPLETED

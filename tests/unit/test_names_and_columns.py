@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fakes import SITE, Session, fake_site, spec
+from recorded import VERSIONS, Recording
 
 from aifactory_cli.cli import completion, output
 from aifactory_cli.errors import BadInput, NotFound
@@ -126,6 +127,16 @@ def test_pending_jobs_have_an_expected_start_not_a_start(recording: str) -> None
     # sacct still says PENDING 0:0 for the running job (slurmdbd lags): no exit code for a live job
     assert (running.state, running.exit_code, running.reason, running.expected_start) == ("RUNNING", None, None, None)
     assert running.start is not None
+    # sacct alone (once squeue has forgotten a job, or when squeue fails) says 0:0 for live jobs: the
+    # running one (22.05 still calls it PENDING, with its start) and, from 24.11 on, the held job and the
+    # one whose --begin is 5 minutes ahead: no exit code for any of them, no start for those that wait
+    live_text = (DATA / recording).read_text().split("### live\n", 1)[1].split("### ", 1)[0]
+    acct = slurm.latest_rows(slurm.parse_sacct(slurm.split_status_output(live_text)[2]))
+    listed = [k for k in ("begin", "held", "running") if (ids[k], None) in acct]
+    assert listed == (["begin", "held", "running"] if "24_11" in recording else ["running"])
+    for k in listed:
+        assert acct[(ids[k], None)].exit_code is None, (k, acct[(ids[k], None)])
+        assert k == "running" or acct[(ids[k], None)].start is None, (k, acct[(ids[k], None)])
     for snap in ("cancelled", "settled"):  # squeue and sacct keep BeginTime / JobHeldUser: stale
         rows = snaps[snap]
         for k in ("begin", "held", "running"):
@@ -136,16 +147,18 @@ def test_pending_jobs_have_an_expected_start_not_a_start(recording: str) -> None
         assert rows[(ids["running"], None)].start == running.start
 
 
-def test_exit_codes_only_where_they_mean_something() -> None:
-    ids = dict(line.split("=", 1) for line in (DATA / "ids.txt").read_text().split())
-    final = slurm.latest_rows(slurm.parse_sacct((DATA / "sacct_final.txt").read_text()))
+@pytest.mark.parametrize("version", VERSIONS)
+def test_exit_codes_only_where_they_mean_something(version: str) -> None:
+    rec = Recording(version)
+    ids = rec.ids()
+    final = rec.sacct("sacct_final.txt")
     codes = {k: final[(ids[k], None)].exit_code for k in ("ok", "fail3", "running", "held", "timeout", "dep")}
     # Slurm says 0:0 for the cancelled, timed-out and pending jobs: their programs never said 0
     assert codes == {"ok": 0, "fail3": 3, "running": None, "held": None, "timeout": None, "dep": None}
-    after = slurm.latest_rows(slurm.parse_sacct((DATA / "sacct_after_cancel.txt").read_text()))
+    after = rec.sacct("sacct_after_cancel.txt")
     # a held array cancelled while pending: sacct keeps JobHeldUser as its reason; stale
     assert {after[(ids["array_held"], i)].reason for i in range(4)} == {None}
-    queue = slurm.latest_rows(slurm.parse_squeue((DATA / "squeue_live.txt").read_text()))
+    queue = slurm.latest_rows(slurm.parse_squeue(rec.text("squeue_live.txt")))
     assert queue[(ids["fail3"], None)].reason == "NonZeroExitCode"  # a failure's reason stays
     # a cancelled job whose program had already failed keeps its own code
     row = slurm.parse_sacct("5|5|CANCELLED by 1001|2:0|None|1|2|00:00:01|")[0]

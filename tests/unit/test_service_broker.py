@@ -206,7 +206,7 @@ def test_usage_charges_sacct_allocations_with_the_profile_billing_rules(session:
 
 
 def test_usage_over_the_recorded_sacct_output(session: Session) -> None:
-    text = (DATA / "sacct_usage.txt").read_text()
+    text = (DATA / "22.05" / "sacct_usage.txt").read_text()
     session.fake.slurm.set(usage=text)
     out = broker.usage(session(), SITE)
     assert out["jobs"] == len(text.splitlines())  # every recorded partition is a LUMI one

@@ -2,6 +2,9 @@
 
 from pathlib import Path
 
+import pytest
+from recorded import VERSIONS, Recording
+
 from aifactory_cli.scheduler.slurm_site import (
     check_command,
     live_command,
@@ -58,11 +61,12 @@ def test_live_output_split_and_nodes() -> None:
     assert parse_nodes(nodes)["nid005000"]["Gres"].startswith("gpu:mi250:8")
 
 
-def test_plan_and_usage_parsers_on_recorded_output() -> None:
-    est = parse_test_only((DATA / "sbatch_test_only.txt").read_text())
+@pytest.mark.parametrize("version", VERSIONS)
+def test_plan_and_usage_parsers_on_recorded_output(version: str) -> None:
+    est = parse_test_only(Recording(version).text("sbatch_test_only.txt"))
     assert est is not None and est["partition"] == "small-g" and est["nodes"] == "nid005000"
     assert parse_test_only("sbatch: error: Batch job submission failed: Invalid account") is None
-    rows = parse_usage((DATA / "sacct_usage.txt").read_text())
+    rows = parse_usage(Recording(version).text("sacct_usage.txt"))
     assert rows and all(r.nodes >= 1 and r.seconds >= 0 for r in rows)
     gpu = [r for r in rows if "gres/gpu" in r.tres]
     assert gpu and all(r.partition.endswith("-g") for r in gpu) and gpu[0].tres["cpu"].isdigit()

@@ -1,72 +1,111 @@
-"""The pure Slurm parsers, fed with output recorded from the real test bed
-(tests/data/record_slurm_output.py; Slurm 22.05.8)."""
+"""The pure Slurm parsers, fed with output recorded from the real test beds
+(tests/data/record_slurm_output.py): every recorded-output test runs on each Slurm version
+recorded (tests/data/slurm/22.05/ and 24.11/, see tests/unit/recorded.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from recorded import VERSIONS, Recording, since
 
 from aifactory_cli.errors import RemoteError, SubmitRejected
 from aifactory_cli.scheduler import slurm
 from aifactory_cli.states import from_slurm, summarise
 from aifactory_cli.transport import CommandResult
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "slurm"
-IDS = dict(line.split("=", 1) for line in (DATA / "ids.txt").read_text().split())
+# What changed in Slurm's own output between the recorded versions (aifactory's answers do not):
+# from 23.02 on, sacct no longer keeps the reason of a held or dependency-blocked pending job
+# (22.05: JobHeldUser / DependencyNeverSatisfied; 24.11: None); squeue still says it.
+SACCT_DROPS_PENDING_REASON = "23.02"
 
 
-def _rows(name: str) -> dict:
-    return slurm.latest_rows(slurm.parse_sacct((DATA / name).read_text()))
+@pytest.fixture(params=VERSIONS)
+def rec(request: pytest.FixtureRequest) -> Recording:
+    return Recording(request.param)
 
 
-def test_final_states_from_sacct() -> None:
-    rows = _rows("sacct_final.txt")
-    got = {k: rows[(IDS[k], None)] for k in ("ok", "fail3", "running", "held", "timeout", "dep", "gpu")}
+def test_both_versions_are_recorded() -> None:
+    assert {"22.05", "24.11"} <= set(VERSIONS)
+    for v in VERSIONS:
+        assert Recording(v).text("version.txt").startswith(v + ".")
+
+
+def test_final_states_from_sacct(rec: Recording) -> None:
+    rows, ids = rec.sacct("sacct_final.txt"), rec.ids()
+    got = {k: rows[(ids[k], None)] for k in ("ok", "fail3", "running", "held", "timeout", "dep", "gpu")}
     assert (got["ok"].state, got["ok"].exit_code) == ("COMPLETED", 0)
     assert (got["fail3"].state, got["fail3"].exit_code) == ("FAILED", 3)
     assert got["running"].state == "CANCELLED" and got["running"].raw_state.startswith("CANCELLED by ")
     assert got["held"].state == "CANCELLED"  # cancelled while pending...
-    assert got["held"].start is None  # ...never started (sacct reports the cancel time as Start)
+    # ...never started (22.05's sacct reports the cancel time as Start, 24.11's says None)
+    assert got["held"].start is None
     assert got["running"].start is not None
     assert got["timeout"].state == "TIMEOUT"
-    assert (got["dep"].state, got["dep"].reason) == ("PENDING", "DependencyNeverSatisfied")
     assert got["gpu"].state == "COMPLETED"
+    # a job whose dependency failed waits forever: sacct alone knows why only on 22.05
+    dep_reason = None if since(rec.version, SACCT_DROPS_PENDING_REASON) else "DependencyNeverSatisfied"
+    assert (got["dep"].state, got["dep"].reason, got["dep"].exit_code) == ("PENDING", dep_reason, None)
 
 
-def test_array_tasks_are_tracked_per_task() -> None:
-    rows = _rows("sacct_final.txt")
-    tasks = [rows[(IDS["array"], i)] for i in range(4)]
+def test_array_tasks_are_tracked_per_task(rec: Recording) -> None:
+    rows, ids = rec.sacct("sacct_final.txt"), rec.ids()
+    tasks = [rows[(ids["array"], i)] for i in range(4)]
     assert [t.state for t in tasks] == ["COMPLETED"] * 4
     # the last task keeps the array's id as its raw id, the others get new ones
-    assert tasks[3].raw_id == IDS["array"] and tasks[0].raw_id != IDS["array"]
+    assert tasks[3].raw_id == ids["array"] and tasks[0].raw_id != ids["array"]
     # a held array not yet split appears as ID_[0-3%2]: expanded per task
-    live = _rows("sacct_live.txt")
-    assert [live[(IDS["array_held"], i)].reason for i in range(4)] == ["JobHeldUser"] * 4
+    live = rec.sacct("sacct_live.txt")
+    held = "JobHeldUser" if not since(rec.version, SACCT_DROPS_PENDING_REASON) else None
+    assert [(live[(ids["array_held"], i)].state, live[(ids["array_held"], i)].reason) for i in range(4)] == [
+        ("PENDING", held)
+    ] * 4
 
 
-def test_steps_are_not_jobs() -> None:
-    text = (DATA / "sacct_final_steps.txt").read_text()
+def test_steps_are_not_jobs(rec: Recording) -> None:
+    text = rec.text("sacct_final_steps.txt")
     assert ".batch" in text  # the recording has step rows...
     rows = slurm.parse_sacct("\n".join(f"{line}|x|x|x|x|x|x" for line in text.splitlines()))
     assert all(r.task is None or isinstance(r.task, int) for r in rows)
     assert not any("." in r.job_id for r in rows)  # ...and none of them become jobs
 
 
-def test_squeue_live_output() -> None:
-    rows = slurm.latest_rows(slurm.parse_squeue((DATA / "squeue_live.txt").read_text()))
-    assert rows[(IDS["running"], None)].state == "RUNNING"
-    assert (rows[(IDS["held"], None)].state, rows[(IDS["held"], None)].reason) == ("PENDING", "JobHeldUser")
-    assert rows[(IDS["fail3"], None)].reason == "NonZeroExitCode"
-    assert rows[(IDS["array_held"], 2)].state == "PENDING"
+def test_squeue_live_output(rec: Recording) -> None:
+    rows, ids = slurm.latest_rows(slurm.parse_squeue(rec.text("squeue_live.txt"))), rec.ids()
+    assert rows[(ids["running"], None)].state == "RUNNING"
+    assert rows[(ids["running"], None)].start is not None and rows[(ids["running"], None)].exit_code is None
+    assert (rows[(ids["held"], None)].state, rows[(ids["held"], None)].reason) == ("PENDING", "JobHeldUser")
+    assert (rows[(ids["dep"], None)].state, rows[(ids["dep"], None)].reason) == ("PENDING", "DependencyNeverSatisfied")
+    assert rows[(ids["fail3"], None)].reason == "NonZeroExitCode"
+    assert [rows[(ids["array_held"], i)].reason for i in range(4)] == ["JobHeldUser"] * 4
 
 
-def test_merge_prefers_squeue_for_live_and_sacct_for_ended() -> None:
-    queue = slurm.parse_squeue((DATA / "squeue_live.txt").read_text())
-    acct = slurm.parse_sacct((DATA / "sacct_live.txt").read_text())
+def test_merge_takes_live_reasons_from_squeue_and_ended_jobs_from_sacct(rec: Recording) -> None:
+    """squeue is the reliable source of a live job's reason (sacct dropped it after 22.05), sacct
+    of an ended job's exit code; the raw values stay in the rows."""
+    ids = rec.ids()
+    queue = slurm.parse_squeue(rec.text("squeue_live.txt"))
+    acct = slurm.parse_sacct(rec.text("sacct_live.txt"))
+    raw_acct = slurm.latest_rows(slurm.parse_sacct(rec.text("sacct_live.txt")))
     rows = slurm.merge_rows(queue, acct)
-    assert rows[(IDS["held"], None)].reason == "JobHeldUser"
-    assert (rows[(IDS["fail3"], None)].state, rows[(IDS["fail3"], None)].exit_code) == ("FAILED", 3)
+    for key, reason in (("held", "JobHeldUser"), ("dep", "DependencyNeverSatisfied")):
+        row = rows[(ids[key], None)]
+        assert (row.state, row.reason, row.start, row.exit_code) == ("PENDING", reason, None, None), key
+        assert row.raw_state == "PENDING"
+    assert [rows[(ids["array_held"], i)].reason for i in range(4)] == ["JobHeldUser"] * 4
+    if since(rec.version, SACCT_DROPS_PENDING_REASON):  # the merged reason came from squeue only
+        assert raw_acct[(ids["held"], None)].reason is None
+    assert (rows[(ids["fail3"], None)].state, rows[(ids["fail3"], None)].exit_code) == ("FAILED", 3)
+    running = rows[(ids["running"], None)]
+    assert (running.state, running.exit_code, running.reason) == ("RUNNING", None, None)
+    assert running.start is not None
+
+
+def test_epoch_times_of_the_status_command(rec: Recording) -> None:
+    """status asks sacct for epoch seconds (SLURM_TIME_FORMAT=%s): the same instants as the default
+    format printed (the beds' clocks are UTC), as UTC with an offset."""
+    (row,) = slurm.parse_sacct(rec.text("sacct_epoch.txt"))
+    final = rec.sacct("sacct_final.txt")[(rec.ids()["ok"], None)]
+    assert (row.state, row.exit_code) == ("COMPLETED", 0)
+    assert (row.start, row.end) == (f"{final.start}+00:00", f"{final.end}+00:00")
 
 
 def test_status_command_output_split() -> None:
@@ -93,18 +132,23 @@ def test_submit_steps_keep_the_id_in_the_job_dir() -> None:
     assert slurm.sbatch_command(None, test_only=True) == ["sbatch", "--test-only"]
 
 
-def test_lookup_of_interrupted_submissions_on_recorded_output() -> None:
+def test_lookup_of_interrupted_submissions_on_recorded_output(rec: Recording) -> None:
     """squeue comments and sacct WorkDirs, recorded from the test bed (record_slurm_output.py --quick):
     one job held (live), one ended, each with a token in its comment."""
     from aifactory_cli.transport import batch
 
-    ids = dict(line.split("=", 1) for line in (DATA / "lookup_ids.txt").read_text().split())
-    answers = batch.sections((DATA / "lookup_live.txt").read_text())
+    ids = rec.ids("lookup_ids.txt")
+    answers = batch.sections(rec.text("lookup_live.txt"))
     by_token = slurm.parse_comment_lookup(answers["squeue"].output)
     assert by_token["tok-live"] == ids["live"] and by_token["tok-ended"] == ids["ended"]
-    assert all(len(t) > 3 for t in by_token)  # `(null)` comments are not tokens
+    assert all(t and "(" not in t for t in by_token)  # `(null)` comments are not tokens
     by_dir = slurm.parse_workdir_lookup(answers["sacct"].output)
-    assert by_dir == {"/home/hpcuser/aifactory/rec-lookup/ended-00000001": ids["ended"]}
+    assert by_dir["/home/hpcuser/aifactory/rec-lookup/ended-00000001"] == ids["ended"]
+    assert all(v.isdigit() for v in by_dir.values())
+    assert ids["live"] not in by_dir.values()  # the live (held) job is squeue's to tell
+
+
+def test_lookup_parsers_on_made_up_lines() -> None:
     assert slurm.parse_workdir_lookup("12_[0-3]|/w/\n12.batch|/w\nJobID|x\n") == {"/w": "12"}
     assert "--starttime=2026-01-02T03:04:05" in slurm.lookup_commands("2026-01-02T03:04:05")["sacct"]
 
@@ -137,18 +181,27 @@ def test_summary_never_invents_completed() -> None:
     assert summarise([]) == "UNKNOWN"
 
 
-def test_sbatch_ok() -> None:
-    assert slurm.parse_sbatch(CommandResult(0, (DATA / "sbatch_ok.txt").read_text(), "")).isdigit()
+def test_sbatch_ok(rec: Recording) -> None:
+    assert slurm.parse_sbatch(CommandResult(0, rec.text("sbatch_ok.txt"), "")).isdigit()
     assert slurm.parse_sbatch(CommandResult(0, "123;lumi\n", "")) == "123"
 
 
-def _rejections() -> dict[str, tuple[int, str]]:
-    out = {}
-    for block in (DATA / "sbatch_rejected.txt").read_text().split("### ")[1:]:
-        head, _, body = block.partition("\n")
-        label, rc = head.split(" rc=")
-        out[label] = (int(rc), body)
-    return out
+REJECTION_CASES = [(v, label) for v in VERSIONS for label in Recording(v).rejections()]
+
+
+@pytest.mark.parametrize(("version", "label"), REJECTION_CASES)
+def test_every_recorded_refusal_is_exit_2_with_slurms_words(version: str, label: str) -> None:
+    """The rejection table: each sbatch refusal recorded on each version -> SubmitRejected (exit 2)
+    whose message is sbatch's own first error line; never 'sbatch failed' (exit 3)."""
+    rc, stderr = Recording(version).rejections()[label]
+    if rc == 0:  # this version queued it (22.05 accepts a dependency on a job it does not know)
+        assert (version, label) == ("22.05", "bad-dependency")
+        return
+    with pytest.raises(SubmitRejected) as info:
+        slurm.parse_sbatch(CommandResult(rc, "", stderr))
+    said = slurm.sbatch_error(stderr) or stderr.strip()
+    assert info.value.exit_code == 2
+    assert info.value.message == f"Slurm rejected the job: {said}"
 
 
 @pytest.mark.parametrize(
@@ -159,13 +212,17 @@ def _rejections() -> dict[str, tuple[int, str]]:
         ("too-many-gpus", "node configuration is not available"),
         ("time-over-limit", "time limit is invalid"),
         ("bad-feature", "Invalid feature"),
-        # sbatch's own option parser (recorded from Slurm 22.05): nothing was queued either
+        ("too-many-nodes", "Node count specification invalid"),
+        ("too-many-cpus", "More processors requested than permitted"),
+        ("bad-qos", "Invalid qos"),
+        ("bad-time-format", "Invalid --time specification"),
+        # sbatch's own option parser: nothing was queued either
         ("unknown-option", "unrecognized option '--bogus-opt=1'"),
         ("ambiguous-option", "is ambiguous"),
     ],
 )
-def test_sbatch_rejections_are_bad_input_with_a_hint(label: str, needle: str) -> None:
-    rc, stderr = _rejections()[label]
+def test_sbatch_rejections_are_bad_input_with_a_hint(rec: Recording, label: str, needle: str) -> None:
+    rc, stderr = rec.rejections()[label]
     with pytest.raises(SubmitRejected) as info:
         slurm.parse_sbatch(CommandResult(rc, "", stderr))
     assert needle.lower() in info.value.message.lower()
@@ -188,11 +245,7 @@ def test_array_range_expansion() -> None:
 
 
 def test_epoch_times_become_utc_with_an_offset() -> None:
-    """status_command asks for SLURM_TIME_FORMAT=%s (recorded from the test bed, whose clock is UTC:
-    the default format printed 2026-11-22T06:05:24 for the same job), so no time is ambiguous."""
     assert slurm.status_command(["1"]).count("SLURM_TIME_FORMAT=%s squeue") == 1
-    (row,) = slurm.parse_sacct((DATA / "sacct_epoch.txt").read_text())
-    assert (row.state, row.start, row.end) == ("COMPLETED", "2026-11-22T06:05:24+00:00", "2026-11-22T06:05:27+00:00")
     (live,) = slurm.parse_squeue("8772|RUNNING|None|1795327524\n")
     assert live.start == "2026-11-22T06:05:24+00:00"
     (held,) = slurm.parse_squeue("8771|PENDING|JobHeldUser|N/A\n")
