@@ -145,7 +145,7 @@ class SshTransport:
     def _open(self) -> None:
         interactive = self.interactive if self.interactive is not None else stdin_isatty()
         started = time.monotonic()
-        timeout = self.settings.connect_timeout
+        timeout = self.route.connect_timeout
         opened = open_route(self.route, interactive=interactive, timeout=timeout, site=self.site)
         self._jumps, self._transport = opened[:-1], opened[-1]
         self._transport.set_keepalive(KEEPALIVE_SECONDS)
@@ -172,13 +172,13 @@ class SshTransport:
         with self._lock:
             if self._transport is not None and self._transport.is_active():
                 try:
-                    return self._transport.open_session(timeout=self.settings.connect_timeout)
+                    return self._transport.open_session(timeout=self.route.connect_timeout)
                 except (paramiko.SSHException, EOFError, OSError):
                     pass  # dead or hung connection: reopen below
             self._reconnect()
             assert self._transport is not None
             try:
-                return self._transport.open_session(timeout=self.settings.connect_timeout)
+                return self._transport.open_session(timeout=self.route.connect_timeout)
             except (paramiko.SSHException, EOFError, OSError) as exc:
                 self._drop()
                 raise RemoteError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,9 @@ def open_route(route: SshRoute, *, interactive: bool, timeout: float, site: str)
         sock: Any = None
         hops = [*route.jumps, route.target]
         for i, hop in enumerate(hops):
-            if i == 0:
+            if i == 0 and hop.proxy_command:
+                sock = proxy_command(hop, timeout=timeout, site=site)
+            elif i == 0:
                 sock = tcp_connect(hop, timeout=timeout, site=site)
                 if hasattr(socket, "TCP_QUICKACK"):  # Linux
                     sock = QuickAckSocket(sock)
@@ -64,6 +67,26 @@ def tcp_connect(hop: Endpoint, *, timeout: float, site: str) -> socket.socket:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     return sock
+
+
+def proxy_command(hop: Endpoint, *, timeout: float, site: str) -> paramiko.ProxyCommand:
+    """ssh_config ProxyCommand: the command's stdin/stdout is the connection. Run by the shell as
+    OpenSSH does (`sh -c 'exec CMD'`); the tokens were expanded from checked host/user names."""
+    import shlex
+
+    import paramiko
+
+    shell = os.environ.get("SHELL") or "/bin/sh"
+    try:
+        proxy = paramiko.ProxyCommand(shlex.join([shell, "-c", f"exec {hop.proxy_command}"]))
+    except (paramiko.SSHException, OSError) as exc:
+        raise RemoteError(
+            f"cannot start the ProxyCommand for {hop.alias}: {exc}",
+            "check ProxyCommand in your ssh_config (`ssh -G " + hop.alias + " | grep proxycommand`)",
+            where=site,
+        ) from exc
+    proxy.settimeout(timeout)
+    return proxy
 
 
 def tunnel(via: paramiko.Transport, jump: Endpoint, hop: Endpoint, *, timeout: float, site: str) -> paramiko.Channel:
