@@ -34,6 +34,7 @@ SSH_CONFIG_ENV = app_settings.SSH_CONFIG
 DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
 DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
 MAX_JUMP_DEPTH = 8
+DEFAULT_CONNECT_TIMEOUT = 15.0  # SshSettings.connect_timeout's default
 JUMP_HINT = "write ProxyJump as [user@]host[:port], several hops separated by commas"
 
 
@@ -225,9 +226,7 @@ def resolve_ssh(settings: SshSettings, config: paramiko.SSHConfig | None = None)
         target = replace(target, proxy_command=None)
     timeout = settings.connect_timeout
     config_timeout = options.get("connecttimeout")
-    unset = (
-        settings.connect_timeout == type(settings).model_fields["connect_timeout"].default
-    )  # (the agent gets every field)
+    unset = settings.connect_timeout == DEFAULT_CONNECT_TIMEOUT  # the agent is handed every field, set or not
     if unset and config_timeout and config_timeout.isdigit():
         timeout = float(config_timeout)
     pins = tuple(fp.rstrip("=") for fp in settings.host_key_fingerprints)
