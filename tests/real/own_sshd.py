@@ -58,7 +58,9 @@ def own_sshd(tmp: Path, options: str, address: str = "127.0.0.9") -> Iterator[Ow
         f"Port {port}\nListenAddress {address}\nHostKey {HOST_KEY}\nPidFile {tmp / 'sshd.pid'}\n"
         f"AllowUsers {TESTBED_USER}\nPubkeyAuthentication yes\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nPermitRootLogin no\nUsePAM no\nStrictModes yes\nPrintMotd no\n"
-        "AllowTcpForwarding yes\nLogLevel VERBOSE\nSubsystem sftp internal-sftp\n" + options
+        "AllowTcpForwarding yes\nLogLevel VERBOSE\n"
+        + ("" if "Subsystem" in options else "Subsystem sftp internal-sftp\n")
+        + options
     )
     known = tmp / "known_hosts"
     key_line = " ".join(HOST_KEY.with_suffix(".pub").read_text().split()[:2])
