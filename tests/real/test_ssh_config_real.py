@@ -59,13 +59,17 @@ def _aifactory(host: str, user: str | None = None) -> Any:
 
 def _same(cfg: Path, host: str, user: str | None = None) -> tuple[int, Any]:
     theirs, ours = _openssh(cfg, host, user), _aifactory(host, user)
-    print(f"{host:<14} user={user!s:<8} OpenSSH exit {theirs:<4} aifactory {ours!r}")
+    print(f"{host:<12} user={user!s:<8} OpenSSH exit {theirs:<4} aifactory {ours!r}")
     return theirs, ours
 
 
 @pytest.fixture
 def cfg(tmp_path: Path, testbed_client: Path, isolated_ssh_env: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     key_line = _host_key_line()
+    locked = tmp_path / "locked"
+    locked.write_bytes(TESTBED_KEY.read_bytes())
+    locked.chmod(0o600)
+    subprocess.run(["ssh-keygen", "-q", "-p", "-N", "s3cret", "-f", str(locked)], check=True)
     (tmp_path / "kh_alias").write_text(f"bedlogin {key_line}\n")
     (tmp_path / "kh_127.0.0.1").write_text(f"[127.0.0.1]:{TESTBED_SSH_PORT} {key_line}\n")
     (tmp_path / "kh_internal").write_text(f"[login.internal.invalid]:{TESTBED_SSH_PORT} {key_line}\n")
@@ -92,7 +96,11 @@ def cfg(tmp_path: Path, testbed_client: Path, isolated_ssh_env: Path, monkeypatc
         f"    UserKnownHostsFile {TESTBED_KNOWN_HOSTS}\n    IdentityFile {tmp_path}/no-such-key\n"
         f"Host matched\n    HostName 127.0.0.1\n    UserKnownHostsFile {TESTBED_KNOWN_HOSTS}\n"
         f"Match user {TESTBED_USER}\n    Port {TESTBED_SSH_PORT}\n"
-        f"Host !agented *\n    IdentityFile {TESTBED_KEY}\n"
+        # an encrypted copy of the key without .pub, IdentitiesOnly: the agent's copy is used (no passphrase)
+        f"Host lockedagent\n    HostName 127.0.0.1\n    Port {TESTBED_SSH_PORT}\n    IdentitiesOnly yes\n"
+        f"    IdentityFile {tmp_path}/locked\n    IdentityAgent {tmp_path}/agent.sock\n"
+        f"    UserKnownHostsFile {TESTBED_KNOWN_HOSTS}\n"
+        f"Host !agented !lockedagent *\n    IdentityFile {TESTBED_KEY}\n"
         f"Host *\n    User {TESTBED_USER}\n{STRICT}"
     )
     monkeypatch.setenv("AIFACTORY_SSH_CONFIG", str(path))
@@ -119,11 +127,12 @@ def test_ssh_config_cases_like_openssh(cfg: Path, tmp_path: Path) -> None:
             ("aliased", None, True),  # known_hosts has the key under the HostKeyAlias only
             ("tokens", None, True),  # UserKnownHostsFile .../kh_%h
             ("agented", None, True),  # the key only in the IdentityAgent's agent (no SSH_AUTH_SOCK)
+            ("lockedagent", None, True),  # IdentitiesOnly + encrypted key without .pub: the agent's copy
             ("matched", TESTBED_USER, True),  # `Match user` with the login name gives the port
             ("matched", "root", False),  # no match: port 22, nobody listens
         ]
-        for host, user, works in cases:
-            theirs, ours = _same(cfg, host, user)
+        outcomes = [(host, user, works, *_same(cfg, host, user)) for host, user, works in cases]  # all, then assert
+        for host, user, works, theirs, ours in outcomes:
             if works:
                 assert theirs == 0 and ours == 0, (host, user, ours)
             else:

@@ -118,3 +118,16 @@ def _fake_lookup(host: str, **kw: Any) -> Any:
     from aifactory_cli.transport.ssh.openssh import HostOptions
 
     return HostOptions({"hostname": [host], "port": ["22"], "user": [kw.get("user") or "u"]}, "test")
+
+
+def test_sftp_broken_by_a_noisy_login_shell_is_a_remote_error(monkeypatch: Any) -> None:
+    monkeypatch.setattr("aifactory_cli.transport.ssh.config.lookup", _fake_lookup)
+
+    def broken(transport: Any) -> Any:
+        raise paramiko.SFTPError("Garbage packet received")  # what paramiko says when a shell printed first
+
+    monkeypatch.setattr(paramiko.SFTPClient, "from_transport", staticmethod(broken))
+    tr = _transport(_OneSessionServer(None))
+    with pytest.raises(RemoteError, match=r"cannot start SFTP.*Garbage packet") as info:
+        tr.read_bytes("x")
+    assert "[[ $- == *i* ]]" in (info.value.hint or "")
