@@ -148,6 +148,21 @@ def test_without_ssh_paramiko_reads_the_file_and_says_once_what_it_cannot(
     assert err.count("no OpenSSH client") == 1 and "Include" in err
 
 
+def test_an_ssh_without_minus_g_takes_the_paramiko_path(
+    cfg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old_ssh = tmp_path / "ssh"
+    old_ssh.write_text(
+        "#!/bin/sh\necho 'unknown option -- G' >&2\necho 'usage: ssh [-1246AaCfgKkMNnqsTtVvXxYy]' >&2\nexit 255\n"
+    )
+    old_ssh.chmod(0o755)
+    monkeypatch.setattr(openssh, "ssh_binary", lambda: str(old_ssh))
+    monkeypatch.setattr(openssh, "_noted", set())
+    route = resolve_ssh(SshSettings(host="pc", user="bob"))
+    assert route.resolver == "paramiko" and route.target.hostname == "127.0.0.1"
+    assert "no OpenSSH client with `ssh -G`" in capsys.readouterr().err
+
+
 # --- keys ---------------------------------------------------------------------------------------------
 
 

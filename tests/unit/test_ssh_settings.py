@@ -216,6 +216,22 @@ def _known(tmp_path: Path, lines: list[str]) -> tuple[Endpoint, list[tuple[str, 
     return ep, load_known_hosts(ep.known_hosts_files)
 
 
+def test_with_a_host_key_alias_the_key_is_looked_up_and_added_under_the_alias(tmp_path: Path) -> None:
+    key = _key()
+    path = tmp_path / "known_hosts"
+    path.write_text(f"loginalias {key.get_name()} {key.get_base64()}\n")
+    ep = Endpoint(
+        alias="h", hostname="h.example.org", port=2222, user="u", known_hosts_files=(str(path),),
+        host_key_alias="loginalias",
+    )  # fmt: skip
+    known = load_known_hosts(ep.known_hosts_files)
+    assert check_host_key(ep, key.get_name(), key.asbytes(), known) == str(path)
+    path.write_text("")
+    with pytest.raises(HostKeyError) as info:
+        check_host_key(ep, key.get_name(), key.asbytes(), load_known_hosts(ep.known_hosts_files))
+    assert "sed 's/^[^ ]*/loginalias/'" in (info.value.hint or "")
+
+
 def test_fingerprint_matches_paramiko() -> None:
     key = _key()
     assert fingerprint(key.asbytes()) == key.fingerprint

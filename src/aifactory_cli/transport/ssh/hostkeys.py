@@ -87,6 +87,11 @@ def check_host_key(
     own = [f for f in endpoint.known_hosts_files if not f.startswith("/etc/")]
     known_file = own[0] if own else "~/.ssh/known_hosts"
     keyscan = f"ssh-keyscan -p {endpoint.port} {endpoint.hostname} >> {known_file}"
+    if endpoint.host_key_alias:  # stored under the alias (HostKeyAlias), as OpenSSH looks it up
+        keyscan = (
+            f"ssh-keyscan -p {endpoint.port} {endpoint.hostname} | sed 's/^[^ ]*/{endpoint.host_key_alias}/' "
+            f">> {known_file}"
+        )
     if pins:
         raise HostKeyError(
             f"the host key of {where} ({key_type} {fp}) matches neither the fingerprints pinned in the "

@@ -33,7 +33,7 @@ DEFAULT_IDENTITY_FILES = frozenset(
 MULTI = ("identityfile", "certificatefile")  # keywords that may repeat
 G_TIMEOUT = 10.0
 FALLBACK_NOTE = (
-    "aifactory: note: no OpenSSH client (`ssh`) on PATH, so ssh_config is read by paramiko, which does "
+    "aifactory: note: no OpenSSH client with `ssh -G` on PATH, so ssh_config is read by paramiko, which does "
     "not honour Include, /etc/ssh/ssh_config, `Match user` with the login name (it matches the local user), "
     "Match exec/canonical, CanonicalizeHostname, nor tokens other than %h %p %r %n %d %u %% outside "
     "HostName/ProxyCommand/IdentityFile; install the OpenSSH client for full ssh_config support"
@@ -107,6 +107,8 @@ def ssh_g(binary: str, host: str, *, config_file: Path | None, user: str | None,
         done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=G_TIMEOUT)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ConfigError(f"cannot run `{' '.join(cmd)}` to read the ssh config: {exc}") from exc
+    if done.returncode != 0 and "usage:" in done.stderr.lower():  # an ssh without -G (OpenSSH < 6.8)
+        return paramiko_lookup(host, config_file=config_file, user=user, port=port, config=None)
     if done.returncode != 0:
         err = " ".join(
             line.strip() for line in done.stderr.splitlines() if line.strip() and "Pseudo-terminal" not in line
