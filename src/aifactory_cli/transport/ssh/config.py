@@ -5,9 +5,10 @@ it, each an `Endpoint` with its host name, port, user, keys, certificates, agent
 and known_hosts files. ssh_config is resolved by OpenSSH itself (`ssh -G`, see openssh.py).
 
 Precedence, as for `ssh -l USER -p PORT -i KEY -J JUMP -o UserKnownHostsFile=FILE HOST`: what
-aifactory's own settings give (AIFACTORY_SSH_* > config.yaml `sites.S` > the profile's `ssh:`)
-acts like ssh's command-line options and wins over ssh_config; everything else comes from
-ssh_config (with `Include`, `Match`, tokens), then OpenSSH's defaults. A key given to aifactory is
+aifactory's own settings give (AIFACTORY_SSH_USER, AIFACTORY_SSH_KEY, AIFACTORY_SSH_KNOWN_HOSTS >
+config.yaml `sites.S` > the profile's `ssh:`) acts like ssh's command-line options and wins over
+ssh_config; everything else comes from ssh_config (with `Include`, `Match`, tokens), then
+OpenSSH's defaults. A key given to aifactory is
 tried first, then the ones ssh_config names. The profile's `connect_timeout` wins only when set;
 else ConnectTimeout, else 15 s. StrictHostKeyChecking is never weaker than aifactory's policy
 (unknown or changed keys are always refused, nothing is added).
