@@ -87,6 +87,8 @@ def cfg(tmp_path: Path, testbed_client: Path, isolated_ssh_env: Path, monkeypatc
         f"Host proxied\n    HostName login.internal.invalid\n    Port {TESTBED_SSH_PORT}\n"
         f"    ProxyCommand ssh -F {path} -W 127.0.0.1:%p bedjump\n"
         f"    UserKnownHostsFile {tmp_path}/kh_internal\n"
+        f"Host proxybroken\n    HostName 127.0.0.1\n    Port {TESTBED_SSH_PORT}\n    ProxyCommand false\n"
+        f"    UserKnownHostsFile {TESTBED_KNOWN_HOSTS}\n"
         f"Host bedjump\n    HostName 127.0.0.1\n    Port {TESTBED_JUMP_PORT}\n"
         f"    UserKnownHostsFile {TESTBED_KNOWN_HOSTS}\n"
         f"Host aliased\n    HostName 127.0.0.1\n    Port {TESTBED_SSH_PORT}\n    HostKeyAlias bedlogin\n"
@@ -130,6 +132,7 @@ def test_ssh_config_cases_like_openssh(cfg: Path, tmp_path: Path) -> None:
             ("lockedagent", None, True),  # IdentitiesOnly + encrypted key without .pub: the agent's copy
             ("matched", TESTBED_USER, True),  # `Match user` with the login name gives the port
             ("matched", "root", False),  # no match: port 22, nobody listens
+            ("proxybroken", None, False),  # a ProxyCommand that fails: an error, never around it
         ]
         outcomes = [(host, user, works, *_same(cfg, host, user)) for host, user, works in cases]  # all, then assert
         for host, user, works, theirs, ours in outcomes:

@@ -119,13 +119,16 @@ def ssh_login(
         options.key_types = preferred_key_types(options.key_types, known_key_types(hop, known))
         try:
             transport.start_client(timeout=timeout)
+            server_key = transport.get_remote_server_key()  # "No existing session" if the link died
         except (paramiko.SSHException, EOFError, OSError) as exc:
+            via = f" (through the ProxyCommand `{hop.proxy_command}`)" if hop.proxy_command else ""
             raise RemoteError(
-                f"SSH handshake with {hop.address} failed: {_readable(exc)}",
-                f"is there an SSH server on {hop.address}? try `ssh -v -p {hop.port} {hop.hostname}`",
+                f"SSH handshake with {hop.address}{via} failed: {_readable(exc)}",
+                f"check the ProxyCommand in your ssh_config: `ssh -v {hop.alias}` shows what it does"
+                if hop.proxy_command
+                else f"is there an SSH server on {hop.address}? try `ssh -v -p {hop.port} {hop.hostname}`",
                 where=site,
             ) from exc
-        server_key = transport.get_remote_server_key()
         try:
             check_host_key(hop, server_key.get_name(), server_key.asbytes(), known, pins)
         except HostKeyError as exc:
