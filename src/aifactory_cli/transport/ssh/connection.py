@@ -9,6 +9,10 @@
 - Files are read over SFTP on the same connection. paramiko's SFTP client is not safe for
   concurrent requests from several threads, so every SFTP call holds one lock (streams take it per
   chunk, so that they interleave): the connection agent serves many clients from threads.
+- A site that allows one channel per connection (sshd `MaxSessions 1`) refuses a second channel:
+  that is never a reason to log in again. The idle SFTP channel is let go, the channel is asked
+  for again once ours are closed, and from then on (`single_session`) channels are used one at a
+  time and files are read with `tail -c` on the command channel (files.py).
 
 The connection agent (`transport/agent/server.py`) uses the public streaming methods (`stream`,
 `stream_tar`, `open_read`) and the `on_login` / `reconnect_failed` hooks.
