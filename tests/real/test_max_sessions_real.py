@@ -51,3 +51,25 @@ def test_submit_wait_follow_logs_in_once_under_max_sessions_1(
     followed = [line for line in r.stderr.splitlines() if line.startswith("line ")]  # --follow: on stderr
     assert followed == [f"line {i}" for i in range(1, 5)], r.stderr
     assert logins == 1, limited.log.read_text()[-3000:]
+
+
+def test_two_commands_at_once_share_the_agents_one_connection(limited: Any, tb: Any, tmp_path: Path) -> None:
+    """`logs --follow` and `wait` of the same job at the same time, through one agent: its threads
+    take turns on the one channel the server allows, still one login."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    spec = tmp_path / "short.yaml"
+    spec.write_text("name: short\nrun: for i in 1 2 3; do echo line $i; sleep 1; done\n")
+    env = {"AIFACTORY_PERSIST": "60"}
+    sub = tb("submit", str(spec), "--site", "onesession", env=env)
+    assert sub.code == 0, sub.stderr
+    job = sub.stdout.strip()
+    with ThreadPoolExecutor(2) as pool:
+        follow = pool.submit(tb, "logs", job, "--follow", env=env, timeout=90)
+        wait = pool.submit(tb, "wait", job, env=env, timeout=90)
+        follow_r, wait_r = follow.result(), wait.result()
+    logins = limited.connections()
+    print(f"\nMaxSessions 1, logs --follow + wait at once through the agent: {logins} login(s)")
+    assert follow_r.code == 0 and wait_r.code == 0, follow_r.stderr + wait_r.stderr
+    assert follow_r.stdout.splitlines() == ["line 1", "line 2", "line 3"], follow_r.stdout
+    assert logins == 1, limited.log.read_text()[-3000:]

@@ -30,8 +30,11 @@ class _OneSessionServer:
     def __init__(self, sftp: _Sftp | None, refuse_extra: int = 0) -> None:
         self.sftp = sftp
         self.refuse_extra = refuse_extra  # refusals after ours are gone (a close the server has not seen)
-        self._channels: list[object] = []
         self.opened = 0
+
+    @property
+    def _channels(self) -> list[object]:  # paramiko's map of our open channels
+        return [self.sftp] if self.sftp is not None and not self.sftp.closed else []
 
     def is_active(self) -> bool:
         return True
@@ -64,6 +67,49 @@ def test_a_refused_channel_lets_the_idle_sftp_go_and_asks_again_without_a_login(
     assert sftp.closed and tr._sftp is None and tr.single_session
     assert server.opened == 1 and tr.connections_opened == 1
     assert tr._sftp_client() is None  # no SFTP channel from now on: reads go over commands
+
+
+def test_an_sftp_read_in_progress_is_not_cut_the_command_waits_for_it(monkeypatch: Any) -> None:
+    import threading
+    import time
+
+    monkeypatch.setattr("aifactory_cli.transport.ssh.config.lookup", _fake_lookup)
+    sftp = _Sftp()
+    server = _OneSessionServer(sftp)
+    tr = _transport(server)
+    tr._sftp_used(1)  # another thread is reading a file over SFTP
+    done = threading.Event()
+    threading.Thread(target=lambda: (tr._session(), done.set()), daemon=True).start()
+    time.sleep(0.3)
+    assert not sftp.closed and not done.is_set()  # the read goes on; the command waits
+    tr._sftp_used(-1)  # the read ends (RemoteReader.close)
+    assert done.wait(5) and sftp.closed and server.opened == 1
+
+
+def test_a_read_asked_for_while_a_command_waits_does_not_hold_up_the_read_in_progress(monkeypatch: Any) -> None:
+    """A command waits (holding the connection lock) for a read in progress; a second read asked
+    for meanwhile must not take the SFTP lock that the first read needs for its next chunk."""
+    import threading
+    import time
+
+    monkeypatch.setattr("aifactory_cli.transport.ssh.config.lookup", _fake_lookup)
+    sftp = _Sftp()
+    tr = _transport(_OneSessionServer(sftp))
+    tr.stream = lambda command, *, stdout, **_: (stdout(b"second"), Streamed(0, b"", 0))[1]  # type: ignore[method-assign]
+    tr._sftp_used(1)  # the first read is in progress
+    threading.Thread(target=tr._session, daemon=True).start()
+    time.sleep(0.3)  # the command waits for the first read to end
+    second: list[bytes] = []
+    threading.Thread(target=lambda: second.append(tr.read_bytes("other")), daemon=True).start()
+    time.sleep(0.3)
+    got = tr._sftp_lock.acquire(timeout=2)  # the first read's next chunk
+    assert got, "the second read holds the SFTP lock while it waits: the first read cannot go on"
+    tr._sftp_lock.release()
+    tr._sftp_used(-1)  # the first read ends
+    deadline = time.monotonic() + 5
+    while not second and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert second == [b"second"] and sftp.closed  # read over the command channel after the switch
 
 
 def test_a_channel_refused_for_good_is_a_remote_error(monkeypatch: Any) -> None:

@@ -92,6 +92,8 @@ class SshTransport(FileReads):
         # time (`_slot`), and files are read over the command channel instead of SFTP
         self.single_session = False
         self._slot = threading.Lock()
+        self._sftp_users = 0  # SFTP reads in progress (their client must not be closed under them)
+        self._users_lock = threading.Lock()
 
     # --- public info --------------------------------------------------------------------------
 
@@ -212,17 +214,22 @@ class SshTransport(FileReads):
             try:
                 return transport.open_session(timeout=self.route.connect_timeout)
             except paramiko.ChannelException:
-                if not self.single_session:
-                    self.single_session = True
+                self.single_session = True
+                self._release_sftp()  # unless a read is using it
+                waited = False
+                # ours still open (another thread's command or read, the idle SFTP channel): wait
+                # for them here, without asking the server again, letting SFTP go once unused
+                while len(transport._channels) > 0 and transport.is_active():  # type: ignore[attr-defined]
                     self._release_sftp()
-                ours_open = len(transport._channels) > 0  # type: ignore[attr-defined]
-                if ours_open and transport.is_active() and time.monotonic() < give_up:
-                    time.sleep(0.02)  # ours still open (another thread's command): wait for it
-                    continue
-                delay = next(retries, None)
-                if delay is None:
-                    raise
-                time.sleep(delay)  # the server may not have seen our last channel's close yet
+                    if time.monotonic() > give_up:
+                        raise
+                    time.sleep(0.02)
+                    waited = True
+                if not waited:
+                    delay = next(retries, None)
+                    if delay is None:
+                        raise
+                    time.sleep(delay)  # the server may not have seen our last channel's close yet
 
     def _refused(self, exc: Exception) -> RemoteError:
         return RemoteError(

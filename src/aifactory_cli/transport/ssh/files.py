@@ -38,6 +38,8 @@ class FileReads:
     _sftp_lock: threading.Lock
     _sftp: paramiko.SFTPClient | None
     _transport: paramiko.Transport | None
+    _sftp_users: int
+    _users_lock: threading.Lock
 
     @property
     def route(self) -> SshRoute:
@@ -62,6 +64,7 @@ class FileReads:
             if self.single_session:
                 return None
             if self._sftp is not None and self.connected:
+                self._sftp_used(1)
                 return self._sftp
             self._sftp = None
             if not self.connected:
@@ -86,6 +89,7 @@ class FileReads:
                         where=self.site,
                     ) from exc
                 if self._sftp is not None:
+                    self._sftp_used(1)
                     return self._sftp
             raise RemoteError(f"cannot start SFTP on {self.route.target.address}", where=self.site)
 
@@ -101,12 +105,15 @@ class FileReads:
         """The file's content from `offset` on, as chunks (iterate, then close); a missing file
         raises FileNotFoundError here."""
         rpath = remote_path(path)
+        # not under `_sftp_lock`: a command waiting (under `_lock`) for a read to end must not
+        # block the read's next chunk behind a thread that holds `_sftp_lock` and wants `_lock`
+        sftp = self._sftp_client()  # counted as used (`_sftp_users`) when not None
         with self._sftp_lock:
-            sftp = self._sftp_client()
             if sftp is not None:
                 try:
                     fh = sftp.open(rpath, "rb")
                 except Exception as exc:
+                    self._sftp_used(-1)
                     raise self.sftp_error(exc, "read", rpath) from exc
                 try:
                     size = fh.stat().st_size or 0
@@ -116,8 +123,9 @@ class FileReads:
                 except Exception as exc:
                     with contextlib.suppress(Exception):
                         fh.close()
+                    self._sftp_used(-1)
                     raise self.sftp_error(exc, "read", rpath) from exc
-                return RemoteReader(self, fh, rpath, empty=offset >= size)
+                return RemoteReader(self, fh, rpath, empty=offset >= size, counted=True)
         return in_memory(self, self._exec_read(rpath, offset), rpath)
 
     def _exec_read(self, rpath: str, offset: int) -> bytes:
@@ -139,18 +147,27 @@ class FileReads:
             reader.close()
 
     def _release_sftp(self) -> None:
-        sftp, self._sftp = self._sftp, None
+        """Close the SFTP channel unless a read is using it (called under `_lock`)."""
+        with self._users_lock:
+            if self._sftp_users:
+                return
+            sftp, self._sftp = self._sftp, None
         if sftp is not None:
             with contextlib.suppress(Exception):
                 sftp.close()
+
+    def _sftp_used(self, delta: int) -> None:
+        with self._users_lock:
+            self._sftp_users += delta
 
 
 class RemoteReader:
     """A file being read over SFTP, chunk by chunk (each chunk under the transport's SFTP lock);
     or, read already (over the command channel), from memory."""
 
-    def __init__(self, ssh: FileReads, fh: Any, path: str, empty: bool) -> None:
+    def __init__(self, ssh: FileReads, fh: Any, path: str, empty: bool, counted: bool = False) -> None:
         self.ssh, self.fh, self.path, self.empty = ssh, fh, path, empty
+        self.counted = counted  # holds one of the transport's `_sftp_users` until closed
 
     def __iter__(self) -> Iterator[bytes]:
         if self.empty:
@@ -168,6 +185,9 @@ class RemoteReader:
     def close(self) -> None:
         with self.ssh._sftp_lock, contextlib.suppress(Exception):
             self.fh.close()
+        if self.counted:
+            self.counted = False
+            self.ssh._sftp_used(-1)
 
 
 def remote_path(path: str) -> str:
