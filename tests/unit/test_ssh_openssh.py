@@ -62,8 +62,12 @@ def test_include_and_match_user_with_the_login_name(cfg: Path) -> None:
     # aifactory's login name is passed as `ssh -l`: `Match user bob` sees it (not the local user)
     assert resolve_ssh(SshSettings(host="somewhere", user="bob")).target.port == 2299
     assert resolve_ssh(SshSettings(host="somewhere", user="alice")).target.port == 22
-    # a port aifactory sets acts as `ssh -p`: it wins
-    assert resolve_ssh(SshSettings(host="somewhere", user="bob", port=2000)).target.port == 2000
+    # a profile's port is a default: ssh_config's Port (here from `Match user bob`) wins ...
+    assert resolve_ssh(SshSettings(host="somewhere", user="bob", port=2000)).target.port == 2299
+    assert resolve_ssh(SshSettings(host="included", port=8822)).target.port == 2201
+    # ... and where ssh_config sets none, it acts as `ssh -p` (tokens such as %p see it)
+    pc = resolve_ssh(SshSettings(host="pc", user="carol", port=8822)).target
+    assert pc.port == 8822 and any(f.endswith("kh_127.0.0.1_8822_carol") for f in pc.known_hosts_files)
 
 
 @needs_ssh

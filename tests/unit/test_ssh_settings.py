@@ -105,11 +105,14 @@ def test_explicit_settings_win_over_ssh_config(config: paramiko.SSHConfig, tmp_p
     )
     route = resolve_ssh(settings, config)
     t = route.target
-    assert (t.hostname, t.port, t.user) == ("lumi.csc.fi", 22, "zed")
+    # user wins (as `ssh -l`); the profile's port is only a default: ssh_config's Port 2200 wins
+    assert (t.hostname, t.port, t.user) == ("lumi.csc.fi", 2200, "zed")
     # the explicit key first (as `ssh -i`), then the one ssh_config names
     assert t.identity_files == (home(tmp_path, "k/id_x"), home(tmp_path, ".ssh/id_lumi"))
     assert t.known_hosts_files == (home(tmp_path, "kh"),)  # only the explicit file
-    assert t.known_hosts_name == "lumi.csc.fi"  # port 22: no [host]:port form
+    assert t.known_hosts_name == "[lumi.csc.fi]:2200"
+    elsewhere = settings.model_copy(update={"host": "elsewhere.example.org", "port": 8822})
+    assert resolve_ssh(elsewhere, config).target.port == 8822  # no Port in ssh_config: the profile's
     assert route.jumps == ()  # "none" switches ProxyJump off
     assert route.pins == ("SHA256:" + "A" * 43,)
 

@@ -8,9 +8,10 @@ Precedence, as for `ssh -l USER -p PORT -i KEY -J JUMP -o UserKnownHostsFile=FIL
 aifactory's own settings give (AIFACTORY_SSH_USER, AIFACTORY_SSH_KEY, AIFACTORY_SSH_KNOWN_HOSTS >
 config.yaml `sites.S` > the profile's `ssh:`) acts like ssh's command-line options and wins over
 ssh_config; everything else comes from ssh_config (with `Include`, `Match`, tokens), then
-OpenSSH's defaults. A key given to aifactory is
-tried first, then the ones ssh_config names. The profile's `connect_timeout` wins only when set;
-else ConnectTimeout, else 15 s. StrictHostKeyChecking is never weaker than aifactory's policy
+OpenSSH's defaults. Two exceptions, where the profile only gives a default: its `port` is used
+only when ssh_config sets no Port for the host (then as `ssh -p`: `Match` and `%p` see it), and its
+`connect_timeout` only when set, else ConnectTimeout, else 15 s. A key given to aifactory is
+tried first, then the ones ssh_config names. StrictHostKeyChecking is never weaker than aifactory's policy
 (unknown or changed keys are always refused, nothing is added).
 """
 
@@ -214,9 +215,12 @@ def resolve_ssh(settings: SshSettings, config: paramiko.SSHConfig | None = None)
     if not settings.host:
         raise ProfileError("the profile has no ssh.host", "set ssh.host (a host name or an ~/.ssh/config alias)")
     cfg_file = ssh_config_override()
-    options = lookup(
-        settings.host, config_file=cfg_file, user=settings.user, port=settings.port, paramiko_config=config
-    )
+    options = lookup(settings.host, config_file=cfg_file, user=settings.user, paramiko_config=config)
+    if settings.port and int(options.get("port") or 22) == 22 and settings.port != 22:
+        # the profile's port is a default: ssh_config's Port wins; else as `ssh -p` (Match, %p)
+        options = lookup(
+            settings.host, config_file=cfg_file, user=settings.user, port=settings.port, paramiko_config=config
+        )
     explicit_ids = [expand(settings.identity_file)] if settings.identity_file else []
     target = _endpoint(
         settings.host, options, identity_files=explicit_ids + options.identity_files(), known_hosts=settings.known_hosts
