@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from aifactory_cli.errors import HostKeyError, RemoteError
 from aifactory_cli.transport.ssh.auth import Authenticator
+from aifactory_cli.transport.ssh.hostcert import CERT_ALGORITHMS, CERT_SUFFIX
 from aifactory_cli.transport.ssh.hostkeys import check_host_key, known_key_types, load_known_hosts, preferred_key_types
 
 if TYPE_CHECKING:
@@ -116,7 +117,10 @@ def ssh_login(
         transport.auth_timeout = 600.0 if interactive else max(timeout, 30.0)
         known = load_known_hosts(hop.known_hosts_files)
         options = transport.get_security_options()
-        options.key_types = preferred_key_types(options.key_types, known_key_types(hop, known))
+        types = preferred_key_types(options.key_types, known_key_types(hop, known))
+        if any(hosts.authorities_for(hop.known_hosts_name) for _, hosts in known):  # ask for its host certificate
+            types = [a for a in CERT_ALGORITHMS if a in transport._key_info] + types  # type: ignore[attr-defined]
+        options.key_types = types
         try:
             transport.start_client(timeout=timeout)
             server_key = transport.get_remote_server_key()  # "No existing session" if the link died
@@ -130,7 +134,10 @@ def ssh_login(
                 where=site,
             ) from exc
         try:
-            check_host_key(hop, server_key.get_name(), server_key.asbytes(), known, pins)
+            blob = server_key.public_blob  # the certificate, when a certified host key was negotiated
+            certified = (transport.host_key_type or "").endswith(CERT_SUFFIX) and blob is not None
+            cert_blob = blob.key_blob if certified and blob is not None else None
+            check_host_key(hop, server_key.get_name(), server_key.asbytes(), known, pins, cert_blob)
         except HostKeyError as exc:
             exc.where = site
             raise
