@@ -3,7 +3,8 @@ client (`ssh -F cfg HOST true`) and with aifactory (the SSH transport, and once 
 profile that names the alias), expecting the same outcome. Cases: an Include'd host, a route only
 through a ProxyCommand (the login node's name does not resolve here), HostKeyAlias, `Match user`
 with aifactory's login name, UserKnownHostsFile with %h, IdentityAgent (a test ssh-agent), and
-CertificateFile on a server of the test's own that trusts only a user CA."""
+CertificateFile on a server of the test's own that trusts only a user CA; hashed known_hosts and a
+two-hop ProxyJump chain (working before, kept side by side)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,10 @@ def cfg(tmp_path: Path, testbed_client: Path, isolated_ssh_env: Path, monkeypatc
     (tmp_path / "kh_alias").write_text(f"bedlogin {key_line}\n")
     (tmp_path / "kh_127.0.0.1").write_text(f"[127.0.0.1]:{TESTBED_SSH_PORT} {key_line}\n")
     (tmp_path / "kh_internal").write_text(f"[login.internal.invalid]:{TESTBED_SSH_PORT} {key_line}\n")
+    hashed = tmp_path / "kh_hashed"  # names hashed (HashKnownHosts yes), both bed servers
+    hashed.write_text(TESTBED_KNOWN_HOSTS.read_text())
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(hashed)], check=True, capture_output=True)
+    assert "|1|" in hashed.read_text()
     snippet = tmp_path / "conf.d" / "bed.conf"
     snippet.parent.mkdir()
     snippet.write_text(
@@ -90,6 +95,9 @@ def cfg(tmp_path: Path, testbed_client: Path, isolated_ssh_env: Path, monkeypatc
         f"Host proxybroken\n    HostName 127.0.0.1\n    Port {TESTBED_SSH_PORT}\n    ProxyCommand false\n"
         f"    UserKnownHostsFile {TESTBED_KNOWN_HOSTS}\n"
         f"Host bedjump\n    HostName 127.0.0.1\n    Port {TESTBED_JUMP_PORT}\n"
+        f"    UserKnownHostsFile {TESTBED_KNOWN_HOSTS}\n"
+        f"Host hashed\n    HostName 127.0.0.1\n    Port {TESTBED_SSH_PORT}\n    UserKnownHostsFile {hashed}\n"
+        f"Host chained\n    HostName 127.0.0.1\n    Port {TESTBED_SSH_PORT}\n    ProxyJump bedjump,bedjump\n"
         f"    UserKnownHostsFile {TESTBED_KNOWN_HOSTS}\n"
         f"Host aliased\n    HostName 127.0.0.1\n    Port {TESTBED_SSH_PORT}\n    HostKeyAlias bedlogin\n"
         f"    UserKnownHostsFile {tmp_path}/kh_alias\n"
@@ -126,6 +134,8 @@ def test_ssh_config_cases_like_openssh(cfg: Path, tmp_path: Path) -> None:
         cases: list[tuple[str, str | None, bool]] = [
             ("included", None, True),  # a host defined in an Include'd file
             ("proxied", None, True),  # only through ProxyCommand `ssh -W` via the jump host
+            ("chained", None, True),  # a ProxyJump chain of two hops
+            ("hashed", None, True),  # known_hosts with hashed names
             ("aliased", None, True),  # known_hosts has the key under the HostKeyAlias only
             ("tokens", None, True),  # UserKnownHostsFile .../kh_%h
             ("agented", None, True),  # the key only in the IdentityAgent's agent (no SSH_AUTH_SOCK)
