@@ -4,7 +4,7 @@ profile that names the alias), expecting the same outcome. Cases: an Include'd h
 through a ProxyCommand (the login node's name does not resolve here), HostKeyAlias, `Match user`
 with aifactory's login name, UserKnownHostsFile with %h, IdentityAgent (a test ssh-agent), and
 CertificateFile on a server of the test's own that trusts only a user CA; hashed known_hosts and a
-two-hop ProxyJump chain (working before, kept side by side)."""
+two-hop ProxyJump chain, a key + certificate only in ssh-agent (working before, kept side by side)."""
 
 from __future__ import annotations
 
@@ -182,6 +182,30 @@ def test_certificate_file_on_a_server_that_trusts_only_a_user_ca(
         assert theirs == 0 and ours == 0, ours
         theirs, ours = _same(cfg, "nocert")  # the plain key alone is not authorized
         assert theirs != 0 and isinstance(ours, AifactoryError)
+        # the key and its certificate only in an ssh-agent (as `step ssh login` leaves them)
+        agent_key = tmp_path / "agent_key"
+        agent_key.write_bytes(key.read_bytes())
+        agent_key.chmod(0o600)
+        (tmp_path / "agent_key-cert.pub").write_bytes(cert.read_bytes())
+        sock = tmp_path / "agent.sock"
+        agent = subprocess.Popen(
+            ["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            for _ in range(100):
+                if sock.exists():
+                    break
+                time.sleep(0.02)
+            added = subprocess.run(["ssh-add", str(agent_key)], env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
+                                   capture_output=True, text=True)  # fmt: skip
+            assert "Certificate added" in added.stderr, added.stderr
+            block = server.ssh_config("agentcert", tmp_path / "no-such-key", f"    IdentityAgent {sock}\n")
+            cfg.write_text(block.replace("IdentitiesOnly yes", "IdentitiesOnly no"))
+            theirs, ours = _same(cfg, "agentcert")
+            assert theirs == 0 and ours == 0, ours
+        finally:
+            os.kill(agent.pid, signal.SIGTERM)
+            agent.wait(timeout=5)
 
 
 def test_sites_check_of_a_profile_that_names_an_included_alias(cfg: Path, tb: Any, aif_home: Path) -> None:
