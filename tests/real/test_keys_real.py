@@ -5,6 +5,7 @@ terminal is refused with the hint to add it to ssh-agent (not a crash)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -75,3 +76,40 @@ def test_an_encrypted_key_without_a_terminal_says_use_the_agent(
     assert "is encrypted and there is no terminal to ask its passphrase (add it to ssh-agent)" in str(ours) + str(
         ours.hint
     )
+
+
+def test_an_encrypted_key_at_a_terminal_asks_its_passphrase(
+    tmp_path: Path, testbed_ssh_settings: SshSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a terminal the passphrase is asked (once) and the key unlocks; OpenSSH gets the same
+    passphrase from an askpass program (SSH_ASKPASS_REQUIRE=force)."""
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    key = _copy_key(tmp_path, "id_locked")
+    subprocess.run(["ssh-keygen", "-q", "-p", "-N", "s3cret", "-f", str(key)], check=True)
+    asked: list[str] = []
+
+    def typed(prompt: str, stream: object = None) -> str:
+        asked.append(prompt)
+        return "s3cret"
+
+    monkeypatch.setattr("aifactory_cli.transport.ssh.auth.getpass.getpass", typed)
+    tr = SshTransport(testbed_ssh_settings.model_copy(update={"identity_file": str(key)}), site="testbed",
+                      interactive=True)  # fmt: skip
+    try:
+        ours: int | AuthError = tr.run("true").rc
+    except AuthError as exc:
+        ours = exc
+    finally:
+        tr.close()
+    askpass = tmp_path / "askpass"
+    askpass.write_text("#!/bin/sh\necho s3cret\n")
+    askpass.chmod(0o700)
+    theirs = subprocess.run(
+        ["ssh", "-F", "/dev/null", "-p", str(TESTBED_SSH_PORT), "-i", str(key), "-o", "IdentitiesOnly=yes",
+         "-o", f"UserKnownHostsFile={TESTBED_KNOWN_HOSTS}", "-o", "IdentityAgent=none", f"{TESTBED_USER}@127.0.0.1",
+         "true"],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        env={**os.environ, "SSH_ASKPASS": str(askpass), "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"},
+    ).returncode  # fmt: skip
+    print(f"\nencrypted key at a terminal: aifactory {ours!r} ({len(asked)} prompt), OpenSSH exit {theirs}")
+    assert ours == 0 and theirs == 0 and asked == [f"Passphrase for {key}: "]

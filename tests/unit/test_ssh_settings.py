@@ -105,10 +105,14 @@ def test_explicit_settings_win_over_ssh_config(config: paramiko.SSHConfig, tmp_p
     )
     route = resolve_ssh(settings, config)
     t = route.target
-    assert (t.hostname, t.port, t.user) == ("lumi.csc.fi", 22, "zed")
-    assert t.identity_files == (home(tmp_path, "k/id_x"),)  # only the explicit key
+    # user wins (as `ssh -l`); the profile's port is only a default: ssh_config's Port 2200 wins
+    assert (t.hostname, t.port, t.user) == ("lumi.csc.fi", 2200, "zed")
+    # the explicit key first (as `ssh -i`), then the one ssh_config names
+    assert t.identity_files == (home(tmp_path, "k/id_x"), home(tmp_path, ".ssh/id_lumi"))
     assert t.known_hosts_files == (home(tmp_path, "kh"),)  # only the explicit file
-    assert t.known_hosts_name == "lumi.csc.fi"  # port 22: no [host]:port form
+    assert t.known_hosts_name == "[lumi.csc.fi]:2200"
+    elsewhere = settings.model_copy(update={"host": "elsewhere.example.org", "port": 8822})
+    assert resolve_ssh(elsewhere, config).target.port == 8822  # no Port in ssh_config: the profile's
     assert route.jumps == ()  # "none" switches ProxyJump off
     assert route.pins == ("SHA256:" + "A" * 43,)
 
@@ -152,7 +156,8 @@ def test_proxy_jump_loop_is_an_error(config: paramiko.SSHConfig) -> None:
 
 def test_host_key_alias(config: paramiko.SSHConfig) -> None:
     route = resolve_ssh(SshSettings(host="plain", port=2222), config)
-    assert route.target.known_hosts_name == "[plain-alias]:2222"
+    # OpenSSH looks the alias up as it is, not as [alias]:port (it was reported as a changed key)
+    assert route.target.known_hosts_name == "plain-alias"
 
 
 def test_no_host_is_a_profile_error(config: paramiko.SSHConfig) -> None:
@@ -212,6 +217,22 @@ def _known(tmp_path: Path, lines: list[str]) -> tuple[Endpoint, list[tuple[str, 
     path.write_text("".join(line + "\n" for line in lines))
     ep = Endpoint(alias="h", hostname="h.example.org", port=2222, user="u", known_hosts_files=(str(path),))
     return ep, load_known_hosts(ep.known_hosts_files)
+
+
+def test_with_a_host_key_alias_the_key_is_looked_up_and_added_under_the_alias(tmp_path: Path) -> None:
+    key = _key()
+    path = tmp_path / "known_hosts"
+    path.write_text(f"loginalias {key.get_name()} {key.get_base64()}\n")
+    ep = Endpoint(
+        alias="h", hostname="h.example.org", port=2222, user="u", known_hosts_files=(str(path),),
+        host_key_alias="loginalias",
+    )  # fmt: skip
+    known = load_known_hosts(ep.known_hosts_files)
+    assert check_host_key(ep, key.get_name(), key.asbytes(), known) == str(path)
+    path.write_text("")
+    with pytest.raises(HostKeyError) as info:
+        check_host_key(ep, key.get_name(), key.asbytes(), load_known_hosts(ep.known_hosts_files))
+    assert "sed 's/^[^ ]*/loginalias/'" in (info.value.hint or "")
 
 
 def test_fingerprint_matches_paramiko() -> None:

@@ -38,6 +38,7 @@ class Authenticator:
         self.tried: list[str] = []
         self.notes: list[str] = []
         self.partial = False
+        self.prompts_refused = 0  # keyboard-interactive answers the server refused
 
     def run(self) -> None:
         import paramiko
@@ -75,6 +76,13 @@ class Authenticator:
             return
         tried = ", ".join(self.tried) if self.tried else "no key (none found)"
         notes = f" ({'; '.join(self.notes)})" if self.notes else ""
+        if self.partial and self.prompts_refused:
+            raise AuthError(
+                f"{self.hop.hostname}:{self.hop.port} accepted the key of '{user}' but refused the answer to its "
+                f"keyboard-interactive prompt (e.g. the MFA/TOTP code) {self.prompts_refused} time(s)",
+                "check the code (the device's clock, the right token for this site) and try again",
+                where=self.site,
+            )
         raise AuthError(
             f"{self.hop.hostname}:{self.hop.port} refused the login as '{user}'; tried {tried}{notes}",
             "check the user name (profile ssh.user / ~/.ssh/config User) and the key (ssh.identity_file / "
@@ -94,7 +102,8 @@ class Authenticator:
             return list(exc.allowed_types)
 
     def _keys(self) -> list[tuple[str, Any]]:
-        """(label, key) candidates, in the order OpenSSH would roughly use, without duplicates."""
+        """(label, key) candidates, in the order OpenSSH would roughly use, without duplicates:
+        each key with its certificates (CertificateFile, `<key>-cert.pub`) first, then plain."""
         import paramiko
 
         keys: list[tuple[str, Any]] = []
@@ -111,10 +120,7 @@ class Authenticator:
                 encrypted.append(path)
             except Exception as exc:
                 self.notes.append(f"cannot load {path}: {exc}")
-        try:
-            agent_keys = list(paramiko.Agent().get_keys())
-        except Exception:
-            agent_keys = []
+        agent_keys = self._agent_keys()
         if self.hop.identities_only and explicit:
             wanted = {_public_blob(p) for p in files} - {None}
             agent_keys = [k for k in agent_keys if k.asbytes() in wanted]
@@ -128,7 +134,10 @@ class Authenticator:
                         encrypted.append(path)
                     except Exception:
                         continue
+        in_agent = {k.asbytes() for k in agent_keys}
         for path in encrypted:
+            if _public_blob(path) in in_agent:
+                continue  # the agent holds it unlocked: no passphrase needed (as OpenSSH)
             if not self.interactive:
                 self.notes.append(
                     f"{path} is encrypted and there is no terminal to ask its passphrase (add it to ssh-agent)"
@@ -139,6 +148,7 @@ class Authenticator:
                 keys += _with_certificate(path, paramiko.PKey.from_path(path, phrase.encode()))  # type: ignore[arg-type]  # paramiko 5 wants bytes (its stubs say str)
             except Exception as exc:
                 self.notes.append(f"cannot unlock {path}: {exc}")
+        keys = self._certified(keys)
         seen: set[bytes] = set()
         unique = []
         for label, key in keys:
@@ -147,6 +157,49 @@ class Authenticator:
                 seen.add(blob)
                 unique.append((label, key))
         return unique
+
+    def _agent_keys(self) -> list[Any]:
+        """The keys of the agent IdentityAgent names ($SSH_AUTH_SOCK by default; none: no agent)."""
+        import paramiko
+
+        where = self.hop.identity_agent
+        if where == "none":
+            return []
+        try:
+            if where is None:
+                return list(paramiko.Agent().get_keys())
+            return list(_socket_agent(where).get_keys())
+        except Exception as exc:
+            if where is not None:
+                self.notes.append(f"cannot use the IdentityAgent {where}: {exc}")
+            return []
+
+    def _certified(self, keys: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        """CertificateFile entries, each put in front of the key (file or agent) it certifies."""
+        if not self.hop.certificate_files:
+            return keys
+        import copy
+
+        out = list(keys)
+        for cert_path in self.hop.certificate_files:
+            try:
+                cert_blob = _cert_blob(cert_path)
+            except Exception as exc:
+                self.notes.append(f"cannot read the certificate {cert_path}: {exc}")
+                continue
+            for i, (label, key) in enumerate(out):
+                if getattr(key, "public_blob", None) is None and _certifies(cert_blob, key.asbytes()):
+                    certified = copy.copy(key)
+                    try:
+                        certified.load_certificate(cert_path)
+                    except Exception as exc:
+                        self.notes.append(f"cannot use the certificate {cert_path}: {exc}")
+                        break
+                    out.insert(i, (f"{label} + certificate {cert_path}", certified))
+                    break
+            else:
+                self.notes.append(f"no key for the certificate {cert_path}")
+        return out
 
     def _publickeys(self, allowed: list[str]) -> list[str]:
         import paramiko
@@ -195,13 +248,21 @@ class Authenticator:
 
         import paramiko
 
-        try:
-            # an exception in the handler ends paramiko's thread and is re-raised here
-            self.t.auth_interactive(self.hop.user, handler)
-        except paramiko.AuthenticationException:
-            self.tried.append("keyboard-interactive")
-            if not self.t.is_active():
-                raise
+        # like OpenSSH's NumberOfPasswordPrompts: a mistyped code gets another try at a terminal
+        tries = max(1, self.hop.password_prompts) if interactive else 1
+        for attempt in range(tries):
+            try:
+                # an exception in the handler ends paramiko's thread and is re-raised here
+                self.t.auth_interactive(self.hop.user, handler)
+                return
+            except paramiko.AuthenticationException:
+                if "keyboard-interactive" not in self.tried:
+                    self.tried.append("keyboard-interactive")
+                self.prompts_refused = attempt + 1
+                if not self.t.is_active():
+                    raise
+                if attempt + 1 < tries:
+                    print("Permission denied, please try again.", file=sys.stderr)
 
     def _password(self) -> None:
         import paramiko
@@ -227,11 +288,76 @@ def _with_certificate(path: str, key: Any) -> list[tuple[str, Any]]:
 
 
 def _public_blob(private_path: str) -> bytes | None:
+    """The public key of a key file: from `<key>.pub`, else from the OpenSSH private key file's
+    header, which is not encrypted (an encrypted key without .pub still matches the agent's copy)."""
     try:
         parts = Path(private_path + ".pub").read_text().split()
         return base64.b64decode(parts[1])
     except Exception:
+        pass
+    try:
+        text = Path(private_path).read_text()
+        body = text.split("-----BEGIN OPENSSH PRIVATE KEY-----")[1].split("-----END")[0]
+        data = base64.b64decode("".join(body.split()))
+        magic = b"openssh-key-v1\0"
+        if not data.startswith(magic):
+            return None
+        pos = len(magic)
+        for _ in range(3):  # cipher name, kdf name, kdf options
+            pos += 4 + int.from_bytes(data[pos : pos + 4], "big")
+        pos += 4  # number of keys
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        return data[pos + 4 : pos + 4 + size]
+    except Exception:
         return None
+
+
+def _cert_blob(path: str) -> bytes:
+    return base64.b64decode(Path(path).read_text().split()[1])
+
+
+def _ssh_strings(blob: bytes, count: int) -> int:
+    """The offset after the first `count` SSH strings of `blob`."""
+    pos = 0
+    for _ in range(count):
+        pos += 4 + int.from_bytes(blob[pos : pos + 4], "big")
+    return pos
+
+
+def _certifies(cert: bytes, key_blob: bytes) -> bool:
+    """Whether OpenSSH certificate `cert` is for the public key `key_blob`: a certificate is
+    string(cert type) string(nonce) <the key's fields> ...; a key blob is string(type) <fields>."""
+    try:
+        fields = key_blob[_ssh_strings(key_blob, 1) :]
+        return bool(fields) and cert[_ssh_strings(cert, 2) :].startswith(fields)
+    except Exception:
+        return False
+
+
+def _socket_agent_class() -> Any:
+    import paramiko
+    from paramiko.agent import AgentSSH
+
+    class SocketAgent(AgentSSH):
+        """An ssh-agent at a given socket path (IdentityAgent), not $SSH_AUTH_SOCK."""
+
+        def __init__(self, path: str) -> None:
+            import socket as socket_module
+
+            super().__init__()
+            conn = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM)
+            try:
+                conn.connect(path)
+            except OSError as exc:
+                conn.close()
+                raise paramiko.SSHException(f"cannot connect to the agent socket {path}: {exc.strerror}") from exc
+            self._connect(conn)  # type: ignore[attr-defined]  # paramiko stubs lack it
+
+    return SocketAgent
+
+
+def _socket_agent(path: str) -> Any:
+    return _socket_agent_class()(path)
 
 
 def stdin_isatty() -> bool:

@@ -9,6 +9,10 @@
 - Files are read over SFTP on the same connection. paramiko's SFTP client is not safe for
   concurrent requests from several threads, so every SFTP call holds one lock (streams take it per
   chunk, so that they interleave): the connection agent serves many clients from threads.
+- A site that allows one channel per connection (sshd `MaxSessions 1`) refuses a second channel:
+  that is never a reason to log in again. The idle SFTP channel is let go, the channel is asked
+  for again once ours are closed, and from then on (`single_session`) channels are used one at a
+  time and files are read with `tail -c` on the command channel (files.py).
 
 The connection agent (`transport/agent/server.py`) uses the public streaming methods (`stream`,
 `stream_tar`, `open_read`) and the `on_login` / `reconnect_failed` hooks.
@@ -21,15 +25,16 @@ import io
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aifactory_cli.errors import AuthError, HostKeyError, RemoteError
 from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, and_then, to_shell
 from aifactory_cli.transport.ssh.auth import stdin_isatty
 from aifactory_cli.transport.ssh.config import SshRoute, resolve_ssh
+from aifactory_cli.transport.ssh.files import FileReads, RemoteReader, remote_path
 from aifactory_cli.transport.ssh.login import open_route
 from aifactory_cli.transport.ssh.streams import ChannelWriter, MarkerCut
 
@@ -41,7 +46,9 @@ if TYPE_CHECKING:
 RECONNECT_DELAYS = (0.5, 1.0, 2.0)
 KEEPALIVE_SECONDS = 30
 CHUNK = 64 * 1024  # one read from the channel
-READ_CHUNK = 256 * 1024  # one read from an SFTP file
+CHANNEL_RETRY_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # a refused channel with none of ours open
+CHANNEL_WAIT_LIMIT = 600.0  # seconds a refused channel waits for our other channels to close
+__all__ = ["RemoteReader", "SshTransport", "Streamed", "remote_path"]
 
 
 @dataclass
@@ -54,7 +61,7 @@ class Streamed:
     noise_bytes: int
 
 
-class SshTransport:
+class SshTransport(FileReads):
     """Commands and files on a site over one paramiko connection (see the module docstring)."""
 
     name = "ssh"
@@ -81,6 +88,12 @@ class SshTransport:
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.RLock()
         self._sftp_lock = threading.Lock()
+        # the server refused a second channel (sshd MaxSessions 1): from then on one channel at a
+        # time (`_slot`), and files are read over the command channel instead of SFTP
+        self.single_session = False
+        self._slot = threading.Lock()
+        self._sftp_users = 0  # SFTP reads in progress (their client must not be closed under them)
+        self._users_lock = threading.Lock()
 
     # --- public info --------------------------------------------------------------------------
 
@@ -145,7 +158,7 @@ class SshTransport:
     def _open(self) -> None:
         interactive = self.interactive if self.interactive is not None else stdin_isatty()
         started = time.monotonic()
-        timeout = self.settings.connect_timeout
+        timeout = self.route.connect_timeout
         opened = open_route(self.route, interactive=interactive, timeout=timeout, site=self.site)
         self._jumps, self._transport = opened[:-1], opened[-1]
         self._transport.set_keepalive(KEEPALIVE_SECONDS)
@@ -166,24 +179,62 @@ class SshTransport:
 
     def _session(self) -> paramiko.Channel:
         """A new channel on the connection; (re)connects first if needed. Nothing has run yet, so
-        reconnecting here is always safe."""
+        reconnecting here is always safe. A channel the server refuses on a live connection is
+        never a reason to log in again (`_open_channel`)."""
         import paramiko
 
         with self._lock:
             if self._transport is not None and self._transport.is_active():
                 try:
-                    return self._transport.open_session(timeout=self.settings.connect_timeout)
+                    return self._open_channel()
+                except paramiko.ChannelException as exc:
+                    raise self._refused(exc) from exc
                 except (paramiko.SSHException, EOFError, OSError):
                     pass  # dead or hung connection: reopen below
             self._reconnect()
             assert self._transport is not None
             try:
-                return self._transport.open_session(timeout=self.settings.connect_timeout)
+                return self._open_channel()
             except (paramiko.SSHException, EOFError, OSError) as exc:
-                self._drop()
-                raise RemoteError(
-                    f"cannot open a session on {self.route.target.address}: {exc}", where=self.site
-                ) from exc
+                if not isinstance(exc, paramiko.ChannelException):
+                    self._drop()
+                raise self._refused(exc) from exc
+
+    def _open_channel(self) -> paramiko.Channel:
+        """A session channel. When the server refuses it (sshd `MaxSessions`; OpenSSH answers
+        "Connect failed"), switch to one channel at a time: let our idle SFTP channel go, wait for
+        our other channels to close, and ask again on the same connection."""
+        import paramiko
+
+        transport = self._transport
+        assert transport is not None
+        retries = iter(CHANNEL_RETRY_DELAYS)
+        give_up = time.monotonic() + CHANNEL_WAIT_LIMIT
+        while True:
+            try:
+                return transport.open_session(timeout=self.route.connect_timeout)
+            except paramiko.ChannelException:
+                self.single_session = True
+                self._release_sftp()  # unless a read is using it
+                waited = False
+                # ours still open (another thread's command or read, the idle SFTP channel): wait
+                # for them here, without asking the server again, letting SFTP go once unused
+                while len(transport._channels) > 0 and transport.is_active():  # type: ignore[attr-defined]
+                    self._release_sftp()
+                    if time.monotonic() > give_up:
+                        raise
+                    time.sleep(0.02)
+                    waited = True
+                if not waited:
+                    delay = next(retries, None)
+                    if delay is None:
+                        raise
+                    time.sleep(delay)  # the server may not have seen our last channel's close yet
+
+    def _refused(self, exc: Exception) -> RemoteError:
+        return RemoteError(
+            f"cannot open a session on {self.route.target.address}: {exc or type(exc).__name__}", where=self.site
+        )
 
     # --- commands -----------------------------------------------------------------------------------
 
@@ -206,6 +257,18 @@ class SshTransport:
         line = to_shell(command)
         mark = f"AIFACTORY-{secrets.token_hex(8)}"
         wrapped = f"printf '%s\\n' {mark}; printf '%s\\n' {mark} >&2; {line}"
+        with self._slot if self.single_session else contextlib.nullcontext():
+            return self._stream(line, wrapped, mark, stdout, stdin, timeout)
+
+    def _stream(
+        self,
+        line: str,
+        wrapped: str,
+        mark: str,
+        stdout: Callable[[bytes], object],
+        stdin: Stdin,
+        timeout: float | None,
+    ) -> Streamed:
         channel = self._session()
         self.commands_run += 1
         err_buf = io.BytesIO()
@@ -319,70 +382,7 @@ class SshTransport:
         with contextlib.suppress(OSError, EOFError):
             channel.shutdown_write()
 
-    # --- files ----------------------------------------------------------------------------------------
-
-    def _sftp_client(self) -> paramiko.SFTPClient:
-        import paramiko
-
-        with self._lock:
-            if self._sftp is not None and self.connected:
-                return self._sftp
-            self._sftp = None
-            if not self.connected:
-                self._reconnect()
-            for attempt in (1, 2):
-                assert self._transport is not None
-                try:
-                    self._sftp = paramiko.SFTPClient.from_transport(self._transport)
-                except (paramiko.SSHException, EOFError, OSError) as exc:
-                    if attempt == 1 and not self.connected:
-                        self._reconnect()  # it died just now: nothing was transferred yet
-                        continue
-                    raise RemoteError(
-                        f"cannot start SFTP on {self.route.target.address}: {exc or type(exc).__name__}",
-                        "a shell start-up file that prints text (~/.bashrc) breaks SFTP; print only when "
-                        "the shell is interactive ([[ $- == *i* ]])",
-                        where=self.site,
-                    ) from exc
-                if self._sftp is not None:
-                    return self._sftp
-            raise RemoteError(f"cannot start SFTP on {self.route.target.address}", where=self.site)
-
-    def sftp_error(self, exc: Exception, what: str, path: str) -> Exception:
-        """An SFTP failure as FileNotFoundError (missing file) or RemoteError."""
-        if isinstance(exc, FileNotFoundError):
-            return exc
-        if isinstance(exc, OSError) and getattr(exc, "errno", None) == 2:
-            return FileNotFoundError(2, f"no such file on {self.site}", path)
-        return RemoteError(f"cannot {what} {path} on {self.site}: {exc or type(exc).__name__}", where=self.site)
-
-    def open_read(self, path: str, offset: int = 0) -> RemoteReader:
-        """The file's content from `offset` on, as chunks (iterate, then close); a missing file
-        raises FileNotFoundError here."""
-        rpath = remote_path(path)
-        with self._sftp_lock:
-            sftp = self._sftp_client()
-            try:
-                fh = sftp.open(rpath, "rb")
-            except Exception as exc:
-                raise self.sftp_error(exc, "read", rpath) from exc
-            try:
-                size = fh.stat().st_size or 0
-                if offset < size:
-                    fh.seek(offset)
-                    fh.prefetch(size)
-            except Exception as exc:
-                with contextlib.suppress(Exception):
-                    fh.close()
-                raise self.sftp_error(exc, "read", rpath) from exc
-        return RemoteReader(self, fh, rpath, empty=offset >= size)
-
-    def read_bytes(self, path: str, offset: int = 0) -> bytes:
-        reader = self.open_read(path, offset)
-        try:
-            return b"".join(reader)
-        finally:
-            reader.close()
+    # --- files: reads in files.FileReads; tar streams here ------------------------------------------
 
     def stream_tar(self, workdir: str, files: list[str], sink: Callable[[bytes], object]) -> None:
         """Pack `files` (relative to `workdir`) on the site and stream the tar into `sink`."""
@@ -409,35 +409,3 @@ class SshTransport:
     def close(self) -> None:
         with self._lock:
             self._drop()
-
-
-class RemoteReader:
-    """A file being read over SFTP, chunk by chunk (each chunk under the transport's SFTP lock)."""
-
-    def __init__(self, ssh: SshTransport, fh: Any, path: str, empty: bool) -> None:
-        self.ssh, self.fh, self.path, self.empty = ssh, fh, path, empty
-
-    def __iter__(self) -> Iterator[bytes]:
-        if self.empty:
-            return
-        while True:
-            with self.ssh._sftp_lock:
-                try:
-                    data = self.fh.read(READ_CHUNK)
-                except Exception as exc:
-                    raise self.ssh.sftp_error(exc, "read", self.path) from exc
-            if not data:
-                return
-            yield data
-
-    def close(self) -> None:
-        with self.ssh._sftp_lock, contextlib.suppress(Exception):
-            self.fh.close()
-
-
-def remote_path(path: str) -> str:
-    """SFTP paths are relative to the home directory; `~/x` and `$HOME/x` mean the same there."""
-    for prefix in ("~/", "$HOME/", "${HOME}/"):
-        if path.startswith(prefix):
-            return path[len(prefix) :] or "."
-    return "." if path in ("~", "$HOME", "${HOME}") else path

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from aifactory_cli.errors import HostKeyError
+from aifactory_cli.transport.ssh import hostcert
 from aifactory_cli.transport.ssh.knownhosts import KnownHosts, parse
 
 if TYPE_CHECKING:
@@ -48,23 +49,46 @@ def check_host_key(
     key_blob: bytes,
     known: list[tuple[str, KnownHosts]],
     pins: tuple[str, ...] = (),
+    cert_blob: bytes | None = None,
 ) -> str:
     """Accept the server's key if it is pinned or in known_hosts (any of the host's keys of that
-    type: round-robin login nodes, a rotation); refuse a revoked one whatever else says; else raise
-    HostKeyError. Returns how it was accepted ("pinned" or the known_hosts file)."""
+    type: round-robin login nodes, a rotation), or if it came with a valid host certificate
+    (`cert_blob`) of a CA that known_hosts trusts for the host (`@cert-authority`); refuse a
+    revoked key or CA whatever else says; else raise HostKeyError. A certificate that does not
+    pass falls back to the plain key, as OpenSSH does. Returns how it was accepted."""
     fp = fingerprint(key_blob)
     where = f"{endpoint.hostname}:{endpoint.port}"
     name = endpoint.known_hosts_name
+    cert: hostcert.Certificate | None = None
+    cert_problem = "the server offered no host certificate"
+    if cert_blob is not None:
+        try:
+            cert = hostcert.parse(cert_blob)
+        except hostcert.CertError as exc:
+            cert_problem = f"its host certificate cannot be read: {exc}"
+    checked = [(key_blob, "host key")] + ([(cert.ca_blob, "host certificate authority")] if cert else [])
     for path, hosts in known:
-        revoked = hosts.revoked(key_blob, name)
-        if revoked is not None:
-            raise HostKeyError(
-                f"the host key of {where} ({key_type} {fp}) is REVOKED ({path}:{revoked.line}): refusing to connect",
-                "the site or your administrator marked this key as not to be trusted; ask the site which key "
-                "its login nodes use now",
-            )
+        for blob, what in checked:
+            revoked = hosts.revoked(blob, name)
+            if revoked is not None:
+                raise HostKeyError(
+                    f"the {what} of {where} ({revoked.key_type} {fingerprint(blob)}) is REVOKED "
+                    f"({path}:{revoked.line}): refusing to connect",
+                    "the site or your administrator marked this key as not to be trusted; ask the site which key "
+                    "its login nodes use now",
+                )
     if fp in pins:
         return "pinned"
+    if cert is not None:
+        trusted = [(p, e) for p, hosts in known for e in hosts.authorities_for(name) if e.key_blob == cert.ca_blob]
+        if not trusted:
+            cert_problem = f"no @cert-authority line for {name} trusts the CA that signed its host certificate"
+        else:
+            try:
+                hostcert.check(cert, endpoint.host_key_alias or endpoint.hostname)
+                return f"{trusted[0][0]}:{trusted[0][1].line} (host certificate {cert.key_id!r})"
+            except hostcert.CertError as exc:
+                cert_problem = f"its host certificate is not valid: {exc}"
     changed_in: list[str] = []
     authorities: list[str] = []
     for path, hosts in known:
@@ -87,6 +111,11 @@ def check_host_key(
     own = [f for f in endpoint.known_hosts_files if not f.startswith("/etc/")]
     known_file = own[0] if own else "~/.ssh/known_hosts"
     keyscan = f"ssh-keyscan -p {endpoint.port} {endpoint.hostname} >> {known_file}"
+    if endpoint.host_key_alias:  # stored under the alias (HostKeyAlias), as OpenSSH looks it up
+        keyscan = (
+            f"ssh-keyscan -p {endpoint.port} {endpoint.hostname} | sed 's/^[^ ]*/{endpoint.host_key_alias}/' "
+            f">> {known_file}"
+        )
     if pins:
         raise HostKeyError(
             f"the host key of {where} ({key_type} {fp}) matches neither the fingerprints pinned in the "
@@ -98,8 +127,7 @@ def check_host_key(
     if authorities:
         raise HostKeyError(
             f"the host key of {where} is not known (the server offered {key_type} {fp}); a host certificate "
-            f"authority is trusted for {name} ({', '.join(authorities)}), but aifactory does not check host "
-            "certificates yet",
+            f"authority is trusted for {name} ({', '.join(authorities)}), but {cert_problem}",
             f"compare {fp} with the fingerprints the site publishes, then pin it in a user profile "
             f"(ssh.host_key_fingerprints) or add it: `{keyscan}`",
         )

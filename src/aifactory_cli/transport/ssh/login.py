@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 from typing import TYPE_CHECKING, Any
 
 from aifactory_cli.errors import HostKeyError, RemoteError
 from aifactory_cli.transport.ssh.auth import Authenticator
+from aifactory_cli.transport.ssh.hostcert import CERT_ALGORITHMS, CERT_SUFFIX
 from aifactory_cli.transport.ssh.hostkeys import check_host_key, known_key_types, load_known_hosts, preferred_key_types
 
 if TYPE_CHECKING:
@@ -27,7 +29,9 @@ def open_route(route: SshRoute, *, interactive: bool, timeout: float, site: str)
         sock: Any = None
         hops = [*route.jumps, route.target]
         for i, hop in enumerate(hops):
-            if i == 0:
+            if i == 0 and hop.proxy_command:
+                sock = proxy_command(hop, timeout=timeout, site=site)
+            elif i == 0:
                 sock = tcp_connect(hop, timeout=timeout, site=site)
                 if hasattr(socket, "TCP_QUICKACK"):  # Linux
                     sock = QuickAckSocket(sock)
@@ -66,6 +70,26 @@ def tcp_connect(hop: Endpoint, *, timeout: float, site: str) -> socket.socket:
     return sock
 
 
+def proxy_command(hop: Endpoint, *, timeout: float, site: str) -> paramiko.ProxyCommand:
+    """ssh_config ProxyCommand: the command's stdin/stdout is the connection. Run by the shell as
+    OpenSSH does (`sh -c 'exec CMD'`); the tokens were expanded from checked host/user names."""
+    import shlex
+
+    import paramiko
+
+    shell = os.environ.get("SHELL") or "/bin/sh"
+    try:
+        proxy = paramiko.ProxyCommand(shlex.join([shell, "-c", f"exec {hop.proxy_command}"]))
+    except (paramiko.SSHException, OSError) as exc:
+        raise RemoteError(
+            f"cannot start the ProxyCommand for {hop.alias}: {exc}",
+            "check ProxyCommand in your ssh_config (`ssh -G " + hop.alias + " | grep proxycommand`)",
+            where=site,
+        ) from exc
+    proxy.settimeout(timeout)
+    return proxy
+
+
 def tunnel(via: paramiko.Transport, jump: Endpoint, hop: Endpoint, *, timeout: float, site: str) -> paramiko.Channel:
     import paramiko
 
@@ -93,18 +117,27 @@ def ssh_login(
         transport.auth_timeout = 600.0 if interactive else max(timeout, 30.0)
         known = load_known_hosts(hop.known_hosts_files)
         options = transport.get_security_options()
-        options.key_types = preferred_key_types(options.key_types, known_key_types(hop, known))
+        types = preferred_key_types(options.key_types, known_key_types(hop, known))
+        if any(hosts.authorities_for(hop.known_hosts_name) for _, hosts in known):  # ask for its host certificate
+            types = [a for a in CERT_ALGORITHMS if a in transport._key_info] + types  # type: ignore[attr-defined]
+        options.key_types = types
         try:
             transport.start_client(timeout=timeout)
+            server_key = transport.get_remote_server_key()  # "No existing session" if the link died
         except (paramiko.SSHException, EOFError, OSError) as exc:
+            via = f" (through the ProxyCommand `{hop.proxy_command}`)" if hop.proxy_command else ""
             raise RemoteError(
-                f"SSH handshake with {hop.address} failed: {_readable(exc)}",
-                f"is there an SSH server on {hop.address}? try `ssh -v -p {hop.port} {hop.hostname}`",
+                f"SSH handshake with {hop.address}{via} failed: {_readable(exc)}",
+                f"check the ProxyCommand in your ssh_config: `ssh -v {hop.alias}` shows what it does"
+                if hop.proxy_command
+                else f"is there an SSH server on {hop.address}? try `ssh -v -p {hop.port} {hop.hostname}`",
                 where=site,
             ) from exc
-        server_key = transport.get_remote_server_key()
         try:
-            check_host_key(hop, server_key.get_name(), server_key.asbytes(), known, pins)
+            blob = server_key.public_blob  # the certificate, when a certified host key was negotiated
+            certified = (transport.host_key_type or "").endswith(CERT_SUFFIX) and blob is not None
+            cert_blob = blob.key_blob if certified and blob is not None else None
+            check_host_key(hop, server_key.get_name(), server_key.asbytes(), known, pins, cert_blob)
         except HostKeyError as exc:
             exc.where = site
             raise
