@@ -44,8 +44,10 @@ from aifactory_cli.transport.agent.protocol import (
     socket_path_usable,
     unix_address,
 )
+from aifactory_cli.transport.agent.session import AgentSession, open_session
 
 if TYPE_CHECKING:
+    from aifactory_cli.transport.interactive import PtyRequest
     from aifactory_cli.transport.ssh.settings import SshSettings
 
 T = TypeVar("T")
@@ -394,6 +396,23 @@ class AgentTransport:
                 self._stream(conn, sink)
 
         self._call(request, idempotent=False)
+
+    def open_session(self, line: str, pty: PtyRequest | None = None) -> AgentSession:
+        """`line` on its own channel of the agent's connection, relayed (`agent/session.py`)."""
+
+        conn = self._checkout()  # kept by the session for itself: not back into the pool
+        try:
+            self._reply(conn, open_session(conn, line, pty))
+        except _Reply as reply:
+            self._checkin(conn)
+            raise reply.exc from None
+        except (PeerGone, ProtocolError) as exc:
+            conn.close()
+            raise RemoteError(f"the connection agent for {self.site} went away: {exc}", where=self.site) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return AgentSession(conn, self.site)
 
     def shutdown_agent(self) -> None:
         """Ask the agent to exit now (it finishes the requests in flight)."""

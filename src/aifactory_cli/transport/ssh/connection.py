@@ -31,11 +31,13 @@ from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, and
 from aifactory_cli.transport.ssh.auth import stdin_isatty
 from aifactory_cli.transport.ssh.config import SshRoute, resolve_ssh
 from aifactory_cli.transport.ssh.login import open_route
+from aifactory_cli.transport.ssh.session import SshSession
 from aifactory_cli.transport.ssh.streams import ChannelWriter, MarkerCut
 
 if TYPE_CHECKING:
     import paramiko
 
+    from aifactory_cli.transport.interactive import PtyRequest
     from aifactory_cli.transport.ssh.settings import SshSettings
 
 RECONNECT_DELAYS = (0.5, 1.0, 2.0)
@@ -184,6 +186,10 @@ class SshTransport:
                 raise RemoteError(
                     f"cannot open a session on {self.route.target.address}: {exc}", where=self.site
                 ) from exc
+
+    def open_session(self, line: str, pty: PtyRequest | None = None) -> SshSession:
+        """`line` on its own channel, its output streamed (`transport.interactive`)."""
+        return SshSession(self, self._session(), line, pty)
 
     # --- commands -----------------------------------------------------------------------------------
 
