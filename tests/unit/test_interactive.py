@@ -227,7 +227,8 @@ def test_an_ended_job_is_refused_as_not_found(session: Session, tmp_path: Path) 
     job_id, sid = submitted(session, tmp_path)
     fake(session).slurm.start(sid)
     fake(session).slurm.finish(sid, code=0)
-    for call in (
+    for call in (  # --no-wait first: a broken state check then fails here instead of waiting forever
+        lambda svc: interactive.execute(svc, job_id, ["true"], wait=False, streams=streams()[0]),
         lambda svc: interactive.execute(svc, job_id, ["true"], streams=streams()[0]),
         lambda svc: interactive.shell(svc, job_id, streams=Streams(print, print, None, True)),
     ):
