@@ -14,6 +14,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -148,6 +149,31 @@ def test_exec_passes_the_exit_code_and_the_words_through(bed: Bed) -> None:
     assert r.stdout.splitlines() == words
     r = bed.aif("exec", job["id"], "--node", "7", "--", "true")
     assert r.returncode == 2 and "has no node '7'" in r.stderr and "0=nid" in r.stderr and "1=nid" in r.stderr
+
+
+def test_ctrl_c_during_exec_cancels_its_step(bed: Bed) -> None:
+    job = bed.jobs["hold"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aifactory_cli", "exec", job["id"], "--", "sh", "-c", "echo started; exec sleep 120"],
+        env=bed.env,
+        cwd=bed.tmp,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"started\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    r = bed.aif(
+        "exec", job["id"], "--", "squeue", "--steps", "--noheader", f"--jobs={job['slurm_job_id']}", "--format=%j"
+    )
+    names = r.stdout.split()
+    assert r.returncode == 0 and sum(n.startswith("aif-exec-") for n in names) == 1, names  # the listing's own
 
 
 def test_shell_through_a_pty_sees_the_job_and_passes_the_exit_status(bed: Bed) -> None:

@@ -206,6 +206,29 @@ def test_exec_on_a_chosen_node_by_index_or_name_and_a_node_the_job_does_not_have
         interactive.execute(svc, job_id, ["true"], node="0", all_nodes=True, streams=streams()[0])
 
 
+def test_an_interrupted_exec_cancels_its_step(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the command runs: the step is cancelled by its name (closing the channel alone
+    would leave srun running until it next writes)."""
+    import aifactory_cli.transport.interactive as transport_interactive
+
+    job_id, sid = submitted(session, tmp_path)
+    fake(session).slurm.start(sid)
+
+    def interrupted(*args: Any, **kwargs: Any) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(transport_interactive, "relay", interrupted)
+    with session() as svc, pytest.raises(KeyboardInterrupt):
+        interactive.execute(svc, job_id, ["sleep", "60"], streams=streams()[0])
+    line = fake(session).sessions[-1][0]
+    name = next(w for w in line.split() if w.startswith("--job-name=")).split("=", 1)[1]
+    assert name.startswith("aif-exec-")
+    cancels = [c for c in fake(session).commands if "scancel" in c]
+    assert len(cancels) == 1 and f"--jobs={sid}" in cancels[0] and f"n={name}" in cancels[0]
+
+
 def test_a_pending_job_is_waited_for_or_refused_with_no_wait(
     session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,6 +3,7 @@ parsers of scheduler/steps.py, on output recorded on the test bed (Slurm 22.05).
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -101,3 +102,21 @@ def test_labels_become_node_names() -> None:
     labeller.feed(b"c\n0: partial")
     labeller.flush()
     assert b"".join(got) == b"nid005000: a\nnid005001: bc\nnid005000: partial"
+
+
+def test_an_interrupted_steps_cancel_finds_it_by_name(tmp_path: Path) -> None:
+    """The pipeline, run by bash with stand-ins for squeue (its recorded --steps rows) and scancel
+    first on PATH (never the real ones: xargs runs programs, not shell functions)."""
+    line = steps.cancel_step_command("5418", "aif-exec-abcd1234")
+    recorded = "5418.0|bash\n5418.2|aif-exec-abcd1234\n5418.3|aif-exec-other\n5418.batch|batch\n"
+    (tmp_path / "squeue").write_text(f'#!/bin/sh\necho "squeue $*" >&2\nprintf %s {shlex.quote(recorded)}\n')
+    (tmp_path / "scancel").write_text('#!/bin/sh\necho "scancel $*"\n')
+    for stub in ("squeue", "scancel"):
+        (tmp_path / stub).chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    out = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=10, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "scancel 5418.2\n"
+    assert "squeue --steps --noheader --jobs=5418 --format=%i|%j" in out.stderr
+    named = shlex.split(steps.step_command("5418", "p", ["x"], nodes=["a"], name="aif-exec-abcd1234"))
+    assert "--job-name=aif-exec-abcd1234" in named

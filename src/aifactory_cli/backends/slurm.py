@@ -244,12 +244,16 @@ class SlurmBackend(Backend):
         return steps.parse_nodes(result.stdout)
 
     def open_step(
-        self, job: Job, preamble: str, argv: list[str], nodes: list[str], pty: PtyRequest | None = None
+        self, job: Job, preamble: str, argv: list[str], nodes: list[str], name: str, pty: PtyRequest | None = None
     ) -> Session:
-        """`argv` as a step of the running job on `nodes` (one task each), streamed."""
+        """`argv` as a step named `name` of the running job on `nodes` (one task each), streamed."""
         opener = getattr(self.transport, "open_session", None)
         if opener is None:
             raise RemoteError(f"the transport to {self.profile.name} cannot run interactive sessions")
-        line = steps.step_command(job.slurm_job_id or "", preamble, argv, nodes=nodes, pty=pty is not None)
+        line = steps.step_command(job.slurm_job_id or "", preamble, argv, nodes=nodes, pty=pty is not None, name=name)
         session: Session = opener(line, pty)
         return session
+
+    def cancel_step(self, job: Job, name: str) -> None:
+        """Cancel the job's steps named `name` (best effort: the step may have ended meanwhile)."""
+        self.transport.run(steps.cancel_step_command(job.slurm_job_id or "", name), timeout=20)

@@ -105,20 +105,31 @@ def step_command(
     *,
     nodes: Sequence[str],
     pty: bool = False,
+    name: str | None = None,
 ) -> str:
     """The shell line that runs `argv` as a step of job `slurm_job_id`: on `nodes[0]` alone, or one
     task on each of `nodes` (more than one: labelled, see `relabel`). `preamble` is shell text run
-    first in the step (it ends by running `"$@"`)."""
+    first in the step (it ends by running `"$@"`). `name`: the step's name (`cancel_step_command`)."""
     count = len(nodes)
     if count < 1:
         raise ValueError("a step needs at least one node")
     srun = ["srun", f"--jobid={slurm_job_id}", "--overlap", f"--nodes={count}", f"--ntasks={count}"]
+    if name:
+        srun += [f"--job-name={name}"]
     if count > 1:
         srun += ["--ntasks-per-node=1", "--label"]
     srun += [f"--nodelist={','.join(nodes)}"]
     if pty:
         srun += ["--pty"]
     return shlex.join([*srun, "bash", "-c", preamble, "aif-exec", *argv])
+
+
+def cancel_step_command(slurm_job_id: str, name: str) -> str:
+    """Cancel the steps named `name` of the job (the step of an `exec` whose client was interrupted:
+    closing the SSH channel alone leaves srun running until it next writes)."""
+    squeue = ["squeue", "--steps", "--noheader", f"--jobs={slurm_job_id}", "--format=%i|%j"]
+    awk = ["awk", "-F|", "-v", f"n={name}", "$2 == n {print $1}"]
+    return f"{shlex.join(squeue)} | {shlex.join(awk)} | xargs -r scancel"
 
 
 def shell_argv() -> list[str]:

@@ -12,6 +12,7 @@ the local runner gave the job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -28,6 +29,7 @@ from aifactory_cli.jobs.model import Job
 if TYPE_CHECKING:
     from aifactory_cli.backends.slurm import SlurmBackend
     from aifactory_cli.service.session import Service
+    from aifactory_cli.transport.interactive import Session
 
 Write = Callable[[bytes], object]
 WAIT_POLL = 2.0  # seconds between two looks at a pending job (the profile's poll_interval if longer)
@@ -211,14 +213,32 @@ def execute(
     labels = [LineLabeller(nodes, out), LineLabeller(nodes, err)] if len(nodes) > 1 else []
     if labels:
         out, err = labels[0].feed, labels[1].feed
-    session = backend.open_step(job, text, argv, nodes)
+    name = step_name()
+    session = backend.open_step(job, text, argv, nodes, name)
     try:
         rc = relay(session, stdout=out, stderr=err, stdin_fd=streams.stdin_fd)
+    except BaseException:
+        _stop_step(backend, job, name, session)
+        raise
     finally:
         session.close()
         for labeller in labels:
             labeller.flush()
     return rc
+
+
+def step_name() -> str:
+    """A name no other step has: the step can be found and cancelled by it."""
+    import secrets
+
+    return f"aif-exec-{secrets.token_hex(4)}"
+
+
+def _stop_step(backend: SlurmBackend, job: Job, name: str, session: Session) -> None:
+    """Interrupted (Ctrl-C) or the link failed: the step must not keep running unseen."""
+    session.close()
+    with contextlib.suppress(Exception):
+        backend.cancel_step(job, name)
 
 
 def shell(svc: Service, ref: str, *, node: str | None = None, wait: bool = True, streams: Streams | None = None) -> int:
@@ -245,9 +265,13 @@ def shell(svc: Service, ref: str, *, node: str | None = None, wait: bool = True,
     from aifactory_cli.transport.interactive import pty_request, raw_terminal, relay
 
     svc.notify(f"shell in job {job.id} ({job.site} job {job.slurm_job_id}) on {nodes[0]}; `exit` leaves it")
-    session = backend.open_step(job, text, shell_argv(), nodes, pty=pty_request(0))
+    name = step_name()
+    session = backend.open_step(job, text, shell_argv(), nodes, name, pty=pty_request(0))
     try:
         with raw_terminal(0):
             return relay(session, stdout=streams.stdout, stderr=streams.stderr, stdin_fd=0, winch_fd=0)
+    except BaseException:
+        _stop_step(backend, job, name, session)
+        raise
     finally:
         session.close()
