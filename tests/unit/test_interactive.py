@@ -191,11 +191,14 @@ def test_exec_on_a_chosen_node_by_index_or_name_and_a_node_the_job_does_not_have
 ) -> None:
     job_id, sid = submitted(session, tmp_path)
     fake(session).slurm.start(sid, nodes="nid[005000-005001]")
+    asked: list[int] = []
     for node in ("1", "nid005001"):
         out, got = streams()
         with session() as svc:
             assert interactive.execute(svc, job_id, ["printenv", "SLURMD_NODENAME"], node=node, streams=out) == 0
         assert got["out"] == b"nid005001\n"
+        asked.append(len(fake(session).slurm.calls("sacct")))
+    assert asked[0] >= 1 and asked[1] == asked[0]  # known RUNNING: one squeue (state and nodes), no sacct
     with session() as svc, pytest.raises(BadInput) as info:
         interactive.execute(svc, job_id, ["true"], node="nid009999", streams=streams()[0])
     assert info.value.exit_code == EXIT_BAD_INPUT

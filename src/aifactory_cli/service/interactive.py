@@ -27,6 +27,7 @@ from aifactory_cli.errors import AifactoryError, BadInput, NotFound, RemoteError
 from aifactory_cli.jobs.model import Job
 
 if TYPE_CHECKING:
+    from aifactory_cli.backends.local import LocalBackend
     from aifactory_cli.backends.slurm import SlurmBackend
     from aifactory_cli.service.session import Service
     from aifactory_cli.transport.interactive import Session
@@ -61,15 +62,9 @@ def default_streams() -> Streams:
 # --- the job, running --------------------------------------------------------------------------------
 
 
-def running_job(svc: Service, ref: str, *, wait: bool, what: str) -> Job:
-    """The job `ref` means, RUNNING now: a pending one is waited for (or refused with `wait`
+def running_job(svc: Service, job: Job, *, wait: bool, what: str) -> Job:
+    """`job`, RUNNING now (asked of the site): a pending one is waited for (or refused with `wait`
     False); an ended one is refused (exit 4: there is no allocation any more)."""
-    job = svc.store.find(ref)
-    if job.array_size:
-        raise BadInput(
-            f"job {job.id} ({job.name}) is a sweep of {job.array_size} elements: {what} runs in one job",
-            "run it in a job of one element (`aifactory rerun JOB --task N` submits one)",
-        )
     started = time.monotonic()
     said = ""
     while True:
@@ -169,16 +164,38 @@ def _job_blocks(svc: Service, job: Job) -> str:
 # --- exec and shell --------------------------------------------------------------------------------------
 
 
-def _slurm_target(svc: Service, job: Job, node: str | None, all_nodes: bool) -> tuple[SlurmBackend, list[str]]:
+@dataclass
+class Target:
+    job: Job
+    nodes: list[str]
+    slurm: SlurmBackend | None  # None: the local site
+
+
+def target(svc: Service, ref: str, *, node: str | None, all_nodes: bool, wait: bool, what: str) -> Target:
+    """The running job `ref` means and the step's nodes. A job the store has as RUNNING costs one
+    squeue (state and nodes at once); otherwise the site is asked for the job's state first (the
+    store learns that it started), and a pending one is waited for."""
+    job = svc.store.find(ref)
+    if job.array_size:
+        raise BadInput(
+            f"job {job.id} ({job.name}) is a sweep of {job.array_size} elements: {what} runs in one job",
+            "run it in a job of one element (`aifactory rerun JOB --task N` submits one)",
+        )
+    if svc.profile(job.site).profile.scheduler == "local":
+        job = running_job(svc, job, wait=wait, what=what)
+        return Target(job, pick_nodes(job, ["localhost"], node, all_nodes), None)
     from aifactory_cli.backends.slurm import SlurmBackend
 
     backend = svc.backend(job.site)
     assert isinstance(backend, SlurmBackend)
-    found = backend.job_nodes(job)
+    found = backend.job_nodes(job) if job.state == states.RUNNING and job.slurm_job_id else None
+    if found is None or found.state != states.RUNNING:
+        job = running_job(svc, job, wait=wait, what=what)
+        found = backend.job_nodes(job)
     if found is None or found.state in states.FINAL_STATES:
         state = found.raw_state if found else "no longer in squeue"
-        raise NotFound(f"job {job.id} ({job.name}) has ended ({state}): there is no allocation to run in")
-    return backend, pick_nodes(job, found.nodes, node, all_nodes)
+        raise NotFound(f"job {job.id} ({job.name}) has ended ({state}): there is no allocation to {what} in")
+    return Target(job, pick_nodes(job, found.nodes, node, all_nodes), backend)
 
 
 def execute(
@@ -196,16 +213,11 @@ def execute(
     if not argv:
         raise BadInput("no command to run", "put it after --: aifactory exec JOB -- hostname")
     streams = streams or default_streams()
-    job = running_job(svc, ref, wait=wait, what="exec")
+    found = target(svc, ref, node=node, all_nodes=all_nodes, wait=wait, what="exec")
+    job, nodes, backend = found.job, found.nodes, found.slurm
     text = preamble(svc, job)
-    if svc.profile(job.site).profile.scheduler == "local":
-        pick_nodes(job, ["localhost"], node, all_nodes)
-        from aifactory_cli.backends.local import LocalBackend
-
-        local = svc.backend(job.site)
-        assert isinstance(local, LocalBackend)
-        return local.run_step(job, text, argv)
-    backend, nodes = _slurm_target(svc, job, node, all_nodes)
+    if backend is None:
+        return _local(svc, job).run_step(job, text, argv)
     from aifactory_cli.scheduler.steps import LineLabeller
     from aifactory_cli.transport.interactive import relay
 
@@ -225,6 +237,14 @@ def execute(
         for labeller in labels:
             labeller.flush()
     return rc
+
+
+def _local(svc: Service, job: Job) -> LocalBackend:
+    from aifactory_cli.backends.local import LocalBackend
+
+    backend = svc.backend(job.site)
+    assert isinstance(backend, LocalBackend)
+    return backend
 
 
 def step_name() -> str:
@@ -250,18 +270,13 @@ def shell(svc: Service, ref: str, *, node: str | None = None, wait: bool = True,
             "aifactory shell needs a terminal on stdin (it is a pipe or a file here)",
             "run it from a terminal, or run single commands with `aifactory exec JOB -- CMD`",
         )
-    job = running_job(svc, ref, wait=wait, what="open a shell")
+    found = target(svc, ref, node=node, all_nodes=False, wait=wait, what="open a shell")
+    job, nodes, backend = found.job, found.nodes, found.slurm
     from aifactory_cli.scheduler.steps import shell_argv
 
     text = preamble(svc, job)
-    if svc.profile(job.site).profile.scheduler == "local":
-        pick_nodes(job, ["localhost"], node, False)
-        from aifactory_cli.backends.local import LocalBackend
-
-        local = svc.backend(job.site)
-        assert isinstance(local, LocalBackend)
-        return local.run_step(job, text, shell_argv())
-    backend, nodes = _slurm_target(svc, job, node, False)
+    if backend is None:
+        return _local(svc, job).run_step(job, text, shell_argv())
     from aifactory_cli.transport.interactive import pty_request, raw_terminal, relay
 
     svc.notify(f"shell in job {job.id} ({job.site} job {job.slurm_job_id}) on {nodes[0]}; `exit` leaves it")
