@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.real.bedjobs import aif, bed_env
-from tests.real.conftest import TESTBED_ACCOUNT
+from tests.real.conftest import TESTBED_ACCOUNT, TESTBED_SSH_CONFIG
 from tests.real.test_agent import kill_agents
 
 pytestmark = pytest.mark.real
@@ -217,6 +217,32 @@ def test_exec_and_shell_through_the_connection_agent_use_its_one_login(bed: Bed)
     finally:
         probe.close()
     print(f"exec round trips through the agent: {', '.join(f'{t:.2f}' for t in timings)} s")
+
+
+def test_exec_and_shell_through_a_jump_host_and_the_agent(bed: Bed) -> None:
+    """The login node behind the bed's jump host (ssh_config ProxyJump), through the agent: one login."""
+    from aifactory_cli.transport.agent.client import AgentTransport
+    from aifactory_cli.transport.ssh.settings import SshSettings
+
+    job = bed.jobs["hold"]
+    config = bed.tmp / "jump-config.yaml"
+    config.write_text("sites:\n  lumi-bed: {ssh_host: testbed-via-jump}\n")
+    agents = bed.tmp / "home" / "state" / "agents"
+    before = set(agents.glob("*.sock"))
+    env = {"AIFACTORY_PERSIST": "60", "AIFACTORY_CONFIG": str(config), "AIFACTORY_SSH_CONFIG": str(TESTBED_SSH_CONFIG)}
+    r = bed.aif("exec", job["id"], "--all-nodes", "--", "printenv", "SLURMD_NODENAME", env=env)
+    assert r.returncode == 0, r.stderr
+    assert [line.split(": ")[0] == line.split(": ")[1] for line in r.stdout.splitlines()] == [True, True]
+    code, shown = drive_shell(
+        ["shell", job["id"]], {**bed.env, **env}, bed.tmp, [(PROMPT, 'echo "id=$SLURM_JOB_ID"'), (r"id=\d+", "exit 5")]
+    )
+    assert code == 5 and f"id={job['slurm_job_id']}" in shown, shown
+    [socket] = set(agents.glob("*.sock")) - before  # the agent of the route through the jump host
+    probe = AgentTransport(SshSettings(host="x"), site="lumi-bed", interactive=False, socket_path=socket)
+    try:
+        assert probe.username and probe.agent_info["agent_connections_opened"] == 1
+    finally:
+        probe.close()
 
 
 def test_a_pending_job_is_refused_with_no_wait_and_an_ended_one_is_not_found(bed: Bed) -> None:
