@@ -2,16 +2,16 @@
 
 - One SSH connection per `SshTransport`, opened on first use and reused for every command and
   file transfer (sites such as JSC block hosts that connect too often). A dead connection is
-  reopened before a command (with back-off), never in the middle of one.
-- Commands run in the login shell like `ssh host 'cmd'`; stdout and stderr each start with a
-  marker line so that banners printed by shell start-up files are cut off (and counted:
-  `CommandResult.noise_bytes`).
+  reopened before a command (with back-off), never in the middle of one; a live one that refuses a
+  channel (MaxSessions) is kept.
+- Commands run in the login shell like `ssh host 'cmd'`; stdout and stderr each start with a marker
+  line so that banners printed by shell start-up files are cut off (`CommandResult.noise_bytes`).
 - Files are read over SFTP on the same connection. paramiko's SFTP client is not safe for
   concurrent requests from several threads, so every SFTP call holds one lock (streams take it per
   chunk, so that they interleave): the connection agent serves many clients from threads.
 
 The connection agent (`transport/agent/server.py`) uses the public streaming methods (`stream`,
-`stream_tar`, `open_read`) and the `on_login` / `reconnect_failed` hooks.
+`stream_tar`, `open_read`, `open_session`) and the `on_login` / `reconnect_failed` hooks.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, and
 from aifactory_cli.transport.ssh.auth import stdin_isatty
 from aifactory_cli.transport.ssh.config import SshRoute, resolve_ssh
 from aifactory_cli.transport.ssh.login import open_route
-from aifactory_cli.transport.ssh.session import SshSession
+from aifactory_cli.transport.ssh.session import SshSession, session_refused
 from aifactory_cli.transport.ssh.streams import ChannelWriter, MarkerCut
 
 if TYPE_CHECKING:
@@ -146,8 +146,7 @@ class SshTransport:
 
     def _open(self) -> None:
         interactive = self.interactive if self.interactive is not None else stdin_isatty()
-        started = time.monotonic()
-        timeout = self.settings.connect_timeout
+        started, timeout = time.monotonic(), self.settings.connect_timeout
         opened = open_route(self.route, interactive=interactive, timeout=timeout, site=self.site)
         self._jumps, self._transport = opened[:-1], opened[-1]
         self._transport.set_keepalive(KEEPALIVE_SECONDS)
@@ -175,6 +174,8 @@ class SshTransport:
             if self._transport is not None and self._transport.is_active():
                 try:
                     return self._transport.open_session(timeout=self.settings.connect_timeout)
+                except paramiko.ChannelException as exc:  # alive, refuses one more (MaxSessions): keep it
+                    raise session_refused(self.route.target.address, self.site, exc) from exc
                 except (paramiko.SSHException, EOFError, OSError):
                     pass  # dead or hung connection: reopen below
             self._reconnect()

@@ -19,6 +19,18 @@ if TYPE_CHECKING:
 CHUNK = 64 * 1024
 
 
+def session_refused(address: str, site: str, exc: Exception) -> RemoteError:
+    """The login node is up but refuses one more channel on the connection: most often its sshd's
+    MaxSessions (10 by default), reached by shells and commands open at once. The connection is kept:
+    reconnecting would cost a login (an MFA prompt) and end the sessions still open on it."""
+    return RemoteError(
+        f"{address} refused one more session on the connection: {getattr(exc, 'text', exc)}",
+        "the login node's sshd limits sessions per connection (MaxSessions, 10 by default): "
+        "end an `aifactory shell` or `exec` that is still open, then try again",
+        where=site,
+    )
+
+
 class SshSession:
     """A command on a channel of `ssh`'s connection. Without a pty, stdout and stderr each start
     after a marker line, as `SshTransport.run` does, so that what a chatty login shell prints is
