@@ -31,6 +31,7 @@ pytestmark = pytest.mark.real
 
 HOLD = "name: hold\nresources: {nodes: 2, time: 5m}\nenv: {GREETING: hi there}\nrun: sleep 240\n"
 LOCAL_HOLD = "name: lhold\nresources: {time: 5m}\nenv: {GREETING: hi local}\nrun: sleep 240\n"
+SOON = "name: soon\nresources: {time: 5m}\nslurm: {begin: now+8}\nrun: sleep 120\n"
 LATER = "name: later\nresources: {time: 5m}\nslurm: {begin: now+600}\nrun: 'true'\n"
 
 
@@ -43,7 +44,7 @@ class Bed:
     def aif(
         self, *args: str, timeout: float = 120, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return aif(list(args), {**self.env, **(env or {})}, self.tmp, timeout=120)
+        return aif(list(args), {**self.env, **(env or {})}, self.tmp, timeout=timeout)
 
     def submit(self, key: str, text: str, site: str) -> dict:
         path = self.tmp / f"{key}.yaml"
@@ -252,6 +253,16 @@ def test_a_pending_job_is_refused_with_no_wait_and_an_ended_one_is_not_found(bed
     assert bed.aif("cancel", later["id"]).returncode == 0
     r = bed.aif("exec", later["id"], "--", "true")
     assert r.returncode == 4 and "has ended (CANCELLED)" in r.stderr
+
+
+def test_exec_waits_for_a_pending_job_with_a_progress_line(bed: Bed) -> None:
+    soon = bed.submit("soon", SOON, "lumi-bed")
+    started = time.monotonic()
+    r = bed.aif("exec", soon["id"], "--", "printenv", "SLURM_JOB_ID")
+    took = time.monotonic() - started
+    assert r.returncode == 0 and r.stdout.strip() == soon["slurm_job_id"], r.stderr
+    assert f"waiting for job {soon['id']} (soon) to start: PENDING" in r.stderr, r.stderr
+    print(f"exec on a job pending until now+8 s: ran after {took:.1f} s")
 
 
 def test_exec_and_shell_on_the_local_site(bed: Bed) -> None:
