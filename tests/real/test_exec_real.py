@@ -144,6 +144,8 @@ def test_exec_passes_the_exit_code_and_the_words_through(bed: Bed) -> None:
     job = bed.jobs["hold"]
     r = bed.aif("exec", job["id"], "--", "sh", "-c", "exit 7")
     assert r.returncode == 7, r.stderr
+    r = bed.aif("exec", job["id"], "--all-nodes", "--", "sh", "-c", "exit $((SLURM_NODEID + 3))")
+    assert r.returncode == 4, r.stderr  # the highest of the nodes' exit codes, as srun gives it
     words = ["a b", "$HOME", "`id`", "x; echo injected", "*"]
     r = bed.aif("exec", job["id"], "--node", "1", "--", "printf", "%s\\n", *words)
     assert r.returncode == 0, r.stderr
