@@ -32,6 +32,7 @@ pytestmark = pytest.mark.real
 HOLD = "name: hold\nresources: {nodes: 2, time: 5m}\nenv: {GREETING: hi there}\nrun: sleep 240\n"
 LOCAL_HOLD = "name: lhold\nresources: {time: 5m}\nenv: {GREETING: hi local}\nrun: sleep 240\n"
 SOON = "name: soon\nresources: {time: 5m}\nslurm: {begin: now+8}\nrun: sleep 120\n"
+GPUS = "name: gpus\nresources: {nodes: 1, gpus_per_node: 8, time: 5m}\nrun: sleep 120\n"
 LATER = "name: later\nresources: {time: 5m}\nslurm: {begin: now+600}\nrun: 'true'\n"
 
 
@@ -265,6 +266,13 @@ def test_exec_waits_for_a_pending_job_with_a_progress_line(bed: Bed) -> None:
     assert r.returncode == 0 and r.stdout.strip() == soon["slurm_job_id"], r.stderr
     assert f"waiting for job {soon['id']} (soon) to start: PENDING" in r.stderr, r.stderr
     print(f"exec on a job pending until now+8 s: ran after {took:.1f} s")
+
+
+def test_a_step_of_a_gpu_job_sees_the_job_s_gpus(bed: Bed) -> None:
+    gpus = bed.submit("gpus", GPUS, "lumi-bed")
+    r = bed.aif("exec", gpus["id"], "--", "sh", "-c", 'echo "$SLURM_STEP_GPUS|$ROCR_VISIBLE_DEVICES"')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "0,1,2,3,4,5,6,7|0,1,2,3,4,5,6,7\n"  # the job's 8 GPUs: the step shares them (--overlap)
 
 
 def test_exec_and_shell_on_the_local_site(bed: Bed) -> None:
