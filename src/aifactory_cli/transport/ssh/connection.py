@@ -21,10 +21,10 @@ import io
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aifactory_cli.errors import AuthError, HostKeyError, RemoteError
 from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, and_then, to_shell
@@ -32,7 +32,7 @@ from aifactory_cli.transport.ssh.auth import stdin_isatty
 from aifactory_cli.transport.ssh.config import SshRoute, resolve_ssh
 from aifactory_cli.transport.ssh.login import open_route
 from aifactory_cli.transport.ssh.session import SshSession, session_refused
-from aifactory_cli.transport.ssh.streams import ChannelWriter, MarkerCut
+from aifactory_cli.transport.ssh.streams import ChannelWriter, MarkerCut, RemoteReader, remote_path
 
 if TYPE_CHECKING:
     import paramiko
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 RECONNECT_DELAYS = (0.5, 1.0, 2.0)
 KEEPALIVE_SECONDS = 30
 CHUNK = 64 * 1024  # one read from the channel
-READ_CHUNK = 256 * 1024  # one read from an SFTP file
 
 
 @dataclass
@@ -416,35 +415,3 @@ class SshTransport:
     def close(self) -> None:
         with self._lock:
             self._drop()
-
-
-class RemoteReader:
-    """A file being read over SFTP, chunk by chunk (each chunk under the transport's SFTP lock)."""
-
-    def __init__(self, ssh: SshTransport, fh: Any, path: str, empty: bool) -> None:
-        self.ssh, self.fh, self.path, self.empty = ssh, fh, path, empty
-
-    def __iter__(self) -> Iterator[bytes]:
-        if self.empty:
-            return
-        while True:
-            with self.ssh._sftp_lock:
-                try:
-                    data = self.fh.read(READ_CHUNK)
-                except Exception as exc:
-                    raise self.ssh.sftp_error(exc, "read", self.path) from exc
-            if not data:
-                return
-            yield data
-
-    def close(self) -> None:
-        with self.ssh._sftp_lock, contextlib.suppress(Exception):
-            self.fh.close()
-
-
-def remote_path(path: str) -> str:
-    """SFTP paths are relative to the home directory; `~/x` and `$HOME/x` mean the same there."""
-    for prefix in ("~/", "$HOME/", "${HOME}/"):
-        if path.startswith(prefix):
-            return path[len(prefix) :] or "."
-    return "." if path in ("~", "$HOME", "${HOME}") else path

@@ -1,14 +1,19 @@
 """Bytes in and out of one command's SSH channel: output cut at the marker lines, input written
-into the channel."""
+into the channel; a file read over SFTP, chunk by chunk."""
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import paramiko
+
+    from aifactory_cli.transport.ssh.connection import SshTransport
+
+READ_CHUNK = 256 * 1024  # one read from an SFTP file
 
 
 class MarkerCut:
@@ -70,3 +75,35 @@ class ChannelWriter(io.RawIOBase):
             self.broken = True
             raise BrokenPipeError(str(exc)) from exc
         return len(data)
+
+
+class RemoteReader:
+    """A file being read over SFTP, chunk by chunk (each chunk under the transport's SFTP lock)."""
+
+    def __init__(self, ssh: SshTransport, fh: Any, path: str, empty: bool) -> None:
+        self.ssh, self.fh, self.path, self.empty = ssh, fh, path, empty
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.empty:
+            return
+        while True:
+            with self.ssh._sftp_lock:
+                try:
+                    data = self.fh.read(READ_CHUNK)
+                except Exception as exc:
+                    raise self.ssh.sftp_error(exc, "read", self.path) from exc
+            if not data:
+                return
+            yield data
+
+    def close(self) -> None:
+        with self.ssh._sftp_lock, contextlib.suppress(Exception):
+            self.fh.close()
+
+
+def remote_path(path: str) -> str:
+    """SFTP paths are relative to the home directory; `~/x` and `$HOME/x` mean the same there."""
+    for prefix in ("~/", "$HOME/", "${HOME}/"):
+        if path.startswith(prefix):
+            return path[len(prefix) :] or "."
+    return "." if path in ("~", "$HOME", "${HOME}") else path
