@@ -14,6 +14,7 @@ import sys
 import termios
 import threading
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -240,13 +241,19 @@ def test_a_pending_job_is_waited_for_or_refused_with_no_wait(
         interactive.execute(svc, job_id, ["true"], wait=False, streams=streams()[0])
     assert "--no-wait" in (info.value.hint or "")
     assert fake(session).srun_calls() == []
-    monkeypatch.setattr(interactive, "WAIT_POLL", 0.05)
-    threading.Timer(0.4, fake(session).slurm.start, args=(sid,)).start()
+    naps: list[float] = []
+
+    def nap(seconds: float) -> None:  # the wait between two looks: the job starts meanwhile
+        naps.append(seconds)
+        fake(session).slurm.start(sid)
+
+    monkeypatch.setattr(interactive, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=nap))
     out, got = streams()
     with session() as svc:
         assert interactive.execute(svc, job_id, ["echo", "started"], streams=out) == 0
     assert got["out"] == b"started\n"
     assert any(n.startswith(f"waiting for job {job_id}") and "PENDING" in n for n in session.notes)
+    assert naps == [interactive.WAIT_POLL]  # one wait, as long as the poll (the profile's is shorter)
 
 
 def test_an_ended_job_is_refused_as_not_found(session: Session, tmp_path: Path) -> None:
