@@ -35,7 +35,7 @@ SBATCH_ERRORS = {
     "controller_down": "Unable to contact slurm controller (connect failure)",
     "timeout": "Socket timed out on send/recv operation",
 }
-SQUEUE_FIELDS = {"i": "id", "T": "state", "r": "reason", "S": "start", "k": "comment"}
+SQUEUE_FIELDS = {"i": "id", "T": "state", "r": "reason", "S": "start", "k": "comment", "N": "nodes"}
 FINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"}
 
 
@@ -90,9 +90,10 @@ class FakeSlurm:
         with self._locked() as s:
             s.update(faults)
 
-    def start(self, job_id: str) -> None:
+    def start(self, job_id: str, nodes: str = "nid005000") -> None:
+        """The job runs, on `nodes` (a Slurm host list, as squeue's %N prints it)."""
         with self._locked() as s:
-            s["jobs"][job_id].update(state="RUNNING", reason="None", start=int(time.time()))
+            s["jobs"][job_id].update(state="RUNNING", reason="None", start=int(time.time()), nodes=nodes)
 
     def finish(self, job_id: str, code: int = 0, state: str | None = None) -> None:
         """The job ends; like the real job script, it leaves its exit code in the job dir."""
@@ -177,6 +178,7 @@ class FakeSlurm:
                 **job,
                 "start": _time(job["start"]) if job["start"] else "N/A",
                 "comment": job["comment"] or "(null)",
+                "nodes": job.get("nodes") or "",
             }
             lines.append("|".join(str(row[f]) for f in fields))
         return "".join(line + "\n" for line in lines), "", 0

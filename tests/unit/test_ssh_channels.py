@@ -116,7 +116,7 @@ def test_a_channel_refused_for_good_is_a_remote_error(monkeypatch: Any) -> None:
     monkeypatch.setattr("aifactory_cli.transport.ssh.config.lookup", _fake_lookup)
     monkeypatch.setattr("aifactory_cli.transport.ssh.connection.CHANNEL_RETRY_DELAYS", (0.0, 0.0))
     tr = _transport(_OneSessionServer(None, refuse_extra=99))
-    with pytest.raises(RemoteError, match="cannot open a session"):
+    with pytest.raises(RemoteError, match="refused one more session"):
         tr._session()
 
 

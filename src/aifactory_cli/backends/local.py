@@ -160,3 +160,17 @@ class LocalBackend(Backend):
         for job in jobs:
             if job.workdir:
                 localrun.cancel(Path(job.workdir))
+
+    # --- steps inside a running job (exec, shell) ------------------------------------------------------
+
+    def run_step(self, job: Job, preamble: str, argv: list[str]) -> int:
+        """`argv` in the job dir with the job's environment: the one the local runner gave the job
+        (`localrun.job_env`: its SLURM_* values), then the preamble (modules, the spec's env). A
+        process of this machine, with this process's stdin, stdout and stderr (a terminal stays
+        one): the local site's nodes are this machine."""
+        workdir = Path(job.workdir or ".")
+        env = localrun.job_env(workdir)
+        try:
+            return subprocess.call(["bash", "-c", preamble, "aif-exec", *argv], cwd=str(workdir), env=env)
+        except OSError as exc:
+            raise RemoteError(f"cannot start bash in {workdir}: {exc}") from exc

@@ -110,6 +110,12 @@ def cancel(jobdir: Path) -> bool:
     return True
 
 
+def job_env(jobdir: Path) -> dict[str, str]:
+    """The environment the runner gives the job in `jobdir` (for `aifactory exec`/`shell` on the
+    local site: the same SLURM_* values the job's script sees)."""
+    return Runner(jobdir).env_for(None)
+
+
 class Runner:
     def __init__(self, jobdir: Path) -> None:
         self.dir = jobdir

@@ -13,7 +13,9 @@ from aifactory_cli.errors import RemoteError, SubmitRejected
 from aifactory_cli.jobs import jobdir, segments
 from aifactory_cli.jobs.model import Job, Task
 from aifactory_cli.jobs.staging import UploadPlan, cache_missed, stage_commands, tar_writer
-from aifactory_cli.scheduler import slurm
+from aifactory_cli.scheduler import slurm, steps
+from aifactory_cli.transport import to_shell
+from aifactory_cli.transport.interactive import PtyRequest, Session
 
 
 def _task_list(job: Job, rows: dict[tuple[str, int | None], slurm.SlurmRow]) -> list[Task]:
@@ -278,3 +280,27 @@ class SlurmBackend(Backend):
         result = self.transport.run(slurm.scancel_command(ids))
         if not result.ok:
             raise RemoteError(f"scancel failed: {result.stderr.strip() or result.stdout.strip()}")
+
+    # --- steps inside a running job (exec, shell) ------------------------------------------------------
+
+    def job_nodes(self, job: Job) -> steps.JobNodes | None:
+        """The job's state and nodes as squeue has them now (None: squeue no longer lists the job)."""
+        result = self.transport.run(to_shell(steps.nodes_command(job.slurm_job_id or "")))
+        if not result.ok and "Invalid job id" not in result.stderr:
+            raise RemoteError(f"squeue failed on {self.profile.name}: {result.stderr.strip() or result.rc}")
+        return steps.parse_nodes(result.stdout)
+
+    def open_step(
+        self, job: Job, preamble: str, argv: list[str], nodes: list[str], name: str, pty: PtyRequest | None = None
+    ) -> Session:
+        """`argv` as a step named `name` of the running job on `nodes` (one task each), streamed."""
+        opener = getattr(self.transport, "open_session", None)
+        if opener is None:
+            raise RemoteError(f"the transport to {self.profile.name} cannot run interactive sessions")
+        line = steps.step_command(job.slurm_job_id or "", preamble, argv, nodes=nodes, pty=pty is not None, name=name)
+        session: Session = opener(line, pty)
+        return session
+
+    def cancel_step(self, job: Job, name: str) -> None:
+        """Cancel the job's steps named `name` (best effort: the step may have ended meanwhile)."""
+        self.transport.run(steps.cancel_step_command(job.slurm_job_id or "", name), timeout=20)

@@ -9,6 +9,7 @@ import typer
 from aifactory_cli import __version__
 from aifactory_cli.cli import (
     cancel_cmd,
+    exec_cmd,
     fetch_cmd,
     list_cmd,
     logs_cmd,
@@ -16,6 +17,7 @@ from aifactory_cli.cli import (
     render_cmd,
     rerun_cmd,
     schema_cmd,
+    shell_cmd,
     sites_cmd,
     status_cmd,
     submit_cmd,
@@ -68,6 +70,8 @@ for module in (
     plan_cmd,
     usage_cmd,
     schema_cmd,
+    exec_cmd,
+    shell_cmd,
 ):
     module.register(app)
 app.add_typer(sites_cmd.app, name="sites")

@@ -293,6 +293,20 @@ class Service:
 
         return files.fetch(self, ref, dest, patterns, tasks)
 
+    def execute(
+        self, ref: str, argv: list[str], node: str | None = None, all_nodes: bool = False, wait: bool = True
+    ) -> int:
+        """`argv` as a step inside the running job (`aifactory exec`); its exit code."""
+        from aifactory_cli.service import interactive
+
+        return interactive.execute(self, ref, argv, node=node, all_nodes=all_nodes, wait=wait)
+
+    def shell(self, ref: str, node: str | None = None, wait: bool = True) -> int:
+        """An interactive shell inside the running job (`aifactory shell`); its exit status."""
+        from aifactory_cli.service import interactive
+
+        return interactive.shell(self, ref, node=node, wait=wait)
+
 
 def exit_code_for(jobs: list[Job]) -> int:
     """0 if every job COMPLETED, else 1 (the contract's exit codes for --wait and wait)."""

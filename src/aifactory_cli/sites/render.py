@@ -90,19 +90,55 @@ def template_digest(name: str) -> str:
     return h.hexdigest()
 
 
-def render(job: ResolvedJob, token: str, job_id: str) -> Rendered:
+def _template(job: ResolvedJob) -> jinja2.Template:
     import jinja2
 
     name = job.profile.template_name
     try:
-        template = _environment().get_template(f"{name}.sh.j2")
+        return _environment().get_template(f"{name}.sh.j2")
     except jinja2.TemplateNotFound as exc:
         raise ProfileError(
             f"site '{job.site}' names template '{name}', but templates/slurm/{name}.sh.j2 does not exist",
             "fix `template:` in the profile (or leave it out for the base template)",
         ) from exc
+
+
+def render(job: ResolvedJob, token: str, job_id: str) -> Rendered:
+    import jinja2
+
+    name = job.profile.template_name
+    template = _template(job)
+    context = _context(job, token, job_id)
+    try:
+        script = template.render(**context)
+    except jinja2.UndefinedError as exc:
+        raise ProfileError(f"template '{name}' uses an undefined value: {exc.message}") from exc
+    return Rendered(script=script, template=name, template_digest=template_digest(name))
+
+
+# the blocks of the batch script that give a step inside the job the job's modules and environment
+STEP_BLOCKS = ("modules", "environment")
+
+
+def step_environment(job: ResolvedJob, token: str, job_id: str) -> str:
+    """The shell text of the batch script's `modules` and `environment` blocks, from the site's own
+    template (a site template that overrides them is honoured): what `aifactory exec`/`shell` run in
+    their step before the command, so that it sees what the job's tasks see."""
+    import jinja2
+
+    template = _template(job)
+    ctx = template.new_context(_context(job, token, job_id))
+    try:
+        for _ in template.root_render_func(ctx):  # running it links the blocks of every parent template
+            pass
+        return "".join("".join(ctx.blocks[name][0](ctx)) for name in STEP_BLOCKS if name in ctx.blocks)
+    except jinja2.UndefinedError as exc:
+        raise ProfileError(f"template '{job.profile.template_name}' uses an undefined value: {exc.message}") from exc
+
+
+def _context(job: ResolvedJob, token: str, job_id: str) -> dict[str, Any]:
     elements = job.spec.matrix_elements()
-    context = {
+    return {
         "job": job,
         "spec": job.spec,
         "profile": job.profile,
@@ -117,11 +153,6 @@ def render(job: ResolvedJob, token: str, job_id: str) -> Rendered:
         "gpu_env": visible_devices_env(job),
         "step_memory": _step_memory(job),
     }
-    try:
-        script = template.render(**context)
-    except jinja2.UndefinedError as exc:
-        raise ProfileError(f"template '{name}' uses an undefined value: {exc.message}") from exc
-    return Rendered(script=script, template=name, template_digest=template_digest(name))
 
 
 def _extra_slurm(options: dict[str, Any]) -> list[str]:

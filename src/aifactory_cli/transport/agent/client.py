@@ -44,8 +44,10 @@ from aifactory_cli.transport.agent.protocol import (
     socket_path_usable,
     unix_address,
 )
+from aifactory_cli.transport.agent.session import AgentSession, open_session
 
 if TYPE_CHECKING:
+    from aifactory_cli.transport.interactive import PtyRequest
     from aifactory_cli.transport.ssh.settings import SshSettings
 
 T = TypeVar("T")
@@ -272,9 +274,10 @@ class AgentTransport:
         except StreamError as exc:
             raise _Reply(error_from_json(exc.error, self.site, self.log_path)) from None
 
-    def _call(self, request: Callable[[FrameConn], T], *, idempotent: bool = True) -> T:
-        """Run one request on a pooled connection. A failed reconnect in the agent (it exits) is
-        retried once on a fresh agent when nothing was sent yet."""
+    def _call(self, request: Callable[[FrameConn], T], *, idempotent: bool = True, keep: bool = True) -> T:
+        """Run one request on a pooled connection (back in the pool after it unless not `keep`). A
+        failed reconnect in the agent (it exits) is retried once on a fresh agent when nothing was
+        sent yet."""
         for attempt in (1, 2):
             conn = self._checkout()
             try:
@@ -299,7 +302,8 @@ class AgentTransport:
             except BaseException:
                 conn.close()  # mid-request (Ctrl-C, a local error): the connection is out of step
                 raise
-            self._checkin(conn)
+            if keep:
+                self._checkin(conn)
             return result
         raise AssertionError("unreachable")
 
@@ -394,6 +398,15 @@ class AgentTransport:
                 self._stream(conn, sink)
 
         self._call(request, idempotent=False)
+
+    def open_session(self, line: str, pty: PtyRequest | None = None) -> AgentSession:
+        """`line` on its own channel of the agent's SSH connection, relayed (`agent/session.py`)."""
+
+        def request(conn: FrameConn) -> AgentSession:
+            self._reply(conn, open_session(conn, line, pty))
+            return AgentSession(conn, self.site)
+
+        return self._call(request, idempotent=False, keep=False)  # the session keeps its conn; no retry: it may run
 
     def shutdown_agent(self) -> None:
         """Ask the agent to exit now (it finishes the requests in flight)."""

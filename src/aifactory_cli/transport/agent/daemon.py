@@ -30,7 +30,9 @@ from aifactory_cli.transport import Stdin
 from aifactory_cli.transport.agent.launch import SETTINGS_ENV
 from aifactory_cli.transport.agent.protocol import error_to_json
 from aifactory_cli.transport.agent.server import AgentServer, ReadStream
+from aifactory_cli.transport.interactive import PtyRequest
 from aifactory_cli.transport.ssh.connection import SshTransport
+from aifactory_cli.transport.ssh.session import SshSession
 
 LOG_LIMIT = 1024 * 1024
 
@@ -62,6 +64,9 @@ class SshOps:
         out = io.BytesIO()
         done = self.ssh.stream(line, stdout=out.write, stdin=stdin, timeout=timeout)
         return done.rc, out.getvalue(), done.stderr, done.noise_bytes
+
+    def open_session(self, line: str, pty: PtyRequest | None) -> SshSession:
+        return self.ssh.open_session(line, pty)
 
     def open_read(self, path: str, offset: int) -> ReadStream:
         return self.ssh.open_read(path, offset)

@@ -7,7 +7,8 @@ is `struct ">BI"` (kind, payload length) then the payload:
 - `J` a JSON object; `D` a chunk of binary data (at most `CHUNK` bytes); `E` end of a data stream;
   `A` the client aborts the stream it was sending; `X` a data stream ends with an error (JSON).
 - requests: `hello` (version, persist) · `connect` · `run` (command line, timeout, stdin: bool) ·
-  `read` (path, offset) · `tar` (workdir, files) · `shutdown`.
+  `read` (path, offset) · `tar` (workdir, files) · `session` (an interactive command, `session.py`) ·
+  `shutdown`.
 - replies: `{"ok": true, "opened": n, ...}` or `{"ok": false, "error": {...}, "agent_exiting": bool}`;
   `opened` counts the SSH connections the request made the agent open. `read`/`tar` replies are
   followed by a data stream (which may end in `X`), `run` replies (`rc`, `noise`: the bytes the
@@ -41,7 +42,7 @@ from typing import Any
 from aifactory_cli import errors as _errors
 from aifactory_cli.errors import AifactoryError, RemoteError
 
-PROTOCOL = 2  # 2: no `put`; `run` replies carry `noise`
+PROTOCOL = 3  # 2: no `put`; `run` replies carry `noise`; 3: `session` (agent/session.py)
 CHUNK = 256 * 1024
 MAX_FRAME = 16 * 1024 * 1024
 HEADER = struct.Struct(">BI")

@@ -40,6 +40,7 @@ from aifactory_cli.transport.agent.protocol import (
     peer_uid,
     unix_address,
 )
+from aifactory_cli.transport.agent.session import serve_session
 
 STOP_GRACE = 60.0  # seconds requests in flight may still take once the agent is asked to stop
 
@@ -310,6 +311,7 @@ class AgentServer:
             "read": self._read,
             "tar": self._tar,
             "shutdown": self._shutdown,
+            "session": lambda conn, req: serve_session(self, conn, req),  # exec, shell: agent/session.py
         }.get(str(op))
         if handler is None:
             conn.send_json({"ok": False, "error": error_to_json(RemoteError(f"the agent does not know '{op}'"))})

@@ -15,7 +15,7 @@
   time and files are read with `tail -c` on the command channel (files.py).
 
 The connection agent (`transport/agent/server.py`) uses the public streaming methods (`stream`,
-`stream_tar`, `open_read`) and the `on_login` / `reconnect_failed` hooks.
+`stream_tar`, `open_read`, `open_session`) and the `on_login` / `reconnect_failed` hooks.
 """
 
 from __future__ import annotations
@@ -36,11 +36,13 @@ from aifactory_cli.transport.ssh.auth import stdin_isatty
 from aifactory_cli.transport.ssh.config import SshRoute, resolve_ssh
 from aifactory_cli.transport.ssh.files import FileReads, RemoteReader, remote_path
 from aifactory_cli.transport.ssh.login import open_route
+from aifactory_cli.transport.ssh.session import SshSession, session_refused
 from aifactory_cli.transport.ssh.streams import ChannelWriter, MarkerCut
 
 if TYPE_CHECKING:
     import paramiko
 
+    from aifactory_cli.transport.interactive import PtyRequest
     from aifactory_cli.transport.ssh.settings import SshSettings
 
 RECONNECT_DELAYS = (0.5, 1.0, 2.0)
@@ -91,6 +93,7 @@ class SshTransport(FileReads):
         # the server refused a second channel (sshd MaxSessions 1): from then on one channel at a
         # time (`_slot`), and files are read over the command channel instead of SFTP
         self.single_session = False
+        self._interactive: list[paramiko.Channel] = []  # open_session's channels: held until the user ends them
         self._slot = threading.Lock()
         self._sftp_users = 0  # SFTP reads in progress (their client must not be closed under them)
         self._users_lock = threading.Lock()
@@ -187,8 +190,8 @@ class SshTransport(FileReads):
             if self._transport is not None and self._transport.is_active():
                 try:
                     return self._open_channel()
-                except paramiko.ChannelException as exc:
-                    raise self._refused(exc) from exc
+                except paramiko.ChannelException as exc:  # alive, refuses one more (MaxSessions): keep it
+                    raise session_refused(self.route.target.address, self.site, exc) from exc
                 except (paramiko.SSHException, EOFError, OSError):
                     pass  # dead or hung connection: reopen below
             self._reconnect()
@@ -214,6 +217,9 @@ class SshTransport(FileReads):
             try:
                 return transport.open_session(timeout=self.route.connect_timeout)
             except paramiko.ChannelException:
+                self._interactive = [ch for ch in self._interactive if not ch.closed]
+                if self._interactive:  # a shell or exec of the user's holds a channel: no waiting for it
+                    raise
                 self.single_session = True
                 self._release_sftp()  # unless a read is using it
                 waited = False
@@ -230,6 +236,12 @@ class SshTransport(FileReads):
                     if delay is None:
                         raise
                     time.sleep(delay)  # the server may not have seen our last channel's close yet
+
+    def open_session(self, line: str, pty: PtyRequest | None = None) -> SshSession:
+        """`line` on its own channel, its output streamed (`transport.interactive`)."""
+        channel = self._session()
+        self._interactive.append(channel)
+        return SshSession(self, channel, line, pty)
 
     def _refused(self, exc: Exception) -> RemoteError:
         return RemoteError(
