@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 from aifactory_cli import settings
 from aifactory_cli.errors import AifactoryError
-from aifactory_cli.scheduler.slurm_site import check_command, parse_partition_gpus, parse_partitions, split_sections
+from aifactory_cli.jobs.model import now_iso
+from aifactory_cli.scheduler.slurm_site import (
+    check_command,
+    describe_facts,
+    parse_partition_gpus,
+    parse_partitions,
+    parse_site_facts,
+    split_sections,
+)
 from aifactory_cli.units import format_duration, parse_duration
 
 if TYPE_CHECKING:
@@ -147,6 +155,18 @@ def check_site(svc: Service, site: str) -> dict[str, Any]:
     sections = split_sections(result.stdout)
     version, rc = sections.get("version", ("", 1))
     add("slurm", "ok" if rc == 0 else "fail", version.strip() or "sbatch --version failed")
+    facts = parse_site_facts(sections, checked_at=now_iso())
+    if facts.slurm_version:  # recorded for status (squeue --only-job-state) and later checks
+        svc.store.save_site_facts(site, facts)
+        add("slurm features", "info", describe_facts(facts) + " (recorded)")
+    runs = profile.runs
+    if runs is not None and runs.slurm_version and facts.slurm_version:
+        same = facts.slurm_version.startswith(runs.slurm_version)
+        add(
+            "slurm version",
+            "ok" if same else "info",
+            f"profile says {runs.slurm_version}, the site runs {facts.slurm_version}",
+        )
     text, rc = sections.get("partitions", ("", 1))
     live = parse_partitions(text) if rc == 0 else {}
     if rc != 0:
