@@ -16,7 +16,8 @@ from aifactory_cli.jobs import store as store_mod
 from aifactory_cli.jobs.model import Job, now_iso
 from aifactory_cli.jobs.store import Store
 from aifactory_cli.scheduler.slurm_site import SiteFacts, parse_site_facts, slurm_version, split_sections
-from aifactory_cli.sites.profile import load_profile
+from aifactory_cli.service.sites import runs_check
+from aifactory_cli.sites.profile import SlurmRuns, load_profile
 from aifactory_cli.transport import CommandResult
 
 
@@ -141,3 +142,23 @@ def test_status_asks_squeue_for_the_state_only_where_the_site_has_it(
     if not array_size:  # the recorded answer of 24.11's light squeue: the start comes from sacct
         assert update.state == "RUNNING" and update.reason is None and update.exit_code is None
         assert update.started_at is not None and update.started_at.startswith("2026-")
+
+
+# --- the profile's `runs:` ---------------------------------------------------------------------------
+
+
+def test_jupiter_says_its_compute_nodes_run_psslurm_and_sites_check_shows_it() -> None:
+    jupiter = load_profile("jupiter").profile
+    assert jupiter.runs is not None and jupiter.runs.compute == "psslurm" and jupiter.runs.slurm_version is None
+    assert jupiter.runs.source and "SLURM Backend Change" in jupiter.runs.source
+    ((name, status, detail),) = runs_check(jupiter, _facts("24.11"))  # no version to compare
+    assert (name, status) == ("compute nodes", "info") and detail.startswith("run psslurm (profile: JUPITER docs")
+    assert load_profile("lumi").profile.runs is None and runs_check(load_profile("lumi").profile, _facts("22.05")) == []
+
+
+@pytest.mark.parametrize(
+    ("said", "status"), [("24.11", "ok"), ("24.11.5", "ok"), ("24.1", "info"), ("24.05", "info"), ("22.05", "info")]
+)
+def test_a_version_the_profile_names_is_compared_by_its_parts(said: str, status: str) -> None:
+    profile = load_profile("lumi").profile.model_copy(update={"runs": SlurmRuns(slurm_version=said)})
+    assert runs_check(profile, _facts("24.11")) == [("slurm version", status, f"profile {said}, site 24.11.5")]

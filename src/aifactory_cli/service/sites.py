@@ -21,6 +21,7 @@ from aifactory_cli.scheduler.slurm_site import (
 from aifactory_cli.units import format_duration, parse_duration
 
 if TYPE_CHECKING:
+    from aifactory_cli.scheduler.slurm_site import SiteFacts
     from aifactory_cli.service.session import Service
     from aifactory_cli.sites.profile import SiteProfile
 
@@ -109,6 +110,24 @@ def account_check(account: str, suffixes: list[str], accounts: list[str]) -> tup
     return "ok", f"{detail} {yours}"
 
 
+def runs_check(profile: SiteProfile, facts: SiteFacts) -> list[tuple[str, str, str]]:
+    """(check, status, detail) for what the profile says the site runs (`runs:`) against what the
+    site answered: a version the sources name that the site no longer runs is info (sites upgrade;
+    the recorded facts are what aifactory uses), never drift."""
+    runs = profile.runs
+    if runs is None:
+        return []
+    out = []
+    if runs.slurm_version and facts.slurm_version:
+        same = f"{facts.slurm_version}.".startswith(f"{runs.slurm_version}.")
+        out.append(
+            ("slurm version", "ok" if same else "info", f"profile {runs.slurm_version}, site {facts.slurm_version}")
+        )
+    if runs.compute != "slurmd":
+        out.append(("compute nodes", "info", f"run {runs.compute} (profile: {runs.source or 'no source given'})"))
+    return out
+
+
 def _slurm_time(text: str) -> int | None:
     if text in ("UNLIMITED", "NONE", "", "Partition_Limit"):
         return None
@@ -159,14 +178,8 @@ def check_site(svc: Service, site: str) -> dict[str, Any]:
     if facts.slurm_version:  # recorded for status (squeue --only-job-state) and later checks
         svc.store.save_site_facts(site, facts)
         add("slurm features", "info", describe_facts(facts) + " (recorded)")
-    runs = profile.runs
-    if runs is not None and runs.slurm_version and facts.slurm_version:
-        same = facts.slurm_version.startswith(runs.slurm_version)
-        add(
-            "slurm version",
-            "ok" if same else "info",
-            f"profile says {runs.slurm_version}, the site runs {facts.slurm_version}",
-        )
+    for name, status, detail in runs_check(profile, facts):
+        add(name, status, detail)
     text, rc = sections.get("partitions", ("", 1))
     live = parse_partitions(text) if rc == 0 else {}
     if rc != 0:
