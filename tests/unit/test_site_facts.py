@@ -6,6 +6,7 @@ Slurm has it, today's squeue everywhere else (and where `sites check` never ran)
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,47 @@ def test_jupiter_says_its_compute_nodes_run_psslurm_and_sites_check_shows_it() -
 def test_a_version_the_profile_names_is_compared_by_its_parts(said: str, status: str) -> None:
     profile = load_profile("lumi").profile.model_copy(update={"runs": SlurmRuns(slurm_version=said)})
     assert runs_check(profile, _facts("24.11")) == [("slurm version", status, f"profile {said}, site 24.11.5")]
+
+
+# --- `sites check` itself, on a site that answers with the recorded check -----------------------------
+
+
+class RecordedCheck:
+    """A site that answers every command with the check recorded on `version`'s bed."""
+
+    name = "recorded"
+    username = "hpcuser"
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+
+    def run(self, command: str, **_: object) -> CommandResult:
+        return CommandResult(0, Recording(self.version).text("sites_check.txt"), "")
+
+    def read_bytes(self, path: str, offset: int = 0) -> bytes:
+        return b""
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_sites_check_records_the_facts_and_a_store_that_cannot_be_written_does_not_stop_it(
+    aif_home: Path, version: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aifactory_cli.errors import StoreError
+    from aifactory_cli.service.session import Service
+    from aifactory_cli.service.sites import check_site
+
+    with Service(transport_factory=lambda site, loaded: RecordedCheck(version)) as svc:  # type: ignore[arg-type,return-value]
+        rows = {c["check"]: c for c in check_site(svc, "lumi")["checks"]}
+        assert rows["slurm features"]["detail"].endswith("(recorded)")
+        stored = svc.store.site_facts("lumi")
+        assert stored is not None and stored.checked_at  # when this check asked
+        assert stored == replace(_facts(version), checked_at=stored.checked_at)
+
+        def refuse(*_: object) -> None:
+            raise StoreError("cannot write the job store x: the file system of y is read-only")
+
+        monkeypatch.setattr(Store, "save_site_facts", refuse)
+        rows = {c["check"]: c for c in check_site(svc, "lumi")["checks"]}
+        assert rows["slurm features"]["detail"].endswith("(not recorded: cannot write the job store x: "
+                                                         "the file system of y is read-only)")  # fmt: skip
+        assert rows["slurm"]["status"] == "ok"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aifactory_cli import settings
-from aifactory_cli.errors import AifactoryError
+from aifactory_cli.errors import AifactoryError, StoreError
 from aifactory_cli.jobs.model import now_iso
 from aifactory_cli.scheduler.slurm_site import (
     check_command,
@@ -176,8 +176,12 @@ def check_site(svc: Service, site: str) -> dict[str, Any]:
     add("slurm", "ok" if rc == 0 else "fail", version.strip() or "sbatch --version failed")
     facts = parse_site_facts(sections, checked_at=now_iso())
     if facts.slurm_version:  # recorded for status (squeue --only-job-state) and later checks
-        svc.store.save_site_facts(site, facts)
-        add("slurm features", "info", describe_facts(facts) + " (recorded)")
+        try:
+            svc.store.save_site_facts(site, facts)
+            recorded = "recorded"
+        except StoreError as exc:  # the check itself still stands; status polls as without it
+            recorded = f"not recorded: {exc.message}"
+        add("slurm features", "info", f"{describe_facts(facts)} ({recorded})")
     for name, status, detail in runs_check(profile, facts):
         add(name, status, detail)
     text, rc = sections.get("partitions", ("", 1))
