@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-from aifactory_cli.scheduler.slurm import SQUEUE_FORMAT, lookup_commands, sacct_command, squeue_command
-from aifactory_cli.scheduler.slurm_site import test_only_command, usage_command
+from aifactory_cli.scheduler.slurm import SQUEUE_FORMAT, lookup_commands, sacct_command, squeue_command, status_command
+from aifactory_cli.scheduler.slurm_site import check_command, test_only_command, usage_command
 from aifactory_cli.transport import batch
 
 SSH = [
@@ -148,9 +148,24 @@ def record_quick() -> None:
     save("sbatch_test_only.txt", ssh(f"cd /tmp && {shlex.join(test_only_command())}", script).stderr)
 
 
+def record_facts() -> None:
+    """What `sites check` asks (sites_check.txt), and on a version with `squeue --only-job-state` a
+    running job polled by `status` with it (status_light.txt, the job's id in light_ids.txt)."""
+    save("sites_check.txt", ssh(check_command()).stdout)
+    if ssh("squeue --only-job-state --noheader --me --states=BOOT_FAIL").returncode:
+        return
+    job = sbatch("--time=5", "sleep 60")
+    time.sleep(4)
+    save("status_light.txt", ssh(status_command([job], only_job_state=True)).stdout)
+    ssh(f"scancel {job}")
+    save("light_ids.txt", f"running={job}\n")
+
+
 if __name__ == "__main__":
     OUT = out_dir()
-    if sys.argv[1:] == ["--quick"]:
+    if sys.argv[1:] == ["--facts"]:
+        record_facts()
+    elif sys.argv[1:] == ["--quick"]:
         record_quick()
     else:
         main()

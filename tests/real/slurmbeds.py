@@ -1,8 +1,9 @@
 """The two Slurm test beds: 22.05 (tests/testbed/start.sh, Debian 12) and 24.11 (start24.sh, Debian
 13's packages in a chroot). The `slurm_bed` fixture (tests/real/conftest.py) runs a test once on each
 (ids `22.05` and `24.11`: `pytest -k 24.11` runs only the 24.11 half). Only the chosen Slurm-facing
-tests take it: submit/wait/states and cancel (test_tracking_real), the sweep (test_sweep_real), and
-refusals, status columns and sync (test_slurm_versions_real).
+tests take it: submit/wait/states and cancel (test_tracking_real), the sweep (test_sweep_real),
+refusals, status columns and sync (test_slurm_versions_real), and what `sites check` records about
+the Slurm and status's squeue that uses it (test_site_facts_real, ~8-14 s a bed).
 
 How they were chosen: a test runs on both when what it checks comes from Slurm's own output or
 behaviour, which changes between versions (sbatch's refusals, squeue/sacct states, reasons, exit

@@ -14,7 +14,9 @@ from aifactory_cli.jobs import jobdir, segments
 from aifactory_cli.jobs.model import Job, Task
 from aifactory_cli.jobs.staging import UploadPlan, cache_missed, stage_commands, tar_writer
 from aifactory_cli.scheduler import slurm, steps
-from aifactory_cli.transport import to_shell
+from aifactory_cli.scheduler.slurm_site import SiteFacts
+from aifactory_cli.sites.profile import LoadedProfile
+from aifactory_cli.transport import Transport, to_shell
 from aifactory_cli.transport.interactive import PtyRequest, Session
 
 
@@ -60,6 +62,23 @@ def _row_update(row: slurm.SlurmRow) -> Update:
 
 class SlurmBackend(Backend):
     kind = "slurm"
+
+    def __init__(
+        self, loaded: LoadedProfile, transport: Transport, facts: Callable[[], SiteFacts | None] | None = None
+    ) -> None:
+        super().__init__(loaded, transport)
+        # what `sites check` recorded about the site's Slurm (read when needed; None: never checked)
+        self.facts = facts or (lambda: None)
+
+    def light_poll(self, jobs: list[Job]) -> bool:
+        """Whether squeue may be asked with --only-job-state: the site's Slurm has it (recorded by
+        `sites check`, never guessed from a version) and every job is a plain job known to be
+        running, so neither a pending reason nor an expected start is needed (sacct has the start).
+        A job that went back to pending shows PENDING without its reason until the next poll."""
+        if not jobs or any(j.state != states.RUNNING or j.array_size for j in jobs):
+            return False
+        facts = self.facts()
+        return bool(facts and facts.only_job_state)
 
     def workdir_for(self, job: Job, account: str | None, user: str | None) -> str:
         template = self.profile.workdir
@@ -141,7 +160,7 @@ class SlurmBackend(Backend):
             return {}
         # One round trip: squeue (the truth for live jobs: slurmdbd lags on pending reasons) and
         # sacct (the truth for ended jobs and exit codes), for all jobs of the site at once.
-        result = self.transport.run(slurm.status_command(ids))
+        result = self.transport.run(slurm.status_command(ids, only_job_state=self.light_poll(jobs)))
         queue_text, queue_rc, acct_text, acct_rc = slurm.split_status_output(result.stdout)
         if not result.ok:
             acct_rc = result.rc

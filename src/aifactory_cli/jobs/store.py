@@ -18,9 +18,10 @@ from aifactory_cli import paths
 from aifactory_cli.errors import BadInput, NotFound, StoreError
 from aifactory_cli.jobs import refs
 from aifactory_cli.jobs.model import Job, Task, now_iso
+from aifactory_cli.scheduler.slurm_site import SiteFacts
 from aifactory_cli.states import FINAL_STATES, LIVE_STATES
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = [
     # version 1
@@ -82,6 +83,10 @@ _SCHEMA = [
     # version 2: Slurm's expected start of a pending job, apart from the real start (started_at)
     """
     ALTER TABLE jobs ADD COLUMN expected_start TEXT;
+    """,
+    # version 3: what `sites check` learnt about each site's Slurm (scheduler.slurm_site.SiteFacts)
+    """
+    CREATE TABLE IF NOT EXISTS site_facts (site TEXT PRIMARY KEY, facts TEXT NOT NULL, checked_at TEXT NOT NULL);
     """,
 ]
 
@@ -363,6 +368,21 @@ class Store:
                 "SELECT at, state, slurm_state, reason FROM events WHERE job_id = ? ORDER BY id", (job_id,)
             )
         ]
+
+    # --- sites --------------------------------------------------------------------------------------
+
+    def save_site_facts(self, site: str, facts: SiteFacts) -> None:
+        """Replace what is known about `site`'s Slurm (the newest `sites check` wins)."""
+        with self.tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO site_facts (site, facts, checked_at) VALUES (?, ?, ?)",
+                (site, json.dumps(asdict(facts)), facts.checked_at or now_iso()),
+            )
+
+    def site_facts(self, site: str) -> SiteFacts | None:
+        """What the last `sites check SITE` recorded; None if it never ran."""
+        row = self.conn.execute("SELECT facts FROM site_facts WHERE site = ?", (site,)).fetchone()
+        return SiteFacts.from_dict(json.loads(row[0])) if row else None
 
     def next_counter(self, name: str) -> int:
         with self.tx() as c:

@@ -144,10 +144,13 @@ def sacct_command(job_ids: list[str]) -> list[str]:
     ]
 
 
-def squeue_command(job_ids: list[str]) -> list[str]:
-    # --states=all: also the jobs that ended in the last MinJobAge seconds
+def squeue_command(job_ids: list[str], only_job_state: bool = False) -> list[str]:
+    """--states=all: also the jobs that ended in the last MinJobAge seconds. `only_job_state`
+    (Slurm 23.11+): a lighter request for slurmctld that gives the id and state only (the reason
+    prints as None, the start as N/A); for jobs known to be running, whose start sacct has."""
     return [
         "squeue",
+        *(["--only-job-state"] if only_job_state else []),
         "--noheader",
         "--array",
         "--states=all",
@@ -161,12 +164,12 @@ def squeue_command(job_ids: list[str]) -> list[str]:
 _EPOCH = "SLURM_TIME_FORMAT=%s "
 
 
-def status_command(job_ids: list[str]) -> str:
+def status_command(job_ids: list[str], only_job_state: bool = False) -> str:
     """squeue then sacct for `job_ids`, in one remote command (one round trip); squeue's errors
     are dropped, sacct's go to stderr."""
     return batch.command(
         {
-            "squeue": _EPOCH + shlex.join(squeue_command(job_ids)) + " 2>/dev/null",
+            "squeue": _EPOCH + shlex.join(squeue_command(job_ids, only_job_state)) + " 2>/dev/null",
             "sacct": _EPOCH + shlex.join(sacct_command(job_ids)),
         }
     )

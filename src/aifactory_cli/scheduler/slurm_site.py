@@ -18,7 +18,79 @@ _CHECKS = {
     "sacct": "sacct --noheader --allocations --starttime=now-1hour --format=JobID",
     # each partition's generic resources, one line per node group: `standard-g|gpu:mi250:8(S:0-7)`
     "gres": 'sinfo --noheader --format="%R|%G"',
+    # what the site's Slurm can do, asked rather than inferred from its version (a site may patch or
+    # configure Slurm, e.g. JUPITER's psslurm): each probe lists nothing (BOOT_FAIL jobs are rare)
+    "only_job_state": "squeue --only-job-state --noheader --me --states=BOOT_FAIL",  # from 23.11
+    "json": "squeue --json --me --states=BOOT_FAIL >/dev/null",  # needs the data_parser plugins
+    # the controller's version (sbatch --version is the login node's client) and whether batch jobs
+    # may be requeued (slurm.conf JobRequeue)
+    "config": "scontrol show config | grep -E '^(SLURM_VERSION|JobRequeue) '",
 }
+
+# a probe that failed for one of these reasons says nothing about the feature
+_UNREACHABLE = ("unable to contact", "socket timed out", "not responding", "connection refused", "command not found")
+
+
+@dataclass(frozen=True)
+class SiteFacts:
+    """What `sites check` learnt about a site's Slurm; None: not known (the probe could not tell)."""
+
+    slurm_version: str | None  # the controller's (scontrol show config), else the client's (sbatch --version)
+    client_version: str | None = None
+    only_job_state: bool | None = None  # `squeue --only-job-state` (Slurm 23.11+)
+    json_output: bool | None = None  # `squeue --json` works
+    requeue: bool | None = None  # slurm.conf JobRequeue=1: batch jobs are requeueable by default
+    checked_at: str | None = None  # when `sites check` asked (UTC, ISO 8601)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> SiteFacts:
+        """From a stored record; keys this version does not know are ignored."""
+        known = {f: data[f] for f in cls.__dataclass_fields__ if f in data}
+        return cls(**known)  # type: ignore[arg-type]
+
+
+def slurm_version(text: str) -> str | None:
+    """`slurm-wlm 22.05.8`, `slurm 24.11.5` or `SLURM_VERSION = 24.11.5` -> the version number."""
+    m = re.search(r"\b(\d+\.\d+(?:\.\d+)?)\b", text)
+    return m.group(1) if m else None
+
+
+def _probe(section: tuple[str, int] | None) -> bool | None:
+    if section is None:
+        return None
+    text, rc = section
+    if rc == 0:
+        return True
+    return None if any(k in text.lower() for k in _UNREACHABLE) else False
+
+
+def parse_site_facts(sections: dict[str, tuple[str, int]], checked_at: str | None = None) -> SiteFacts:
+    """The facts in `split_sections(...)` of `check_command`'s output."""
+    text, rc = sections.get("version", ("", 1))
+    client = slurm_version(text) if rc == 0 else None
+    config = dict(re.findall(r"^(\w+)\s*=\s*(\S*)", sections.get("config", ("", 1))[0], re.M))
+    requeue = config.get("JobRequeue")
+    return SiteFacts(
+        slurm_version=slurm_version(config.get("SLURM_VERSION", "")) or client,
+        client_version=client,
+        only_job_state=_probe(sections.get("only_job_state")),
+        json_output=_probe(sections.get("json")),
+        requeue=None if requeue not in ("0", "1") else requeue == "1",
+        checked_at=checked_at,
+    )
+
+
+def describe_facts(facts: SiteFacts) -> str:
+    """One line for `sites check`."""
+
+    def yes(value: bool | None) -> str:
+        return "unknown" if value is None else "yes" if value else "no"
+
+    client = f" (client {facts.client_version})" if facts.client_version not in (None, facts.slurm_version) else ""
+    return (
+        f"Slurm {facts.slurm_version or 'unknown'}{client}; squeue --only-job-state: {yes(facts.only_job_state)}; "
+        f"JSON output: {yes(facts.json_output)}; requeue (JobRequeue): {yes(facts.requeue)}"
+    )
 
 
 def check_command() -> str:

@@ -104,7 +104,7 @@ class Service:
 
             backend: Backend = LocalBackend(loaded, LocalTransport(), lambda: self.store.next_counter("local_job_id"))
         elif self.transport_factory is not None:
-            backend = SlurmBackend(loaded, self.transport_factory(site, loaded))
+            backend = SlurmBackend(loaded, self.transport_factory(site, loaded), lambda: self.store.site_facts(site))
         else:
             from aifactory_cli.transport.agent.client import make_transport
 
@@ -114,7 +114,9 @@ class Service:
                     f"site '{site}' has no ssh.host in its profile", f"set sites.{site}.ssh_host in the config file"
                 )
             backend = SlurmBackend(
-                loaded, make_transport(settings, site=site, interactive=self.interactive, persist=self._persist(site))
+                loaded,
+                make_transport(settings, site=site, interactive=self.interactive, persist=self._persist(site)),
+                lambda: self.store.site_facts(site),
             )
         self._backends[site] = backend
         return backend

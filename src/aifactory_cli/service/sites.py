@@ -8,11 +8,20 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aifactory_cli import settings
-from aifactory_cli.errors import AifactoryError
-from aifactory_cli.scheduler.slurm_site import check_command, parse_partition_gpus, parse_partitions, split_sections
+from aifactory_cli.errors import AifactoryError, StoreError
+from aifactory_cli.jobs.model import now_iso
+from aifactory_cli.scheduler.slurm_site import (
+    check_command,
+    describe_facts,
+    parse_partition_gpus,
+    parse_partitions,
+    parse_site_facts,
+    split_sections,
+)
 from aifactory_cli.units import format_duration, parse_duration
 
 if TYPE_CHECKING:
+    from aifactory_cli.scheduler.slurm_site import SiteFacts
     from aifactory_cli.service.session import Service
     from aifactory_cli.sites.profile import SiteProfile
 
@@ -101,6 +110,24 @@ def account_check(account: str, suffixes: list[str], accounts: list[str]) -> tup
     return "ok", f"{detail} {yours}"
 
 
+def runs_check(profile: SiteProfile, facts: SiteFacts) -> list[tuple[str, str, str]]:
+    """(check, status, detail) for what the profile says the site runs (`runs:`) against what the
+    site answered: a version the sources name that the site no longer runs is info (sites upgrade;
+    the recorded facts are what aifactory uses), never drift."""
+    runs = profile.runs
+    if runs is None:
+        return []
+    out = []
+    if runs.slurm_version and facts.slurm_version:
+        same = f"{facts.slurm_version}.".startswith(f"{runs.slurm_version}.")
+        out.append(
+            ("slurm version", "ok" if same else "info", f"profile {runs.slurm_version}, site {facts.slurm_version}")
+        )
+    if runs.compute != "slurmd":
+        out.append(("compute nodes", "info", f"run {runs.compute} (profile: {runs.source or 'no source given'})"))
+    return out
+
+
 def _slurm_time(text: str) -> int | None:
     if text in ("UNLIMITED", "NONE", "", "Partition_Limit"):
         return None
@@ -147,6 +174,16 @@ def check_site(svc: Service, site: str) -> dict[str, Any]:
     sections = split_sections(result.stdout)
     version, rc = sections.get("version", ("", 1))
     add("slurm", "ok" if rc == 0 else "fail", version.strip() or "sbatch --version failed")
+    facts = parse_site_facts(sections, checked_at=now_iso())
+    if facts.slurm_version:  # recorded for status (squeue --only-job-state) and later checks
+        try:
+            svc.store.save_site_facts(site, facts)
+            recorded = "recorded"
+        except StoreError as exc:  # the check itself still stands; status polls as without it
+            recorded = f"not recorded: {exc.message}"
+        add("slurm features", "info", f"{describe_facts(facts)} ({recorded})")
+    for name, status, detail in runs_check(profile, facts):
+        add(name, status, detail)
     text, rc = sections.get("partitions", ("", 1))
     live = parse_partitions(text) if rc == 0 else {}
     if rc != 0:

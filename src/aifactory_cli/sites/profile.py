@@ -169,6 +169,16 @@ class ContainerRuntime(_Strict):
     notes: list[str] = Field(default_factory=list)
 
 
+class SlurmRuns(_Strict):
+    """What the site runs, as its sources say (`sites check` records what it finds live)."""
+
+    slurm_version: str | None = Field(None, description="Slurm version the sources name, e.g. 24.05; null: unknown")
+    compute: Literal["slurmd", "psslurm"] = Field(
+        "slurmd", description="what starts jobs on the compute nodes: Slurm's slurmd or ParaStation's psslurm"
+    )
+    source: str | None = Field(None, description="where this is from (a page and its date)")
+
+
 class SiteProfile(_Strict):
     """An aifactory site profile: the facts about one machine (partitions, limits, GPUs, binding,
     modules, container runtime, work dir, SSH). The file name is the site name."""
@@ -181,6 +191,7 @@ class SiteProfile(_Strict):
     scheduler: Literal["slurm", "local"] = "slurm"
     template: str | None = Field(None, description="job script template (templates/slurm/<name>.sh.j2); default: base")
     cluster: str | None = Field(None, description="Slurm cluster name (--clusters)")
+    runs: SlurmRuns | None = Field(None, description="what the site runs (Slurm version, slurmd or psslurm)")
     cpu_arch: Literal["x86_64", "aarch64"] | None = Field("x86_64", description="None: unknown")
     cores_per_node: int | None = Field(None, ge=1)
     memory_per_node: str | None = None
