@@ -21,6 +21,12 @@ def on_signal(signum, frame):  # only note it: the loop saves at the end of the 
 signal.signal(signal.SIGUSR1, on_signal)  # first thing: the signal may come early in a short segment
 
 
+def save(state: dict, ckpt: str) -> None:
+    with open(ckpt + ".tmp", "w") as f:
+        json.dump(state, f)
+    os.replace(ckpt + ".tmp", ckpt)  # never a half-written checkpoint
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=1000)
@@ -41,12 +47,11 @@ def main() -> int:
         state["step"] += 1
         state["total"] = (state["total"] * 31 + state["step"]) % 1000003
         if stop or state["step"] % 100 == 0:  # on the signal, and now and then (a node may fail)
-            with open(ckpt + ".tmp", "w") as f:
-                json.dump(state, f)
-            os.replace(ckpt + ".tmp", ckpt)
+            save(state, ckpt)
         if stop:
             print(f"signalled: saved at step {state['step']}", flush=True)
             return 0  # exit 0 after a signal: the next segment goes on from here
+    save(state, ckpt)  # the final state too: a signal that comes just now starts one more segment, which ends at once
     print(f"done: {state['step']} steps, result {state['total']}", flush=True)
     return 0
 
