@@ -11,6 +11,7 @@ uninterrupted run's. Slurm sends the signal up to 30 s before `grace` (its time-
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -18,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.real.bedjobs import aif, bed_env
+from tests.real.bedjobs import TORCH_VENV, aif, bed_env
 
 pytestmark = pytest.mark.real
 
 COUNTER = Path(__file__).resolve().parents[1] / "data" / "segments" / "counter.py"
+DDP = COUNTER.with_name("ddp_train.py")
+DDP_STEPS = 400  # 0.1 s each and a DDP step: 2+ segments
 NODE = "nid001001"  # the node the node-failure runs are pinned to (set DOWN, then resumed)
 OTHER = "nid001000"  # where the other runs are pinned (a DOWN node takes every job on it)
 ACCOUNT = ["-A", "project_465000001"]
@@ -72,6 +75,14 @@ CASES = {
             "run: exec python3 counter.py 700", "run: counter.py 700"
         ),
     ),
+    # a real PyTorch DDP training (gloo, CPU) under torchrun on 2 nodes (the GPU partition's, which
+    # no other run here uses), one rank each; rank 0 saves model, optimizer and step when signalled
+    "ddp": (
+        "lumi-chain",
+        "name: ddp\nresources: {nodes: 2, gpus_per_node: 1, time: 10m}\ncheckpoint: {segment: 1m, grace: 20s}\n"
+        f"retries: 0\nlauncher: torchrun\nmodules: [pytorch/2.13.0-cpu]\nenv: {{OMP_NUM_THREADS: '1'}}\n"
+        f"run: ddp_train.py {DDP_STEPS}\nupload: [ddp_train.py]\n",
+    ),
 }
 
 
@@ -99,6 +110,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("segments")
     env = bed_env(tmp)
     shutil.copy(COUNTER, tmp / "counter.py")
+    shutil.copy(DDP, tmp / "ddp_train.py")
     (tmp / "ctr.sif").write_text("not a real image: the bed's stub runtime checks only that it exists\n")
     jobs: dict[str, dict] = {}
     for case, (site, text) in CASES.items():
@@ -261,3 +273,42 @@ def test_the_same_run_with_torchrun(runs: dict) -> None:
     assert (job["state"], job["exit_code"]) == ("COMPLETED", 0), out + _text(job, "stderr.log")
     assert f"result {expected(700)}" in out
     assert len(job["segments"]) >= 2 and "exec torchrun" in _text(job, "job.sh")
+
+
+def _ddp_uninterrupted(tmp: Path) -> str:
+    """The DDP training's result without any interruption: the same program, the same world size (2),
+    here with torchrun --standalone and no pause between steps."""
+    ckpt = tmp / "ddp-uninterrupted"
+    ckpt.mkdir()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIF_", "SLURM_"))},
+        "OMP_NUM_THREADS": "1",
+        "STEP_SECONDS": "0",
+        "AIF_CHECKPOINT_DIR": str(ckpt),
+        "AIF_SEGMENT": "0",
+        "AIF_RESTARTS": "0",
+    }
+    cmd = [str(TORCH_VENV / "bin" / "torchrun"), "--standalone", "--nnodes=1", "--nproc-per-node=2"]
+    r = subprocess.run([*cmd, str(DDP), str(DDP_STEPS)], env=env, cwd=ckpt, capture_output=True, text=True, timeout=300)
+    results = [line for line in r.stdout.splitlines() if line.startswith("result ")]
+    assert r.returncode == 0 and len(results) == 1, r.stdout + r.stderr[-3000:]
+    assert "signalled" not in r.stdout and "from step 0" in r.stdout, r.stdout
+    return results[0]
+
+
+def test_a_pytorch_ddp_training_across_segments_equals_the_uninterrupted_one(runs: dict) -> None:
+    job = _final(runs, "ddp")
+    out = _text(job, "stdout.log")
+    assert (job["state"], job["exit_code"]) == ("COMPLETED", 0), out + _text(job, "stderr.log")[-4000:]
+    segs = job["segments"]
+    assert len(segs) >= 2 and [s["outcome"] for s in segs] == ["next"] * (len(segs) - 1) + ["done"], segs
+    for s in segs:  # both ranks (one per node) started each segment from the checkpoint rank 0 saved
+        started = [line for line in out.splitlines() if f" segment {s['segment']} restarts 0 from step " in line]
+        assert sorted(line.split("/")[0] for line in started) == ["rank 0", "rank 1"], out
+        assert len({line.rsplit(" ", 1)[1] for line in started}) == 1, out
+    # each segment but the last stopped on the signal, or finished just as the signal came (the script
+    # cannot tell: it starts one more segment, which finds the final state saved and prints the result again)
+    results = [line for line in out.splitlines() if line.startswith("result ")]
+    assert out.count("signalled: saved at step") + len(results) - 1 == len(segs) - 1, out
+    assert set(results) == {_ddp_uninterrupted(runs["tmp"])}, out
+    assert results[0].endswith("world 2 in_sync True")

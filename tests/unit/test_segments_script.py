@@ -159,3 +159,41 @@ def test_slurm_ending_the_job_is_no_outcome_of_the_program(tmp_path: Path) -> No
     (tmp_path / "scontrol-show-job").write_text("JobId=100 JobName=s JobState=RUNNING Reason=None\n")
     assert _run(tmp_path, _script("'echo \"$AIF_RESTARTS\" > seen'", extra="retries: 1\n")) == 0
     assert (tmp_path / "seen").read_text().strip() == "1" and _log(tmp_path)[-1][5] == "done"
+
+
+# Slurm's srun delivers a forwarded signal to every process of the step: here a new process group
+# that the fake srun signals as a whole; the fake torchrun (its agent: the signal ignored, as the
+# script starts it) starts its worker only after 2 s, as a slow start on a busy node does
+FAKE_SRUN = (
+    "while [[ $1 == --* ]]; do shift; done\ntrap 'kill -USR1 -- \"-$child\" 2>/dev/null' USR1\n"
+    'setsid "$@" & child=$!\nwhile kill -0 "$child" 2>/dev/null; do wait "$child"; done\nwait "$child"'
+)
+FAKE_TORCHRUN = 'while [[ $1 == --* ]]; do shift; done\nsleep 2\nexec python3 "$@"'
+WORKER = """import signal, sys, time
+stop = []
+signal.signal(signal.SIGUSR1, lambda *_: stop.append(1))
+end = time.monotonic() + 20  # never outlives a failed test for long (setsid: no one else stops it)
+while not stop and time.monotonic() < end:
+    time.sleep(0.05)
+if stop:
+    open("worker-saved", "w").write("saved")
+"""
+
+
+def test_torchrun_a_worker_started_after_the_signal_still_gets_it(tmp_path: Path) -> None:
+    text = "name: s\nlauncher: torchrun\nrun: worker.py\nresources: {time: 3m}\ncheckpoint: {segment: 1m, grace: 20s}\n"
+    profile = load_profile("lumi")
+    job = resolve(load_spec_text(text).spec, profile, UserConfig(), Overrides(account="project_465000123"))
+    script = render(job, "0" * 32, "00000000").script
+    (tmp_path / "worker.py").write_text(WORKER)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in {"srun": FAKE_SRUN, "torchrun": FAKE_TORCHRUN}.items():
+        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    started = time.monotonic()
+    # the signal comes at 0.5 s, before the worker runs (the first one reaches only the agent, which ignores it)
+    assert _run(tmp_path, script, signal_after=0.5) == 0
+    assert (tmp_path / "worker-saved").read_text() == "saved"
+    assert _log(tmp_path)[-1][5:] == ["next", "0"] and "scontrol requeue 100" in _calls(tmp_path)
+    assert time.monotonic() - started < 15

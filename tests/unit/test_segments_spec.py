@@ -92,6 +92,10 @@ def test_bad_checkpoint_specs_name_the_line(text: str, words: list[str]) -> None
             ["checkpoint.grace 00:30:00 is not shorter than a segment", "'debug'"],
         ),
         ("run: x\nmatrix: {A: [1, 2]}\ncheckpoint: {segment: 1h, grace: 1m}\n", ["with a matrix"]),
+        (  # no CPU partition takes a 4-day segment: the hint names checkpoint.segment
+            "run: x\nresources: {time: 7d}\ncheckpoint: {segment: 4d}\n",
+            ["checkpoint.segment 4-00:00:00 is over the limit of 'small'", "or checkpoint.segment (one segment"],
+        ),
     ],
 )
 def test_limits_with_checkpoint(text: str, words: list[str]) -> None:

@@ -146,7 +146,7 @@ def choose_partition(spec: JobSpec, profile: SiteProfile, requested: str | None)
         if not problems:
             return pname, part
         rejected.extend(problems)
-    raise LimitError(
-        f"no partition of '{profile.name}' can run this job: " + "; ".join(dict.fromkeys(rejected)),
-        "reduce nodes, GPUs or time in the spec's resources",
-    )
+    hint = "reduce nodes, GPUs or time in the spec's resources"
+    if spec.checkpoint is not None:
+        hint += ", or checkpoint.segment (one segment must fit a partition's time limit)"
+    raise LimitError(f"no partition of '{profile.name}' can run this job: " + "; ".join(dict.fromkeys(rejected)), hint)

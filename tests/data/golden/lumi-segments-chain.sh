@@ -70,8 +70,12 @@ _aif_finish() {
   [ -n "$_aif_seg_next" ] || { printf '%s\n' "$rc" > "$_aif_rc_file.tmp" && mv -f "$_aif_rc_file.tmp" "$_aif_rc_file"; }
   exit "$rc"
 }
-_aif_seg_pid= _aif_seg_signalled= _aif_seg_next=
-trap '_aif_seg_signalled=1; [ -z "$_aif_seg_pid" ] || kill -s USR2 "$_aif_seg_pid" 2>/dev/null' USR2
+_aif_seg_pid= _aif_seg_signalled= _aif_seg_next= _aif_seg_repeat=
+_aif_seg_forward() {
+  [ -n "$_aif_seg_pid" ] || return 0
+  kill -s USR2 "$_aif_seg_pid" 2>/dev/null
+}
+trap '_aif_seg_signalled=1; _aif_seg_forward' USR2
 
 # modules: the site's base modules, then the spec's
 module load LUMI/25.03 partition/C || { echo "aifactory: module load failed" >&2; exit 1; }
@@ -91,7 +95,7 @@ exec "$@"
 # launch
 srun --nodes=1 --ntasks=1 --cpus-per-task=1 --kill-on-bad-exit=1 bash -c "$AIF_TASK" aif-task bash -c 'exec python3 train.py' &
 _aif_seg_pid=$!
-[ -z "$_aif_seg_signalled" ] || kill -s USR2 "$_aif_seg_pid" 2>/dev/null
+[ -z "$_aif_seg_signalled" ] || _aif_seg_forward
 # a trapped signal interrupts `wait`: wait again until the program has really ended
 while kill -0 "$_aif_seg_pid" 2>/dev/null; do wait "$_aif_seg_pid"; done
 wait "$_aif_seg_pid"

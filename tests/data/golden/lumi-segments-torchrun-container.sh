@@ -71,8 +71,16 @@ _aif_finish() {
   [ -n "$_aif_seg_next" ] || { printf '%s\n' "$rc" > "$_aif_rc_file.tmp" && mv -f "$_aif_rc_file.tmp" "$_aif_rc_file"; }
   exit "$rc"
 }
-_aif_seg_pid= _aif_seg_signalled= _aif_seg_next=
-trap '_aif_seg_signalled=1; [ -z "$_aif_seg_pid" ] || kill -s USR1 "$_aif_seg_pid" 2>/dev/null' USR1
+_aif_seg_pid= _aif_seg_signalled= _aif_seg_next= _aif_seg_repeat=
+_aif_seg_forward() {
+  [ -n "$_aif_seg_pid" ] || return 0
+  kill -s USR1 "$_aif_seg_pid" 2>/dev/null
+  # torchrun's workers start with the signal ignored (as its agent) until they set their handler: a
+  # worker that had not got that far when the signal came would never see it and run into the time
+  # limit; so it comes again every 5 s while the step runs (a handler may be called more than once)
+  [ -n "$_aif_seg_repeat" ] || { _aif_seg_repeat=1; ( while sleep 5 && kill -s USR1 "$_aif_seg_pid" 2>/dev/null; do :; done ) & }
+}
+trap '_aif_seg_signalled=1; _aif_seg_forward' USR1
 
 # modules: the site's base modules, then the spec's
 module load LUMI/25.03 partition/G || { echo "aifactory: module load failed" >&2; exit 1; }
@@ -113,7 +121,7 @@ exec "$@"
 # launch
 srun --nodes=2 --ntasks=2 --ntasks-per-node=1 --cpus-per-task=56 --kill-on-bad-exit=1 bash -c "$AIF_TASK" aif-task singularity exec --bind "$AIF_BINDS" /appl/local/containers/pytorch.sif bash -c 'trap '"'"''"'"' USR1; exec torchrun --nnodes="$SLURM_NNODES" --nproc-per-node=8 --rdzv-backend=c10d --rdzv-endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv-id="$SLURM_JOB_ID" --rdzv-conf=is_host=$(( SLURM_NODEID == 0 ? 1 : 0 )) --local-addr="$AIF_NODE_ADDR" train.py --resume' &
 _aif_seg_pid=$!
-[ -z "$_aif_seg_signalled" ] || kill -s USR1 "$_aif_seg_pid" 2>/dev/null
+[ -z "$_aif_seg_signalled" ] || _aif_seg_forward
 # a trapped signal interrupts `wait`: wait again until the program has really ended
 while kill -0 "$_aif_seg_pid" 2>/dev/null; do wait "$_aif_seg_pid"; done
 wait "$_aif_seg_pid"
