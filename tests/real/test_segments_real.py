@@ -186,7 +186,10 @@ def test_a_run_over_three_segments_ends_with_the_uninterrupted_result(runs: dict
     assert logs.returncode == 0, logs.stderr
     for s in segs:
         assert f"segment {s['segment']} restarts 0 from step" in logs.stdout
-    assert logs.stdout.count("signalled: saved at step") == len(segs) - 1
+    # a signal that comes while the program ends cannot be told from one mid-work: the script starts one more
+    # segment, which finds the final state saved and prints the result again
+    results = logs.stdout.count(f"result {expected(900)}")
+    assert logs.stdout.count("signalled: saved at step") + results - 1 == len(segs) - 1, logs.stdout
 
 
 def test_the_default_requeue_keeps_one_slurm_job(runs: dict) -> None:
