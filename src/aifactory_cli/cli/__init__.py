@@ -10,6 +10,7 @@ from aifactory_cli import __version__
 from aifactory_cli.cli import (
     cancel_cmd,
     fetch_cmd,
+    forward_cmd,
     list_cmd,
     logs_cmd,
     plan_cmd,
@@ -63,6 +64,7 @@ for module in (
     wait_cmd,
     cancel_cmd,
     fetch_cmd,
+    forward_cmd,
     rerun_cmd,
     sync_cmd,
     plan_cmd,

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aifactory_cli.errors import RemoteError
 from aifactory_cli.paths import ensure_private_dir
-from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, Transport, to_shell
+from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, Transport, Tunnel, to_shell
 from aifactory_cli.transport.agent.launch import agent_socket_path, spawn_agent, stdin_isatty
 from aifactory_cli.transport.agent.protocol import (
     ABORT,
@@ -44,6 +44,7 @@ from aifactory_cli.transport.agent.protocol import (
     socket_path_usable,
     unix_address,
 )
+from aifactory_cli.transport.relay import SocketPipe
 
 if TYPE_CHECKING:
     from aifactory_cli.transport.ssh.settings import SshSettings
@@ -272,9 +273,10 @@ class AgentTransport:
         except StreamError as exc:
             raise _Reply(error_from_json(exc.error, self.site, self.log_path)) from None
 
-    def _call(self, request: Callable[[FrameConn], T], *, idempotent: bool = True) -> T:
-        """Run one request on a pooled connection. A failed reconnect in the agent (it exits) is
-        retried once on a fresh agent when nothing was sent yet."""
+    def _call(self, request: Callable[[FrameConn], T], *, idempotent: bool = True, keep: bool = True) -> T:
+        """Run one request on a pooled connection (back in the pool after it unless not `keep`). A
+        failed reconnect in the agent (it exits) is retried once on a fresh agent when nothing was
+        sent yet."""
         for attempt in (1, 2):
             conn = self._checkout()
             try:
@@ -299,7 +301,8 @@ class AgentTransport:
             except BaseException:
                 conn.close()  # mid-request (Ctrl-C, a local error): the connection is out of step
                 raise
-            self._checkin(conn)
+            if keep:
+                self._checkin(conn)
             return result
         raise AssertionError("unreachable")
 
@@ -394,6 +397,17 @@ class AgentTransport:
                 self._stream(conn, sink)
 
         self._call(request, idempotent=False)
+
+    def open_tunnel(self, host: str, port: int) -> Tunnel:
+        """A byte stream to `host:port` from the login node, through the agent's one SSH login: a
+        connection to the agent of its own, which carries the channel's raw bytes after the reply."""
+
+        def request(conn: FrameConn) -> Tunnel:
+            conn.send_json({"op": "tunnel", "host": host, "port": port})
+            self._reply(conn)
+            return SocketPipe(conn.sock, conn.take_buffer())
+
+        return self._call(request, keep=False)
 
     def shutdown_agent(self) -> None:
         """Ask the agent to exit now (it finishes the requests in flight)."""
