@@ -244,6 +244,7 @@ class FakeTransport:
         self.drop_after: Callable[[str], bool] | None = None
         self.connected = False
         self.closed = False
+        self.tunnels: list[tuple[str, int]] = []  # (host, port) of every open_tunnel
 
     def connect(self) -> None:
         if self.refuse_login:
@@ -293,6 +294,20 @@ class FakeTransport:
 
     def get_file(self, path: str, local: Path, progress: Any = None) -> None:
         local.write_bytes(self.read_bytes(path))
+
+    def open_tunnel(self, host: str, port: int) -> Any:
+        """As the login node would: every host of the fake site is this machine (127.0.0.1)."""
+        import socket
+
+        from aifactory_cli.errors import TunnelRefused
+        from aifactory_cli.transport.relay import SocketPipe
+
+        self.connect()
+        self.tunnels.append((host, port))
+        try:
+            return SocketPipe(socket.create_connection(("127.0.0.1", port), timeout=5))
+        except OSError as exc:
+            raise TunnelRefused(f"the login node could not connect to {host}:{port}: Connection refused") from exc
 
     def close(self) -> None:
         self.closed = True
