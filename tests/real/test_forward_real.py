@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,7 @@ import pytest
 from aifactory_cli.errors import TunnelRefused
 from aifactory_cli.sites.profile import SshSettings
 from aifactory_cli.transport.ssh.connection import SshTransport
-from tests.conftest import TEST_PROFILES
+from tests.conftest import REPO, TEST_PROFILES
 from tests.real.bedjobs import BED_PROFILES, aif, bed_env
 from tests.real.conftest import (
     TESTBED_ACCOUNT,
@@ -240,3 +241,43 @@ def test_forward_over_a_plain_connection_and_its_errors(bed: Bed) -> None:
     assert aif(["cancel", job["id"], pending["id"]], bed.env, bed.cwd, timeout=60).returncode == 0
     r = aif(["forward", job["id"]], bed.env, bed.cwd, timeout=60)
     assert r.returncode == 4 and "has ended (CANCELLED" in r.stderr and "nothing to forward" in r.stderr, r.stderr
+
+
+JUPYTER_VENV = Path(os.environ.get("TESTBED_JUPYTER_VENV", "/opt/aif-jupyter"))
+
+
+def test_jupyterlab_reached_through_forward_with_its_token(bed: Bed) -> None:
+    """examples/jupyter.yaml on the bed, with the JupyterLab that tests/testbed/start.sh installs from
+    tests/testbed/jupyter-requirements.txt: forward prints the URL with the server's token; /api
+    answers with it and refuses without it."""
+    if not (JUPYTER_VENV / ".testbed-installed").is_file():
+        pytest.skip(
+            f"JupyterLab is not installed in {JUPYTER_VENV}: tests/testbed/start.sh installs it from "
+            "tests/testbed/jupyter-requirements.txt, which failed or was not run here "
+            "(log: /tmp/testbed/log/jupyter.out)"
+        )
+    text = (REPO / "examples" / "jupyter.yaml").read_text()
+    (bed.cwd / "jupyter.yaml").write_text(text.replace('JUPYTER_ENV: ""', f"JUPYTER_ENV: {JUPYTER_VENV}"))
+    started = time.monotonic()
+    r = aif(["submit", "jupyter.yaml", "--site", "lumi-bed", "--json"], bed.env, bed.cwd, timeout=120)
+    assert r.returncode == 0, r.stderr
+    job = json.loads(r.stdout)["jobs"][0]
+    proc, url = _forward(bed, job["id"])
+    try:
+        assert proc.stdout is not None
+        while "?token=" not in url:  # the token is printed once the server has written it to its log
+            assert time.monotonic() - started < 90, url
+            url = proc.stdout.readline().strip()
+        ready = time.monotonic() - started
+        base, token = url.split("/lab?token=")
+        status = json.loads(_get(f"{base}/api/status?token={token}"))
+        assert "started" in status and status["kernels"] == 0
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _get(f"{base}/api/status")
+        assert refused.value.code == 403
+        assert "JupyterLab" in _get(url)
+        print(f"\njupyter: submit -> token URL through forward in {ready:.1f} s")
+    finally:
+        code, err = _stop(proc)
+        aif(["cancel", job["id"]], bed.env, bed.cwd, timeout=60)
+    assert code == 0, err

@@ -62,15 +62,21 @@ def forward(
             f"{target.job.site}); Ctrl-C to stop"
         )
 
-        def tick() -> None:
-            watch()
+        ticks = [0]
+
+        def tick() -> None:  # every second: the job every WATCH_EVERY s, its log for a token meanwhile
+            ticks[0] += 1
+            if ticks[0] % int(fw.WATCH_EVERY) == 0:
+                watch()
+            elif ticks[0] > fw.TOKEN_EAGER:
+                return  # after the first minutes, the token is looked for with the job only
             if not tokens.found and tokens.look():
                 _say(base, tokens.found)
                 output.note("the server's log shows a token: open the URL above")
 
         previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
-            forwarder.serve(tick)
+            forwarder.serve(tick, every=1.0)
         except KeyboardInterrupt:
             output.note(f"forward stopped ({forwarder.connections} connection(s) forwarded)")
         finally:

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from aifactory_cli.transport import Transport
 
 PORT_WAIT_NOTE = 10.0  # seconds a running job may take to record its AIF_PORT before we say we wait
-WATCH_EVERY = 5.0  # seconds between two looks at the job (state, token) while forwarding
+WATCH_EVERY = 5.0  # seconds between two looks at the job's state while forwarding
+TOKEN_EAGER = 120  # seconds at first during which the job's log is read every second for a token
 _TOKEN_URL = re.compile(r"https?://[^\s/?#\"'<>]+(/[^\s\"'<>]*?[?&]token=[A-Za-z0-9_-]+)")
 
 
