@@ -156,6 +156,7 @@ class FakeSlurm:
             "end": None,
             "in_queue": True,
             "in_acct": True,
+            "array": options.get("--array", "").split("%")[0],  # "0-2": its elements share the state
         }
         if fault == "timeout":  # queued, yet sbatch reports a failure
             return "", f"sbatch: error: Batch job submission failed: {SBATCH_ERRORS[fault]}\n", 1
@@ -173,6 +174,7 @@ class FakeSlurm:
                 continue
             row = {
                 **job,
+                "id": _shown_id(job),
                 "start": _time(job["start"]) if job["start"] else "N/A",
                 "comment": job["comment"] or "(null)",
             }
@@ -193,8 +195,8 @@ class FakeSlurm:
                 continue  # --starttime without --jobs: a pending job has not started
             elapsed = (job["end"] or int(time.time())) - job["start"] if job["start"] else 0
             values = {
-                "JobID": job["id"],
-                "JobIDRaw": job["id"],
+                "JobID": _shown_id(job),
+                "JobIDRaw": _shown_id(job),
                 "State": job["state"],
                 "ExitCode": job["exit"],
                 "Reason": job["reason"],
@@ -329,6 +331,11 @@ class Session:
 
     def __call__(self) -> Service:
         return Service(notify=self.notes.append, transport_factory=lambda site, loaded: self.fake)
+
+
+def _shown_id(job: dict[str, Any]) -> str:
+    """As Slurm shows an array whose elements are in one state: `1000_[0-2]`."""
+    return f"{job['id']}_[{job['array']}]" if job.get("array") else str(job["id"])
 
 
 def fake_site(tmp_path: Path, monkeypatch: Any) -> Session:

@@ -53,6 +53,7 @@ class Target:
     port: int
     recorded_port: int  # the job's AIF_PORT
     local_site: bool
+    task: int | None = None  # a sweep's element (its own node, port and logs)
 
 
 def _site_is_local(svc: Service, job: Job) -> bool:
@@ -125,7 +126,8 @@ def find_target(
         found = _read_port(transport, posixpath.join(job.workdir or ".", name))
         if found is not None:
             host, port = found
-            return Target(job, host, remote_port or port, port, _site_is_local(svc, job))
+            element = task if job.array_size else None
+            return Target(job, host, remote_port or port, port, _site_is_local(svc, job), element)
         if not wait:
             raise NotFound(
                 f"job {job.id} runs but has not recorded its AIF_PORT yet ({name} in its job dir)",
@@ -168,7 +170,7 @@ class TokenWatch:
     def __init__(self, svc: Service, target: Target) -> None:
         self.svc = svc
         self.target = target
-        self.task = 0 if target.job.array_size else None
+        self.task = target.task
         self.offsets = {True: 0, False: 0}
         self.found: str | None = None
 
