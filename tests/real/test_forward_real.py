@@ -4,7 +4,8 @@ reach the server (100 one after another, 20 at once); Ctrl-C (SIGINT) ends it wi
 frees the port. Through the connection agent, everything (submit, forward, every request, status
 polls) costs one SSH login, counted at a TCP proxy in front of the bed's sshd. Without the agent,
 the same over a plain connection, through a jump host, and the errors: a local port in use, a
-pending job with --no-wait, an ended job."""
+pending job with --no-wait, an ended job. Two jobs pinned to one node get two ports, and each
+forward reaches its own job."""
 
 from __future__ import annotations
 
@@ -241,6 +242,44 @@ def test_forward_over_a_plain_connection_and_its_errors(bed: Bed) -> None:
     assert aif(["cancel", job["id"], pending["id"]], bed.env, bed.cwd, timeout=60).returncode == 0
     r = aif(["forward", job["id"]], bed.env, bed.cwd, timeout=60)
     assert r.returncode == 4 and "has ended (CANCELLED" in r.stderr and "nothing to forward" in r.stderr, r.stderr
+
+
+def test_two_jobs_on_one_node_get_different_ports_and_each_forward_reaches_its_own(bed: Bed) -> None:
+    """Two server jobs pinned to one node (slurm: {nodelist}): each picked its own AIF_PORT there,
+    and a forward to each reaches that job's server, not the other's."""
+    spec = SERVER.replace(
+        "resources: {nodes: 1, time: 5m}", "resources: {nodes: 1, time: 5m}\nslurm: {nodelist: nid001000}"
+    )
+    (bed.cwd / "fwpair.yaml").write_text(spec.replace("name: fwhttp", "name: fwpair"))
+    jobs = []
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for _ in range(2):
+            r = aif(["submit", "fwpair.yaml", "--site", "lumi-bed", "--json"], bed.env, bed.cwd, timeout=120)
+            assert r.returncode == 0, r.stderr
+            jobs.append(json.loads(r.stdout)["jobs"][0])
+        pages = {}
+        for job in jobs:
+            proc, url = _forward(bed, job["id"], "--local-port", str(_free_port()))
+            procs.append(proc)
+            pages[job["slurm_job_id"]] = _first_get(url, job)
+        records = [(Path(j["workdir"]) / "aif_port").read_text().split() for j in jobs]
+        assert records[0][0] == records[1][0] == "nid001000", records  # one node
+        assert records[0][1] != records[1][1], records  # two ports
+        for slurm_id, page in pages.items():
+            assert page == f"hello from nid001000 job {slurm_id}\n"
+        print(f"\ntwo jobs on nid001000: ports {records[0][1]} and {records[1][1]}")
+    finally:
+        for proc in procs:
+            _stop(proc)
+        if jobs:
+            aif(["cancel", *(j["id"] for j in jobs)], bed.env, bed.cwd, timeout=60)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 JUPYTER_VENV = Path(os.environ.get("TESTBED_JUPYTER_VENV", "/opt/aif-jupyter"))
