@@ -215,6 +215,26 @@ def test_tunnel_through_a_jump_host(bed: Bed, testbed_client: Path, isolated_ssh
         assert tr.connections_opened == 1 and len(tr._jumps) == 1
 
 
+def test_forward_command_through_a_jump_host_and_the_agent(bed: Bed) -> None:
+    """`aifactory forward` on a site reached through a jump host (ssh.proxy_jump), with the agent."""
+    profiles = Path(bed.env["AIFACTORY_PROFILES"].split(os.pathsep)[0])
+    (profiles / "fwjump.yaml").write_text(
+        f"extends: lumi-bed\nssh: {{proxy_jump: '{TESTBED_USER}@127.0.0.1:{TESTBED_JUMP_PORT}', persist: 120}}\n"
+    )
+    r = aif(["submit", "fwhttp.yaml", "--site", "fwjump", "--json"], bed.env, bed.cwd, timeout=120)
+    assert r.returncode == 0, r.stderr
+    job = json.loads(r.stdout)["jobs"][0]
+    try:
+        proc, url = _forward(bed, job["id"], "--local-port", str(_free_port()))
+        try:
+            assert f"job {job['slurm_job_id']}" in _first_get(url, job)
+        finally:
+            code, err = _stop(proc)
+        assert code == 0 and f"of job {job['id']} on fwjump" in err, err
+    finally:
+        aif(["cancel", job["id"]], bed.env, bed.cwd, timeout=60)
+
+
 def test_forward_over_a_plain_connection_and_its_errors(bed: Bed) -> None:
     job = bed.plain_job
     port = int((Path(job["workdir"]) / "aif_port").read_text().split()[1])
