@@ -83,6 +83,10 @@ class AuthError(RemoteError):
     pass
 
 
+class TunnelRefused(RemoteError):
+    """The site could not connect a forwarded port to its target (nothing listens there yet, no route)."""
+
+
 class SubmitRejected(BadInput):
     """The scheduler refused the job at submission (bad account, partition...)."""
 

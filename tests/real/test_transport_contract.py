@@ -103,3 +103,46 @@ def test_get_tar(transport: tuple[Transport, str, str], tmp_path: Path) -> None:
         member = tar.extractfile("sub/b.txt")
         assert member is not None and member.read() == b"b\n"
     assert sum(seen) > 0
+
+
+def test_open_tunnel_carries_bytes_both_ways_and_a_refusal_is_tunnel_refused(
+    transport: tuple[Transport, str, str],
+) -> None:
+    """A port as the site reaches it (`aifactory forward`): an echo server on this machine, which is
+    also the test bed's login node (127.0.0.1): bytes both ways, a half-close passed on, no login."""
+    import socket
+    import threading
+
+    from aifactory_cli.errors import TunnelRefused
+
+    t, _, _ = transport
+    t.connect()
+    logins = getattr(t, "connections_opened", 0)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+
+        def echo() -> None:
+            conn, _ = server.accept()
+            with conn:
+                data = b""
+                while chunk := conn.recv(65536):
+                    data += chunk
+                conn.sendall(b"echo:" + data)
+
+        thread = threading.Thread(target=echo, daemon=True)
+        thread.start()
+        tunnel = t.open_tunnel("127.0.0.1", server.getsockname()[1])
+        payload = bytes(range(256)) * 4096  # 1 MiB
+        tunnel.sendall(payload)
+        tunnel.shutdown_write()
+        reply = b""
+        while chunk := tunnel.recv(65536):
+            reply += chunk
+        tunnel.close()
+        thread.join(10)
+    assert reply == b"echo:" + payload
+    with socket.socket() as bound:  # bound, not listening: refused
+        bound.bind(("127.0.0.1", 0))
+        with pytest.raises(TunnelRefused, match=f"127.0.0.1:{bound.getsockname()[1]}"):
+            t.open_tunnel("127.0.0.1", bound.getsockname()[1])
+    assert getattr(t, "connections_opened", 0) == logins  # the existing connection, no new login
+    assert t.run("echo still").stdout == "still\n"

@@ -156,8 +156,16 @@ if ! torch_ok; then
     # its own session, so that a start.sh that fails meanwhile stops it (the EXIT trap)
     setsid bash "$HERE/torch.sh" "$TORCH_VENV" "$HERE/torch-requirements.txt" </dev/null >"$LOGDIR/torch.out" 2>&1 &
     torch_pid=$!
-    trap '[[ -n ${torch_pid:-} ]] && kill -TERM -- "-$torch_pid" 2>/dev/null; true' EXIT
 fi
+# JupyterLab for jobs (tests/real/test_forward_real.py), the same way, beside it.
+JUPYTER_VENV=${TESTBED_JUPYTER_VENV:-/opt/aif-jupyter}
+jupyter_pid=
+if ! { [[ -x $JUPYTER_VENV/bin/jupyter-lab ]] && cmp -s "$JUPYTER_VENV/.testbed-installed" "$HERE/jupyter-requirements.txt"; }; then
+    log "installing JupyterLab into $JUPYTER_VENV (log: $LOGDIR/jupyter.out)"
+    setsid bash "$HERE/jupyter.sh" "$JUPYTER_VENV" "$HERE/jupyter-requirements.txt" </dev/null >"$LOGDIR/jupyter.out" 2>&1 &
+    jupyter_pid=$!
+fi
+trap 'for _p in ${torch_pid:-} ${jupyter_pid:-}; do kill -TERM -- "-$_p" 2>/dev/null; done; true' EXIT
 
 # A stub container runtime for jobs (stub_runtime.py: accepts only `exec <options> IMAGE CMD...`,
 # records each task's argv, environment and ranks in the job dir, then execs CMD), installed as
@@ -797,6 +805,17 @@ if [[ -n $torch_pid ]]; then
     else
         tail -n 15 "$LOGDIR/torch.out" >&2
         log "WARNING: installing PyTorch into $TORCH_VENV failed (log: $LOGDIR/torch.out): jobs that load pytorch/2.13.0-cpu will fail"
+    fi
+fi
+if [[ -n $jupyter_pid ]]; then
+    jupyter_rc=0
+    wait "$jupyter_pid" || jupyter_rc=$?
+    jupyter_pid=
+    if ((jupyter_rc == 0)); then
+        log "JupyterLab installed: $(tail -n 1 "$LOGDIR/jupyter.out") in $JUPYTER_VENV"
+    else
+        tail -n 15 "$LOGDIR/jupyter.out" >&2
+        log "WARNING: installing JupyterLab into $JUPYTER_VENV failed (log: $LOGDIR/jupyter.out): the forward test's Jupyter case skips"
     fi
 fi
 if ((${#started[@]})); then

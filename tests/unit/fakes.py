@@ -159,6 +159,7 @@ class FakeSlurm:
             "end": None,
             "in_queue": True,
             "in_acct": True,
+            "array": options.get("--array", "").split("%")[0],  # "0-2": its elements share the state
         }
         if fault == "timeout":  # queued, yet sbatch reports a failure
             return "", f"sbatch: error: Batch job submission failed: {SBATCH_ERRORS[fault]}\n", 1
@@ -176,6 +177,7 @@ class FakeSlurm:
                 continue
             row = {
                 **job,
+                "id": _shown_id(job),
                 "start": _time(job["start"]) if job["start"] else "N/A",
                 "comment": job["comment"] or "(null)",
                 "nodes": job.get("nodes") or "",
@@ -197,8 +199,8 @@ class FakeSlurm:
                 continue  # --starttime without --jobs: a pending job has not started
             elapsed = (job["end"] or int(time.time())) - job["start"] if job["start"] else 0
             values = {
-                "JobID": job["id"],
-                "JobIDRaw": job["id"],
+                "JobID": _shown_id(job),
+                "JobIDRaw": _shown_id(job),
                 "State": job["state"],
                 "ExitCode": job["exit"],
                 "Reason": job["reason"],
@@ -248,6 +250,7 @@ class FakeTransport:
         self.drop_after: Callable[[str], bool] | None = None
         self.connected = False
         self.closed = False
+        self.tunnels: list[tuple[str, int]] = []  # (host, port) of every open_tunnel
 
     def connect(self) -> None:
         if self.refuse_login:
@@ -298,6 +301,20 @@ class FakeTransport:
     def get_file(self, path: str, local: Path, progress: Any = None) -> None:
         local.write_bytes(self.read_bytes(path))
 
+    def open_tunnel(self, host: str, port: int) -> Any:
+        """As the login node would: every host of the fake site is this machine (127.0.0.1)."""
+        import socket
+
+        from aifactory_cli.errors import TunnelRefused
+        from aifactory_cli.transport.relay import SocketPipe
+
+        self.connect()
+        self.tunnels.append((host, port))
+        try:
+            return SocketPipe(socket.create_connection(("127.0.0.1", port), timeout=5))
+        except OSError as exc:
+            raise TunnelRefused(f"the login node could not connect to {host}:{port}: Connection refused") from exc
+
     def close(self) -> None:
         self.closed = True
 
@@ -318,6 +335,11 @@ class Session:
 
     def __call__(self) -> Service:
         return Service(notify=self.notes.append, transport_factory=lambda site, loaded: self.fake)
+
+
+def _shown_id(job: dict[str, Any]) -> str:
+    """As Slurm shows an array whose elements are in one state: `1000_[0-2]`."""
+    return f"{job['id']}_[{job['array']}]" if job.get("array") else str(job["id"])
 
 
 def fake_site(tmp_path: Path, monkeypatch: Any) -> Session:

@@ -172,7 +172,7 @@ def test_lumi_per_task_binding_gives_task_i_gcd_i_and_leaves_no_wrapper_file(tmp
     assert [t["ROCR"] for t in tasks] == [str(i % 8) for i in range(16)]
     assert "--cpu-bind=mask_cpu:fe000000000000" in (job_dir / "srun.args").read_text()
     left = sorted(p.name for p in job_dir.iterdir() if not p.name.startswith("task."))
-    assert left == ["exit_code", "job.sh", "module.log", "srun.args"]  # module.log: the stand-in `module`
+    assert left == ["aif_port", "exit_code", "job.sh", "module.log", "srun.args"]  # module.log: the stand-in `module`
 
 
 def test_per_task_takes_the_gpus_slurm_gave_a_sub_node_job(tmp_path: Path) -> None:

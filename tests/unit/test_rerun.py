@@ -84,7 +84,8 @@ def test_rerun_failed_submits_only_the_failed_element(
     assert (new.extra["account"], new.extra["partition"]) == (ACCOUNT, PARTITION)
     assert f"--account={ACCOUNT}" in (new.script or "") and f"--partition={PARTITION}" in (new.script or "")
     assert sbatch_calls(session) == 2
-    assert "--array=0-0" in (new.script or "") and "0.3" in (new.script or "") and "0.1" not in (new.script or "")
+    script = new.script or ""
+    assert "--array=0-0" in script and "export LR=0.3;" in script and "LR=0.1" not in script
 
 
 def test_rerun_task_by_values(session: Session, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -160,7 +161,7 @@ def test_dry_run_prints_the_script_and_submits_nothing(
     orig = failed_sweep(session, tmp_path)
     code, out, err = aif(capsys, "rerun", orig.id, "--failed", "--dry-run")
     assert code == 0, err
-    assert out.startswith("#!") and "--array=0-0" in out and "0.3" in out and "0.1" not in out
+    assert out.startswith("#!") and "--array=0-0" in out and "export LR=0.3;" in out and "LR=0.1" not in out
     assert f"would rerun {orig.id} (sw) on {SITE}: element 2 (LR=0.3)" in err
     assert len(jobs(session)) == 1 and sbatch_calls(session) == 1
     code, out, _ = aif(capsys, "rerun", orig.id, "--failed", "--dry-run", "--json")

@@ -10,6 +10,8 @@ put in a job dir, and what status, logs, sync and settlement read back from it.
     segments.tsv          a checkpointed run's segments (start/end lines: segment, restarts, Slurm
                           id, time, outcome, exit code), written by the batch script
     checkpoint/           $AIF_CHECKPOINT_DIR: the program's state, kept across segments
+    aif_port[.N]          "NODE PORT": the job's AIF_PORT and the first node it was picked on (of
+                          array task N), written when the batch script starts; `forward` reads it
     elements/N/           array element N's working directory (a sweep): links to the job dir's
                           files, and what the element's run writes
     .aif-upload/ .aif-expect .aif-delete
@@ -43,6 +45,7 @@ UPLOAD_CACHE = ".uploads"
 ELEMENTS = "elements"
 SEGMENTS = "segments.tsv"
 CHECKPOINT = "checkpoint"
+AIF_PORT = "aif_port"
 
 RUNNER = "runner.json"
 STATUS = "status.json"
@@ -69,6 +72,19 @@ def log_name(stderr: bool = False, task: int | str | None = None) -> str:
     return f"{STDERR if stderr else STDOUT}{_suffix(task)}.log"
 
 
+def aif_port_name(task: int | str | None = None) -> str:
+    """`aif_port`, or `aif_port.N` for array task N."""
+    return AIF_PORT + _suffix(task)
+
+
+def parse_aif_port(text: str) -> tuple[str, int] | None:
+    """An `aif_port` file's "NODE PORT" -> (node, port); None for anything else (half written...)."""
+    words = text.split()
+    if len(words) != 2 or not words[1].isdigit() or not 0 < int(words[1]) < 65536:
+        return None
+    return words[0], int(words[1])
+
+
 def element_dir(task: int) -> str:
     """Array element `task`'s working directory, job-dir relative."""
     return f"{ELEMENTS}/{task}"
@@ -83,6 +99,7 @@ OWN_PATTERNS = (
     f"{STDOUT}*.log",
     f"{STDERR}*.log",
     ELEMENTS,
+    f"{AIF_PORT}*",
     ".aif-*",
     UPLOAD_CACHE,
     RUNNER,
@@ -130,6 +147,7 @@ def template_names() -> dict[str, Any]:
         "array_stdout": log_name(task=_SLURM_TASK),
         "array_stderr": log_name(stderr=True, task=_SLURM_TASK),
         "exit_code": EXIT_CODE + _SHELL_TASK_SUFFIX,
+        "aif_port": AIF_PORT + _SHELL_TASK_SUFFIX,
     }
 
 

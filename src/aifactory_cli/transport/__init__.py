@@ -46,6 +46,23 @@ def and_then(*commands: Command) -> str:
     return " && ".join(to_shell(c) for c in commands)
 
 
+class Tunnel(Protocol):
+    """A byte stream to a host:port as the site sees it (`Transport.open_tunnel`): a direct-tcpip
+    channel of the SSH connection, a stream through the connection agent, or a local socket.
+    `transport/relay.py` pumps bytes between it and a local socket."""
+
+    def fileno(self) -> int: ...
+
+    def recv(self, size: int) -> bytes: ...
+
+    def sendall(self, data: bytes) -> None: ...
+
+    def shutdown_write(self) -> None:
+        """No more bytes from us (the other side still sends)."""
+
+    def close(self) -> None: ...
+
+
 class Transport(Protocol):
     """What the backends and services use of a site's transport; nothing else is reached for."""
 
@@ -71,5 +88,10 @@ class Transport(Protocol):
     def get_tar(self, workdir: str, files: list[str], local_archive: Path, progress: Progress | None = None) -> None:
         """Pack `files` (relative to `workdir`) on the site into a tar at `local_archive`;
         `progress` gets the byte counts as they arrive."""
+
+    def open_tunnel(self, host: str, port: int) -> Tunnel:
+        """A byte stream to `host:port` as the site's login node reaches it, over the existing
+        connection (no new login); `TunnelRefused` when the login node cannot connect there."""
+        ...
 
     def close(self) -> None: ...

@@ -9,8 +9,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from aifactory_cli.errors import RemoteError
-from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, to_shell
+from aifactory_cli.errors import RemoteError, TunnelRefused
+from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, Tunnel, to_shell
 
 
 class LocalTransport:
@@ -75,6 +75,21 @@ class LocalTransport:
         with open(path, "rb") as fh:
             fh.seek(offset)
             return fh.read()
+
+    def open_tunnel(self, host: str, port: int) -> Tunnel:
+        """A socket to `host:port` from this machine (the local site's jobs run here)."""
+        import socket
+
+        from aifactory_cli.transport.relay import SocketPipe
+
+        try:
+            sock = socket.create_connection((host, port), timeout=10)
+        except OSError as exc:
+            raise TunnelRefused(
+                f"cannot connect to {host}:{port}: {exc.strerror or exc}", "is the job's server listening there yet?"
+            ) from exc
+        sock.settimeout(None)
+        return SocketPipe(sock)
 
     def close(self) -> None:
         pass

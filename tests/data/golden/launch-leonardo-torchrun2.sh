@@ -37,6 +37,20 @@ _aif_addr="$_aif_node"
 export MASTER_ADDR="$_aif_addr"
 # from the job id: jobs sharing a node get different ports (10000-29999, below Linux's ephemeral ports)
 export MASTER_PORT=$(( 10000 + SLURM_JOB_ID % 20000 ))
+
+# AIF_PORT: a port free on this node now (aifactory forward JOB reaches it)
+AIF_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])' 2>/dev/null)" || AIF_PORT=
+if [ -z "$AIF_PORT" ]; then  # no python3: a random port that nothing answers on
+  for _aif_i in 1 2 3 4 5 6 7 8; do
+    AIF_PORT=$(( 32768 + (RANDOM * 32768 + RANDOM) % 28000 ))
+    (: < "/dev/tcp/127.0.0.1/$AIF_PORT") 2>/dev/null || break
+  done
+fi
+AIF_HOST="${SLURMD_NODENAME:-$(hostname -s)}"
+export AIF_PORT AIF_HOST
+_aif_port_file="$AIF_JOB_DIR/aif_port${SLURM_ARRAY_TASK_ID:+.$SLURM_ARRAY_TASK_ID}"
+printf '%s %s\n' "$AIF_HOST" "$AIF_PORT" > "$_aif_port_file.tmp" && mv -f "$_aif_port_file.tmp" "$_aif_port_file"
+
 # each task: its ranks from Slurm's values in the step, the GPUs it sees (gpu_binding: all), then the command
 AIF_TASK='export NODE_RANK="$SLURM_NODEID"
 _aif_node="${SLURMD_NODENAME:-$(hostname)}"; _aif_addr="$_aif_node"; export AIF_NODE_ADDR="$_aif_addr"

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aifactory_cli.errors import RemoteError
 from aifactory_cli.paths import ensure_private_dir
-from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, Transport, to_shell
+from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, Transport, Tunnel, to_shell
 from aifactory_cli.transport.agent.launch import agent_socket_path, spawn_agent, stdin_isatty
 from aifactory_cli.transport.agent.protocol import (
     ABORT,
@@ -45,6 +45,7 @@ from aifactory_cli.transport.agent.protocol import (
     unix_address,
 )
 from aifactory_cli.transport.agent.session import AgentSession, open_session
+from aifactory_cli.transport.relay import SocketPipe
 
 if TYPE_CHECKING:
     from aifactory_cli.transport.interactive import PtyRequest
@@ -407,6 +408,17 @@ class AgentTransport:
             return AgentSession(conn, self.site)
 
         return self._call(request, idempotent=False, keep=False)  # the session keeps its conn; no retry: it may run
+
+    def open_tunnel(self, host: str, port: int) -> Tunnel:
+        """A byte stream to `host:port` from the login node, through the agent's one SSH login: a
+        connection to the agent of its own, which carries the channel's raw bytes after the reply."""
+
+        def request(conn: FrameConn) -> Tunnel:
+            conn.send_json({"op": "tunnel", "host": host, "port": port})
+            self._reply(conn)
+            return SocketPipe(conn.sock, conn.take_buffer())
+
+        return self._call(request, keep=False)
 
     def shutdown_agent(self) -> None:
         """Ask the agent to exit now (it finishes the requests in flight)."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from aifactory_cli.settings import take_agent_settings
-from aifactory_cli.transport import Stdin
+from aifactory_cli.transport import Stdin, Tunnel
 from aifactory_cli.transport.agent.launch import SETTINGS_ENV
 from aifactory_cli.transport.agent.protocol import error_to_json
 from aifactory_cli.transport.agent.server import AgentServer, ReadStream
@@ -73,6 +73,9 @@ class SshOps:
 
     def tar(self, workdir: str, files: list[str], sink: Callable[[bytes], object]) -> None:
         self.ssh.stream_tar(workdir, files, sink)
+
+    def open_tunnel(self, host: str, port: int) -> Tunnel:
+        return self.ssh.open_tunnel(host, port)
 
     def take_opened(self) -> int:
         n = int(getattr(self._per_thread, "opened", 0))

@@ -8,7 +8,11 @@ is `struct ">BI"` (kind, payload length) then the payload:
   `A` the client aborts the stream it was sending; `X` a data stream ends with an error (JSON).
 - requests: `hello` (version, persist) · `connect` · `run` (command line, timeout, stdin: bool) ·
   `read` (path, offset) · `tar` (workdir, files) · `session` (an interactive command, `session.py`) ·
-  `shutdown`.
+  `tunnel` (host, port) · `shutdown`.
+- `tunnel`: the agent opens a direct-tcpip channel from the login node to host:port on its one SSH
+  connection (`aifactory forward`: no login per forwarded connection); after its `ok` reply the
+  socket carries the channel's raw bytes both ways, no more frames, until either side closes it
+  (a half-close passes through); such a connection is never used for another request.
 - replies: `{"ok": true, "opened": n, ...}` or `{"ok": false, "error": {...}, "agent_exiting": bool}`;
   `opened` counts the SSH connections the request made the agent open. `read`/`tar` replies are
   followed by a data stream (which may end in `X`), `run` replies (`rc`, `noise`: the bytes the
@@ -42,7 +46,7 @@ from typing import Any
 from aifactory_cli import errors as _errors
 from aifactory_cli.errors import AifactoryError, RemoteError
 
-PROTOCOL = 3  # 2: no `put`; `run` replies carry `noise`; 3: `session` (agent/session.py)
+PROTOCOL = 3  # 2: no `put`; `run` replies carry `noise`; 3: `session` (agent/session.py) and `tunnel`
 CHUNK = 256 * 1024
 MAX_FRAME = 16 * 1024 * 1024
 HEADER = struct.Struct(">BI")
@@ -151,6 +155,12 @@ class FrameConn:
         buf = bytearray()
         self.recv_stream(buf.extend)
         return bytes(buf)
+
+    def take_buffer(self) -> bytes:
+        """Bytes read from the socket beyond the last frame (a tunnel's first bytes), handed over."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
 
     def readable_now(self) -> bool:
         """Something (data or EOF) is waiting to be read."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from aifactory_cli.errors import RemoteError
-from aifactory_cli.transport import Stdin
+from aifactory_cli.transport import Stdin, Tunnel
 from aifactory_cli.transport.agent.protocol import (
     ABORT,
     CHUNK,
@@ -41,6 +41,7 @@ from aifactory_cli.transport.agent.protocol import (
     unix_address,
 )
 from aifactory_cli.transport.agent.session import serve_session
+from aifactory_cli.transport.relay import SocketPipe, relay
 
 STOP_GRACE = 60.0  # seconds requests in flight may still take once the agent is asked to stop
 
@@ -72,6 +73,10 @@ class Ops(Protocol):
     def open_read(self, path: str, offset: int) -> ReadStream: ...
 
     def tar(self, workdir: str, files: list[str], sink: Callable[[bytes], object]) -> None: ...
+
+    def open_tunnel(self, host: str, port: int) -> Tunnel:
+        """A byte stream to host:port from the login node, on the one connection."""
+        ...
 
     def take_opened(self) -> int:
         """SSH connections opened by the calling thread since the last call."""
@@ -273,7 +278,8 @@ class AgentServer:
                     return
                 try:
                     request = json.loads(payload)
-                    self._handle(conn, request if isinstance(request, dict) else {})
+                    if self._handle(conn, request if isinstance(request, dict) else {}) is False:
+                        return  # a tunnel: the connection carried its bytes, and ends with it
                 except Exception as exc:  # the client went away, or spoke nonsense: drop it, and only it
                     self.log(f"client dropped: {type(exc).__name__}: {exc}")
                     return
@@ -301,7 +307,8 @@ class AgentServer:
             self.log(f"request failed: {type(exc).__name__}: {exc}")
         return {"ok": False, "opened": self.ops.take_opened(), "error": error_to_json(exc), "agent_exiting": exiting}
 
-    def _handle(self, conn: FrameConn, req: dict[str, Any]) -> None:
+    def _handle(self, conn: FrameConn, req: dict[str, Any]) -> bool | None:
+        """Serve one request; False: the connection is done (a tunnel)."""
         op = req.get("op")
         self.ops.take_opened()
         handler = {
@@ -310,13 +317,14 @@ class AgentServer:
             "run": self._run,
             "read": self._read,
             "tar": self._tar,
+            "tunnel": self._tunnel,
             "shutdown": self._shutdown,
             "session": lambda conn, req: serve_session(self, conn, req),  # exec, shell: agent/session.py
         }.get(str(op))
         if handler is None:
             conn.send_json({"ok": False, "error": error_to_json(RemoteError(f"the agent does not know '{op}'"))})
-            return
-        handler(conn, req)
+            return None
+        return handler(conn, req)
 
     def _hello(self, conn: FrameConn, req: dict[str, Any]) -> None:
         if self._stop.is_set():
@@ -404,6 +412,24 @@ class AgentServer:
         if not started:
             conn.send_json(self._ok())
         conn.send_frame(END)
+
+    def _tunnel(self, conn: FrameConn, req: dict[str, Any]) -> bool:
+        """Open the channel, say ok, then relay raw bytes until both directions end (or the agent
+        stops); the client's connection ends with the tunnel."""
+        try:
+            channel = self.ops.open_tunnel(str(req.get("host", "")), int(req.get("port", 0)))
+        except (PeerGone, ProtocolError):
+            raise
+        except Exception as exc:
+            conn.send_json(self._error_reply(exc))
+            return True
+        try:
+            conn.send_json(self._ok())
+            relay(SocketPipe(conn.sock, conn.take_buffer()), channel, stop=self._wake_r)
+        finally:
+            with contextlib.suppress(Exception):
+                channel.close()
+        return False
 
     def _shutdown(self, conn: FrameConn, req: dict[str, Any]) -> None:
         self.stop("asked to stop")

@@ -248,6 +248,12 @@ class SshTransport(FileReads):
             f"cannot open a session on {self.route.target.address}: {exc or type(exc).__name__}", where=self.site
         )
 
+    def open_tunnel(self, host: str, port: int) -> paramiko.Channel:
+        """A direct-tcpip channel to `host:port` from the login node (`tunnel.py`)."""
+        from aifactory_cli.transport.ssh.tunnel import open_channel
+
+        return open_channel(self, host, port)
+
     # --- commands -----------------------------------------------------------------------------------
 
     def run(self, command: Command, *, stdin: Stdin = None, timeout: float | None = None) -> CommandResult:
