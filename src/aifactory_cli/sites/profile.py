@@ -197,6 +197,10 @@ class SiteProfile(_Strict):
         description="job directory on the site; placeholders {job} {name} {user} {account} {site} "
         "{account_lower} {project} {project_upper}",
     )
+    data_dir: str | None = Field(
+        None,
+        description="store of data: entries; workdir's placeholders but {job} {name}; default: '.data' by the job dirs",
+    )
     env: dict[str, str] = Field(default_factory=dict, description="environment for every job (literal values)")
     # environment the job's shell expands at run time (OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK), written
     # by the site admin; checked to hold only plain characters and $VAR references
@@ -231,6 +235,15 @@ class SiteProfile(_Strict):
     @classmethod
     def _shell_env(cls, v: dict[str, str]) -> dict[str, str]:
         return _check_env(v, shell=True)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir(cls, v: str | None) -> str | None:
+        allowed = {"user", "account", "site", *WORKDIR_DERIVED}
+        for field in re.findall(r"{([^}]*)}", v or ""):
+            if field not in allowed:
+                raise ValueError(f"data_dir placeholder '{{{field}}}' is unknown; use {', '.join(sorted(allowed))}")
+        return v
 
     @field_validator("workdir")
     @classmethod
@@ -269,6 +282,13 @@ class SiteProfile(_Strict):
                 project = account[: -len(suffix)]
                 break
         return {"account_lower": account.lower(), "project": project, "project_upper": project.upper()}
+
+    @property
+    def data_dir_template(self) -> str:
+        """`data_dir`, or `.data` beside the job dirs (the job dirs' parent from `workdir`)."""
+        if self.data_dir:
+            return self.data_dir
+        return f"{self.workdir.rstrip('/').rpartition('/')[0] or '.'}/.data"
 
     def gpus_per_node(self, partition: Partition) -> int | None:
         """GPUs per node of `partition`: 0 for CPU partitions, None when the sources do not say."""
