@@ -48,7 +48,7 @@ def ls(site: str | None = _SITE, as_json: bool = typer.Option(False, "--json", h
             )
             return
         if not views:
-            output.note("no data store on the site yet")
+            output.note(f"no data store on {site} yet")
         from rich.table import Table
 
         for v in views:

@@ -234,12 +234,13 @@ def large_store_command(data_dir: str, digest: str, offset: int, size: int) -> s
         f"dd of={part} bs={CHUNK} seek={int(offset)} oflag=seek_bytes iflag=fullblock conv=notrunc status=none; "
         "rc=$?; "
         f"if [ -f {stored} ]; then rm -f -- {part}; exit 0; fi; "
-        f'[ "$rc" -eq 0 ] || exit "$rc"; n=$(wc -c < {part}) || exit 1; '
+        f'[ "$rc" -eq 0 ] || exit "$rc"; n=$(wc -c < {part}) || {{ [ -f {stored} ]; exit $?; }}; '
         f'if [ "$n" -lt {int(size)} ]; then echo "CUT {digest} $n"; exit {CUT_RC}; fi; '
-        f"s=$(sha256sum < {part}) || exit 1; "
+        f"s=$(sha256sum < {part}) || {{ [ -f {stored} ]; exit $?; }}; "
         f'if [ "$n" -eq {int(size)} ] && [ "${{s%% *}}" = {digest} ]; then '
-        f"chmod 400 {part} && mkdir -p -- {stored.rsplit('/', 1)[0]} && "
-        f"{{ mv -f -- {part} {stored} || [ -f {stored} ]; }}; exit $?; fi; "
+        # a racing submission of the same file may have moved the part into place meanwhile: fine
+        f"chmod 400 {part} 2>/dev/null; mkdir -p -- {stored.rsplit('/', 1)[0]} && "
+        f"{{ mv -f -- {part} {stored} 2>/dev/null || [ -f {stored} ]; }}; exit $?; fi; "
         f"[ -f {stored} ] && exit 0; rm -f -- {part}; echo 'BAD {digest}'; exit {MISMATCH_RC}"
     )
 
