@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -149,3 +150,61 @@ def test_another_project_member_cannot_change_what_a_job_reads(bed, tmp_path: Pa
         tried = subprocess.run([*as_other, attempt], capture_output=True, text=True)
         assert tried.returncode != 0 and "Permission denied" in tried.stderr, (attempt, tried)
     assert Path(target).read_text() == "row 7\n"
+
+
+def test_a_cut_upload_is_exit_3_and_the_next_submit_resumes_inside_the_file(bed, tmp_path: Path) -> None:
+    from tests.real.conftest import TESTBED_CLIENT
+    from tests.real.faultproxy import FaultProxy
+
+    env, store = bed
+    size = 256 * 1024 * 1024
+    big = os.urandom(size)
+    spec = _spec(tmp_path / "spec", big)
+    proxy = FaultProxy(("127.0.0.1", 2222))
+    try:
+        pin = (TESTBED_CLIENT / "host_fingerprint").read_text().strip()
+        (tmp_path / "known_hosts").write_text("")
+        (tmp_path / "profiles" / "datacut.yaml").write_text(
+            f"extends: datab\nssh: {{port: {proxy.port}, known_hosts: {tmp_path / 'known_hosts'}, "
+            f"host_key_fingerprints: ['{pin}']}}\n"
+        )
+        proc = subprocess.Popen(
+            [*aif_cmd(), "submit", str(spec), "--site", "datacut"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        parts = store / "tmp"
+        deadline = time.time() + 120
+        while time.time() < deadline:  # cut at about half of the file
+            if any(p.stat().st_size > size // 2 for p in parts.glob("*.part") if p.exists()):
+                break
+            time.sleep(0.01)
+        else:
+            proc.kill()
+            pytest.fail(f"the upload never reached half: {proc.communicate()}")
+        proxy.cut()
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        proxy.close()
+    assert proc.returncode == 3, err
+    assert "Traceback" not in err and "internal error" not in err
+    assert "ds/big.bin is kept in part on the site" in err, err
+    (part,) = parts.glob("*.part")
+    kept = part.stat().st_size
+    assert 0 < kept < size
+    r, job = _submit(env, spec, "--wait", "--timeout", "120")
+    assert r.returncode == 0, r.stderr
+    assert "1 resumed" in r.stderr, r.stderr
+    sent_mb = float(r.stderr.split(" sent (")[1].split(" MB")[0])
+    assert sent_mb * 1e6 <= size - kept + 1e6, (sent_mb, kept)  # only the rest (and small files)
+    assert hashlib.sha256(big).hexdigest() in (Path(job["workdir"]) / "stdout.log").read_text()
+    assert not list(parts.glob("*.part"))
+
+
+def aif_cmd() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "aifactory_cli"]
