@@ -120,12 +120,15 @@ def test_a_cut_large_file_is_exit_3_keeps_its_part_and_the_next_attempt_sends_on
     assert err.value.exit_code == EXIT_REMOTE
     assert "0 of 1 file(s) stored" in err.value.message
     assert not _stored(d, f).exists()
+    # only the part stays (not the fifo and sum file of the hash taken as the stream arrived)
+    assert [p.name for p in (Path(d) / "tmp").iterdir()] == [f"{f.sha256}.part"]
     whole = DataStore(LocalTransport(), "bed")
     probe = whole.probe(d, [f.sha256])
     assert probe.partial == {f.sha256: 70_000}
     sent = whole.send(d, [f], probe, "t2")
     assert sent.bytes_sent == 130_000
     assert _stored(d, f).read_bytes() == body
+    assert list((Path(d) / "tmp").iterdir()) == []
 
 
 def test_a_cut_tar_of_small_files_stores_what_arrived_whole(tmp_path: Path) -> None:
