@@ -229,24 +229,14 @@ def large_store_command(data_dir: str, digest: str, offset: int, size: int) -> s
     stored = stored_name(digest)
     part = f"tmp/{digest}.part"
     d = shlex.quote(data_dir)
-    write = f"dd of={part} bs={CHUNK} seek={int(offset)} oflag=seek_bytes iflag=fullblock conv=notrunc status=none"
-    if offset == 0:
-        # the whole file comes in this stream: hash it as it arrives (a fifo to sha256sum beside the
-        # write) instead of reading the file again after the last byte; from an offset, the file is
-        # read again (its first part came in an earlier stream)
-        write = (
-            f'f=tmp/{digest}.$$; rm -f -- "$f.fifo" "$f.sum"; mkfifo -m 600 -- "$f.fifo" || exit 1; '
-            f'sha256sum < "$f.fifo" > "$f.sum" & tee -- "$f.fifo" | {write}; rc=$?; wait; '
-            f'if [ "$rc" -eq 0 ] && [ -s "$f.sum" ]; then s=$(cat -- "$f.sum"); fi; rm -f -- "$f.fifo" "$f.sum"'
-        )
-    else:
-        write += "; rc=$?"
     return (
-        f"trap '' HUP PIPE; umask 077; cd -- {d} || exit 1; s=; {write}; "
+        f"trap '' HUP PIPE; umask 077; cd -- {d} || exit 1; "
+        f"dd of={part} bs={CHUNK} seek={int(offset)} oflag=seek_bytes iflag=fullblock conv=notrunc status=none; "
+        "rc=$?; "
         f"if [ -f {stored} ]; then rm -f -- {part}; exit 0; fi; "
         f'[ "$rc" -eq 0 ] || exit "$rc"; n=$(wc -c < {part}) || {{ [ -f {stored} ]; exit $?; }}; '
         f'if [ "$n" -lt {int(size)} ]; then echo "CUT {digest} $n"; exit {CUT_RC}; fi; '
-        f'[ -n "$s" ] || s=$(sha256sum < {part}) || {{ [ -f {stored} ]; exit $?; }}; '
+        f"s=$(sha256sum < {part}) || {{ [ -f {stored} ]; exit $?; }}; "
         f'if [ "$n" -eq {int(size)} ] && [ "${{s%% *}}" = {digest} ]; then '
         # a racing submission of the same file may have moved the part into place meanwhile: fine
         f"chmod 400 {part} 2>/dev/null; mkdir -p -- {stored.rsplit('/', 1)[0]} && "
