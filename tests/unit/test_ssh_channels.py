@@ -24,6 +24,11 @@ class _Sftp:
         self.closed = True
 
 
+class _ChannelMap(list[object]):
+    def values(self) -> list[object]:  # as paramiko's ChannelMap
+        return list(self)
+
+
 class _OneSessionServer:
     """Refuses a channel while one of ours is open (as sshd with MaxSessions 1)."""
 
@@ -31,10 +36,12 @@ class _OneSessionServer:
         self.sftp = sftp
         self.refuse_extra = refuse_extra  # refusals after ours are gone (a close the server has not seen)
         self.opened = 0
+        self.tunnels: list[_Sftp] = []  # direct-tcpip channels: sshd's MaxSessions does not count them
 
     @property
-    def _channels(self) -> list[object]:  # paramiko's map of our open channels
-        return [self.sftp] if self.sftp is not None and not self.sftp.closed else []
+    def _channels(self) -> _ChannelMap:  # paramiko's map of our open channels
+        sessions = [self.sftp] if self.sftp is not None and not self.sftp.closed else []
+        return _ChannelMap(sessions + [t for t in self.tunnels if not t.closed])
 
     def is_active(self) -> bool:
         return True
@@ -67,6 +74,24 @@ def test_a_refused_channel_lets_the_idle_sftp_go_and_asks_again_without_a_login(
     assert sftp.closed and tr._sftp is None and tr.single_session
     assert server.opened == 1 and tr.connections_opened == 1
     assert tr._sftp_client() is None  # no SFTP channel from now on: reads go over commands
+
+
+def test_a_refused_channel_does_not_wait_for_open_tunnels(monkeypatch: Any) -> None:
+    """A forwarded connection (a browser's, a notebook's websocket) may stay open for hours; the
+    server does not count it against MaxSessions, so the refused session asks again at once."""
+    import threading
+
+    monkeypatch.setattr("aifactory_cli.transport.ssh.config.lookup", _fake_lookup)
+    sftp = _Sftp()
+    server = _OneSessionServer(sftp)
+    tunnel = _Sftp()  # an open channel; only its being open matters here
+    server.tunnels.append(tunnel)
+    tr = _transport(server)
+    tr._tunnels.add(tunnel)  # type: ignore[arg-type]
+    done = threading.Event()
+    threading.Thread(target=lambda: (tr._session(), done.set()), daemon=True).start()
+    assert done.wait(5), "the session waited for the open tunnel"
+    assert sftp.closed and not tunnel.closed and server.opened == 1 and tr.connections_opened == 1
 
 
 def test_an_sftp_read_in_progress_is_not_cut_the_command_waits_for_it(monkeypatch: Any) -> None:

@@ -25,6 +25,7 @@ import io
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,9 @@ class SshTransport(FileReads):
         # time (`_slot`), and files are read over the command channel instead of SFTP
         self.single_session = False
         self._interactive: list[paramiko.Channel] = []  # open_session's channels: held until the user ends them
+        # open_tunnel's direct-tcpip channels: MaxSessions does not count them, so a refused session
+        # never waits for them (a browser or notebook may hold one open for hours)
+        self._tunnels: weakref.WeakSet[paramiko.Channel] = weakref.WeakSet()
         self._slot = threading.Lock()
         self._sftp_users = 0  # SFTP reads in progress (their client must not be closed under them)
         self._users_lock = threading.Lock()
@@ -225,7 +229,7 @@ class SshTransport(FileReads):
                 waited = False
                 # ours still open (another thread's command or read, the idle SFTP channel): wait
                 # for them here, without asking the server again, letting SFTP go once unused
-                while len(transport._channels) > 0 and transport.is_active():  # type: ignore[attr-defined]
+                while self._sessions_open(transport) and transport.is_active():
                     self._release_sftp()
                     if time.monotonic() > give_up:
                         raise
@@ -236,6 +240,11 @@ class SshTransport(FileReads):
                     if delay is None:
                         raise
                     time.sleep(delay)  # the server may not have seen our last channel's close yet
+
+    def _sessions_open(self, transport: paramiko.Transport) -> bool:
+        """Any of our channels open on `transport` other than tunnels."""
+        channels = transport._channels.values()  # type: ignore[attr-defined]
+        return any(ch not in self._tunnels for ch in channels)
 
     def open_session(self, line: str, pty: PtyRequest | None = None) -> SshSession:
         """`line` on its own channel, its output streamed (`transport.interactive`)."""

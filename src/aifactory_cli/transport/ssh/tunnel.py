@@ -23,10 +23,14 @@ def open_channel(ssh: SshTransport, host: str, port: int) -> paramiko.Channel:
     import paramiko
 
     for attempt in (1, 2):
-        with ssh._lock:
-            if not ssh.connected:
-                ssh._reconnect()
-            transport = ssh._transport
+        transport = ssh._transport
+        if transport is None or not transport.is_active():
+            # only to reconnect: the lock may be held for long by a command waiting for its channel
+            # (a site's MaxSessions), and a tunnel must not wait behind it
+            with ssh._lock:
+                if not ssh.connected:
+                    ssh._reconnect()
+                transport = ssh._transport
         assert transport is not None
         try:
             channel = transport.open_channel("direct-tcpip", (host, port), ORIGIN, timeout=ssh.settings.connect_timeout)
@@ -45,5 +49,6 @@ def open_channel(ssh: SshTransport, host: str, port: int) -> paramiko.Channel:
             with ssh._lock:
                 ssh._drop()
             continue
+        ssh._tunnels.add(channel)
         return channel
     raise AssertionError("unreachable")
