@@ -11,9 +11,10 @@ import subprocess
 from dataclasses import dataclass
 
 from aifactory_cli.errors import BadInput
-from aifactory_cli.sites.profile import UserConfig, load_profile
+from aifactory_cli.sites.profile import load_profile
 from aifactory_cli.sites.render import render
 from aifactory_cli.sites.resolve import Overrides, resolve
+from aifactory_cli.sites.userconfig import UserConfig
 from aifactory_cli.spec.model import load_spec_text
 
 TOKEN = "0123456789abcdef0123456789abcdef"

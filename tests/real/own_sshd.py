@@ -1,7 +1,9 @@
 """An OpenSSH server a test starts for itself (never the shared bed's): on its own 127.0.0.x
 address and free port, with the bed's host key and user, and the options the test gives
-(`MaxSessions 1`, `TrustedUserCAKeys`...). LogLevel VERBOSE, so `connections()` counts the TCP
-connections it accepted ("Connection from" lines)."""
+(`MaxSessions 1`, `TrustedUserCAKeys`...; an option given replaces the base line of the same keyword,
+e.g. `UsePAM yes`). LogLevel VERBOSE, so `connections()` counts the TCP connections it accepted
+("Connection from" lines). `program`: the path sshd is started by (a symlink to it gives it its own
+PAM service name, which is the program's name)."""
 
 from __future__ import annotations
 
@@ -31,12 +33,13 @@ class OwnSshd:
     def connections(self) -> int:
         return self.log.read_text(errors="replace").count("Connection from")
 
-    def ssh_config(self, alias: str, key: Path, extra: str = "") -> str:
+    def ssh_config(self, alias: str, key: Path, extra: str = "", batch: bool = True) -> str:
         """A `Host alias` block for this server (OpenSSH and aifactory read the same)."""
         return (
             f"Host {alias}\n    HostName {self.address}\n    Port {self.port}\n    User {TESTBED_USER}\n"
             f"    IdentityFile {key}\n    IdentitiesOnly yes\n    UserKnownHostsFile {self.known_hosts}\n"
-            f"    GlobalKnownHostsFile /dev/null\n    StrictHostKeyChecking yes\n    BatchMode yes\n{extra}"
+            f"    GlobalKnownHostsFile /dev/null\n    StrictHostKeyChecking yes\n"
+            f"{'    BatchMode yes' + chr(10) if batch else ''}{extra}"
         )
 
 
@@ -47,29 +50,32 @@ def _free_port(address: str) -> int:
 
 
 @contextlib.contextmanager
-def own_sshd(tmp: Path, options: str, address: str = "127.0.0.9") -> Iterator[OwnSshd]:
+def own_sshd(tmp: Path, options: str, address: str = "127.0.0.9", program: Path | str = SSHD) -> Iterator[OwnSshd]:
     """Start `sshd -D` with `options` added to a bed-like config; stopped (by its pid) on exit."""
     if not HOST_KEY.is_file():
         raise AssertionError(f"no test bed host key {HOST_KEY}: run tests/testbed/start.sh")
     tmp.mkdir(parents=True, exist_ok=True)
     port = _free_port(address)
     config = tmp / "sshd_config"
-    config.write_text(
+    base = (
         f"Port {port}\nListenAddress {address}\nHostKey {HOST_KEY}\nPidFile {tmp / 'sshd.pid'}\n"
         f"AllowUsers {TESTBED_USER}\nPubkeyAuthentication yes\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nPermitRootLogin no\nUsePAM no\nStrictModes yes\nPrintMotd no\n"
-        "AllowTcpForwarding yes\nLogLevel VERBOSE\n"
-        + ("" if "Subsystem" in options else "Subsystem sftp internal-sftp\n")
-        + options
+        "AllowTcpForwarding yes\nLogLevel VERBOSE\nSubsystem sftp internal-sftp\n"
     )
+    given = {line.split()[0].lower() for line in options.splitlines() if line.strip()}
+    kept = "".join(f"{line}\n" for line in base.splitlines() if line.split()[0].lower() not in given)
+    config.write_text(kept + options)
     known = tmp / "known_hosts"
     key_line = " ".join(HOST_KEY.with_suffix(".pub").read_text().split()[:2])
     known.write_text(f"[{address}]:{port} {key_line}\n")
     log = tmp / "sshd.log"
-    check = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True)
+    check = subprocess.run([str(program), "-t", "-f", str(config)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     with open(log, "wb") as out:
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        proc = subprocess.Popen(
+            [str(program), "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL, stdout=out, stderr=out
+        )
     try:
         deadline = time.monotonic() + 10
         while "Server listening" not in log.read_text(errors="replace"):  # no probe: it would count

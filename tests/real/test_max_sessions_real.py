@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -72,4 +74,31 @@ def test_two_commands_at_once_share_the_agents_one_connection(limited: Any, tb: 
     print(f"\nMaxSessions 1, logs --follow + wait at once through the agent: {logins} login(s)")
     assert follow_r.code == 0 and wait_r.code == 0, follow_r.stderr + wait_r.stderr
     assert follow_r.stdout.splitlines() == ["line 1", "line 2", "line 3"], follow_r.stdout
+    assert logins == 1, limited.log.read_text()[-3000:]
+
+
+def test_openssh_with_controlmaster_logs_in_once_too(limited: Any, tmp_path: Path) -> None:
+    """The yardstick: the OpenSSH client with ControlMaster, three commands one after another on the
+    same server: 1 login, as aifactory above."""
+    import tempfile
+
+    short = tempfile.mkdtemp(prefix="aifcm")  # a socket path must be short (108 bytes)
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(
+        limited.ssh_config("onesession", TESTBED_KEY, f"    ControlMaster auto\n    ControlPath {short}/%C\n")
+        + "    ControlPersist 30\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    try:
+        runs = [
+            subprocess.run(["ssh", "-F", str(cfg), "onesession", command], capture_output=True, timeout=30, env=env)
+            for command in ("squeue --me", "echo one", "echo two")
+        ]
+    finally:
+        subprocess.run(["ssh", "-F", str(cfg), "-O", "exit", "onesession"], capture_output=True, timeout=30, env=env)
+        shutil.rmtree(short, ignore_errors=True)
+    rcs = [r.returncode for r in runs]
+    logins = limited.connections()
+    print(f"\nMaxSessions 1, OpenSSH with ControlMaster, 3 commands: exits {rcs}, {logins} login(s)")
+    assert rcs == [0, 0, 0], [r.stderr for r in runs]
     assert logins == 1, limited.log.read_text()[-3000:]

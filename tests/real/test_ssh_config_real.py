@@ -208,15 +208,22 @@ def test_certificate_file_on_a_server_that_trusts_only_a_user_ca(
             agent.wait(timeout=5)
 
 
-def test_sites_check_of_a_profile_that_names_an_included_alias(cfg: Path, tb: Any, aif_home: Path) -> None:
+@pytest.mark.parametrize("port", ["null", "22"])
+def test_sites_check_of_a_profile_that_names_an_included_alias(cfg: Path, tb: Any, aif_home: Path, port: str) -> None:
+    """port 22 (what `extends: lumi` brings): the Port of the user's ssh_config alias (2222) wins, as
+    for `ssh included` (OpenSSH exit 0 in the cases above); null: ssh_config alone decides."""
     profiles = aif_home / "profiles"
     profiles.mkdir(parents=True)
     (profiles / "viaalias.yaml").write_text(
-        "extends: testbed\nssh: {host: included, port: null, user: null, identity_file: null, known_hosts: null}\n"
+        f"extends: testbed\nssh: {{host: included, port: {port}, user: null, identity_file: null, known_hosts: null}}\n"
     )
     started = time.monotonic()
     r = tb("sites", "check", "viaalias", "--json", env={"AIFACTORY_SSH_CONFIG": str(cfg), "AIFACTORY_PERSIST": "0"})
-    print(f"\nsites check viaalias: {time.monotonic() - started:.2f} s")
     rows = {c["check"]: c for c in json.loads(r.stdout)["checks"]}
+    took = time.monotonic() - started
+    print(
+        f"\nsites check viaalias (profile port {port}, ssh_config Port {TESTBED_SSH_PORT}): exit {r.code}, "
+        f"connect {rows['connect']['status']}, {took:.2f} s"
+    )
     assert rows["connect"]["status"] == "ok", r.stdout + r.stderr
     assert r.code == 0, r.stdout + r.stderr

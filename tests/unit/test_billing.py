@@ -3,8 +3,9 @@
 import pytest
 
 from aifactory_cli.sites.billing import estimate
-from aifactory_cli.sites.profile import UserConfig, load_profile
+from aifactory_cli.sites.profile import load_profile
 from aifactory_cli.sites.resolve import Overrides, resolve
+from aifactory_cli.sites.userconfig import UserConfig
 from aifactory_cli.spec.model import load_spec_text
 
 

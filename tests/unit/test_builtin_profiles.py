@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from aifactory_cli.errors import ConfigError, LimitError
-from aifactory_cli.sites.profile import UserConfig, load_profile, load_profile_file
+from aifactory_cli.sites.profile import load_profile, load_profile_file
 from aifactory_cli.sites.render import render
 from aifactory_cli.sites.resolve import Overrides, resolve
 from aifactory_cli.sites.sample import render_samples
+from aifactory_cli.sites.userconfig import UserConfig
 from aifactory_cli.spec.model import load_spec, load_spec_text
 from tests.golden import check_golden
 

@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from aifactory_cli.errors import BadInput
-from aifactory_cli.sites.profile import ContainerRuntime, LoadedProfile, UserConfig, load_profile
+from aifactory_cli.sites.profile import ContainerRuntime, LoadedProfile, load_profile
 from aifactory_cli.sites.render import render
 from aifactory_cli.sites.resolve import Overrides, resolve
+from aifactory_cli.sites.userconfig import UserConfig
 from aifactory_cli.spec.model import JobSpec
 
 MARKER = "/tmp/aif-pwned-unit"

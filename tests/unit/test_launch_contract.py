@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from aifactory_cli.sites.profile import UserConfig, load_profile
+from aifactory_cli.sites.profile import load_profile
 from aifactory_cli.sites.render import render
 from aifactory_cli.sites.resolve import Overrides, resolve
+from aifactory_cli.sites.userconfig import UserConfig
 from aifactory_cli.spec.model import SpecError, load_spec_text
 
 JOB_ID = 8812345

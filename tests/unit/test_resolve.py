@@ -2,8 +2,9 @@ import pytest
 
 from aifactory_cli.errors import ConfigError, LimitError
 from aifactory_cli.settings import Settings
-from aifactory_cli.sites.profile import SiteUserSettings, UserConfig, load_profile
+from aifactory_cli.sites.profile import load_profile
 from aifactory_cli.sites.resolve import Overrides, resolve
+from aifactory_cli.sites.userconfig import SiteUserSettings, UserConfig
 from aifactory_cli.spec.model import load_spec_text
 
 ACCOUNT = Overrides(account="project_465000123")

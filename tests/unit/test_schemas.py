@@ -20,7 +20,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from aifactory_cli.service import schemas
-from aifactory_cli.sites.profile import SiteProfile, UserConfig, load_profile_file
+from aifactory_cli.sites.profile import SiteProfile, load_profile_file
+from aifactory_cli.sites.userconfig import UserConfig
 from aifactory_cli.spec.model import JobSpec, load_spec
 from tests.conftest import EXAMPLES, REPO, TEST_PROFILES
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from aifactory_cli.errors import LimitError, SpecError
-from aifactory_cli.sites.profile import UserConfig, load_profile
+from aifactory_cli.sites.profile import load_profile
 from aifactory_cli.sites.resolve import Overrides, resolve
+from aifactory_cli.sites.userconfig import UserConfig
 from aifactory_cli.spec.model import load_spec_text
 
 ACCOUNT = Overrides(account="project_465000123")

@@ -9,9 +9,10 @@ from aifactory_cli.backends.slurm import SlurmBackend
 from aifactory_cli.errors import ConfigError, LimitError, ProfileError, SpecError
 from aifactory_cli.jobs.model import Job
 from aifactory_cli.scheduler.slurm import token_of
-from aifactory_cli.sites.profile import UserConfig, load_profile, load_profile_file
+from aifactory_cli.sites.profile import load_profile, load_profile_file
 from aifactory_cli.sites.render import render
 from aifactory_cli.sites.resolve import Overrides, ResolvedJob, resolve
+from aifactory_cli.sites.userconfig import UserConfig
 from aifactory_cli.spec.model import load_spec_text
 from aifactory_cli.transport.local import LocalTransport
 

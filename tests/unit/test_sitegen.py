@@ -47,7 +47,8 @@ def test_parse_partitions_and_sections() -> None:
     assert [
         command.index(w) for w in ("sbatch --version", "scontrol show partition", "sacctmgr", "sacct --")
     ] == sorted(command.index(w) for w in ("sbatch --version", "scontrol show partition", "sacctmgr", "sacct --"))
-    assert command.count("2>&1") == 5  # each check (with gres): its errors are its answer
+    # each check (with gres, and the three feature probes of scheduler.slurm_site): its errors are its answer
+    assert command.count("2>&1") == 8
 
 
 def test_live_output_split_and_nodes() -> None:

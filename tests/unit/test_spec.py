@@ -121,9 +121,10 @@ def _options_builtin_profiles_render() -> set[str]:
     (everything but the profile's own `slurm:` passthrough, which a spec may override)."""
     from aifactory_cli import paths
     from aifactory_cli.errors import AifactoryError
-    from aifactory_cli.sites.profile import UserConfig, load_profile_file
+    from aifactory_cli.sites.profile import load_profile_file
     from aifactory_cli.sites.render import render
     from aifactory_cli.sites.resolve import Overrides, resolve
+    from aifactory_cli.sites.userconfig import UserConfig
 
     found: set[str] = set()
     for file in sorted(paths.builtin_profiles_dir().glob("*.yaml")):

@@ -292,9 +292,10 @@ def test_a_completed_job_reports_nothing(session: Session, capsys: pytest.Captur
 
 
 def test_the_script_runs_each_element_in_its_own_dir(tmp_path: Path) -> None:
-    from aifactory_cli.sites.profile import UserConfig, load_profile
+    from aifactory_cli.sites.profile import load_profile
     from aifactory_cli.sites.render import render
     from aifactory_cli.sites.resolve import Overrides, resolve
+    from aifactory_cli.sites.userconfig import UserConfig
 
     run = 'pwd -P > where.txt; echo "$AIF_ELEMENT|$AIF_ELEMENT_DIR|$LR" > env.txt; cat train.py data/d.txt > seen.txt'
     spec = JobSpec.model_validate({"run": run, "matrix": [{"LR": "0.1"}, {"LR": "0.2"}]})

@@ -59,6 +59,10 @@ class Backend(abc.ABC):
     def cache_dir_for(self, workdir: str, key: str) -> str: ...
 
     @abc.abstractmethod
+    def data_dir_for(self, account: str | None, user: str | None) -> str:
+        """The site's data store for this account (the spec's `data:`), as its commands take it."""
+
+    @abc.abstractmethod
     def submit(
         self, job: Job, plan: UploadPlan, workdir: str, progress: Callable[[int], None] | None = None
     ) -> tuple[str, str]:
@@ -133,7 +137,7 @@ class Backend(abc.ABC):
                 archive.unlink()
                 _move_into(unpacked, dest)
             except Exception as exc:
-                if not _transfer_failure(exc):
+                if not transfer_failure(exc):
                     raise
                 raise _fetch_error(exc, job, files, dest, received[0]) from exc
         except BaseException:
@@ -158,7 +162,7 @@ def _move_into(unpacked: Path, dest: Path) -> None:
             os.replace(source, target)
 
 
-def _transfer_failure(exc: Exception) -> bool:
+def transfer_failure(exc: Exception) -> bool:
     """A failure of the transfer itself (the connection, the local disk, the archive), not a bug:
     paramiko's errors are matched by module, so that this layer does not import paramiko."""
     if isinstance(exc, (RemoteError, OSError, EOFError, tarfile.TarError)):

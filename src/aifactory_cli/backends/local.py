@@ -76,6 +76,9 @@ class LocalBackend(Backend):
     def workdir_for(self, job: Job, account: str | None, user: str | None) -> str:
         return str(paths.state_dir() / "local" / "jobs" / f"{job.name}-{job.id}")
 
+    def data_dir_for(self, account: str | None, user: str | None) -> str:
+        return str(paths.state_dir() / "local" / "data")
+
     def cache_dir_for(self, workdir: str, key: str) -> str:
         return str(paths.state_dir() / "local" / "uploads" / key)
 

@@ -11,6 +11,7 @@ from aifactory_cli import states
 from aifactory_cli.backends.base import Backend, Update
 from aifactory_cli.errors import RemoteError, SubmitRejected
 from aifactory_cli.jobs import jobdir, segments
+from aifactory_cli.jobs.datastore import site_path
 from aifactory_cli.jobs.model import Job, Task
 from aifactory_cli.jobs.staging import UploadPlan, cache_missed, stage_commands, tar_writer
 from aifactory_cli.scheduler import slurm, steps
@@ -98,6 +99,15 @@ class SlurmBackend(Backend):
             if path.startswith(prefix):
                 path = path[len(prefix) :]  # relative: ssh commands start in $HOME
         return path
+
+    def data_dir_for(self, account: str | None, user: str | None) -> str:
+        """The profile's `data_dir` (default: `.data` beside the job dirs), placeholders filled."""
+        template = self.profile.data_dir_template
+        values = {"site": self.profile.name, "account": account or "noaccount", "user": user or "$USER"}
+        values.update(self.profile.workdir_values(account or "noaccount"))
+        if "{user}" in template and not user:
+            values["user"] = self.remote_user()
+        return site_path(template.format(**values))
 
     def cache_dir_for(self, workdir: str, key: str) -> str:
         """The site-side upload cache: next to the job dirs, shared by the jobs of one spec dir."""

@@ -9,6 +9,7 @@ import typer
 from aifactory_cli import __version__
 from aifactory_cli.cli import (
     cancel_cmd,
+    data_cmd,
     exec_cmd,
     fetch_cmd,
     forward_cmd,
@@ -77,6 +78,7 @@ for module in (
 ):
     module.register(app)
 app.add_typer(sites_cmd.app, name="sites")
+app.add_typer(data_cmd.app, name="data")
 
 
 def hoist_debug(args: list[str]) -> list[str]:

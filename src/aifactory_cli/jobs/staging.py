@@ -42,6 +42,8 @@ class UploadPlan:
     unchanged: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     all_files: list[tuple[Path, str]] = field(default_factory=list)
+    # job-dir path -> absolute path in the site's data store (`data:` entries), sent as symlinks
+    links: dict[str, str] = field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:
@@ -138,16 +140,16 @@ class UploadManifest:
         os.replace(tmp, self.path)
 
 
-def collect_uploads(entries: list[str], base: Path) -> list[tuple[Path, str]]:
-    """Expand the spec's `upload:` entries (files, directories, globs) relative to `base`."""
+def collect_uploads(entries: list[str], base: Path, what: str = "upload") -> list[tuple[Path, str]]:
+    """Expand the spec's `upload:` (or `data:`) entries (files, directories, globs) relative to `base`."""
     out: list[tuple[Path, str]] = []
     seen: set[str] = set()
     for entry in entries:
         matches = sorted(base.glob(entry)) if any(c in entry for c in "*?[") else [base / entry]
         if not matches or not matches[0].exists():
             raise SpecError(
-                f"upload entry '{entry}' does not exist (looked in {base})",
-                "upload paths are relative to the spec file's directory",
+                f"{what} entry '{entry}' does not exist (looked in {base})",
+                f"{what} paths are relative to the spec file's directory",
             )
         for path in matches:
             if path.is_dir():
@@ -155,13 +157,13 @@ def collect_uploads(entries: list[str], base: Path) -> list[tuple[Path, str]]:
                     dirs[:] = sorted(d for d in dirs if d not in ("__pycache__", ".git"))
                     for name in sorted(files):
                         full = Path(root) / name
-                        _regular(full, entry)
+                        _regular(full, entry, what)
                         rel = full.relative_to(base).as_posix()
                         if rel not in seen:
                             seen.add(rel)
                             out.append((full, rel))
             else:
-                _regular(path, entry)
+                _regular(path, entry, what)
                 rel = path.relative_to(base).as_posix()
                 if rel not in seen:
                     seen.add(rel)
@@ -169,11 +171,11 @@ def collect_uploads(entries: list[str], base: Path) -> list[tuple[Path, str]]:
     return out
 
 
-def _regular(path: Path, entry: str) -> None:
+def _regular(path: Path, entry: str, what: str = "upload") -> None:
     """Only regular files are sent: a fifo would block the upload forever, a device never ends."""
     if not path.is_file():  # follows symlinks: a link to /dev/zero is refused too
         raise SpecError(
-            f"upload entry '{entry}': {path} is not a regular file (a pipe, socket, device or broken link)",
+            f"{what} entry '{entry}': {path} is not a regular file (a pipe, socket, device or broken link)",
             "upload only files and directories of files",
         )
 
@@ -206,6 +208,12 @@ def tar_writer(plan: UploadPlan, progress: Callable[[int], None] | None = None) 
                 info.mode = mode
                 info.mtime = int(time.time())
                 tar.addfile(info, io.BytesIO(data))
+            for rel, target in sorted(plan.links.items()):  # read-only data from the site's store
+                info = tarfile.TarInfo(rel)
+                info.type = tarfile.SYMTYPE
+                info.linkname = target
+                info.mtime = int(time.time())
+                tar.addfile(info)
             for path, rel in plan.files:
                 info = tar.gettarinfo(str(path), arcname=plan.arcname(rel))
                 info.uid = info.gid = 0

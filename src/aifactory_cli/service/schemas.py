@@ -205,7 +205,7 @@ def _profile_schema() -> dict[str, Any]:
 
 
 def _config_schema() -> dict[str, Any]:
-    from aifactory_cli.sites.profile import UserConfig
+    from aifactory_cli.sites.userconfig import UserConfig
 
     schema = UserConfig.model_json_schema()
     del schema["title"]

@@ -25,8 +25,9 @@ from aifactory_cli.jobs.store import Store
 if TYPE_CHECKING:
     from aifactory_cli.backends.base import Backend
     from aifactory_cli.service.submit import Prepared
-    from aifactory_cli.sites.profile import LoadedProfile, UserConfig
+    from aifactory_cli.sites.profile import LoadedProfile
     from aifactory_cli.sites.resolve import Overrides
+    from aifactory_cli.sites.userconfig import UserConfig
     from aifactory_cli.spec.model import LoadedSpec
     from aifactory_cli.transport import Transport
 
@@ -68,7 +69,7 @@ class Service:
     @property
     def config(self) -> UserConfig:
         if self._config is None:
-            from aifactory_cli.sites.profile import load_user_config
+            from aifactory_cli.sites.userconfig import load_user_config
 
             self._config, _ = load_user_config()
         return self._config
@@ -88,7 +89,7 @@ class Service:
             return None
 
     def site_or_default(self, site: str | None) -> str:
-        from aifactory_cli.sites.profile import default_site
+        from aifactory_cli.sites.userconfig import default_site
 
         return site or default_site(self.config)
 

@@ -190,6 +190,12 @@ def submit(svc: Service, prepared: Prepared) -> Job:
         workdir = backend.workdir_for(job, resolved.account, resolved.user)
         svc.store.update(job, workdir=workdir)
         plan, manifest = _plan(svc, prepared, job, workdir, backend)
+        if prepared.resolved.spec.data:  # stored once on the site, linked read-only
+            from aifactory_cli.service import data
+
+            staged = data.stage(svc, backend, prepared, job, plan)
+            if staged is not None:
+                data.report(svc, *staged)
         progress = svc.progress(plan.total_bytes, "upload")
         started = time.monotonic()
         with progress or contextlib.nullcontext() as advance:

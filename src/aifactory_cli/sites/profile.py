@@ -1,4 +1,4 @@
-"""Site profiles (admin-owned facts about a machine), the user config, and loading them."""
+"""Site profiles (admin-owned facts about a machine) and loading them. The user config: `sites/userconfig.py`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from aifactory_cli import paths, settings
-from aifactory_cli.errors import ConfigError, NotFound, ProfileError, did_you_mean
+from aifactory_cli import paths
+from aifactory_cli.errors import NotFound, ProfileError, did_you_mean
 from aifactory_cli.paths import available_sites
 from aifactory_cli.spec.model import check_slurm_options, deep_merge
 from aifactory_cli.spec.yamlio import YamlDoc, format_validation_error, load_yaml_file
@@ -208,6 +208,10 @@ class SiteProfile(_Strict):
         description="job directory on the site; placeholders {job} {name} {user} {account} {site} "
         "{account_lower} {project} {project_upper}",
     )
+    data_dir: str | None = Field(
+        None,
+        description="store of data: entries; workdir's placeholders but {job} {name}; default: '.data' by the job dirs",
+    )
     env: dict[str, str] = Field(default_factory=dict, description="environment for every job (literal values)")
     # environment the job's shell expands at run time (OMP_NUM_THREADS=$SLURM_CPUS_PER_TASK), written
     # by the site admin; checked to hold only plain characters and $VAR references
@@ -250,6 +254,15 @@ class SiteProfile(_Strict):
     def _shell_env(cls, v: dict[str, str]) -> dict[str, str]:
         return _check_env(v, shell=True)
 
+    @field_validator("data_dir")
+    @classmethod
+    def _data_dir(cls, v: str | None) -> str | None:
+        allowed = {"user", "account", "site", *WORKDIR_DERIVED}
+        for field in re.findall(r"{([^}]*)}", v or ""):
+            if field not in allowed:
+                raise ValueError(f"data_dir placeholder '{{{field}}}' is unknown; use {', '.join(sorted(allowed))}")
+        return v
+
     @field_validator("workdir")
     @classmethod
     def _workdir(cls, v: str) -> str:
@@ -288,6 +301,13 @@ class SiteProfile(_Strict):
                 break
         return {"account_lower": account.lower(), "project": project, "project_upper": project.upper()}
 
+    @property
+    def data_dir_template(self) -> str:
+        """`data_dir`, or `.data` beside the job dirs (the job dirs' parent from `workdir`)."""
+        if self.data_dir:
+            return self.data_dir
+        return f"{self.workdir.rstrip('/').rpartition('/')[0] or '.'}/.data"
+
     def gpus_per_node(self, partition: Partition) -> int | None:
         """GPUs per node of `partition`: 0 for CPU partitions, None when the sources do not say."""
         if partition.gpus_per_node is not None:
@@ -309,30 +329,6 @@ class SiteProfile(_Strict):
     @property
     def template_name(self) -> str:
         return self.template or "base"
-
-
-class SiteUserSettings(BaseModel):
-    """Your settings for one site."""
-
-    model_config = ConfigDict(extra="forbid")
-    user: str | None = Field(None, description="login user name on the site")
-    account: str | None = Field(None, description="Slurm account / project charged (-A)")
-    qos: str | None = Field(None, description="Slurm QoS")
-    ssh_host: str | None = Field(None, description="host name or ~/.ssh/config alias of the login node")
-    identity_file: str | None = Field(None, description="SSH private key")
-    partition: str | None = Field(None, description="partition used unless a job names one")
-    persist: float | None = Field(None, description="seconds a background agent keeps the connection open")
-
-
-class UserConfig(BaseModel):
-    """The aifactory user config (~/.config/aifactory/config.yaml): your defaults and per-site settings."""
-
-    model_config = ConfigDict(extra="forbid")
-    default_site: str | None = Field(None, description="the site used when a command names none")
-    sites: dict[str, SiteUserSettings] = Field(default_factory=dict, description="settings by site name")
-
-    def for_site(self, site: str) -> SiteUserSettings:
-        return self.sites.get(site) or SiteUserSettings()
 
 
 # --- loading ----------------------------------------------------------------------------------
@@ -422,26 +418,3 @@ def load_profile(name: str) -> LoadedProfile:
             + f"known sites: {', '.join(sites)} (add one with a profile in {paths.user_profiles_dir()})",
         )
     return load_profile_file(path, name)
-
-
-def load_user_config() -> tuple[UserConfig, Path]:
-    path = paths.config_file()
-    if not path.exists():
-        if settings.current().config_file():  # named explicitly: a missing file is a mistake
-            raise ConfigError(
-                f"AIFACTORY_CONFIG names {path}, which does not exist",
-                "fix the path, or unset AIFACTORY_CONFIG to use the default config file",
-            )
-        return UserConfig(), path
-    doc = load_yaml_file(path, ConfigError, what="config file")
-    data = doc.data or {}
-    if not isinstance(data, dict):
-        raise ConfigError("the config file must be a YAML mapping", where=str(path))
-    try:
-        return UserConfig.model_validate(data), path
-    except ValidationError as exc:
-        raise format_validation_error(exc, doc, UserConfig, ConfigError) from exc
-
-
-def default_site(config: UserConfig) -> str:
-    return settings.current().default_site(config.default_site)

@@ -13,8 +13,9 @@ from aifactory_cli.settings import Settings
 from aifactory_cli.sites import pack, segments
 from aifactory_cli.sites.pack import Pack
 from aifactory_cli.sites.partition import choose_partition, gpu_count, local_gpus, wants_gpu
-from aifactory_cli.sites.profile import LoadedProfile, Partition, SiteProfile, UserConfig
+from aifactory_cli.sites.profile import LoadedProfile, Partition, SiteProfile
 from aifactory_cli.sites.segments import SegmentPlan
+from aifactory_cli.sites.userconfig import UserConfig
 from aifactory_cli.spec.model import JobSpec
 from aifactory_cli.units import format_duration, format_memory, parse_duration, parse_memory
 

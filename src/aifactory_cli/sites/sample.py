@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aifactory_cli.sites.profile import UserConfig, load_profile_file
+from aifactory_cli.sites.profile import load_profile_file
 from aifactory_cli.sites.render import render
 from aifactory_cli.sites.resolve import Overrides, resolve
+from aifactory_cli.sites.userconfig import UserConfig
 from aifactory_cli.spec.model import JobSpec
 
 GPU_SAMPLE: dict[str, Any] = {

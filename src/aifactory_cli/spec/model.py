@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from aifactory_cli.errors import SpecError
 from aifactory_cli.spec.checkpoint import Checkpoint
@@ -183,6 +183,11 @@ class JobSpec(_Strict):
         "srun", description="srun: one task per slot; torchrun: one per node; none: run as the batch script"
     )
     upload: list[str] = Field(default_factory=list, description="files and directories sent, relative to the spec")
+    data: list[str] = Field(
+        default_factory=list,
+        description="files and directories kept in the site's content-addressed data store (sent once, "
+        "checked by sha256) and linked read-only into the job dir, relative to the spec",
+    )
     download: list[str] = Field(default_factory=list, description="glob patterns fetched from the job directory")
     # a sweep: {KEY: [values...]} (every combination), or an explicit list of elements [{KEY: value}, ...]
     matrix: dict[str, list[str]] | list[dict[str, str]] = Field(
@@ -298,13 +303,15 @@ class JobSpec(_Strict):
                 raise ValueError(f"'{mod}' is not a module name (like PyTorch/2.3.1 or partition/G)")
         return v
 
-    @field_validator("upload")
+    @field_validator("upload", "data")
     @classmethod
-    def _upload(cls, v: list[str]) -> list[str]:
+    def _upload(cls, v: list[str], info: ValidationInfo) -> list[str]:
         for item in v:
             p = PurePosixPath(item)
             if p.is_absolute() or ".." in p.parts or not item.strip():
-                raise ValueError(f"upload entry '{item}' must be a path relative to the spec file, without '..'")
+                raise ValueError(
+                    f"{info.field_name} entry '{item}' must be a path relative to the spec file, without '..'"
+                )
         return v
 
     @field_validator("download")

@@ -1,0 +1,87 @@
+"""Consecutive large transfers over one SshTransport to the test bed (tests/testbed/start.sh must be
+up), with the longest gap between progress callbacks of each: a fetch (`get_tar`) and a `data:`
+upload (`DataStore.send`, the site's `sha256sum` included) of a --size MiB file, --runs times each;
+and, for comparison, a bare paramiko `exec_command("cat FILE")` (paramiko's own rekeying).
+
+    python3 bench/gaps.py [--size 1024] [--runs 10] [--bare]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from aifactory_cli.backends.datastore import DataStore
+from aifactory_cli.jobs import datastore as ds
+from aifactory_cli.sites.profile import SshSettings
+from aifactory_cli.transport.ssh.connection import SshTransport
+
+CLIENT = Path("/tmp/testbed/client")
+BASE = "/scratch/project_465000001/hpcuser"
+SETTINGS = SshSettings(host="127.0.0.1", port=2222, user="hpcuser", identity_file=str(CLIENT / "id_ed25519"),
+                       known_hosts=str(CLIENT / "known_hosts"), connect_timeout=10)
+
+
+def gaps(stamps: list[float]) -> float:
+    return max((b - a for a, b in itertools.pairwise(stamps)), default=0.0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", type=int, default=1024, help="MiB")
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--bare", action="store_true", help="also a bare paramiko exec 'cat' (may stall/fail)")
+    args = ap.parse_args()
+    os.environ["AIFACTORY_SSH_CONFIG"] = "/dev/null"
+    size = args.size * 1024 * 1024
+    wd, store = f"{BASE}/bench-gaps", f"{BASE}/bench-gaps-store"
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp, SshTransport(SETTINGS, site="bed", interactive=False) as ssh:
+        work = Path(tmp)
+        assert ssh.run(f"mkdir -p {wd} && head -c {size} /dev/urandom > {wd}/big.bin").ok
+        for i in range(args.runs):
+            st: list[float] = []
+            t0 = time.monotonic()
+            ssh.get_tar(wd, ["big.bin"], work / "f.tar", lambda n: st.append(time.monotonic()))
+            print(f"fetch {i + 1}: {time.monotonic() - t0:.1f} s, longest gap {gaps(st):.2f} s", flush=True)
+            (work / "f.tar").unlink()
+        src = work / "up.bin"
+        subprocess.run(["head", "-c", str(size), "/dev/urandom"], stdout=src.open("wb"), check=True)
+        files = ds.hash_files([(src, "big.bin")], ds.HashCache(work / "hashes.json"))
+        up = DataStore(ssh, "bed")
+        for i in range(args.runs):
+            ssh.run(["rm", "-rf", store])
+            st = []
+            t0 = time.monotonic()
+            up.send(store, files, up.probe(store, [files[0].sha256]), f"g{i}", lambda n: st.append(time.monotonic()))
+            dt = time.monotonic() - t0
+            print(f"upload {i + 1}: {dt:.1f} s, longest gap {gaps(st):.2f} s, "
+                  f"last byte -> stored (site sha256sum) {t0 + dt - st[-1]:.1f} s", flush=True)
+        if args.bare:
+            import paramiko
+
+            c = paramiko.SSHClient()
+            c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+            c.connect("127.0.0.1", 2222, "hpcuser", key_filename=str(CLIENT / "id_ed25519"), look_for_keys=False,
+                      allow_agent=False)
+            for i in range(2):
+                st = []
+                t0 = time.monotonic()
+                try:
+                    _, out, _ = c.exec_command(f"cat {wd}/big.bin")
+                    while out.channel.recv(1 << 20):
+                        st.append(time.monotonic())
+                    print(f"bare paramiko cat {i + 1}: {time.monotonic() - t0:.1f} s, longest gap {gaps(st):.2f} s")
+                except paramiko.SSHException as exc:
+                    print(f"bare paramiko cat {i + 1}: failed after {time.monotonic() - t0:.1f} s: {exc}")
+                    break
+            c.close()
+        ssh.run(["rm", "-rf", wd, store])
+
+
+if __name__ == "__main__":
+    main()

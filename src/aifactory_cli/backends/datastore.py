@@ -1,0 +1,158 @@
+"""Moving a spec's `data:` files into the site's content-addressed store (`jobs.datastore` has the
+layout and the command text), over any transport: one round trip asks what is there, one tar stream
+carries the missing small files, each missing large file is written from where its partial copy
+stopped. Every failure is a RemoteError (exit 3) that says what was and was not stored."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aifactory_cli.backends.base import transfer_failure
+from aifactory_cli.errors import RemoteError
+from aifactory_cli.jobs import datastore as ds
+from aifactory_cli.transport import CommandResult, Stdin, Transport
+
+
+class DataMismatch(RemoteError):
+    """A file's checksum on the site is not the one computed here."""
+
+
+@dataclass
+class Sent:
+    """What one submission sent into the store."""
+
+    absolute: str
+    files_sent: int = 0
+    bytes_sent: int = 0  # payload bytes put on the wire (resumed files: only the rest)
+    resumed: dict[str, int] = field(default_factory=dict)  # digest -> offset it resumed at
+    stored_already: int = 0  # distinct contents the store already had
+
+
+class DataStore:
+    def __init__(self, transport: Transport, site: str) -> None:
+        self.transport = transport
+        self.site = site
+
+    def probe(self, data_dir: str, digests: list[str]) -> ds.Probe:
+        result = self._run(ds.probe_command(data_dir), "".join(f"{h}\n" for h in digests).encode(), data_dir)
+        if not result.ok:
+            why = result.stderr.strip() or f"exit {result.rc}"
+            raise RemoteError(
+                f"cannot use the data store {data_dir} on {self.site}: {why}",
+                "the store must be a directory of yours (set data_dir in a user profile to move it)",
+                queued="no",
+            )
+        try:
+            return ds.parse_probe(result.stdout)
+        except ValueError as exc:
+            raise RemoteError(f"the data store {data_dir} on {self.site} gave no answer: {exc}", queued="no") from exc
+
+    def send(
+        self,
+        data_dir: str,
+        files: list[ds.DataFile],
+        probe: ds.Probe,
+        token: str,
+        progress: Callable[[int], None] | None = None,
+    ) -> Sent:
+        """Store every one of `files` the probe did not find; one copy per content."""
+        sent = Sent(probe.absolute)
+        unique: dict[str, ds.DataFile] = {}
+        for f in files:
+            unique.setdefault(f.sha256, f)
+        missing = [f for h, f in unique.items() if h not in probe.have]
+        sent.stored_already = len(unique) - len(missing)
+        counted = [0]
+
+        def count(n: int) -> None:
+            counted[0] += n
+            sent.bytes_sent += n
+            if progress:
+                progress(n)
+
+        small = [f for f in missing if f.size < ds.LARGE]
+        large = [f for f in missing if f.size >= ds.LARGE]
+        if small:
+            result = self._run(
+                ds.small_store_command(data_dir, token), ds.small_tar_writer(small, count), data_dir, sent, len(missing)
+            )
+            self._check(result, data_dir, {f.sha256: f for f in small}, sent, len(missing))
+            sent.files_sent += len(small)
+        for f in large:
+            offset = min(probe.partial.get(f.sha256, 0), f.size)
+            if offset:
+                sent.resumed[f.sha256] = offset
+            result = self._run(
+                ds.large_store_command(data_dir, f.sha256, offset, f.size),
+                ds.file_writer(f.path, offset, count),
+                data_dir,
+                sent,
+                len(missing),
+                current=f,
+            )
+            self._check(result, data_dir, {f.sha256: f}, sent, len(missing))
+            sent.files_sent += 1
+        return sent
+
+    def _run(
+        self,
+        command: str,
+        stdin: Stdin,
+        data_dir: str,
+        sent: Sent | None = None,
+        total: int = 0,
+        current: ds.DataFile | None = None,
+    ) -> CommandResult:
+        try:
+            return self.transport.run(command, stdin=stdin)
+        except Exception as exc:
+            if not transfer_failure(exc):
+                raise
+            done = (
+                f"; {sent.files_sent} of {total} file(s) stored, {sent.bytes_sent:,} bytes sent"
+                + (f", {current.rel} is kept in part on the site" if current is not None else "")
+                if sent is not None
+                else ""
+            )
+            message = exc.message if isinstance(exc, RemoteError) else f"{type(exc).__name__}: {exc}"
+            raise RemoteError(
+                f"sending data to the store {data_dir} on {self.site} failed: {message}{done}",
+                "submit again: what is stored is not sent again, and a cut file resumes where it stopped",
+                queued="no",
+            ) from exc
+
+    def _check(
+        self, result: CommandResult, data_dir: str, by_digest: dict[str, ds.DataFile], sent: Sent, total: int
+    ) -> None:
+        if result.ok:
+            return
+        words = [ln.split() for ln in result.stdout.splitlines()]
+        bad = [by_digest[w[1]].rel for w in words if len(w) == 2 and w[0] == "BAD" and w[1] in by_digest]
+        if result.rc == ds.MISMATCH_RC or bad:
+            raise DataMismatch(
+                f"checksum mismatch on {self.site} for {', '.join(bad) or 'a data file'}: the copy in the store "
+                f"{data_dir} is not what was sent (it was removed; nothing was submitted)",
+                "submit again; if it happens again, check the file here and the site's disk",
+                queued="no",
+            )
+        cut = "the stream ended early (connection cut)" if result.rc == ds.CUT_RC else f"exit {result.rc}"
+        raise RemoteError(
+            f"storing data in {data_dir} on {self.site} failed: {result.stderr.strip() or cut}; "
+            f"{sent.files_sent} of {total} file(s) stored, {sent.bytes_sent:,} bytes sent",
+            "submit again: what is stored is not sent again, and a cut file resumes where it stopped",
+            queued="no",
+        )
+
+    def listing(self, data_dir: str) -> ds.Listing:
+        result = self.transport.run(ds.list_command(data_dir))
+        if not result.ok:
+            raise RemoteError(f"cannot list the data store {data_dir} on {self.site}: {result.stderr.strip()}")
+        return ds.parse_list(result.stdout)
+
+    def remove(self, data_dir: str, digests: list[str], leftovers: list[str]) -> None:
+        if not digests and not leftovers:
+            return
+        result = self.transport.run(ds.remove_command(data_dir), stdin=ds.removal_paths(digests, leftovers))
+        if not result.ok:
+            raise RemoteError(f"cannot remove from the data store {data_dir} on {self.site}: {result.stderr.strip()}")

@@ -1,0 +1,96 @@
+"""`aifactory data ls|gc [--site S]`: the site's content-addressed data store (a spec's `data:`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from aifactory_cli.cli import completion, options, output
+
+app = typer.Typer(
+    help="The site's data store: files of the specs' data: entries, kept once by their sha256.",
+    no_args_is_help=True,
+)
+
+_SITE = typer.Option(None, "--site", "-s", help="Site (default: the default site).", autocompletion=completion.sites)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def _entry_json(e: Any) -> dict[str, Any]:
+    return {"sha256": e.digest, "size": e.size, "names": sorted(e.names), "jobs": e.jobs, "in_use": bool(e.jobs)}
+
+
+@app.command("ls", help="List what the site's store holds: size, names, and which tracked jobs use it.")
+def ls(site: str | None = _SITE, as_json: bool = typer.Option(False, "--json", help="Print JSON only.")) -> None:
+    from aifactory_cli.service import data
+
+    site = options.site_option(site)
+    with output.service() as svc:
+        views = data.stores(svc, site)
+        if as_json:
+            output.print_json(
+                {
+                    "stores": [
+                        {
+                            "site": v.site,
+                            "path": v.path,
+                            "bytes": v.total,
+                            "entries": [_entry_json(e) for e in v.entries],
+                            "leftovers": v.leftovers,
+                        }
+                        for v in views
+                    ]
+                }
+            )
+            return
+        if not views:
+            output.note(f"no data store on {site} yet")
+        from rich.table import Table
+
+        for v in views:
+            table = Table(title=f"{v.site}: {v.path} ({_mb(v.total)})", box=None, header_style="bold", pad_edge=False)
+            for col in ("SHA256", "SIZE", "NAMES", "JOBS"):
+                table.add_column(col, overflow="fold")
+            for e in v.entries:
+                names = sorted(e.names)
+                shown = ", ".join(names[:3]) + (f" (+{len(names) - 3})" if len(names) > 3 else "")
+                table.add_row(e.digest[:16], _mb(e.size), shown, ", ".join(e.jobs) or "(unused)")
+            output.out().print(table)
+            if v.leftovers:
+                output.note(f"  {len(v.leftovers)} leftover(s) of cut transfers, {_mb(sum(v.leftovers.values()))}")
+
+
+@app.command("gc", help="Free the entries no tracked job uses, and leftovers of cut transfers.")
+def gc(
+    site: str | None = _SITE,
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only show what would be freed."),
+    ended: bool = typer.Option(False, "--ended", help="Also free entries used only by jobs that have ended."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
+) -> None:
+    from aifactory_cli.service import data
+
+    site = options.site_option(site)
+    with output.service() as svc:
+        results = data.gc(svc, site, dry_run=dry_run, ended=ended)
+        if as_json:
+            output.print_json(
+                {
+                    "dry_run": dry_run,
+                    "stores": [
+                        {"site": v.site, "path": v.path, "freed_bytes": size, "freed": [_entry_json(e) for e in freed]}
+                        for v, freed, size in results
+                    ],
+                }
+            )
+            return
+        verb = "would free" if dry_run else "freed"
+        for v, freed, size in results:
+            kept = len(v.entries) - len(freed)
+            output.note(
+                f"{v.site}: {v.path}: {verb} {len(freed)} entr{'y' if len(freed) == 1 else 'ies'} "
+                f"and {len(v.leftovers)} leftover(s), {_mb(size)}; {kept} kept (in use)"
+            )

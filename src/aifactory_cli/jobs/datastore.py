@@ -1,0 +1,292 @@
+"""A site's content-addressed data store, for a spec's `data:` entries: every file is kept once, under
+its sha256 (computed here, checked on the site with `sha256sum`), and job dirs link to it read-only.
+
+    DATA/sha256/ab/abcdef...    one file per content, mode 0400, in 0700 dirs (the user's alone)
+    DATA/tmp/HASH.part          a large file on its way: the next attempt resumes at its size
+    DATA/tmp/t.TOKEN/ab/HASH    the small files of one attempt, moved into sha256/ once checked
+
+Small files travel in one tar stream per submission; each large one (>= LARGE bytes) is written
+at its offset with `dd` (seek, no truncation), so a cut transfer resumes inside the file, and two
+submissions that send the same file at once write the same bytes at the same places. A file enters
+`sha256/` only by a rename after its checksum matched, so what a job reads there is always whole.
+
+Here: what runs on the site (command text, quoted) and its parsing, and the local side (hashing
+with a cache of unchanged files, the streams). Moving bytes is `backends.datastore`'s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shlex
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+LARGE = 8 * 1024 * 1024  # files this size and up are sent one by one, resumable inside the file
+CHUNK = 1024 * 1024
+MISMATCH_RC = 96  # a file's checksum on the site is not the one computed here
+CUT_RC = 95  # a large file's stream ended early (a cut connection): its partial copy stays
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class DataFile:
+    path: Path  # local file
+    rel: str  # where the job sees it, job-dir relative
+    size: int
+    sha256: str
+
+    @property
+    def stored(self) -> str:
+        """Its place in the store, store-relative."""
+        return stored_name(self.sha256)
+
+
+def stored_name(digest: str) -> str:
+    if not _HEX.fullmatch(digest):
+        raise ValueError(f"not a sha256 digest: {digest!r}")
+    return f"sha256/{digest[:2]}/{digest}"
+
+
+def site_path(template_path: str) -> str:
+    """A store path as the site's commands take it: `$HOME/` and `~/` dropped (commands start there)."""
+    for prefix in ("$HOME/", "~/", "${HOME}/"):
+        if template_path.startswith(prefix):
+            return template_path[len(prefix) :] or "."
+    return template_path
+
+
+# --- the local side -------------------------------------------------------------------------------------
+
+
+class HashCache:
+    """sha256 of local files by (path, size, mtime, inode), kept in the state dir: an unchanged
+    100 GB dataset is not read again at the next submit."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.changed = False
+        try:
+            self.data: dict[str, list[Any]] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.data = {}
+
+    def digest(self, path: Path, progress: Callable[[int], None] | None = None) -> tuple[int, str]:
+        st = path.stat()
+        key = str(path.resolve())
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        known = self.data.get(key)
+        if known and known[:3] == stamp and isinstance(known[3], str) and _HEX.fullmatch(known[3]):
+            return st.st_size, known[3]
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while block := fh.read(CHUNK):
+                h.update(block)
+                if progress:
+                    progress(len(block))
+        self.data[key] = [*stamp, h.hexdigest()]
+        self.changed = True
+        return st.st_size, h.hexdigest()
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.data))
+        os.replace(tmp, self.path)
+
+
+def hash_files(
+    files: list[tuple[Path, str]], cache: HashCache, progress: Callable[[int], None] | None = None
+) -> list[DataFile]:
+    out = []
+    for path, rel in files:
+        size, digest = cache.digest(path, progress)
+        out.append(DataFile(path, rel, size, digest))
+    cache.save()
+    return out
+
+
+def small_tar_writer(
+    files: list[DataFile], progress: Callable[[int], None] | None = None
+) -> Callable[[BinaryIO], None]:
+    """The small files as a tar stream, each named by its place under `sha256/`, mode 0400."""
+
+    def write(sink: BinaryIO) -> None:
+        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT, bufsize=256 * 1024) as tar:
+            for f in files:
+                info = tarfile.TarInfo(f.stored.split("/", 1)[1])
+                info.size = f.size
+                info.mode = 0o400
+                with open(f.path, "rb") as fh:
+                    tar.addfile(info, _Counted(fh, progress))
+
+    return write
+
+
+def file_writer(path: Path, offset: int, progress: Callable[[int], None] | None = None) -> Callable[[BinaryIO], None]:
+    """The file from `offset` on, as a stream."""
+
+    def write(sink: BinaryIO) -> None:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            while block := fh.read(CHUNK):
+                sink.write(block)
+                if progress:
+                    progress(len(block))
+
+    return write
+
+
+class _Counted(io.RawIOBase):
+    def __init__(self, fh: BinaryIO, progress: Callable[[int], None] | None) -> None:
+        self.fh = fh
+        self.progress = progress
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.fh.read(size)
+        if self.progress and data:
+            self.progress(len(data))
+        return data
+
+
+# --- what runs on the site ------------------------------------------------------------------------------
+
+_PREFIX = 'p=${h%"${h#??}"}'  # the first two characters, without a fork
+
+
+def probe_command(data_dir: str) -> str:
+    """Create the store (private) if needed, print its physical path, then for each digest on stdin
+    (one a line) `H DIGEST` when it is stored or `P DIGEST SIZE` when a partial copy is there. A
+    store dir that exists but is not the user's fails at `chmod`."""
+    d = shlex.quote(data_dir)
+    return (
+        f"umask 077 && mkdir -p -- {d}/sha256 {d}/tmp && cd -- {d} && chmod 700 . sha256 tmp && pwd -P && "
+        f"while read -r h; do {_PREFIX}; "
+        'if [ -f "sha256/$p/$h" ]; then echo "H $h"; '
+        'elif [ -f "tmp/$h.part" ]; then echo "P $h $(wc -c < "tmp/$h.part")"; fi; done'
+    )
+
+
+@dataclass
+class Probe:
+    absolute: str
+    have: set[str]
+    partial: dict[str, int]
+
+
+def parse_probe(stdout: str) -> Probe:
+    lines = [ln.strip() for ln in stdout.splitlines() if ln.strip()]
+    if not lines or not lines[0].startswith("/"):
+        raise ValueError(f"no store path in the answer: {stdout[:200]!r}")
+    have: set[str] = set()
+    partial: dict[str, int] = {}
+    for ln in lines[1:]:
+        parts = ln.split()
+        if len(parts) == 2 and parts[0] == "H" and _HEX.fullmatch(parts[1]):
+            have.add(parts[1])
+        elif len(parts) == 3 and parts[0] == "P" and _HEX.fullmatch(parts[1]) and parts[2].isdigit():
+            partial[parts[1]] = int(parts[2])
+    return Probe(lines[0], have, partial)
+
+
+def small_store_command(data_dir: str, token: str) -> str:
+    """Unpack the small files' tar into a private attempt dir, check each against its name's digest
+    (a mismatch after a whole stream: `BAD DIGEST`, exit MISMATCH_RC; after a cut stream the cut
+    member is dropped), and move the good ones into `sha256/` by renames. HUP is ignored: after a
+    cut, what arrived whole is still stored, so the next attempt sends only the rest."""
+    d = shlex.quote(data_dir)
+    t = shlex.quote(f"t.{token}")
+    return (
+        f"trap '' HUP PIPE; umask 077; cd -- {d}/tmp && mkdir -- {t} && cd -- {t} || exit 1; "
+        "tar -x -f -; rc=$?; "
+        "find . -type f -path './??/*' -print0 | xargs -0 -r sha256sum -- | "
+        "{ bad=0; while read -r sum name; do h=${name##*/}; "
+        'if [ "$sum" != "$h" ]; then rm -f -- "$name"; '
+        'if [ "$rc" -eq 0 ]; then echo "BAD $h"; bad=1; fi; fi; done; exit "$bad"; }; bad=$?; '
+        'for s in ??; do [ -d "$s" ] || continue; '
+        'mv -T -- "$s" "../../sha256/$s" 2>/dev/null || '
+        '{ mkdir -p -- "../../sha256/$s" && find "$s" -type f -exec mv -f -t "../../sha256/$s" -- {} +; }; done; '
+        f"cd .. && rm -rf -- {t}; "
+        f'[ "$rc" -eq 0 ] || exit "$rc"; [ "$bad" -eq 0 ] || exit {MISMATCH_RC}'
+    )
+
+
+def large_store_command(data_dir: str, digest: str, offset: int, size: int) -> str:
+    """Write stdin into `tmp/DIGEST.part` from `offset` (no truncation), then, once it is `size`
+    bytes long, check it and rename it into `sha256/`. Exit CUT_RC (`CUT DIGEST SIZE`) when the
+    stream ended early, MISMATCH_RC (`BAD DIGEST`, the partial copy removed) on a wrong checksum."""
+    stored = stored_name(digest)
+    part = f"tmp/{digest}.part"
+    d = shlex.quote(data_dir)
+    return (
+        f"trap '' HUP PIPE; umask 077; cd -- {d} || exit 1; "
+        f"dd of={part} bs={CHUNK} seek={int(offset)} oflag=seek_bytes iflag=fullblock conv=notrunc status=none; "
+        "rc=$?; "
+        f"if [ -f {stored} ]; then rm -f -- {part}; exit 0; fi; "
+        f'[ "$rc" -eq 0 ] || exit "$rc"; n=$(wc -c < {part}) || {{ [ -f {stored} ]; exit $?; }}; '
+        f'if [ "$n" -lt {int(size)} ]; then echo "CUT {digest} $n"; exit {CUT_RC}; fi; '
+        f"s=$(sha256sum < {part}) || {{ [ -f {stored} ]; exit $?; }}; "
+        f'if [ "$n" -eq {int(size)} ] && [ "${{s%% *}}" = {digest} ]; then '
+        # a racing submission of the same file may have moved the part into place meanwhile: fine
+        f"chmod 400 {part} 2>/dev/null; mkdir -p -- {stored.rsplit('/', 1)[0]} && "
+        f"{{ mv -f -- {part} {stored} 2>/dev/null || [ -f {stored} ]; }}; exit $?; fi; "
+        f"[ -f {stored} ] && exit 0; rm -f -- {part}; echo 'BAD {digest}'; exit {MISMATCH_RC}"
+    )
+
+
+def list_command(data_dir: str) -> str:
+    """`SIZE DIGEST` for every stored file, `PART SIZE NAME` for leftovers under tmp/; a store that
+    does not exist lists nothing."""
+    d = shlex.quote(data_dir)
+    return (
+        f"[ -d {d} ] || exit 0; cd -- {d} && pwd -P && "
+        "{ [ ! -d sha256 ] || find sha256 -type f -printf '%s %f\\n'; } && "
+        "{ [ ! -d tmp ] || find tmp -mindepth 1 -maxdepth 1 -printf 'PART %s %f\\n'; }"
+    )
+
+
+@dataclass
+class Listing:
+    absolute: str | None
+    files: dict[str, int]  # digest -> size
+    leftovers: dict[str, int]  # tmp/ name -> size
+
+
+def parse_list(stdout: str) -> Listing:
+    lines = [ln.strip() for ln in stdout.splitlines() if ln.strip()]
+    absolute = lines[0] if lines and lines[0].startswith("/") else None
+    files: dict[str, int] = {}
+    leftovers: dict[str, int] = {}
+    for ln in lines[1 if absolute else 0 :]:
+        parts = ln.split()
+        if len(parts) == 2 and parts[0].isdigit() and _HEX.fullmatch(parts[1]):
+            files[parts[1]] = int(parts[0])
+        elif len(parts) == 3 and parts[0] == "PART" and parts[1].isdigit():
+            leftovers[parts[2]] = int(parts[1])
+    return Listing(absolute, files, leftovers)
+
+
+def remove_command(data_dir: str) -> str:
+    """Remove the store-relative paths given on stdin (NUL-separated), and empty prefix dirs."""
+    d = shlex.quote(data_dir)
+    return f"cd -- {d} && xargs -0 -r rm -rf -- && find sha256 -mindepth 1 -type d -empty -delete"
+
+
+def removal_paths(digests: list[str], leftovers: list[str]) -> bytes:
+    paths = [stored_name(h) for h in digests]
+    for name in leftovers:
+        if "/" in name or name in ("", ".", ".."):
+            raise ValueError(f"not a leftover name: {name!r}")
+        paths.append(f"tmp/{name}")
+    return b"".join(p.encode() + b"\0" for p in paths)

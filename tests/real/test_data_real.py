@@ -1,0 +1,210 @@
+"""A spec's `data:` on the test bed as LUMI (`lumi-bed`), through the CLI: stored once in the site's
+store, linked read-only into the job dir; an unchanged dataset costs no bytes and no disk at the next
+submit; `data gc` frees what no tracked job uses; two submissions racing on new data both succeed;
+another member of the project cannot change what a job reads."""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.real.bedjobs import aif, bed_env
+from tests.real.conftest import TESTBED_ACCOUNT, TESTBED_USER
+
+pytestmark = pytest.mark.real
+
+SCRATCH = Path(f"/scratch/{TESTBED_ACCOUNT}/{TESTBED_USER}")
+BIG = 24 * 1024 * 1024  # over the store's LARGE: sent on its own, resumable
+
+
+@pytest.fixture
+def bed(tmp_path: Path):
+    """An environment whose `lumi-bed` keeps its data store in a dir of this test alone (removed after)."""
+    store = SCRATCH / f"aif-data-test-{secrets.token_hex(4)}"
+    env = bed_env(tmp_path)
+    env["AIFACTORY_ACCOUNT"] = TESTBED_ACCOUNT
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "datab.yaml").write_text(f"extends: lumi-bed\ndata_dir: {store}\n")
+    env["AIFACTORY_PROFILES"] = f"{profiles}{os.pathsep}{env['AIFACTORY_PROFILES']}"
+    yield env, store
+    subprocess.run(["chmod", "-R", "u+w", str(store)], check=False, capture_output=True)
+    shutil.rmtree(store, ignore_errors=True)
+
+
+def _spec(root: Path, big: bytes, name: str = "datajob") -> Path:
+    ds = root / "ds"
+    ds.mkdir(parents=True, exist_ok=True)
+    (ds / "big.bin").write_bytes(big)
+    for i in range(20):
+        (ds / f"s{i}.txt").write_text(f"row {i}\n")
+    spec = root / "job.yaml"
+    spec.write_text(
+        f"name: {name}\nresources:\n  time: 5m\ndata:\n  - ds\nrun: |\n"
+        "  sha256sum ds/big.bin\n  cat ds/s7.txt\n"
+        '  if echo x > ds/s7.txt 2>/dev/null; then echo "WROTE"; else echo "write refused"; fi\n'
+    )
+    return spec
+
+
+def _submit(env: dict[str, str], spec: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    r = aif(["submit", str(spec), "--site", "datab", "--json", *extra], env, spec.parent, timeout=180)
+    job = json.loads(r.stdout)["jobs"][0] if r.returncode == 0 else {}
+    return r, job
+
+
+def _du(path: Path) -> int:
+    out = subprocess.run(["du", "-sb", str(path)], capture_output=True, text=True, check=True).stdout
+    return int(out.split()[0])
+
+
+def test_data_is_stored_once_linked_read_only_and_not_sent_again(bed, tmp_path: Path) -> None:
+    env, store = bed
+    big = os.urandom(BIG)
+    spec = _spec(tmp_path / "spec", big)
+    r, job = _submit(env, spec, "--wait", "--timeout", "120")
+    assert r.returncode == 0, r.stderr
+    assert job["state"] == "COMPLETED", job
+    assert "21 file(s), 21 sent" in r.stderr, r.stderr
+    out = (Path(job["workdir"]) / "stdout.log").read_text()
+    assert hashlib.sha256(big).hexdigest() in out and "row 7" in out and "write refused" in out, out
+    link = Path(job["workdir"]) / "ds" / "big.bin"
+    assert link.is_symlink() and os.readlink(link).startswith(str(store))
+    assert oct(link.stat().st_mode & 0o777) == "0o400"
+    assert oct(store.stat().st_mode & 0o777) == "0o700"
+
+    used = _du(store)
+    r2, job2 = _submit(env, spec, "--wait", "--timeout", "120")
+    assert r2.returncode == 0, r2.stderr
+    assert "0 sent (0.0 MB), 21 already in the site's store" in r2.stderr, r2.stderr
+    assert _du(store) == used  # no byte more on the site's store
+    assert _du(Path(job2["workdir"])) < 200_000  # links and logs, not 24 MiB
+    assert hashlib.sha256(big).hexdigest() in (Path(job2["workdir"]) / "stdout.log").read_text()
+
+
+def test_gc_frees_only_what_no_tracked_job_uses(bed, tmp_path: Path) -> None:
+    env, store = bed
+    spec = _spec(tmp_path / "a", os.urandom(BIG))
+    r, job = _submit(env, spec, "--wait", "--timeout", "120")
+    assert r.returncode == 0, r.stderr
+    # data sent from another machine (another AIFACTORY_HOME): in the store, used by no job tracked here
+    other = dict(env, AIFACTORY_HOME=str(tmp_path / "home2"))
+    other_spec = _spec(tmp_path / "b", os.urandom(BIG), name="other")
+    (tmp_path / "b" / "ds" / "s7.txt").write_text("row 7 elsewhere\n")
+    r, _ = _submit(other, other_spec)
+    assert r.returncode == 0, r.stderr
+
+    listed = json.loads(aif(["data", "ls", "--site", "datab", "--json"], env, tmp_path, 60).stdout)
+    (view,) = listed["stores"]
+    unused = [e for e in view["entries"] if not e["in_use"]]
+    assert len(unused) == 2 and all(e["jobs"] == [job["id"]] for e in view["entries"] if e["in_use"])
+    dry = aif(["data", "gc", "--site", "datab", "--dry-run", "--json"], env, tmp_path, 60)
+    assert json.loads(dry.stdout)["stores"][0]["freed_bytes"] == BIG + len("row 7 elsewhere\n")
+    after_dry = json.loads(aif(["data", "ls", "--site", "datab", "--json"], env, tmp_path, 60).stdout)
+    assert len(after_dry["stores"][0]["entries"]) == 23  # 21 + 2: a dry run removes nothing
+    before = _du(store)
+    done = aif(["data", "gc", "--site", "datab"], env, tmp_path, 60)
+    assert done.returncode == 0 and "freed 2 entries" in done.stderr + done.stdout, done.stderr
+    assert before - _du(store) >= BIG
+    kept = json.loads(aif(["data", "ls", "--site", "datab", "--json"], env, tmp_path, 60).stdout)["stores"][0]
+    assert len(kept["entries"]) == 21 and all(e["in_use"] for e in kept["entries"])
+    # the job has ended: --ended frees its data too
+    ended = aif(["data", "gc", "--site", "datab", "--ended", "--json"], env, tmp_path, 60)
+    assert ended.returncode == 0, ended.stderr
+    assert len(json.loads(ended.stdout)["stores"][0]["freed"]) == 21
+    assert not any((store / "sha256").rglob("*[0-9a-f]"))
+
+
+def test_two_submissions_racing_on_new_data_both_succeed(bed, tmp_path: Path) -> None:
+    env, _store = bed
+    big = os.urandom(BIG)
+    specs = [_spec(tmp_path / f"r{i}", big, name=f"race{i}") for i in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda s: _submit(env, s, "--wait", "--timeout", "150"), specs))
+    for r, job in results:
+        assert r.returncode == 0, r.stderr
+        assert job["state"] == "COMPLETED", job
+        assert hashlib.sha256(big).hexdigest() in (Path(job["workdir"]) / "stdout.log").read_text()
+
+
+def test_another_project_member_cannot_change_what_a_job_reads(bed, tmp_path: Path) -> None:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to act as a second user")
+    env, store = bed
+    r, job = _submit(env, _spec(tmp_path / "spec", os.urandom(1000)), "--wait", "--timeout", "120")
+    assert r.returncode == 0, r.stderr
+    target = os.path.realpath(Path(job["workdir"]) / "ds" / "s7.txt")
+    gid = grp.getgrnam(TESTBED_USER).gr_gid  # the project's group, as a second member of it has
+    as_other = ["setpriv", "--reuid=65534", f"--regid={gid}", "--clear-groups", "sh", "-c"]
+    for attempt in (f"echo evil > '{target}'", f"rm -f '{target}'", f"ls '{store}/sha256'"):
+        tried = subprocess.run([*as_other, attempt], capture_output=True, text=True)
+        assert tried.returncode != 0 and "Permission denied" in tried.stderr, (attempt, tried)
+    assert Path(target).read_text() == "row 7\n"
+
+
+def test_a_cut_upload_is_exit_3_and_the_next_submit_resumes_inside_the_file(bed, tmp_path: Path) -> None:
+    from tests.real.conftest import TESTBED_CLIENT
+    from tests.real.faultproxy import FaultProxy
+
+    env, store = bed
+    size = 256 * 1024 * 1024
+    big = os.urandom(size)
+    spec = _spec(tmp_path / "spec", big)
+    proxy = FaultProxy(("127.0.0.1", 2222))
+    try:
+        pin = (TESTBED_CLIENT / "host_fingerprint").read_text().strip()
+        (tmp_path / "known_hosts").write_text("")
+        (tmp_path / "profiles" / "datacut.yaml").write_text(
+            f"extends: datab\nssh: {{port: {proxy.port}, known_hosts: {tmp_path / 'known_hosts'}, "
+            f"host_key_fingerprints: ['{pin}']}}\n"
+        )
+        proc = subprocess.Popen(
+            [*aif_cmd(), "submit", str(spec), "--site", "datacut"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        parts = store / "tmp"
+        deadline = time.time() + 120
+        while time.time() < deadline:  # cut at about half of the file
+            if any(p.stat().st_size > size // 2 for p in parts.glob("*.part") if p.exists()):
+                break
+            time.sleep(0.01)
+        else:
+            proc.kill()
+            pytest.fail(f"the upload never reached half: {proc.communicate()}")
+        proxy.cut()
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        proxy.close()
+    assert proc.returncode == 3, err
+    assert "Traceback" not in err and "internal error" not in err
+    assert "ds/big.bin is kept in part on the site" in err, err
+    (part,) = parts.glob("*.part")
+    kept = part.stat().st_size
+    assert 0 < kept < size
+    r, job = _submit(env, spec, "--wait", "--timeout", "120")
+    assert r.returncode == 0, r.stderr
+    assert "1 resumed" in r.stderr, r.stderr
+    sent_mb = float(r.stderr.split(" sent (")[1].split(" MB")[0])
+    assert sent_mb * 1e6 <= size - kept + 1e6, (sent_mb, kept)  # only the rest (and small files)
+    assert hashlib.sha256(big).hexdigest() in (Path(job["workdir"]) / "stdout.log").read_text()
+    assert not list(parts.glob("*.part"))
+
+
+def aif_cmd() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "aifactory_cli"]

@@ -1,0 +1,230 @@
+"""The site's content-addressed data store (a spec's `data:`): its site-side commands run in a real
+bash here (LocalTransport), on a store in tmp_path, as they run on a login node."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from aifactory_cli.backends.datastore import DataMismatch, DataStore
+from aifactory_cli.errors import EXIT_REMOTE, RemoteError
+from aifactory_cli.jobs import datastore as ds
+from aifactory_cli.transport import CommandResult, Stdin
+from aifactory_cli.transport.local import LocalTransport
+
+
+def _file(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / "src" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def _data(tmp_path: Path, named: dict[str, bytes]) -> list[ds.DataFile]:
+    cache = ds.HashCache(tmp_path / "hashes.json")
+    return ds.hash_files([(_file(tmp_path, n, b), n) for n, b in named.items()], cache)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[DataStore, str]:
+    return DataStore(LocalTransport(), "local"), str(tmp_path / "site" / "data")
+
+
+def _stored(data_dir: str, f: ds.DataFile) -> Path:
+    return Path(data_dir) / f.stored
+
+
+def test_small_files_are_stored_once_private_and_read_only(store, tmp_path: Path) -> None:
+    s, d = store
+    files = _data(tmp_path, {"a.txt": b"alpha", "b/c.txt": b"gamma" * 100, "dup.txt": b"alpha"})
+    probe = s.probe(d, [f.sha256 for f in files])
+    assert probe.absolute == os.path.realpath(d) and probe.have == set()
+    sent = s.send(d, files, probe, "tok1")
+    assert sent.files_sent == 2  # a.txt and dup.txt are one content
+    assert sent.bytes_sent == 5 + 500
+    for f in files:
+        path = _stored(d, f)
+        assert path.read_bytes() == (tmp_path / "src" / f.rel).read_bytes()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o400
+    for sub in (Path(d), Path(d) / "sha256", Path(d) / "tmp"):
+        assert stat.S_IMODE(sub.stat().st_mode) == 0o700
+    assert list((Path(d) / "tmp").iterdir()) == []  # the attempt dir is gone
+    again = s.probe(d, [f.sha256 for f in files])
+    assert again.have == {f.sha256 for f in files}
+    second = s.send(d, files, again, "tok2")
+    assert (second.files_sent, second.bytes_sent, second.stored_already) == (0, 0, 2)
+
+
+def test_a_large_file_resumes_at_its_partial_copy(store, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(ds, "LARGE", 1000)
+    s, d = store
+    body = os.urandom(300_000)
+    (f,) = _data(tmp_path, {"big.bin": body})
+    s.probe(d, [f.sha256])
+    (Path(d) / "tmp" / f"{f.sha256}.part").write_bytes(body[:123_456])  # a cut earlier attempt
+    probe = s.probe(d, [f.sha256])
+    assert probe.partial == {f.sha256: 123_456} and not probe.have
+    sent = s.send(d, [f], probe, "tok")
+    assert sent.resumed == {f.sha256: 123_456}
+    assert sent.bytes_sent == 300_000 - 123_456
+    assert hashlib.sha256(_stored(d, f).read_bytes()).hexdigest() == f.sha256
+    assert not (Path(d) / "tmp" / f"{f.sha256}.part").exists()
+
+
+def _cut_after(n: int, write: Callable[[BinaryIO], None]) -> Callable[[BinaryIO], None]:
+    class Short:
+        def __init__(self, sink: BinaryIO) -> None:
+            self.sink, self.left = sink, n
+
+        def write(self, b: bytes) -> int:
+            part = b[: self.left]
+            self.left -= len(part)
+            self.sink.write(part)
+            return len(b)
+
+    def cut(sink: BinaryIO) -> None:
+        write(Short(sink))  # type: ignore[arg-type]
+
+    return cut
+
+
+class _Cutting(LocalTransport):
+    """A stream that ends early, as when the connection is cut mid-file (the site sees EOF)."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+
+    def run(self, command, *, stdin: Stdin = None, timeout: float | None = None) -> CommandResult:
+        if callable(stdin):
+            stdin = _cut_after(self.after, stdin)
+        return super().run(command, stdin=stdin, timeout=timeout)
+
+
+def test_a_cut_large_file_is_exit_3_keeps_its_part_and_the_next_attempt_sends_only_the_rest(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(ds, "LARGE", 1000)
+    d = str(tmp_path / "site" / "data")
+    body = os.urandom(200_000)
+    (f,) = _data(tmp_path, {"big.bin": body})
+    cutting = DataStore(_Cutting(70_000), "bed")
+    with pytest.raises(RemoteError) as err:
+        cutting.send(d, [f], cutting.probe(d, [f.sha256]), "t1")
+    assert err.value.exit_code == EXIT_REMOTE
+    assert "0 of 1 file(s) stored" in err.value.message
+    assert not _stored(d, f).exists()
+    # only the part stays (not the fifo and sum file of the hash taken as the stream arrived)
+    assert [p.name for p in (Path(d) / "tmp").iterdir()] == [f"{f.sha256}.part"]
+    whole = DataStore(LocalTransport(), "bed")
+    probe = whole.probe(d, [f.sha256])
+    assert probe.partial == {f.sha256: 70_000}
+    sent = whole.send(d, [f], probe, "t2")
+    assert sent.bytes_sent == 130_000
+    assert _stored(d, f).read_bytes() == body
+    assert list((Path(d) / "tmp").iterdir()) == []
+
+
+def test_a_cut_tar_of_small_files_stores_what_arrived_whole(tmp_path: Path) -> None:
+    d = str(tmp_path / "site" / "data")
+    files = _data(tmp_path, {f"f{i}.bin": os.urandom(4000) for i in range(10)})
+    cutting = DataStore(_Cutting(5 * 5120 + 2000), "bed")  # 5 members whole (512 header + 4608), then a cut
+    with pytest.raises(RemoteError):
+        cutting.send(d, files, cutting.probe(d, [f.sha256 for f in files]), "t1")
+    stored = [f for f in files if _stored(d, f).exists()]
+    assert len(stored) in (4, 5)  # every stored one is whole and checked
+    for f in stored:
+        assert hashlib.sha256(_stored(d, f).read_bytes()).hexdigest() == f.sha256
+    whole = DataStore(LocalTransport(), "bed")
+    sent = whole.send(d, files, whole.probe(d, [f.sha256 for f in files]), "t2")
+    assert sent.files_sent == 10 - len(stored)
+    assert all(_stored(d, f).exists() for f in files)
+
+
+def test_content_that_does_not_match_its_digest_is_refused_naming_the_file(store, tmp_path: Path, monkeypatch) -> None:
+    s, d = store
+    (f,) = _data(tmp_path, {"x.txt": b"original"})
+    (tmp_path / "src" / "x.txt").write_bytes(b"changed!")  # after hashing: what is sent is not what was hashed
+    with pytest.raises(DataMismatch) as err:
+        s.send(d, [f], s.probe(d, [f.sha256]), "t")
+    assert "x.txt" in err.value.message and err.value.exit_code == EXIT_REMOTE
+    assert not _stored(d, f).exists()
+    monkeypatch.setattr(ds, "LARGE", 4)
+    with pytest.raises(DataMismatch, match=r"x\.txt"):
+        s.send(d, [f], s.probe(d, [f.sha256]), "t")
+    assert not _stored(d, f).exists() and not (Path(d) / "tmp" / f"{f.sha256}.part").exists()
+
+
+def test_a_store_dir_that_is_not_the_users_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root may chmod anything")
+    d = tmp_path / "site" / "data"
+    (d / "sha256").mkdir(parents=True)
+    (d / "tmp").mkdir()
+    d.chmod(0o500)  # a dir this user may not change: as one of another member
+    try:
+        with pytest.raises(RemoteError, match="cannot use the data store"):
+            DataStore(LocalTransport(), "bed").send(
+                str(d), [], DataStore(LocalTransport(), "bed").probe(str(d), []), "t"
+            )
+    finally:
+        d.chmod(0o700)
+
+
+def test_listing_and_removal(store, tmp_path: Path) -> None:
+    s, d = store
+    files = _data(tmp_path, {"a": b"1", "b": b"22"})
+    s.send(d, files, s.probe(d, [f.sha256 for f in files]), "t")
+    (Path(d) / "tmp" / "deadbeef.part").write_bytes(b"xyz")
+    listing = s.listing(d)
+    assert listing.absolute == os.path.realpath(d)
+    assert listing.files == {f.sha256: f.size for f in files}
+    assert listing.leftovers == {"deadbeef.part": 3}
+    s.remove(d, [files[0].sha256], ["deadbeef.part"])
+    after = s.listing(d)
+    assert after.files == {files[1].sha256: 2} and after.leftovers == {}
+    assert s.listing(str(tmp_path / "none")).absolute is None
+
+
+def test_hash_cache_reads_an_unchanged_file_once(tmp_path: Path) -> None:
+    path = _file(tmp_path, "d.bin", b"x" * 5000)
+    cache = ds.HashCache(tmp_path / "h.json")
+    read: list[int] = []
+    assert cache.digest(path, read.append)[1] == hashlib.sha256(b"x" * 5000).hexdigest()
+    cache.save()
+    again = ds.HashCache(tmp_path / "h.json")
+    assert again.digest(path, read.append) == (5000, hashlib.sha256(b"x" * 5000).hexdigest())
+    assert sum(read) == 5000  # the second time from the cache
+    path.write_bytes(b"y" * 5000)
+    os.utime(path, ns=(1, 1))
+    assert again.digest(path, read.append)[1] == hashlib.sha256(b"y" * 5000).hexdigest()
+
+
+def test_parsers_and_names_refuse_what_is_not_theirs() -> None:
+    h = "a" * 64
+    assert ds.stored_name(h) == f"sha256/aa/{h}"
+    for bad in ("../x", "A" * 64, "a" * 63, f"{h}/.."):
+        with pytest.raises(ValueError):
+            ds.stored_name(bad)
+    with pytest.raises(ValueError):
+        ds.removal_paths([], ["../sha256"])
+    probe = ds.parse_probe(f"/s/d\nH {h}\nP {'b' * 64} 12\nH junk\nP {'c' * 64} -1\n")
+    assert (probe.absolute, probe.have, probe.partial) == ("/s/d", {h}, {"b" * 64: 12})
+    with pytest.raises(ValueError):
+        ds.parse_probe("mkdir: cannot create directory\n")
+    assert ds.site_path("$HOME/x/.data") == "x/.data" and ds.site_path("/scratch/p/.data") == "/scratch/p/.data"
+
+
+def test_site_commands_quote_the_store_path(tmp_path: Path) -> None:
+    d = tmp_path / "it's a $(touch pwned) dir"
+    s = DataStore(LocalTransport(), "bed")
+    files = _data(tmp_path, {"a": b"1"})
+    s.send(str(d), files, s.probe(str(d), [files[0].sha256]), "t")
+    assert _stored(str(d), files[0]).read_bytes() == b"1"
+    assert not (Path.cwd() / "pwned").exists() and not (tmp_path / "pwned").exists()
