@@ -4,7 +4,8 @@ The commands run in order, in one temporary AIFACTORY_HOME, from a directory tha
 repository's `examples/` (as from the repository root), through `bash -c` (the CI block uses `>`
 and `$(...)`). The remote sites they name (lumi, jupiter, ...) are the test bed's: each
 tests/profiles/bed/<site>-bed.yaml is installed as the user profile `<site>.yaml`, which extends the
-built-in site of that name and points it at the bed's sshd and Slurm. The README's config.yaml
+built-in site of that name and points it at the bed's sshd and Slurm; `lumi24-bed` (the Slurm 24.11
+bed) keeps its name. The README's config.yaml
 block is the user's config. What is not run exactly as printed is listed, with the reason, in
 tests/doc_commands.py (PREFIXES_NOT_RUN, DRY_RUN_INSTEAD). A command fails the test when its exit
 code is not the documented one (0, or `# exits N` in the doc).
@@ -36,6 +37,9 @@ def _docs_env(tmp: Path) -> tuple[dict[str, str], Path]:
     profiles.mkdir()
     for bed in BED_PROFILES.glob("*-bed.yaml"):
         (profiles / f"{bed.name.removesuffix('-bed.yaml')}.yaml").write_text(bed.read_text())
+    # the README's 24.11 bed example names its profile as the bed's docs do (the bed must be up)
+    bed24 = BED_PROFILES.parent / "bed24" / "lumi24-bed.yaml"
+    (profiles / bed24.name).write_text(bed24.read_text())
     env["AIFACTORY_PROFILES"] = str(profiles)
     env["AIFACTORY_SSH_USER"] = TESTBED_USER  # the config block's `user: jdoe` is not a bed login
     home = Path(env["AIFACTORY_HOME"])

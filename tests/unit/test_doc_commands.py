@@ -36,8 +36,12 @@ def test_the_docs_have_their_commands() -> None:
     texts = {c.text for c in all_commands()}
     # the two commands' install-and-run, and every command of the README's table
     assert "aifactory submit examples/hello.yaml --wait" in texts
-    for command in ("submit", "render", "status", "list", "logs", "wait", "cancel", "fetch", "sync", "plan", "usage"):
+    for command in ("submit", "render", "status", "list", "logs", "wait", "cancel", "fetch", "exec", "forward"):
         assert any(t.split()[1] == command for t in texts), command
+    for command in ("rerun", "sync", "plan", "usage", "schema"):
+        assert any(t.split()[1] == command for t in texts), command
+    for sub in ("ls", "gc"):
+        assert any(t.startswith(f"aifactory data {sub}") for t in texts), sub
     for sub in ("list", "show", "validate", "check", "add"):
         assert any(t.startswith(f"aifactory sites {sub}") for t in texts), sub
     assert any(c.file == "docs/ci.md" for c in all_commands())
