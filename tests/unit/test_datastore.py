@@ -320,3 +320,28 @@ def test_links_command_quotes_and_escapes_paths(tmp_path: Path) -> None:
     assert not (tmp_path / "pwned").exists() and not (Path.cwd() / "pwned").exists()
     parsed = ds.parse_links(f"/s\t{h}\t/r/j-1\n/s\tjunk\t/r/j\nUNREAD\t/r2\nnoise\n")
     assert parsed.users == {("/s", h): {"/r/j-1"}} and parsed.unreadable == ["/r2"]
+
+
+@pytest.mark.parametrize(
+    ("site", "account"),
+    [("jupiter", "exalab"), ("karolina", "EU-25-10"), ("deucalion", "f202500017aivlabdeucaliong"), ("vega", "x")],
+)
+def test_the_job_dir_root_is_the_workdir_up_to_the_job(site: str, account: str) -> None:
+    from aifactory_cli.backends.slurm import SlurmBackend
+    from aifactory_cli.jobs.model import Job
+    from aifactory_cli.sites.profile import load_profile
+
+    backend = SlurmBackend(load_profile(site), LocalTransport())
+    job = Job(id="abc", token="t" * 32, name="t", site=site, state="PREPARED", created_at="", updated_at="")
+    workdir = backend.workdir_for(job, account, "jdoe")
+    assert backend.jobs_root_for(account, "jdoe") == (workdir.rpartition("/")[0], 1)
+
+
+def test_a_workdir_with_the_name_above_the_job_scans_from_above_the_name(tmp_path: Path) -> None:
+    from aifactory_cli.backends.slurm import SlurmBackend
+    from aifactory_cli.sites.profile import load_profile_file
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: lumi\nworkdir: /scratch/{account}/{user}/runs/{name}/{job}\n")
+    backend = SlurmBackend(load_profile_file(path), LocalTransport())
+    assert backend.jobs_root_for("project_1", "jdoe") == ("/scratch/project_1/jdoe/runs", 2)
