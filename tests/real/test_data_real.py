@@ -85,8 +85,11 @@ def test_data_is_stored_once_linked_read_only_and_not_sent_again(bed, tmp_path: 
     assert oct(store.stat().st_mode & 0o777) == "0o700"
 
     used = _du(store)
+    _age(store)
     r2, job2 = _submit(env, spec, "--wait", "--timeout", "120")
     assert r2.returncode == 0, r2.stderr
+    # what the probe found is marked as just used (gc keeps it while the job may be about to link it)
+    assert all(time.time() - p.stat().st_mtime < 600 for p in (store / "sha256").rglob("*") if p.is_file())
     assert "0 sent (0.0 MB), 21 already in the site's store" in r2.stderr, r2.stderr
     assert _du(store) == used  # no byte more on the site's store
     assert _du(Path(job2["workdir"])) < 200_000  # links and logs, not 24 MiB
@@ -97,6 +100,14 @@ def _gc(env: dict[str, str], cwd: Path, *extra: str) -> set[str]:
     r = aif(["data", "gc", "--site", "datab", "--json", *extra], env, cwd, 120)
     assert r.returncode == 0, r.stderr
     return {e["sha256"] for e in json.loads(r.stdout)["stores"][0]["freed"]}
+
+
+def _age(store: Path) -> None:
+    """As if the store's entries were stored (or last found by a submission) two hours ago."""
+    old = time.time() - 2 * 3600
+    for path in (store / "sha256").rglob("*"):
+        if path.is_file():
+            os.utime(path, (old, old))
 
 
 def _rm_jobdir(workdir: str) -> None:
@@ -132,8 +143,10 @@ def test_gc_keeps_what_a_job_dir_on_the_site_links_to_whoever_submitted_it(bed, 
     assert _gc(fresh, tmp_path) == set() and _gc(fresh, tmp_path, "--ended") == set()  # unknown dirs: live
     assert _du(store) == before
 
-    # the home that submitted `job` (ended): --ended frees what only its dir links to, not the shared files
-    assert _gc(env, tmp_path) == set()
+    # the home that submitted `job` (ended): --ended frees what only its dir links to, not the shared
+    # files; not while a submission stored or found them in the last hour (a job may be linking them)
+    assert _gc(env, tmp_path) == set() and _gc(env, tmp_path, "--ended") == set()
+    _age(store)
     assert _gc(env, tmp_path, "--ended") == only_a
 
     # once a job dir is gone, what only it linked to is freed, from the fresh home too

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -345,3 +346,20 @@ def test_a_workdir_with_the_name_above_the_job_scans_from_above_the_name(tmp_pat
     path.write_text("extends: lumi\nworkdir: /scratch/{account}/{user}/runs/{name}/{job}\n")
     backend = SlurmBackend(load_profile_file(path), LocalTransport())
     assert backend.jobs_root_for("project_1", "jdoe") == ("/scratch/project_1/jdoe/runs", 2)
+
+
+def test_what_a_submission_stored_or_found_lately_is_kept_by_removal(store, tmp_path: Path) -> None:
+    """Between a submission's probe (or its send) and its job's links, gc must not free the entry."""
+    s, d = store
+    files = _data(tmp_path, {"small": b"s", "large": b"L" * (ds.LARGE + 1)})
+    s.send(d, files, s.probe(d, [f.sha256 for f in files]), "t")
+    listing = s.listing(d)
+    assert listing.recent == {f.sha256 for f in files}  # just stored, small (tar) and large (dd) alike
+    old = time.time() - 2 * 3600
+    for f in files:
+        os.utime(_stored(d, f), (old, old))
+    assert s.listing(d).recent == set()
+    assert s.probe(d, [files[0].sha256]).have == {files[0].sha256}  # found: touched
+    assert s.listing(d).recent == {files[0].sha256}
+    s.remove(d, [f.sha256 for f in files], [])
+    assert _stored(d, files[0]).exists() and not _stored(d, files[1]).exists()

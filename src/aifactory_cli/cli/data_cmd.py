@@ -28,6 +28,7 @@ def _entry_json(e: Any) -> dict[str, Any]:
         "jobs": e.jobs,
         "site_dirs": e.site_dirs,
         "in_use": e.in_use,
+        "recent": e.recent,
     }
 
 
@@ -36,7 +37,7 @@ def _users(e: Any) -> str:
     others = [d for d in e.site_dirs if d.rstrip("/").rpartition("/")[2].rpartition("-")[2] not in known]
     shown = list(e.jobs) + [d.rpartition("/")[2] for d in others[:2]]
     more = f" (+{len(others) - 2} job dirs)" if len(others) > 2 else ""
-    return ", ".join(shown) + more or "(unused)"
+    return ", ".join(shown) + more or ("(unused, recent)" if e.recent else "(unused)")
 
 
 def _parts_json(v: Any) -> dict[str, Any]:
@@ -90,6 +91,12 @@ def ls(site: str | None = _SITE, as_json: bool = typer.Option(False, "--json", h
 def _say_kept(v: Any) -> None:
     from aifactory_cli.service.data import BUSY_MINUTES
 
+    recent = [e for e in v.entries if e.recent and not e.in_use]
+    if recent:
+        output.note(
+            f"  {len(recent)} unused entr{'y' if len(recent) == 1 else 'ies'} stored or found by a submission "
+            f"in the last {BUSY_MINUTES} min: kept (its job may be about to link it)"
+        )
     if v.busy:
         output.note(
             f"  {len(v.busy)} part(s) of transfers changed in the last {BUSY_MINUTES} min, "
@@ -101,8 +108,8 @@ def _say_kept(v: Any) -> None:
 
 @app.command(
     "gc",
-    help="Free the entries no tracked job uses and no job dir on the site links to, and leftovers of cut "
-    "transfers unchanged for an hour.",
+    help="Free the entries no tracked job uses and no job dir on the site links to (and not stored or found "
+    "by a submission in the last hour), and leftovers of cut transfers unchanged for an hour.",
 )
 def gc(
     site: str | None = _SITE,
@@ -140,6 +147,6 @@ def gc(
             kept = len(v.entries) - len(freed)
             output.note(
                 f"{v.site}: {v.path}: {verb} {len(freed)} entr{'y' if len(freed) == 1 else 'ies'} "
-                f"and {len(v.leftovers)} leftover(s), {_mb(size)}; {kept} kept (in use)"
+                f"and {len(v.leftovers)} leftover(s), {_mb(size)}; {kept} kept (in use or recent)"
             )
             _say_kept(v)

@@ -109,6 +109,7 @@ class Entry:
     live: bool = False  # one of them has not ended
     site_dirs: list[str] = field(default_factory=list)  # job dirs on the site that link to it
     site_live: bool = False  # one of those is not the dir of a job known here to have ended
+    recent: bool = False  # stored or found by a submission in the last BUSY_MINUTES: it may be linked now
 
     @property
     def in_use(self) -> bool:
@@ -166,7 +167,7 @@ def stores(svc: Service, site: str | None) -> list[StoreView]:
         listing = store.listing(d)
         if listing.absolute is None or listing.absolute in views:
             continue
-        entries = {h: Entry(h, size) for h, size in listing.files.items()}
+        entries = {h: Entry(h, size, recent=h in listing.recent) for h, size in listing.files.items()}
         for job, used_dir, files in usages:
             if used_dir != listing.absolute:
                 continue
@@ -219,7 +220,8 @@ def gc(
     svc: Service, site: str | None, dry_run: bool = False, ended: bool = False
 ) -> list[tuple[StoreView, list[Entry], int]]:
     """Free the entries that no tracked job uses and no job dir on the site links to (with `ended`:
-    those whose users all are jobs known here to have ended), and the parts of cut transfers unchanged
+    those whose users all are jobs known here to have ended), none stored or found by a submission in
+    the last ds.BUSY_MINUTES (its job may be about to link it), and the parts of cut transfers unchanged
     for ds.BUSY_MINUTES; returns per store what is (or, dry, would be) freed and the bytes."""
     from aifactory_cli.backends.datastore import DataStore
 
@@ -229,7 +231,9 @@ def gc(
         if view.unreadable:  # a job dir there may link to anything: free only old leftovers
             freed: list[Entry] = []
         else:
-            freed = [e for e in view.entries if not e.in_use or (ended and not e.live and not e.site_live)]
+            freed = [
+                e for e in view.entries if not e.recent and (not e.in_use or (ended and not e.live and not e.site_live))
+            ]
         size = sum(e.size for e in freed) + sum(view.leftovers.values())
         if not dry_run:
             backend = svc.backend(view.site)
