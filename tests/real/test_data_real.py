@@ -1,6 +1,7 @@
 """A spec's `data:` on the test bed as LUMI (`lumi-bed`), through the CLI: stored once in the site's
 store, linked read-only into the job dir; an unchanged dataset costs no bytes and no disk at the next
-submit; `data gc` frees what no tracked job uses; two submissions racing on new data both succeed;
+submit; `data gc` keeps what any job dir on the site links to (submitted from anywhere) and recent
+parts; two submissions racing on new data both succeed;
 another member of the project cannot change what a job reads."""
 
 from __future__ import annotations
@@ -84,45 +85,93 @@ def test_data_is_stored_once_linked_read_only_and_not_sent_again(bed, tmp_path: 
     assert oct(store.stat().st_mode & 0o777) == "0o700"
 
     used = _du(store)
+    _age(store)
     r2, job2 = _submit(env, spec, "--wait", "--timeout", "120")
     assert r2.returncode == 0, r2.stderr
+    # what the probe found is marked as just used (gc keeps it while the job may be about to link it)
+    assert all(time.time() - p.stat().st_mtime < 600 for p in (store / "sha256").rglob("*") if p.is_file())
     assert "0 sent (0.0 MB), 21 already in the site's store" in r2.stderr, r2.stderr
     assert _du(store) == used  # no byte more on the site's store
     assert _du(Path(job2["workdir"])) < 200_000  # links and logs, not 24 MiB
     assert hashlib.sha256(big).hexdigest() in (Path(job2["workdir"]) / "stdout.log").read_text()
 
 
-def test_gc_frees_only_what_no_tracked_job_uses(bed, tmp_path: Path) -> None:
-    env, store = bed
-    spec = _spec(tmp_path / "a", os.urandom(BIG))
-    r, job = _submit(env, spec, "--wait", "--timeout", "120")
+def _gc(env: dict[str, str], cwd: Path, *extra: str) -> set[str]:
+    r = aif(["data", "gc", "--site", "datab", "--json", *extra], env, cwd, 120)
     assert r.returncode == 0, r.stderr
-    # data sent from another machine (another AIFACTORY_HOME): in the store, used by no job tracked here
-    other = dict(env, AIFACTORY_HOME=str(tmp_path / "home2"))
-    other_spec = _spec(tmp_path / "b", os.urandom(BIG), name="other")
-    (tmp_path / "b" / "ds" / "s7.txt").write_text("row 7 elsewhere\n")
-    r, _ = _submit(other, other_spec)
-    assert r.returncode == 0, r.stderr
+    return {e["sha256"] for e in json.loads(r.stdout)["stores"][0]["freed"]}
 
-    listed = json.loads(aif(["data", "ls", "--site", "datab", "--json"], env, tmp_path, 60).stdout)
-    (view,) = listed["stores"]
-    unused = [e for e in view["entries"] if not e["in_use"]]
-    assert len(unused) == 2 and all(e["jobs"] == [job["id"]] for e in view["entries"] if e["in_use"])
-    dry = aif(["data", "gc", "--site", "datab", "--dry-run", "--json"], env, tmp_path, 60)
-    assert json.loads(dry.stdout)["stores"][0]["freed_bytes"] == BIG + len("row 7 elsewhere\n")
-    after_dry = json.loads(aif(["data", "ls", "--site", "datab", "--json"], env, tmp_path, 60).stdout)
-    assert len(after_dry["stores"][0]["entries"]) == 23  # 21 + 2: a dry run removes nothing
+
+def _age(store: Path) -> None:
+    """As if the store's entries were stored (or last found by a submission) two hours ago."""
+    old = time.time() - 2 * 3600
+    for path in (store / "sha256").rglob("*"):
+        if path.is_file():
+            os.utime(path, (old, old))
+
+
+def _rm_jobdir(workdir: str) -> None:
+    subprocess.run(["chmod", "-R", "u+w", workdir], check=False, capture_output=True)
+    shutil.rmtree(workdir)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_gc_keeps_what_a_job_dir_on_the_site_links_to_whoever_submitted_it(bed, tmp_path: Path) -> None:
+    env, store = bed
+    big_a, big_b = os.urandom(BIG), os.urandom(BIG)
+    r, job = _submit(env, _spec(tmp_path / "a", big_a), "--wait", "--timeout", "120")
+    assert r.returncode == 0 and job["state"] == "COMPLETED", r.stderr
+    # a job submitted from another machine (another AIFACTORY_HOME): 19 small files shared with `job`
+    other_spec = _spec(tmp_path / "b", big_b, name="other")
+    (tmp_path / "b" / "ds" / "s7.txt").write_text("row 7 elsewhere\n")
+    r, other_job = _submit(dict(env, AIFACTORY_HOME=str(tmp_path / "home2")), other_spec)
+    assert r.returncode == 0, r.stderr
+    only_a = {_sha(big_a), _sha(b"row 7\n")}
+    only_b = {_sha(big_b), _sha(b"row 7 elsewhere\n")}
+
+    # gc from a fresh AIFACTORY_HOME, where neither job is known: the site says both dirs link to data
+    fresh = dict(env, AIFACTORY_HOME=str(tmp_path / "home3"))
+    (view,) = json.loads(aif(["data", "ls", "--site", "datab", "--json"], fresh, tmp_path, 120).stdout)["stores"]
+    assert len(view["entries"]) == 23 and all(e["in_use"] and not e["jobs"] for e in view["entries"])
+    dirs = {e["sha256"]: e["site_dirs"] for e in view["entries"]}
+    assert all(dirs[h] == [job["workdir"]] for h in only_a) and all(dirs[h] == [other_job["workdir"]] for h in only_b)
+    assert sum(d == sorted([job["workdir"], other_job["workdir"]]) for d in dirs.values()) == 19
     before = _du(store)
-    done = aif(["data", "gc", "--site", "datab"], env, tmp_path, 60)
-    assert done.returncode == 0 and "freed 2 entries" in done.stderr + done.stdout, done.stderr
-    assert before - _du(store) >= BIG
-    kept = json.loads(aif(["data", "ls", "--site", "datab", "--json"], env, tmp_path, 60).stdout)["stores"][0]
-    assert len(kept["entries"]) == 21 and all(e["in_use"] for e in kept["entries"])
-    # the job has ended: --ended frees its data too
-    ended = aif(["data", "gc", "--site", "datab", "--ended", "--json"], env, tmp_path, 60)
-    assert ended.returncode == 0, ended.stderr
-    assert len(json.loads(ended.stdout)["stores"][0]["freed"]) == 21
+    assert _gc(fresh, tmp_path) == set() and _gc(fresh, tmp_path, "--ended") == set()  # unknown dirs: live
+    assert _du(store) == before
+
+    # the home that submitted `job` (ended): --ended frees what only its dir links to, not the shared
+    # files; not while a submission stored or found them in the last hour (a job may be linking them)
+    assert _gc(env, tmp_path) == set() and _gc(env, tmp_path, "--ended") == set()
+    _age(store)
+    assert _gc(env, tmp_path, "--ended") == only_a
+
+    # once a job dir is gone, what only it linked to is freed, from the fresh home too
+    _rm_jobdir(other_job["workdir"])
+    assert _gc(fresh, tmp_path) == only_b
+    _rm_jobdir(job["workdir"])
+    assert len(_gc(fresh, tmp_path)) == 19
     assert not any((store / "sha256").rglob("*[0-9a-f]"))
+
+
+def test_gc_keeps_a_part_changed_recently(bed, tmp_path: Path) -> None:
+    """A tmp/ part changed in the last hour may be another submission's upload in progress: kept, and said."""
+    env, store = bed
+    r, _ = _submit(env, _spec(tmp_path / "a", os.urandom(1000)))
+    assert r.returncode == 0, r.stderr
+    part = store / "tmp" / f"{'e' * 64}.part"
+    part.write_bytes(b"x" * 4096)
+    out = aif(["data", "gc", "--site", "datab", "--json"], env, tmp_path, 120)
+    assert out.returncode == 0, out.stderr
+    (view,) = json.loads(out.stdout)["stores"]
+    assert view["busy"] == {part.name: 4096} and view["freed_leftovers"] == {} and view["busy_minutes"] == 60
+    assert part.read_bytes() == b"x" * 4096
+    text = aif(["data", "gc", "--site", "datab"], env, tmp_path, 120)
+    assert "1 part(s) of transfers changed in the last 60 min" in text.stderr + text.stdout, text.stderr
+    assert part.exists()
 
 
 def test_two_submissions_racing_on_new_data_both_succeed(bed, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -185,10 +186,15 @@ def test_listing_and_removal(store, tmp_path: Path) -> None:
     listing = s.listing(d)
     assert listing.absolute == os.path.realpath(d)
     assert listing.files == {f.sha256: f.size for f in files}
-    assert listing.leftovers == {"deadbeef.part": 3}
-    s.remove(d, [files[0].sha256], ["deadbeef.part"])
+    # just written: maybe an upload in progress; listed as busy, and removal leaves it
+    assert listing.leftovers == {} and listing.busy == {"deadbeef.part": 3}
+    s.remove(d, [], ["deadbeef.part"])
+    assert (Path(d) / "tmp" / "deadbeef.part").exists()
+    old = s.listing(d, busy_minutes=0)  # as if unchanged for longer than the limit
+    assert old.leftovers == {"deadbeef.part": 3} and old.busy == {}
+    s.remove(d, [files[0].sha256], ["deadbeef.part"], busy_minutes=0)
     after = s.listing(d)
-    assert after.files == {files[1].sha256: 2} and after.leftovers == {}
+    assert after.files == {files[1].sha256: 2} and after.leftovers == {} and after.busy == {}
     assert s.listing(str(tmp_path / "none")).absolute is None
 
 
@@ -228,3 +234,132 @@ def test_site_commands_quote_the_store_path(tmp_path: Path) -> None:
     s.send(str(d), files, s.probe(str(d), [files[0].sha256]), "t")
     assert _stored(str(d), files[0]).read_bytes() == b"1"
     assert not (Path.cwd() / "pwned").exists() and not (tmp_path / "pwned").exists()
+
+
+def test_a_tar_attempt_dir_with_old_mtimes_but_new_files_is_busy(store, tmp_path: Path) -> None:
+    """tar sets a member's mtime from the archive: the age is the change time, which it cannot set."""
+    s, d = store
+    s.probe(d, [])
+    member = Path(d) / "tmp" / "t.tok" / "ab" / ("ab" * 32)
+    member.parent.mkdir(parents=True)
+    member.write_bytes(b"x" * 10)
+    os.utime(member, (0, 0))
+    os.utime(member.parent.parent, (0, 0))
+    listing = s.listing(d)
+    assert list(listing.busy) == ["t.tok"] and listing.leftovers == {}
+    s.remove(d, [], ["t.tok"])
+    assert member.read_bytes() == b"x" * 10
+
+
+def _linked_tree(tmp_path: Path, store_dir: str) -> tuple[Path, str, str, str]:
+    """Job dirs under a root, linking into the store as submit links them (absolute targets)."""
+    real = Path(os.path.realpath(store_dir))
+    h1, h2, h3 = "a1" * 32, "b2" * 32, "c3" * 32
+    for h in (h1, h2, h3):
+        (real / "sha256" / h[:2]).mkdir(parents=True, exist_ok=True)
+        (real / "sha256" / h[:2] / h).write_bytes(b"x")
+    root = tmp_path / "jobs root"
+    (root / "train-1" / "ds" / "sub").mkdir(parents=True)
+    (root / "train-1" / "ds" / "sub" / "f").symlink_to(real / "sha256" / h1[:2] / h1)
+    (root / "train-1" / "ds" / "g").symlink_to(real / "sha256" / h1[:2] / h1)  # twice: listed once
+    (root / "other-2").mkdir()
+    (root / "other-2" / "odd\nname").symlink_to(real / "sha256" / h2[:2] / h2)
+    (root / "other-2" / "elsewhere").symlink_to(f"/not/the/store/sha256/{h3[:2]}/{h3}")
+    (root / "plain-3").mkdir()
+    (root / "plain-3" / "file").write_text(h3)
+    return root, h1, h2, h3
+
+
+def test_the_site_tells_which_job_dirs_link_into_the_store(store, tmp_path: Path) -> None:
+    s, d = store
+    absolute = s.probe(d, []).absolute
+    root, h1, h2, h3 = _linked_tree(tmp_path, d)
+    links = s.site_links([absolute], [str(root), str(tmp_path / "no such root")], 1)
+    real_root = os.path.realpath(root)
+    assert links.unreadable == []
+    assert links.users == {
+        (absolute, h1): {f"{real_root}/train-1"},
+        (absolute, h2): {f"{real_root}/other-2"},  # a newline in the link's name does not hide it
+    }
+    # job dirs two levels below the root ({name}/{job}): the job dir is both components
+    deeper = s.site_links([absolute], [str(tmp_path)], 2)
+    assert deeper.users[(absolute, h1)] == {f"{real_root}/train-1"}
+    # a link right under the root (above a job dir's depth) counts for the root itself
+    (root / "stray").symlink_to(Path(absolute) / "sha256" / h3[:2] / h3)
+    assert s.site_links([absolute], [str(root)], 1).users[(absolute, h3)] == {real_root}
+    assert s.site_links([absolute], [], 1).users == {}
+
+
+def test_an_unreadable_job_dir_is_reported(store, tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads every dir")
+    s, d = store
+    absolute = s.probe(d, []).absolute
+    root, *_ = _linked_tree(tmp_path, d)
+    (root / "plain-3").chmod(0)
+    try:
+        links = s.site_links([absolute], [str(root)], 1)
+    finally:
+        (root / "plain-3").chmod(0o700)
+    assert links.unreadable == [os.path.realpath(root)]
+
+
+def test_links_command_quotes_and_escapes_paths(tmp_path: Path) -> None:
+    """A store path with glob characters matches itself alone; a path with quotes runs nothing."""
+    s = DataStore(LocalTransport(), "bed")
+    weird = tmp_path / "st[o]re's $(touch pwned) *"
+    other = tmp_path / "sto re's $(touch pwned) *"  # what the glob [o] would also match
+    absolute = s.probe(str(weird), []).absolute
+    other_abs = s.probe(str(other), []).absolute
+    root = tmp_path / "r"
+    (root / "j-1").mkdir(parents=True)
+    h = "d4" * 32
+    (root / "j-1" / "a").symlink_to(f"{absolute}/sha256/{h[:2]}/{h}")
+    (root / "j-1" / "b").symlink_to(f"{other_abs}/sha256/{h[:2]}/{h}")
+    links = s.site_links([absolute], [str(root)], 1)
+    assert links.users == {(absolute, h): {f"{os.path.realpath(root)}/j-1"}}
+    assert not (tmp_path / "pwned").exists() and not (Path.cwd() / "pwned").exists()
+    parsed = ds.parse_links(f"/s\t{h}\t/r/j-1\n/s\tjunk\t/r/j\nUNREAD\t/r2\nnoise\n")
+    assert parsed.users == {("/s", h): {"/r/j-1"}} and parsed.unreadable == ["/r2"]
+
+
+@pytest.mark.parametrize(
+    ("site", "account"),
+    [("jupiter", "exalab"), ("karolina", "EU-25-10"), ("deucalion", "f202500017aivlabdeucaliong"), ("vega", "x")],
+)
+def test_the_job_dir_root_is_the_workdir_up_to_the_job(site: str, account: str) -> None:
+    from aifactory_cli.backends.slurm import SlurmBackend
+    from aifactory_cli.jobs.model import Job
+    from aifactory_cli.sites.profile import load_profile
+
+    backend = SlurmBackend(load_profile(site), LocalTransport())
+    job = Job(id="abc", token="t" * 32, name="t", site=site, state="PREPARED", created_at="", updated_at="")
+    workdir = backend.workdir_for(job, account, "jdoe")
+    assert backend.jobs_root_for(account, "jdoe") == (workdir.rpartition("/")[0], 1)
+
+
+def test_a_workdir_with_the_name_above_the_job_scans_from_above_the_name(tmp_path: Path) -> None:
+    from aifactory_cli.backends.slurm import SlurmBackend
+    from aifactory_cli.sites.profile import load_profile_file
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: lumi\nworkdir: /scratch/{account}/{user}/runs/{name}/{job}\n")
+    backend = SlurmBackend(load_profile_file(path), LocalTransport())
+    assert backend.jobs_root_for("project_1", "jdoe") == ("/scratch/project_1/jdoe/runs", 2)
+
+
+def test_what_a_submission_stored_or_found_lately_is_kept_by_removal(store, tmp_path: Path) -> None:
+    """Between a submission's probe (or its send) and its job's links, gc must not free the entry."""
+    s, d = store
+    files = _data(tmp_path, {"small": b"s", "large": b"L" * (ds.LARGE + 1)})
+    s.send(d, files, s.probe(d, [f.sha256 for f in files]), "t")
+    listing = s.listing(d)
+    assert listing.recent == {f.sha256 for f in files}  # just stored, small (tar) and large (dd) alike
+    old = time.time() - 2 * 3600
+    for f in files:
+        os.utime(_stored(d, f), (old, old))
+    assert s.listing(d).recent == set()
+    assert s.probe(d, [files[0].sha256]).have == {files[0].sha256}  # found: touched
+    assert s.listing(d).recent == {files[0].sha256}
+    s.remove(d, [f.sha256 for f in files], [])
+    assert _stored(d, files[0]).exists() and not _stored(d, files[1]).exists()

@@ -63,6 +63,11 @@ class Backend(abc.ABC):
         """The site's data store for this account (the spec's `data:`), as its commands take it."""
 
     @abc.abstractmethod
+    def jobs_root_for(self, account: str | None, user: str | None) -> tuple[str, int]:
+        """Where this account's job dirs are, as the site's commands take it, and how many path
+        components below it a job dir is (`data gc` looks there for links into the store)."""
+
+    @abc.abstractmethod
     def submit(
         self, job: Job, plan: UploadPlan, workdir: str, progress: Callable[[int], None] | None = None
     ) -> tuple[str, str]:

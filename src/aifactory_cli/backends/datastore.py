@@ -144,15 +144,28 @@ class DataStore:
             queued="no",
         )
 
-    def listing(self, data_dir: str) -> ds.Listing:
-        result = self.transport.run(ds.list_command(data_dir))
+    def listing(self, data_dir: str, busy_minutes: int = ds.BUSY_MINUTES) -> ds.Listing:
+        result = self.transport.run(ds.list_command(data_dir, busy_minutes))
         if not result.ok:
             raise RemoteError(f"cannot list the data store {data_dir} on {self.site}: {result.stderr.strip()}")
         return ds.parse_list(result.stdout)
 
-    def remove(self, data_dir: str, digests: list[str], leftovers: list[str]) -> None:
+    def site_links(self, stores: list[str], roots: list[str], depth: int) -> ds.SiteLinks:
+        """Which job dirs under `roots` link into `stores`, in one round trip."""
+        if not stores or not roots:
+            return ds.SiteLinks({}, [])
+        result = self.transport.run(ds.links_command(stores, roots, depth))
+        if not result.ok:
+            raise RemoteError(f"cannot look for links into the data store on {self.site}: {result.stderr.strip()}")
+        return ds.parse_links(result.stdout)
+
+    def remove(
+        self, data_dir: str, digests: list[str], leftovers: list[str], busy_minutes: int = ds.BUSY_MINUTES
+    ) -> None:
         if not digests and not leftovers:
             return
-        result = self.transport.run(ds.remove_command(data_dir), stdin=ds.removal_paths(digests, leftovers))
+        result = self.transport.run(
+            ds.remove_command(data_dir, busy_minutes), stdin=ds.removal_paths(digests, leftovers)
+        )
         if not result.ok:
             raise RemoteError(f"cannot remove from the data store {data_dir} on {self.site}: {result.stderr.strip()}")

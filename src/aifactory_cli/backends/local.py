@@ -79,6 +79,9 @@ class LocalBackend(Backend):
     def data_dir_for(self, account: str | None, user: str | None) -> str:
         return str(paths.state_dir() / "local" / "data")
 
+    def jobs_root_for(self, account: str | None, user: str | None) -> tuple[str, int]:
+        return str(paths.state_dir() / "local" / "jobs"), 1
+
     def cache_dir_for(self, workdir: str, key: str) -> str:
         return str(paths.state_dir() / "local" / "uploads" / key)
 

@@ -109,6 +109,17 @@ class SlurmBackend(Backend):
             values["user"] = self.remote_user()
         return site_path(template.format(**values))
 
+    def jobs_root_for(self, account: str | None, user: str | None) -> tuple[str, int]:
+        """`workdir` up to its first component with {job} or {name}, placeholders filled."""
+        parts = self.profile.workdir.rstrip("/").split("/")
+        cut = next((i for i, p in enumerate(parts) if "{job}" in p or "{name}" in p), len(parts) - 1)
+        values = {"site": self.profile.name, "account": account or "noaccount", "user": user or "$USER"}
+        values.update(self.profile.workdir_values(account or "noaccount"))
+        template = "/".join(parts[:cut]) or "."
+        if "{user}" in template and not user:
+            values["user"] = self.remote_user()
+        return site_path(template.format(**values)), len(parts) - cut
+
     def cache_dir_for(self, workdir: str, key: str) -> str:
         """The site-side upload cache: next to the job dirs, shared by the jobs of one spec dir."""
         return posixpath.join(posixpath.dirname(workdir.rstrip("/")) or ".", jobdir.UPLOAD_CACHE, key)

@@ -21,7 +21,29 @@ def _mb(n: int) -> str:
 
 
 def _entry_json(e: Any) -> dict[str, Any]:
-    return {"sha256": e.digest, "size": e.size, "names": sorted(e.names), "jobs": e.jobs, "in_use": bool(e.jobs)}
+    return {
+        "sha256": e.digest,
+        "size": e.size,
+        "names": sorted(e.names),
+        "jobs": e.jobs,
+        "site_dirs": e.site_dirs,
+        "in_use": e.in_use,
+        "recent": e.recent,
+    }
+
+
+def _users(e: Any) -> str:
+    known = set(e.jobs)
+    others = [d for d in e.site_dirs if d.rstrip("/").rpartition("/")[2].rpartition("-")[2] not in known]
+    shown = list(e.jobs) + [d.rpartition("/")[2] for d in others[:2]]
+    more = f" (+{len(others) - 2} job dirs)" if len(others) > 2 else ""
+    return ", ".join(shown) + more or ("(unused, recent)" if e.recent else "(unused)")
+
+
+def _parts_json(v: Any) -> dict[str, Any]:
+    from aifactory_cli.service.data import BUSY_MINUTES
+
+    return {"busy": v.busy, "busy_minutes": BUSY_MINUTES, "unreadable_roots": v.unreadable}
 
 
 @app.command("ls", help="List what the site's store holds: size, names, and which tracked jobs use it.")
@@ -41,6 +63,7 @@ def ls(site: str | None = _SITE, as_json: bool = typer.Option(False, "--json", h
                             "bytes": v.total,
                             "entries": [_entry_json(e) for e in v.entries],
                             "leftovers": v.leftovers,
+                            **_parts_json(v),
                         }
                         for v in views
                     ]
@@ -58,17 +81,42 @@ def ls(site: str | None = _SITE, as_json: bool = typer.Option(False, "--json", h
             for e in v.entries:
                 names = sorted(e.names)
                 shown = ", ".join(names[:3]) + (f" (+{len(names) - 3})" if len(names) > 3 else "")
-                table.add_row(e.digest[:16], _mb(e.size), shown, ", ".join(e.jobs) or "(unused)")
+                table.add_row(e.digest[:16], _mb(e.size), shown, _users(e))
             output.out().print(table)
             if v.leftovers:
                 output.note(f"  {len(v.leftovers)} leftover(s) of cut transfers, {_mb(sum(v.leftovers.values()))}")
+            _say_kept(v)
 
 
-@app.command("gc", help="Free the entries no tracked job uses, and leftovers of cut transfers.")
+def _say_kept(v: Any) -> None:
+    from aifactory_cli.service.data import BUSY_MINUTES
+
+    recent = [e for e in v.entries if e.recent and not e.in_use]
+    if recent:
+        output.note(
+            f"  {len(recent)} unused entr{'y' if len(recent) == 1 else 'ies'} stored or found by a submission "
+            f"in the last {BUSY_MINUTES} min: kept (its job may be about to link it)"
+        )
+    if v.busy:
+        output.note(
+            f"  {len(v.busy)} part(s) of transfers changed in the last {BUSY_MINUTES} min, "
+            f"{_mb(sum(v.busy.values()))}: kept (maybe an upload in progress)"
+        )
+    if v.unreadable:
+        output.note(f"  job dirs under {', '.join(v.unreadable)} could not all be read: no stored entry is freed")
+
+
+@app.command(
+    "gc",
+    help="Free the entries no tracked job uses and no job dir on the site links to (and not stored or found "
+    "by a submission in the last hour), and leftovers of cut transfers unchanged for an hour.",
+)
 def gc(
     site: str | None = _SITE,
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only show what would be freed."),
-    ended: bool = typer.Option(False, "--ended", help="Also free entries used only by jobs that have ended."),
+    ended: bool = typer.Option(
+        False, "--ended", help="Also free entries used only by jobs known here to have ended (their dirs too)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON only."),
 ) -> None:
     from aifactory_cli.service import data
@@ -81,7 +129,14 @@ def gc(
                 {
                     "dry_run": dry_run,
                     "stores": [
-                        {"site": v.site, "path": v.path, "freed_bytes": size, "freed": [_entry_json(e) for e in freed]}
+                        {
+                            "site": v.site,
+                            "path": v.path,
+                            "freed_bytes": size,
+                            "freed": [_entry_json(e) for e in freed],
+                            "freed_leftovers": v.leftovers,
+                            **_parts_json(v),
+                        }
                         for v, freed, size in results
                     ],
                 }
@@ -92,5 +147,6 @@ def gc(
             kept = len(v.entries) - len(freed)
             output.note(
                 f"{v.site}: {v.path}: {verb} {len(freed)} entr{'y' if len(freed) == 1 else 'ies'} "
-                f"and {len(v.leftovers)} leftover(s), {_mb(size)}; {kept} kept (in use)"
+                f"and {len(v.leftovers)} leftover(s), {_mb(size)}; {kept} kept (in use or recent)"
             )
+            _say_kept(v)

@@ -23,8 +23,9 @@ import os
 import re
 import shlex
 import tarfile
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -125,6 +126,7 @@ def small_tar_writer(
                 info = tarfile.TarInfo(f.stored.split("/", 1)[1])
                 info.size = f.size
                 info.mode = 0o400
+                info.mtime = int(time.time())  # stored now: gc keeps it while a job may be about to link it
                 with open(f.path, "rb") as fh:
                     tar.addfile(info, _Counted(fh, progress))
 
@@ -167,14 +169,16 @@ _PREFIX = 'p=${h%"${h#??}"}'  # the first two characters, without a fork
 
 def probe_command(data_dir: str) -> str:
     """Create the store (private) if needed, print its physical path, then for each digest on stdin
-    (one a line) `H DIGEST` when it is stored or `P DIGEST SIZE` when a partial copy is there. A
-    store dir that exists but is not the user's fails at `chmod`."""
+    (one a line) `H DIGEST` when it is stored (its mtime set to now, in one `touch` for all: gc keeps
+    what a submission found in the last BUSY_MINUTES, as the job may be about to link it) or
+    `P DIGEST SIZE` when a partial copy is there. A store dir that exists but is not the user's fails at `chmod`."""
     d = shlex.quote(data_dir)
     return (
         f"umask 077 && mkdir -p -- {d}/sha256 {d}/tmp && cd -- {d} && chmod 700 . sha256 tmp && pwd -P && "
-        f"while read -r h; do {_PREFIX}; "
-        'if [ -f "sha256/$p/$h" ]; then echo "H $h"; '
-        'elif [ -f "tmp/$h.part" ]; then echo "P $h $(wc -c < "tmp/$h.part")"; fi; done'
+        f"{{ while read -r h; do {_PREFIX}; "
+        'if [ -f "sha256/$p/$h" ]; then echo "H $h"; printf \'%s\\0\' "sha256/$p/$h" >&3; '
+        'elif [ -f "tmp/$h.part" ]; then echo "P $h $(wc -c < "tmp/$h.part")"; fi; '
+        "done 3>&1 >&4 | xargs -0 -r touch -c -m -- || :; } 4>&1"
     )
 
 
@@ -245,14 +249,22 @@ def large_store_command(data_dir: str, digest: str, offset: int, size: int) -> s
     )
 
 
-def list_command(data_dir: str) -> str:
-    """`SIZE DIGEST` for every stored file, `PART SIZE NAME` for leftovers under tmp/; a store that
-    does not exist lists nothing."""
+BUSY_MINUTES = 60  # a tmp/ part changed this recently may be an upload in progress: gc keeps it
+
+
+def list_command(data_dir: str, busy_minutes: int = BUSY_MINUTES) -> str:
+    """`SIZE DIGEST` for every stored file (`R SIZE DIGEST`: stored or found by a submission in the last
+    BUSY_MINUTES, by its mtime: a job may be about to link it); for each entry under tmp/ (a cut transfer's part):
+    `PART SIZE NAME`, or `BUSY SIZE NAME` when it or anything in it changed (ctime: tar cannot set
+    it back) in the last BUSY_MINUTES; a store that does not exist lists nothing."""
     d = shlex.quote(data_dir)
     return (
         f"[ -d {d} ] || exit 0; cd -- {d} && pwd -P && "
-        "{ [ ! -d sha256 ] || find sha256 -type f -printf '%s %f\\n'; } && "
-        "{ [ ! -d tmp ] || find tmp -mindepth 1 -maxdepth 1 -printf 'PART %s %f\\n'; }"
+        "{ [ ! -d sha256 ] || find sha256 -type f "
+        f"\\( -mmin -{int(busy_minutes)} -printf 'R %s %f\\n' -o -printf '%s %f\\n' \\); }} && "
+        '{ [ ! -d tmp ] || for e in tmp/* tmp/.[!.]*; do [ -e "$e" ] || continue; '
+        f'k=PART; [ -z "$(find "$e" -cmin -{int(busy_minutes)} -print -quit 2>/dev/null)" ] || k=BUSY; '
+        'echo "$k $(du -sb -- "$e" | cut -f1) ${e#tmp/}"; done; }'
     )
 
 
@@ -260,27 +272,84 @@ def list_command(data_dir: str) -> str:
 class Listing:
     absolute: str | None
     files: dict[str, int]  # digest -> size
-    leftovers: dict[str, int]  # tmp/ name -> size
+    leftovers: dict[str, int]  # tmp/ name -> size, unchanged for BUSY_MINUTES
+    busy: dict[str, int] = field(default_factory=dict)  # tmp/ name -> size, changed recently: kept
+    recent: set[str] = field(default_factory=set)  # digests stored or probed in the last BUSY_MINUTES
 
 
 def parse_list(stdout: str) -> Listing:
     lines = [ln.strip() for ln in stdout.splitlines() if ln.strip()]
     absolute = lines[0] if lines and lines[0].startswith("/") else None
-    files: dict[str, int] = {}
-    leftovers: dict[str, int] = {}
+    listing = Listing(absolute, {}, {})
     for ln in lines[1 if absolute else 0 :]:
         parts = ln.split()
         if len(parts) == 2 and parts[0].isdigit() and _HEX.fullmatch(parts[1]):
-            files[parts[1]] = int(parts[0])
-        elif len(parts) == 3 and parts[0] == "PART" and parts[1].isdigit():
-            leftovers[parts[2]] = int(parts[1])
-    return Listing(absolute, files, leftovers)
+            listing.files[parts[1]] = int(parts[0])
+        elif len(parts) == 3 and parts[0] == "R" and parts[1].isdigit() and _HEX.fullmatch(parts[2]):
+            listing.files[parts[2]] = int(parts[1])
+            listing.recent.add(parts[2])
+        elif len(parts) == 3 and parts[0] in ("PART", "BUSY") and parts[1].isdigit():
+            (listing.leftovers if parts[0] == "PART" else listing.busy)[parts[2]] = int(parts[1])
+    return listing
 
 
-def remove_command(data_dir: str) -> str:
-    """Remove the store-relative paths given on stdin (NUL-separated), and empty prefix dirs."""
+def _glob(path: str) -> str:
+    """`path` as a find pattern matching itself alone."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", path)
+
+
+def links_command(stores: list[str], roots: list[str], depth: int) -> str:
+    """Which job dirs on the site link into the stores (physical paths, as `pwd -P` gives them), in
+    one command: under each root of job dirs (one that does not exist is skipped), every symlink whose
+    target is in a store's `sha256/`, as `STORE<TAB>DIGEST<TAB>JOBDIR` once per job dir (the root's
+    physical path and the first `depth` components below it; a link above that depth: the root itself);
+    `UNREAD<TAB>ROOT` when find could not
+    read all of a root (then what it holds is not known)."""
+    match = " -o ".join(f"-lname {shlex.quote(_glob(s) + '/sha256/*')}" for s in stores)
+    prune = " -o ".join(f"-path {shlex.quote(_glob(s))}" for s in stores)
+    awk = (
+        '$0 == "!" { print "UNREAD\t" ENVIRON["R"]; next } '
+        '{ t = $1; rest = substr($0, length(t) + 2); n = split(rest, a, "/"); '
+        'j = ENVIRON["R"]; if (n > d) for (i = 1; i <= d; i++) j = j "/" a[i]; '
+        'h = t; sub(/.*\\//, "", h); s = t; sub(/\\/sha256\\/[^\\/]*\\/[^\\/]*$/, "", s); '
+        'print s "\t" h "\t" j }'
+    )
+    parts = [
+        f"( cd -- {shlex.quote(r)} 2>/dev/null || exit 0; R=$(pwd -P) && export R && "
+        f'{{ find "$R" -mindepth 1 \\( {prune} \\) -prune -o -type l \\( {match} \\) '
+        f"-printf '%l\\t%P\\n' || echo '!'; }} | awk -F '\\t' -v d={int(depth)} {shlex.quote(awk)} )"
+        for r in roots
+    ]
+    return "{ " + "; ".join(parts or [":"]) + "; } | sort -u"
+
+
+@dataclass
+class SiteLinks:
+    users: dict[tuple[str, str], set[str]]  # (store, digest) -> job dirs on the site linking to it
+    unreadable: list[str]  # roots find could not read whole
+
+
+def parse_links(stdout: str) -> SiteLinks:
+    links = SiteLinks({}, [])
+    for ln in stdout.splitlines():
+        parts = ln.split("\t")
+        if len(parts) == 2 and parts[0] == "UNREAD":
+            links.unreadable.append(parts[1])
+        elif len(parts) == 3 and _HEX.fullmatch(parts[1]) and parts[0].startswith("/"):
+            links.users.setdefault((parts[0], parts[1]), set()).add(parts[2])
+    return links
+
+
+def remove_command(data_dir: str, busy_minutes: int = BUSY_MINUTES) -> str:
+    """Remove the store-relative paths given on stdin (NUL-separated), and empty prefix dirs; a tmp/
+    part changed, or a stored file stored or probed, in the last BUSY_MINUTES (since it was listed) is kept."""
     d = shlex.quote(data_dir)
-    return f"cd -- {d} && xargs -0 -r rm -rf -- && find sha256 -mindepth 1 -type d -empty -delete"
+    return (
+        f"cd -- {d} && xargs -0 -r sh -c 'for p; do case $p in tmp/*) "
+        f'[ -z "$(find "$p" -cmin -{int(busy_minutes)} -print -quit 2>/dev/null)" ] || continue;; '
+        f'*) [ -z "$(find "$p" -mmin -{int(busy_minutes)} -print -quit 2>/dev/null)" ] || continue;; esac; '
+        'rm -rf -- "$p" || exit 1; done\' sh && find sha256 -mindepth 1 -type d -empty -delete'
+    )
 
 
 def removal_paths(digests: list[str], leftovers: list[str]) -> bytes:

@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aifactory_cli import paths, states
+from aifactory_cli.jobs.datastore import BUSY_MINUTES
+
+__all__ = ["BUSY_MINUTES", "gc", "report", "stage", "stores"]
 
 if TYPE_CHECKING:
     from aifactory_cli.backends.base import Backend
@@ -104,6 +107,13 @@ class Entry:
     names: set[str] = field(default_factory=set)
     jobs: list[str] = field(default_factory=list)  # tracked jobs using it
     live: bool = False  # one of them has not ended
+    site_dirs: list[str] = field(default_factory=list)  # job dirs on the site that link to it
+    site_live: bool = False  # one of those is not the dir of a job known here to have ended
+    recent: bool = False  # stored or found by a submission in the last BUSY_MINUTES: it may be linked now
+
+    @property
+    def in_use(self) -> bool:
+        return bool(self.jobs or self.site_dirs)
 
 
 @dataclass
@@ -111,7 +121,9 @@ class StoreView:
     site: str
     path: str
     entries: list[Entry]
-    leftovers: dict[str, int]
+    leftovers: dict[str, int]  # parts of cut transfers unchanged for ds.BUSY_MINUTES
+    busy: dict[str, int] = field(default_factory=dict)  # parts changed since: maybe an upload now
+    unreadable: list[str] = field(default_factory=list)  # job-dir roots not read whole: keep all
 
     @property
     def total(self) -> int:
@@ -155,7 +167,7 @@ def stores(svc: Service, site: str | None) -> list[StoreView]:
         listing = store.listing(d)
         if listing.absolute is None or listing.absolute in views:
             continue
-        entries = {h: Entry(h, size) for h, size in listing.files.items()}
+        entries = {h: Entry(h, size, recent=h in listing.recent) for h, size in listing.files.items()}
         for job, used_dir, files in usages:
             if used_dir != listing.absolute:
                 continue
@@ -167,22 +179,61 @@ def stores(svc: Service, site: str | None) -> list[StoreView]:
                         entry.jobs.append(job.id)
                     entry.live = entry.live or job.state not in states.FINAL_STATES
         views[listing.absolute] = StoreView(
-            site, listing.absolute, sorted(entries.values(), key=lambda e: e.digest), listing.leftovers
+            site,
+            listing.absolute,
+            sorted(entries.values(), key=lambda e: e.digest),
+            listing.leftovers,
+            listing.busy,
         )
+    if views:
+        _site_users(svc, backend, store, account, list(views.values()))
     return list(views.values())
+
+
+def _site_users(svc: Service, backend: Backend, store: Any, account: str | None, views: list[StoreView]) -> None:
+    """Ask the site which job dirs link into the stores (jobs submitted from anywhere), in one round
+    trip over the account's job-dir root and those of the jobs tracked here; a job dir counts as
+    ended only when it is the dir of a job tracked here that has ended."""
+    root, depth = backend.jobs_root_for(account, None)
+    jobs = svc.store.query(site=views[0].site)
+    roots = {root}
+    for job in jobs:
+        if job.workdir:
+            roots.add(_up(job.workdir, depth))
+    ended = {j.workdir.rstrip("/") for j in jobs if j.workdir and j.state in states.FINAL_STATES}
+    links = store.site_links([v.path for v in views], sorted(roots), depth)
+    for view in views:
+        view.unreadable = links.unreadable
+        for entry in view.entries:
+            dirs = sorted(links.users.get((view.path, entry.digest), ()))
+            entry.site_dirs = dirs
+            entry.site_live = any(d not in ended for d in dirs)
+
+
+def _up(path: str, levels: int) -> str:
+    for _ in range(levels):
+        path = path.rstrip("/").rpartition("/")[0] or "/"
+    return path
 
 
 def gc(
     svc: Service, site: str | None, dry_run: bool = False, ended: bool = False
 ) -> list[tuple[StoreView, list[Entry], int]]:
-    """Free the entries no tracked job uses (with `ended`: none that has not ended) and the leftovers
-    of cut transfers; returns per store what is (or, dry, would be) freed and the bytes."""
+    """Free the entries that no tracked job uses and no job dir on the site links to (with `ended`:
+    those whose users all are jobs known here to have ended), none stored or found by a submission in
+    the last ds.BUSY_MINUTES (its job may be about to link it), and the parts of cut transfers unchanged
+    for ds.BUSY_MINUTES; returns per store what is (or, dry, would be) freed and the bytes."""
     from aifactory_cli.backends.datastore import DataStore
 
     out = []
     views = stores(svc, site)
     for view in views:
-        freed = [e for e in view.entries if not e.jobs or (ended and not e.live)]
+        if view.unreadable:  # a job dir there may link to anything: free only old leftovers
+            freed: list[Entry] = []
+        else:
+            freed = [
+                e for e in view.entries if not e.recent and (not e.in_use or (ended and not e.live and not e.site_live))
+            ]
         size = sum(e.size for e in freed) + sum(view.leftovers.values())
         if not dry_run:
             backend = svc.backend(view.site)
