@@ -33,7 +33,7 @@ def open_channel(ssh: SshTransport, host: str, port: int) -> paramiko.Channel:
                 transport = ssh._transport
         assert transport is not None
         try:
-            channel = transport.open_channel("direct-tcpip", (host, port), ORIGIN, timeout=ssh.settings.connect_timeout)
+            channel = transport.open_channel("direct-tcpip", (host, port), ORIGIN, timeout=ssh.route.connect_timeout)
         except paramiko.ChannelException as exc:
             raise TunnelRefused(
                 f"the login node {ssh.route.target.address} could not connect to {host}:{port}: "
