@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from aifactory_cli.cli.waiting import CI_VARIABLES
 from aifactory_cli.errors import AifactoryError, AuthError
 from aifactory_cli.transport.ssh.connection import SshTransport
 from aifactory_cli.transport.ssh.settings import SshSettings
@@ -159,7 +160,8 @@ def _at_terminal(args: list[str], env: dict[str, str], code: str, timeout: float
         stdin=slave,
         stdout=slave,
         stderr=slave,
-        env={**os.environ, **env},
+        # a person at a terminal: CI=true (set by CI runners) would rightly forbid every prompt
+        env={**{k: v for k, v in os.environ.items() if k != "CI" and k not in CI_VARIABLES}, **env},
         start_new_session=True,
         preexec_fn=controlling_tty,
     )

@@ -76,3 +76,81 @@ def test_a_failed_write_leaves_the_callers_job_as_it_was(store: Store) -> None:
     finally:
         store.conn = real
     assert (job.state, job.slurm_job_id, job.extra) == ("PREPARED", None, {})
+
+
+def test_an_open_that_meets_another_processs_checkpoint_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite answers "database is locked" at once (no busy wait) when a connection opens while another
+    process's last connection checkpoints the WAL: three `submit --wait` at once met it in CI."""
+    import aifactory_cli.jobs.store as store_module
+
+    Store(tmp_path / "jobs.sqlite3").close()
+    real_connect = sqlite3.connect
+    refusals = {"left": 2}
+
+    class Refusing:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.conn, name)
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            if name == "conn":
+                object.__setattr__(self, name, value)
+            else:
+                setattr(self.conn, name, value)
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if sql.startswith("PRAGMA journal_mode") and refusals["left"]:
+                refusals["left"] -= 1
+                raise sqlite3.OperationalError("database is locked")
+            return self.conn.execute(sql, *args)
+
+    monkeypatch.setattr(store_module.sqlite3, "connect", lambda *a, **k: Refusing(real_connect(*a, **k)))
+    store = Store(tmp_path / "jobs.sqlite3")
+    assert refusals["left"] == 0
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+
+
+def test_an_open_that_stays_locked_past_its_patience_is_a_store_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import aifactory_cli.jobs.store as store_module
+
+    real_connect = store_module._connect
+    started: list[float] = []
+
+    def impatient(path: Path) -> sqlite3.Connection:
+        started.append(time.monotonic())
+        return real_connect(path, patience=0.3)
+
+    class Locked:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self.conn = conn
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            raise sqlite3.OperationalError("database is locked")
+
+        def close(self) -> None:
+            self.conn.close()
+
+        row_factory = None
+
+    real_sqlite_connect = sqlite3.connect
+    tries: list[int] = []
+
+    def connect(*a: Any, **k: Any) -> Locked:
+        tries.append(1)
+        return Locked(real_sqlite_connect(*a, **k))
+
+    monkeypatch.setattr(store_module, "_connect", impatient)
+    monkeypatch.setattr(store_module.sqlite3, "connect", connect)
+    with pytest.raises(StoreError, match=r"cannot open the job store .*database is locked"):
+        Store(tmp_path / "jobs.sqlite3")
+    assert len(tries) >= 3  # tried again, with pauses, then gave up well within its patience
+    assert 0.1 < time.monotonic() - started[0] < 5

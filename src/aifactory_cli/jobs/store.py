@@ -97,6 +97,31 @@ _JOB_COLUMNS = tuple(f.name for f in fields(Job) if f.name != "tasks")
 _UPDATABLE = frozenset(_JOB_COLUMNS) - {"id", "updated_at"} | {"tasks"}
 
 
+def _connect(path: Path, patience: float = 60.0) -> sqlite3.Connection:
+    """A connection in WAL mode. SQLite answers "database is locked" at once, without waiting the busy
+    timeout, when a connection opens while the last one of another process closes and checkpoints the
+    WAL (seen with three `submit --wait` at once): such an open is tried again for up to `patience` s."""
+    deadline = time.monotonic() + patience
+    pause = 0.02
+    while True:
+        conn = sqlite3.connect(str(path), timeout=60, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 60000")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the first read, tried here too
+            return conn
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if ("locked" not in str(exc) and "busy" not in str(exc)) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.5)
+
+
 class Store:
     def __init__(self, path: Path | None = None, notify: Callable[[str], None] | None = None) -> None:
         self.notify = notify  # where `find` says which job a name was taken to mean
@@ -114,12 +139,7 @@ class Store:
         try:
             if not path.exists():  # private from the start (SQLite gives -wal/-shm the same mode)
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-            self.conn = sqlite3.connect(str(path), timeout=60, isolation_level=None)
-            self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA busy_timeout = 60000")
-            self.conn.execute("PRAGMA journal_mode = WAL")
-            self.conn.execute("PRAGMA synchronous = NORMAL")
-            self.conn.execute("PRAGMA foreign_keys = ON")
+            self.conn = _connect(path)
             self._migrate()
         except sqlite3.DatabaseError as exc:
             if "not a database" in str(exc) or "malformed" in str(exc):
