@@ -279,3 +279,34 @@ def test_a_lost_answer_is_not_a_rejection(stderr: str) -> None:
     with pytest.raises(RemoteError) as info:
         slurm.parse_sbatch(CommandResult(1, "", stderr))
     assert not isinstance(info.value, SubmitRejected) and info.value.exit_code == 3
+
+
+def test_a_job_slurm_killed_for_its_failed_dependency_keeps_its_reason_after_squeue_forgot_it(
+    rec: Recording,
+) -> None:
+    """`--kill-on-invalid-dep=yes`: Slurm cancels a job whose afterok parent failed. Once squeue has
+    forgotten it (MinJobAge), sacct says `CANCELLED` (a person's scancel: `CANCELLED by UID`) with the
+    stale reason `Dependency` (22.05) or None (24.11); the job's own dependency says why there."""
+    ids = rec.ids("killed_dep_ids.txt")
+    rows = rec.sacct("sacct_killed_dep.txt")
+    parent, killed, by_user = (rows[(ids[k], None)] for k in ("parent", "killed", "by_user"))
+    assert (parent.state, parent.exit_code) == ("FAILED", 3)
+    assert (killed.raw_state, killed.start) == ("CANCELLED", None)
+    assert by_user.raw_state.startswith("CANCELLED by ") and by_user.reason is None
+    sacct_alone = None if since(rec.version, SACCT_DROPS_PENDING_REASON) else "DependencyNeverSatisfied"
+    assert killed.reason == sacct_alone
+    # the store knows the job had a dependency: that decides it on every version
+    assert slurm.killed_for_dependency(killed, depends=True).reason == "DependencyNeverSatisfied"
+    assert slurm.killed_for_dependency(by_user, depends=True).reason is None  # a person cancelled it
+    if sacct_alone is None:  # no dependency, no reason made up
+        fresh = rec.sacct("sacct_killed_dep.txt")[(ids["killed"], None)]
+        assert slurm.killed_for_dependency(fresh, depends=False).reason is None
+    # while squeue still lists them it says why itself, and the merge keeps it
+    merged = slurm.merge_rows(
+        slurm.parse_squeue(rec.text("squeue_killed_dep.txt")), slurm.parse_sacct(rec.text("sacct_killed_dep.txt"))
+    )
+    assert merged[(ids["killed"], None)].reason == "DependencyNeverSatisfied"
+    assert merged[(ids["by_user"], None)].reason is None
+    # squeue's rows never say who cancelled: a squeue row alone is left as it is
+    queue = slurm.latest_rows(slurm.parse_squeue(rec.text("squeue_killed_dep.txt")))
+    assert slurm.killed_for_dependency(queue[(ids["by_user"], None)], depends=True).reason is None

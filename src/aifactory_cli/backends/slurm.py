@@ -195,6 +195,11 @@ class SlurmBackend(Backend):
             slurm.parse_sacct(acct_text) if acct_rc == 0 else [],
             acct_ok=acct_rc == 0,
         )
+        for job in jobs:
+            if job.extra.get("depends_on"):
+                for (slurm_id, _task), found in rows.items():
+                    if slurm_id == job.slurm_job_id:
+                        slurm.killed_for_dependency(found, depends=True)
         out: dict[str, Update] = {}
         for job in jobs:
             if not job.slurm_job_id:

@@ -251,6 +251,16 @@ def truthful(row: SlurmRow) -> SlurmRow:
     return row
 
 
+def killed_for_dependency(row: SlurmRow, depends: bool) -> SlurmRow:
+    """A job Slurm cancelled itself before it started (sacct: `CANCELLED`, no "by UID") when it had a
+    dependency: --kill-on-invalid-dep (every dependent job) after its afterok parent failed. Once squeue
+    forgot it, sacct's reason is stale: `Dependency` (22.05; parse_sacct) or None (23.02+; recorded).
+    squeue's rows (no raw_id) never say who cancelled, so they are left as they are."""
+    if depends and row.raw_id and row.raw_state == "CANCELLED" and row.start is None:
+        row.reason = row.reason or "DependencyNeverSatisfied"
+    return row
+
+
 def _exit(text: str) -> tuple[int | None, int | None]:
     if not text or ":" not in text:
         return None, None
@@ -326,6 +336,8 @@ def parse_sacct(text: str) -> list[SlurmRow]:
         job_id, raw_id, raw_state, exit_code, reason, start, end, elapsed = parts[:8]
         if raw_state.startswith("CANCELLED") and elapsed in ("00:00:00", "0:00") and start == end:
             start = "None"  # cancelled while pending: Slurm sets Start to the cancel time; it never ran
+        if raw_state == "CANCELLED" and _none(start) is None and reason == "Dependency":  # killed_for_dependency
+            reason = "DependencyNeverSatisfied"
         comment = "|".join(parts[8:])  # a comment may itself contain '|'
         rc, sig = _exit(exit_code)
         for base, task in split_job_id(job_id):
