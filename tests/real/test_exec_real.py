@@ -252,7 +252,7 @@ def test_exec_and_shell_through_a_jump_host_and_the_agent(bed: Bed) -> None:
 def test_a_pending_job_is_refused_with_no_wait_and_an_ended_one_is_not_found(bed: Bed) -> None:
     later = bed.submit("later", LATER, "lumi-bed")
     r = bed.aif("exec", later["id"], "--no-wait", "--", "true")
-    assert r.returncode == 2 and "PENDING" in r.stderr and "--no-wait" in r.stderr
+    assert r.returncode == 4 and "PENDING" in r.stderr and "--no-wait" in r.stderr  # as forward
     assert bed.aif("cancel", later["id"]).returncode == 0
     r = bed.aif("exec", later["id"], "--", "true")
     assert r.returncode == 4 and "has ended (CANCELLED)" in r.stderr

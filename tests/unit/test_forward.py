@@ -174,7 +174,7 @@ def test_a_pending_job_is_waited_for_or_refused_with_no_wait(session: Session, t
     job = submitted(session, tmp_path)
     with session() as svc, pytest.raises(NotFound, match=r"has not started yet \(PENDING: Priority\)") as info:
         fw.find_target(svc, job.id, wait=False)
-    assert info.value.exit_code == EXIT_NOT_FOUND and "without --no-wait" in (info.value.hint or "")
+    assert info.value.exit_code == EXIT_NOT_FOUND and "leave out --no-wait" in (info.value.hint or "")
 
     seen: list[str] = []
 

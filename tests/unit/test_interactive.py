@@ -23,7 +23,7 @@ import pytest
 from fakes import SITE, FakeTransport, Session, fake_site, spec
 
 from aifactory_cli.errors import EXIT_BAD_INPUT, EXIT_NOT_FOUND, BadInput, NotFound, RemoteError
-from aifactory_cli.service import interactive
+from aifactory_cli.service import interactive, running
 from aifactory_cli.service.interactive import Streams
 from aifactory_cli.transport.agent.client import AgentTransport
 from aifactory_cli.transport.agent.server import AgentServer
@@ -237,9 +237,9 @@ def test_a_pending_job_is_waited_for_or_refused_with_no_wait(
     session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job_id, sid = submitted(session, tmp_path)
-    with session() as svc, pytest.raises(BadInput, match="PENDING") as info:
+    with session() as svc, pytest.raises(NotFound, match=r"has not started yet \(PENDING") as info:
         interactive.execute(svc, job_id, ["true"], wait=False, streams=streams()[0])
-    assert "--no-wait" in (info.value.hint or "")
+    assert info.value.exit_code == EXIT_NOT_FOUND and "--no-wait" in (info.value.hint or "")  # as forward's
     assert fake(session).srun_calls() == []
     naps: list[float] = []
 
@@ -247,13 +247,13 @@ def test_a_pending_job_is_waited_for_or_refused_with_no_wait(
         naps.append(seconds)
         fake(session).slurm.start(sid)
 
-    monkeypatch.setattr(interactive, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=nap))
+    monkeypatch.setattr(running, "time", types.SimpleNamespace(monotonic=time.monotonic, sleep=nap))
     out, got = streams()
     with session() as svc:
         assert interactive.execute(svc, job_id, ["echo", "started"], streams=out) == 0
     assert got["out"] == b"started\n"
     assert any(n.startswith(f"waiting for job {job_id}") and "PENDING" in n for n in session.notes)
-    assert naps == [interactive.WAIT_POLL]  # one wait, as long as the poll (the profile's is shorter)
+    assert naps == [running.WAIT_POLL]  # one wait, as long as the poll (the profile's is shorter)
 
 
 def test_an_ended_job_is_refused_as_not_found(session: Session, tmp_path: Path) -> None:
@@ -265,7 +265,7 @@ def test_an_ended_job_is_refused_as_not_found(session: Session, tmp_path: Path) 
         lambda svc: interactive.execute(svc, job_id, ["true"], streams=streams()[0]),
         lambda svc: interactive.shell(svc, job_id, streams=Streams(print, print, None, True)),
     ):
-        with session() as svc, pytest.raises(NotFound, match="has ended \\(COMPLETED\\)") as info:
+        with session() as svc, pytest.raises(NotFound, match="has ended \\(COMPLETED, exit 0\\)") as info:
             call(svc)
         assert info.value.exit_code == EXIT_NOT_FOUND
     assert fake(session).srun_calls() == []

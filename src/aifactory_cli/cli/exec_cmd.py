@@ -25,7 +25,7 @@ def exec_(
     all_nodes: bool = typer.Option(
         False, "--all-nodes", help="Once on every node of the job; lines start with the node's name."
     ),
-    no_wait: bool = typer.Option(False, "--no-wait", help="Refuse a job that has not started (default: wait)."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Refuse (exit 4) instead of waiting for a pending job."),
 ) -> None:
     with output.service() as svc:
         rc = svc.execute(job, list(command), node=node, all_nodes=all_nodes, wait=not no_wait)

@@ -20,7 +20,7 @@ def shell(
     node: str | None = typer.Option(
         None, "--node", "-n", help="The node: an index from 0 in the job's node list, or a name (default: 0)."
     ),
-    no_wait: bool = typer.Option(False, "--no-wait", help="Refuse a job that has not started (default: wait)."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Refuse (exit 4) instead of waiting for a pending job."),
 ) -> None:
     with output.service() as svc:
         rc = svc.shell(job, node=node, wait=not no_wait)

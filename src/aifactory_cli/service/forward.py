@@ -27,10 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aifactory_cli import states
 from aifactory_cli.errors import BadInput, NotFound, RemoteError
 from aifactory_cli.jobs import jobdir
 from aifactory_cli.jobs.model import Job
+from aifactory_cli.service.running import JobNotRunning, wait_running
 
 if TYPE_CHECKING:
     from aifactory_cli.service.session import Service
@@ -40,10 +40,6 @@ PORT_WAIT_NOTE = 10.0  # seconds a running job may take to record its AIF_PORT b
 WATCH_EVERY = 5.0  # seconds between two looks at the job's state while forwarding
 TOKEN_EAGER = 120  # seconds at first during which the job's log is read every second for a token
 _TOKEN_URL = re.compile(r"https?://[^\s/?#\"'<>]+(/[^\s\"'<>]*?[?&]token=[A-Za-z0-9_-]+)")
-
-
-class JobNotRunning(NotFound):
-    """The job has ended, or is not running where it should be (exit 4: nothing to reach)."""
 
 
 @dataclass
@@ -60,37 +56,6 @@ def _site_is_local(svc: Service, job: Job) -> bool:
     return svc.profile(job.site).profile.scheduler == "local"
 
 
-def wait_running(svc: Service, job: Job, wait: bool, on_wait: Callable[[Job], None], poll: float = 1.0) -> Job:
-    """The job once it runs: refreshed from its site (at most every poll_interval); a pending job
-    is waited for (`on_wait` on each change of state or reason), or refused without `wait`."""
-    seen: tuple[str, str | None] | None = None
-    while True:
-        svc.refresh([job])
-        if job.is_final:
-            code = f", exit {job.exit_code}" if job.exit_code is not None else ""
-            raise JobNotRunning(
-                f"job {job.id} ({job.name}) has ended ({job.state}{code}): there is nothing to forward to",
-                "submit it again (`aifactory rerun`), or forward to a job that runs (`aifactory status`)",
-            )
-        if job.state == states.RUNNING:
-            return job
-        if job.state == states.PREPARED or not job.slurm_job_id:
-            raise JobNotRunning(
-                f"job {job.id} ({job.name}) was never accepted by {job.site} ({job.state})",
-                "`aifactory status` says what became of it",
-            )
-        if not wait:
-            raise JobNotRunning(
-                f"job {job.id} ({job.name}) has not started yet ({job.state}"
-                f"{': ' + job.reason if job.reason else ''}) and --no-wait was given",
-                "run forward without --no-wait to wait for it to start",
-            )
-        if (job.state, job.reason) != seen:
-            seen = (job.state, job.reason)
-            on_wait(job)
-        time.sleep(poll)
-
-
 def find_target(
     svc: Service,
     ref: str,
@@ -99,13 +64,12 @@ def find_target(
     wait: bool = True,
     task: int | None = None,
     on_wait: Callable[[Job], None] | None = None,
-    poll: float = 1.0,
+    poll: float | None = None,
 ) -> Target:
     """Where to forward to: the running job's first node and its AIF_PORT (or `remote_port`)."""
     if remote_port is not None and not 0 < remote_port < 65536:
         raise BadInput(f"REMOTE_PORT {remote_port} is not a TCP port", "give a number from 1 to 65535")
-    notify = on_wait or (lambda job: None)
-    job = wait_running(svc, svc.store.find(ref), wait, notify, poll)
+    job = wait_running(svc, svc.store.find(ref), wait=wait, what="forward to", on_wait=on_wait, poll=poll)
     if job.array_size and task is None:
         task = 0
     if task is not None and not 0 <= task < max(job.array_size, 1):
@@ -136,7 +100,7 @@ def find_target(
         if not said and time.monotonic() - started > PORT_WAIT_NOTE:
             said = True
             svc.notify(f"waiting for job {job.id} to record its AIF_PORT (its setup may still run)")
-        time.sleep(poll)
+        time.sleep(1.0 if poll is None else poll)  # the job dir, not Slurm: one read
         svc.refresh([job])
         if job.is_final:
             raise JobNotRunning(f"job {job.id} ({job.name}) ended ({job.state}) before it recorded its AIF_PORT")

@@ -17,14 +17,14 @@ import json
 import os
 import shlex
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aifactory_cli import states
-from aifactory_cli.errors import AifactoryError, BadInput, NotFound, RemoteError
+from aifactory_cli.errors import AifactoryError, BadInput, RemoteError
 from aifactory_cli.jobs.model import Job
+from aifactory_cli.service.running import JobNotRunning, wait_running
 
 if TYPE_CHECKING:
     from aifactory_cli.backends.local import LocalBackend
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from aifactory_cli.transport.interactive import Session
 
 Write = Callable[[bytes], object]
-WAIT_POLL = 2.0  # seconds between two looks at a pending job (the profile's poll_interval if longer)
 
 
 @dataclass
@@ -60,36 +59,6 @@ def default_streams() -> Streams:
 
 
 # --- the job, running --------------------------------------------------------------------------------
-
-
-def running_job(svc: Service, job: Job, *, wait: bool, what: str) -> Job:
-    """`job`, RUNNING now (asked of the site): a pending one is waited for (or refused with `wait`
-    False); an ended one is refused (exit 4: there is no allocation any more)."""
-    started = time.monotonic()
-    said = ""
-    while True:
-        if not job.is_final:
-            svc.refresh([job], force=True)
-        if job.is_final:
-            raise NotFound(
-                f"job {job.id} ({job.name}) has ended ({job.state}): there is no allocation to {what} in",
-                f"submit it again (`aifactory rerun {job.id}`), or pick a running job "
-                "(`aifactory list --state RUNNING`)",
-            )
-        if job.state == states.RUNNING:
-            return job
-        if not wait:
-            raise BadInput(
-                f"job {job.id} ({job.name}) is {job.state}{f' ({job.reason})' if job.reason else ''}, not running yet",
-                "leave out --no-wait to wait for it to start",
-            )
-        line = f"waiting for job {job.id} ({job.name}) to start: {job.state}"
-        line += f", {job.reason}" if job.reason else ""
-        if line != said:
-            svc.notify(line + f" ({time.monotonic() - started:.0f} s; Ctrl-C stops waiting, the job stays queued)")
-            said = line
-        poll = max(WAIT_POLL, float(svc.profile(job.site).profile.poll_interval or 0))
-        time.sleep(poll)
 
 
 def pick_nodes(job: Job, nodes: list[str], node: str | None, all_nodes: bool) -> list[str]:
@@ -182,7 +151,7 @@ def target(svc: Service, ref: str, *, node: str | None, all_nodes: bool, wait: b
             "run it in a job of one element (`aifactory rerun JOB --task N` submits one)",
         )
     if svc.profile(job.site).profile.scheduler == "local":
-        job = running_job(svc, job, wait=wait, what=what)
+        job = wait_running(svc, job, wait=wait, what=f"{what} in")
         return Target(job, pick_nodes(job, ["localhost"], node, all_nodes), None)
     from aifactory_cli.backends.slurm import SlurmBackend
 
@@ -190,11 +159,11 @@ def target(svc: Service, ref: str, *, node: str | None, all_nodes: bool, wait: b
     assert isinstance(backend, SlurmBackend)
     found = backend.job_nodes(job) if job.state == states.RUNNING and job.slurm_job_id else None
     if found is None or found.state != states.RUNNING:
-        job = running_job(svc, job, wait=wait, what=what)
+        job = wait_running(svc, job, wait=wait, what=f"{what} in")
         found = backend.job_nodes(job)
     if found is None or found.state in states.FINAL_STATES:
         state = found.raw_state if found else "no longer in squeue"
-        raise NotFound(f"job {job.id} ({job.name}) has ended ({state}): there is no allocation to {what} in")
+        raise JobNotRunning(f"job {job.id} ({job.name}) has ended ({state}): there is nothing to {what} in")
     return Target(job, pick_nodes(job, found.nodes, node, all_nodes), backend)
 
 
