@@ -288,7 +288,7 @@ class FakeTransport:
             return fh.read()
 
     def get_tar(self, workdir: str, files: list[str], local_archive: Path, progress: Any = None) -> None:
-        with tarfile.open(local_archive, "w") as tar:
+        with tarfile.open(local_archive, "w|") as tar:  # a stream, as the contract says (a FIFO)
             for name in files:
                 tar.add(str(self._path(workdir) / name), arcname=name, recursive=False)
                 if progress:

@@ -12,6 +12,7 @@ import posixpath
 import shutil
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,9 +118,11 @@ class Backend(abc.ABC):
         return sorted(line[2:] for line in result.stdout.splitlines() if line.startswith("./"))
 
     def fetch(self, job: Job, files: list[str], dest: Path, progress: Callable[[int], None] | None = None) -> None:
-        """Copy `files` (job-dir relative) into `dest` with one tar stream: received and unpacked in
-        a temporary dir beside `dest`, then moved under their final names, so that a failed fetch
-        (a cut connection, a full disk) leaves nothing half-written there."""
+        """Copy `files` (job-dir relative) into `dest` with one tar stream, unpacked as it arrives (the
+        transport writes into a FIFO that a thread reads: no archive on disk, so a 10 GiB checkpoint
+        needs 10 GiB here, not 20, and is written once) in a temporary dir beside `dest`, then moved
+        under the final names: a failed fetch (a cut connection, a full disk) leaves nothing
+        half-written there."""
         if not files or not job.workdir:
             return
         created = not dest.exists()
@@ -134,12 +137,9 @@ class Backend(abc.ABC):
         staging = Path(tempfile.mkdtemp(prefix=".aif-fetch-", dir=dest))
         try:
             try:
-                archive = staging / "fetch.tar"
-                self.transport.get_tar(job.workdir, files, archive, counted)
                 unpacked = staging / "files"
-                with tarfile.open(archive) as tar:
-                    tar.extractall(unpacked, filter="data")
-                archive.unlink()
+                with _Unpacker(staging / "fetch.tar", unpacked) as fifo:
+                    self.transport.get_tar(job.workdir, files, fifo, counted)
                 _move_into(unpacked, dest)
             except Exception as exc:
                 if not transfer_failure(exc):
@@ -155,6 +155,45 @@ class Backend(abc.ABC):
 
     def close(self) -> None:
         self.transport.close()
+
+
+class _Unpacker:
+    """A FIFO at `fifo` whose tar stream a thread unpacks into `into` while the transport writes it.
+    On leaving: the reader is let go if no writer ever opened the FIFO, and the error that explains
+    the failure is raised: the reader's (a full disk, a damaged archive: the writer then only saw a
+    broken pipe), else the writer's (a cut connection: the reader then only saw a truncated archive)."""
+
+    def __init__(self, fifo: Path, into: Path) -> None:
+        self.fifo, self.into = fifo, into
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._read, name="aif-fetch-unpack", daemon=True)
+
+    def __enter__(self) -> Path:
+        os.mkfifo(self.fifo, 0o600)
+        self.thread.start()
+        return self.fifo
+
+    def _read(self) -> None:
+        try:
+            with open(self.fifo, "rb") as fh:
+                try:
+                    with tarfile.open(fileobj=fh, mode="r|") as tar:
+                        tar.extractall(self.into, filter="data")
+                    while fh.read(1 << 16):  # tar's end blocks and padding: the writer must not meet EPIPE
+                        pass
+                except BaseException as exc:
+                    self.error = exc  # closing the FIFO now stops the writer (EPIPE) instead of draining it
+        except OSError as exc:
+            self.error = self.error or exc
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        while self.thread.is_alive():  # a reader still waiting for a writer (none came): an empty stream
+            with contextlib.suppress(OSError):  # ends it; ENXIO: it has not opened the FIFO yet, or is done
+                os.close(os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK))
+            self.thread.join(0.05)
+        local = isinstance(self.error, OSError) and not isinstance(self.error, BrokenPipeError)
+        if self.error is not None and (exc is None or local or isinstance(exc, BrokenPipeError)):
+            raise self.error from exc  # the writer's broken pipe only says the reader went first
 
 
 def _move_into(unpacked: Path, dest: Path) -> None:

@@ -86,7 +86,8 @@ class Transport(Protocol):
         ...
 
     def get_tar(self, workdir: str, files: list[str], local_archive: Path, progress: Progress | None = None) -> None:
-        """Pack `files` (relative to `workdir`) on the site into a tar at `local_archive`;
+        """Pack `files` (relative to `workdir`) on the site into a tar at `local_archive`, written
+        front to back once (it is a FIFO that `fetch` unpacks as it arrives: no seek, no reopen);
         `progress` gets the byte counts as they arrive."""
 
     def open_tunnel(self, host: str, port: int) -> Tunnel:

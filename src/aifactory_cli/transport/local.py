@@ -64,7 +64,7 @@ class LocalTransport:
         import tarfile
 
         local_archive.parent.mkdir(parents=True, exist_ok=True)  # as over SSH
-        with tarfile.open(local_archive, "w") as tar:
+        with tarfile.open(local_archive, "w|") as tar:  # a stream: `local_archive` may be a FIFO
             for name in files:
                 full = Path(workdir) / name
                 tar.add(str(full), arcname=name, recursive=False)

@@ -1,0 +1,88 @@
+"""fetch unpacks the tar stream as it arrives (a FIFO read by a thread): no archive on disk, and the
+error that explains a failure is the one raised, with no hang whichever side fails first."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from aifactory_cli.backends.base import _Unpacker
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _write(fifo: Path, data: bytes) -> None:
+    with open(fifo, "wb") as fh:
+        for i in range(0, len(data), 100_000):
+            fh.write(data[i : i + 100_000])
+
+
+def test_a_stream_larger_than_the_pipe_is_unpacked_and_no_archive_is_left(tmp_path: Path) -> None:
+    big = os.urandom(3 << 20)  # far over the 64 KiB a pipe holds
+    data = _tar({"ckpt/model.pt": big, "log.txt": b"done\n"})
+    with _Unpacker(tmp_path / "fetch.tar", tmp_path / "files") as fifo, open(fifo, "wb") as fh:
+        for i in range(0, len(data), 100_000):
+            fh.write(data[i : i + 100_000])
+    assert (tmp_path / "files" / "ckpt" / "model.pt").read_bytes() == big
+    assert (tmp_path / "files" / "log.txt").read_bytes() == b"done\n"
+    assert (tmp_path / "fetch.tar").is_fifo()  # a pipe, never a copy of the data
+
+
+def test_a_writer_that_fails_before_opening_the_fifo_does_not_hang_and_its_error_stands(tmp_path: Path) -> None:
+    def run() -> None:
+        with _Unpacker(tmp_path / "fetch.tar", tmp_path / "files"):
+            raise ConnectionResetError("the connection dropped before any byte")
+
+    def attempt() -> None:
+        with pytest.raises(ConnectionResetError):
+            run()
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "fetch hung waiting for a writer that never came"
+
+
+def test_a_cut_stream_raises_the_writers_error_not_the_truncated_archive(tmp_path: Path) -> None:
+    data = _tar({"a.bin": os.urandom(1 << 20)})
+    with pytest.raises(EOFError, match="cut"), _Unpacker(tmp_path / "fetch.tar", tmp_path / "files") as fifo:
+        with open(fifo, "wb") as fh:
+            fh.write(data[: len(data) // 2])
+        raise EOFError("cut at half")
+
+
+def test_a_full_local_disk_is_the_error_even_though_the_writer_saw_a_broken_pipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(self: tarfile.TarFile, *a: object, **k: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", full)
+    data = _tar({"a.bin": os.urandom(4 << 20)})
+    with pytest.raises(OSError) as info, _Unpacker(tmp_path / "fetch.tar", tmp_path / "files") as fifo:
+        _write(fifo, data)  # the reader closed: EPIPE (BrokenPipeError) here
+    assert info.value.errno == errno.ENOSPC
+
+
+def test_a_damaged_archive_is_a_tar_error(tmp_path: Path) -> None:
+    with pytest.raises(tarfile.TarError), _Unpacker(tmp_path / "fetch.tar", tmp_path / "files") as fifo:
+        _write(fifo, b"this is not a tar archive at all" * 100)
+
+
+def test_a_damaged_archive_longer_than_the_pipe_is_still_a_tar_error(tmp_path: Path) -> None:
+    with pytest.raises(tarfile.TarError), _Unpacker(tmp_path / "fetch.tar", tmp_path / "files") as fifo:
+        _write(fifo, b"this is not a tar archive at all" * 100_000)  # the reader has gone: EPIPE here
