@@ -4,6 +4,7 @@ a Service (here one reaching the fake transport, through api._service_factory) a
 from __future__ import annotations
 
 import ast
+import datetime as dt
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -151,10 +152,12 @@ def test_cancel_and_jobs_and_get(session: Session, tmp_path: Path) -> None:
 
 
 def test_plan_and_render(session: Session, tmp_path: Path) -> None:
-    session.fake.slurm.set(test_only_start="2026-12-01T08:00:00")
+    # a start later than now on any day the suite runs (a fixed date ranked differently once it passed)
+    later = (dt.datetime.now() + dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    session.fake.slurm.set(test_only_start=later)
     rows = aif.plan(spec(tmp_path), sites=[SITE, "local"])
     assert [r.site for r in rows] == ["local", SITE]  # ranked as `aifactory plan` ranks: soonest start first
-    assert (rows[1].site, rows[1].ok, rows[1].start) == (SITE, True, "2026-12-01T08:00:00")
+    assert (rows[1].site, rows[1].ok, rows[1].start) == (SITE, True, later)
     assert isinstance(rows[0], aif.PlanRow) and rows[0].ok
     script = aif.render(spec(tmp_path, "r"), site=SITE, account="project_465000003")
     assert script.startswith("#!") and "#SBATCH --account=project_465000003" in script
