@@ -277,7 +277,9 @@ class Runner:
                     code = rc if rc >= 0 else 128 - rc
                     t.update(exit_code=code, ended_at=_now(), state="COMPLETED" if rc == 0 else "FAILED")
                     self.save()
-            if not queue and all(p.poll() is not None for p in self.procs.values()):
+            # ended only once each task's end is recorded above: a process that exits between that
+            # pass and this check would otherwise stay RUNNING in a job summed up as ended
+            if not queue and all(self.tasks[i]["state"] != "RUNNING" for i in self.procs):
                 break
             if time.monotonic() - started > limit:
                 timed_out = True
