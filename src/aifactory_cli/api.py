@@ -226,14 +226,14 @@ class Job:
         """Download the spec's `download:` globs (or `patterns`) into `dest` (default:
         ./NAME-ID); returns the local paths. `tasks`: only these sweep elements."""
         with _service() as svc:
-            record, files, target = svc.fetch(
+            done = svc.fetch(
                 self._record.id,
                 Path(dest) if dest is not None else None,
                 list(patterns) if patterns else None,
                 [str(t) for t in tasks] if tasks else None,
             )
-        self._record = record
-        return [target / f for f in files]
+        self._record = done.job
+        return [done.target / f for f in done.files]
 
     def cancel(self) -> str:
         """Cancel the job (a no-op once it has ended); returns the state the site reports."""

@@ -83,8 +83,13 @@ def test_sweep_in_ci_completes_and_reports(ci_env: dict[str, str], tmp_path: Pat
     assert [(t["task_id"], t["state"]) for t in job["tasks"]] == [(0, "COMPLETED"), (1, "COMPLETED"), (2, "COMPLETED")]
     assert "\x1b[" not in r.stderr  # no colours, no progress bars without a terminal
     assert (tmp_path / "ids").read_text().strip() == job["id"]
-    f = _run(["fetch", job["id"], "--dest", "results"], ci_env, tmp_path)
+    f = _run(["fetch", job["id"], "--dest", "results", "--json"], ci_env, tmp_path)
     assert f.returncode == 0, f.stderr
+    fetched = json.loads(f.stdout)
+    assert len(fetched["files"]) == 3 and fetched["dest"].endswith("results")
+    # the transfer for CI: the tar stream's bytes (3 files: a 512-byte header and a padded block each,
+    # tar's end blocks), seconds, MB/s
+    assert 3 * 1024 <= fetched["bytes"] <= 64 * 1024 and fetched["seconds"] > 0 and fetched["rate_mb_s"] >= 0
     # each element's files under its own name (element index and values)
     got = {p.relative_to(tmp_path / "results").as_posix(): json.loads(p.read_text())["size"]
            for p in (tmp_path / "results").glob("*/results/*.json")}  # fmt: skip

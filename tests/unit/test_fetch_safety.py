@@ -95,7 +95,7 @@ def test_a_failed_fetch_keeps_what_was_there_before(
     assert leftovers(dest) == ["out", "out/model.bin"] and (dest / "out" / "model.bin").read_bytes() == b"old weights"
     monkeypatch.setattr(session.fake, "get_tar", real)
     with session() as svc:
-        _, files, _ = svc.fetch(job.id, dest)
+        files = svc.fetch(job.id, dest).files
     assert files == ["out/log.txt", "out/model.bin"]
     assert (dest / "out" / "model.bin").read_bytes() == b"new weights " * 100_000
     assert leftovers(dest) == ["out", "out/log.txt", "out/model.bin"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from tests.conftest import EXAMPLES
@@ -110,6 +111,13 @@ def test_upload_and_fetch(cli, tmp_path: Path) -> None:
     f = cli("fetch", job["id"], "--dest", str(dest))
     assert f.code == 0, f.stderr
     assert (dest / "outputs" / "sub" / "out.txt").read_text() == "payload\n"
+    assert re.search(r"fetched 1 file\(s\) of \w+ into .*: 0\.0 MB in [0-9.]+ s \([0-9.]+ MB/s\)", f.stderr), f.stderr
+    # --json for CI: the transfer's bytes (the local site counts the files' bytes; over SSH the tar
+    # stream's, headers included), seconds, MB/s
+    f = cli("fetch", job["id"], "--dest", str(tmp_path / "again"), "--json")
+    got = json.loads(f.stdout)
+    assert got["files"] == ["outputs/sub/out.txt"] and got["dest"] == str(tmp_path / "again")
+    assert got["bytes"] == len("payload\n") and got["seconds"] >= 0 and got["rate_mb_s"] >= 0
 
 
 def test_dry_run_records_nothing(cli, aif_home: Path) -> None:

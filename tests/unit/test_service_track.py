@@ -65,7 +65,8 @@ def test_cancel_then_logs_and_fetch(session: Session, tmp_path: Path) -> None:
     (workdir / "stdout.log").write_text("hello from the job\n")
     with session() as svc:
         assert svc.logs(job.id)[1] == b"hello from the job\n"
-        _, files, target = svc.fetch(job.id, tmp_path / "got")  # the spec's download: patterns
+        done = svc.fetch(job.id, tmp_path / "got")
+        files, target = done.files, done.target  # the spec's download: patterns
     assert files == ["stdout.log"] and (target / "stdout.log").read_text() == "hello from the job\n"
 
 

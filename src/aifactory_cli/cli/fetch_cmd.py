@@ -30,14 +30,28 @@ def fetch(
         if dest is None:  # the default ./NAME-ID, checked like a --dest
             dest = Path.cwd() / f"{named.name}-{named.id}"
         options.check_output_dir(dest, "--dest")  # before anything is downloaded
-        found, files, target = svc.fetch(job, dest, pattern or None, task or None)
+        done = svc.fetch(job, dest, pattern or None, task or None)
+        found, files, target = done.job, done.files, done.target
         if as_json:
-            output.print_json({"job": found.to_json(), "dest": str(target), "files": files})
+            output.print_json(
+                {
+                    "job": found.to_json(),
+                    "dest": str(target),
+                    "files": files,
+                    # the transfer, for CI: bytes received, seconds, MB/s (10^6 bytes): service.files.Fetched
+                    "bytes": done.bytes,
+                    "seconds": round(done.seconds, 3),
+                    "rate_mb_s": round(done.rate, 1),
+                }
+            )
             return
         if not files:
             output.note(f"no files of {found.id} match {', '.join(pattern or found.extra.get('download') or [])}")
         else:
-            output.note(f"fetched {len(files)} file(s) of {found.id} into {target}")
+            output.note(
+                f"fetched {len(files)} file(s) of {found.id} into {target}: "
+                f"{done.bytes / 1e6:.1f} MB in {done.seconds:.1f} s ({done.rate:.1f} MB/s)"
+            )
             if found.array_size:  # which element is where
                 for name in sorted({f.split("/", 1)[0] for f in files if "/" in f}):
                     count = sum(1 for f in files if f.startswith(name + "/"))

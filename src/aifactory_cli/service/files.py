@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,15 +23,32 @@ if TYPE_CHECKING:
     from aifactory_cli.service.session import Service
 
 
+@dataclass
+class Fetched:
+    """What a fetch brought: the job, the files as laid out under `target` (relative paths), and the
+    transfer itself for the summary line and --json: bytes received (over SSH the tar stream, its
+    512-byte headers included; the local site counts the files' bytes) and the seconds it took."""
+
+    job: Job
+    files: list[str]
+    target: Path
+    bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """MB/s (10^6 bytes, as scp and rsync count)."""
+        return self.bytes / self.seconds / 1e6 if self.seconds > 0 else 0.0
+
+
 def fetch(
     svc: Service,
     ref: str,
     dest: Path | None = None,
     patterns: list[str] | None = None,
     tasks: list[str] | None = None,
-) -> tuple[Job, list[str], Path]:
-    """Download the matching files; returns the job, the files as laid out under the target
-    (relative paths), and the target directory."""
+) -> Fetched:
+    """Download the matching files (see `Fetched`)."""
     job = svc.store.find(ref)
     if not job.workdir:
         raise NotFound(f"job {job.id} has no job dir (state {job.state})")
@@ -48,8 +68,16 @@ def fetch(
         raise
     plan = plan_fetch(job, listed, wanted, chosen)
     target = dest or Path.cwd() / f"{job.name}-{job.id}"
+    done = Fetched(job, list(plan.values()), target)
     if plan:
-        with svc.progress(0, "download") or contextlib.nullcontext() as advance:
+        started = time.monotonic()
+        with svc.progress(0, "download") or contextlib.nullcontext() as bar:
+
+            def advance(n: int, bar: Callable[[int], None] | None = bar) -> None:
+                done.bytes += n
+                if bar is not None:
+                    bar(n)
+
             if all(remote == local for remote, local in plan.items()):
                 backend.fetch(job, list(plan), target, advance)
             else:  # element files: fetched by their job-dir paths, then moved under the element's name
@@ -62,7 +90,8 @@ def fetch(
                         (staging / remote).replace(target / local)
                 finally:  # a failed fetch leaves nothing half-moved behind
                     shutil.rmtree(staging, ignore_errors=True)
-    return job, list(plan.values()), target
+        done.seconds = time.monotonic() - started
+    return done
 
 
 def plan_fetch(job: Job, files: list[str], patterns: list[str], chosen: list[int] | None = None) -> dict[str, str]:

@@ -24,6 +24,7 @@ from aifactory_cli.jobs.store import Store
 # pydantic models, Jinja, the SSH stack) is imported where it is used, so those commands start fast.
 if TYPE_CHECKING:
     from aifactory_cli.backends.base import Backend
+    from aifactory_cli.service.files import Fetched
     from aifactory_cli.service.submit import Prepared
     from aifactory_cli.sites.profile import LoadedProfile
     from aifactory_cli.sites.resolve import Overrides
@@ -291,7 +292,7 @@ class Service:
 
     def fetch(
         self, ref: str, dest: Path | None = None, patterns: list[str] | None = None, tasks: list[str] | None = None
-    ) -> tuple[Job, list[str], Path]:
+    ) -> Fetched:
         from aifactory_cli.service import files
 
         return files.fetch(self, ref, dest, patterns, tasks)
