@@ -7,6 +7,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import errno
+import fcntl
 import os
 import posixpath
 import shutil
@@ -176,8 +177,10 @@ class _Unpacker:
     def _read(self) -> None:
         try:
             with open(self.fifo, "rb") as fh:
-                try:
-                    with tarfile.open(fileobj=fh, mode="r|") as tar:
+                with contextlib.suppress(OSError, AttributeError):  # Linux: a 1 MiB pipe, not 64 KiB
+                    fcntl.fcntl(fh.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
+                try:  # 64 KiB reads: 1.03 s a GiB here; 10 KiB (the default) 1.1 s; 1 MiB 4.7 s (it slices its buffer)
+                    with tarfile.open(fileobj=fh, mode="r|", bufsize=1 << 16) as tar:
                         tar.extractall(self.into, filter="data")
                     while fh.read(1 << 16):  # tar's end blocks and padding: the writer must not meet EPIPE
                         pass
