@@ -125,17 +125,19 @@ PROMPT = r"[$#] $"  # bash's prompt, at the end of what the terminal shows
 def test_exec_on_every_node_of_a_two_node_job(bed: Bed) -> None:
     job = bed.jobs["hold"]
     started = time.monotonic()
-    r = bed.aif("exec", job["id"], "--all-nodes", "--", "sh", "-c", 'echo "$SLURMD_NODENAME|$GREETING|$(pwd)"')
+    command = 'echo "$SLURMD_NODENAME|$GREETING|$(pwd)|$AIF_HOST $AIF_PORT"'
+    r = bed.aif("exec", job["id"], "--all-nodes", "--", "sh", "-c", command)
     took = time.monotonic() - started
     assert r.returncode == 0, r.stderr
     lines = sorted(r.stdout.splitlines())
     assert len(lines) == 2, r.stdout
+    recorded = Path(job["workdir"], "aif_port").read_text().strip()  # the job's, as its tasks see it
     nodes = []
     for line in lines:
         label, _, rest = line.partition(": ")
-        node, greeting, cwd = rest.split("|")
+        node, greeting, cwd, port = rest.split("|")
         assert label == node and node.startswith("nid") and greeting == "hi there"
-        assert cwd == job["workdir"]
+        assert cwd == job["workdir"] and port == recorded and port.startswith("nid"), line
         nodes.append(node)
     assert len(set(nodes)) == 2
     print(f"exec --all-nodes round trip (login per command, job running): {took:.2f} s")

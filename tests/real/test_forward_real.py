@@ -340,3 +340,35 @@ def test_jupyterlab_reached_through_forward_with_its_token(bed: Bed) -> None:
         code, err = _stop(proc)
         aif(["cancel", job["id"]], bed.env, bed.cwd, timeout=60)
     assert code == 0, err
+
+
+TWO_NODES = """name: fw2node
+run: |
+  d="site-$SLURM_NODEID" && mkdir -p "$d"
+  printf 'node %s is %s\\n' "$SLURM_NODEID" "$SLURMD_NODENAME" > "$d/index.html"
+  cd "$d" && exec python3 -m http.server "$AIF_PORT" --bind "$SLURMD_NODENAME"
+resources: {nodes: 2, time: 5m}
+"""
+
+
+def test_node_reaches_the_server_each_node_of_a_job_runs_on_its_aif_port(bed: Bed) -> None:
+    """A 2-node job serves on AIF_PORT on each node (the bed's nodes have addresses of their own):
+    `--node 1` reaches the second node's server, the default the first's."""
+    (bed.cwd / "fw2node.yaml").write_text(TWO_NODES)
+    r = aif(["submit", "fw2node.yaml", "--site", "lumi-bed", "--json"], bed.env, bed.cwd, timeout=120)
+    assert r.returncode == 0, r.stderr
+    job = json.loads(r.stdout)["jobs"][0]
+    try:
+        seen = {}
+        for args in ((), ("--node", "1")):
+            proc, url = _forward(bed, job["id"], *args)
+            try:
+                seen[args] = _first_get(url, job).strip()
+            finally:
+                assert _stop(proc)[0] == 0
+        assert seen[()].startswith("node 0 is nid") and seen[("--node", "1")].startswith("node 1 is nid"), seen
+        assert seen[()].split()[-1] != seen[("--node", "1")].split()[-1]  # two nodes, two servers
+        r = aif(["forward", job["id"], "--node", "5"], bed.env, bed.cwd, timeout=60)
+        assert r.returncode == 2 and "has no node '5'" in r.stderr, r.stderr
+    finally:
+        aif(["cancel", job["id"]], bed.env, bed.cwd, timeout=60)

@@ -188,6 +188,23 @@ def test_a_pending_job_is_waited_for_or_refused_with_no_wait(session: Session, t
     assert seen == ["PENDING"] and target.port == 40001 and target.job.state == "RUNNING"
 
 
+def test_node_chooses_which_of_the_jobs_nodes_is_reached_with_the_jobs_aif_port(
+    session: Session, tmp_path: Path
+) -> None:
+    job = submitted(session, tmp_path)
+    session.fake.slurm.start(job.slurm_job_id or "", nodes="nid[005000-005001]")
+    Path(job.workdir or "", "aif_port").write_text("nid005000 40003\n")
+    with session() as svc:
+        assert fw.find_target(svc, job.id).host == "nid005000"  # the first node by default
+        for node in ("1", "nid005001"):
+            target = fw.find_target(svc, job.id, node=node)
+            assert (target.host, target.port, target.recorded_port) == ("nid005001", 40003, 40003)
+        assert fw.find_target(svc, job.id, 41000, node="1").port == 41000
+        with pytest.raises(BadInput, match="0=nid005000, 1=nid005001") as info:
+            fw.find_target(svc, job.id, node="nid009999")
+    assert info.value.exit_code == EXIT_BAD_INPUT
+
+
 def test_an_ended_job_is_refused_with_exit_4(session: Session, tmp_path: Path) -> None:
     job = running(session, tmp_path, 40002)
     session.fake.slurm.finish(job.slurm_job_id or "", code=0)
@@ -293,6 +310,9 @@ def test_a_sweep_forwards_to_the_element_asked_for(session: Session, tmp_path: P
         assert fw.TokenWatch(svc, target).look() == "/lab?token=element1"
         with pytest.raises(BadInput, match="has no element 2"):
             fw.find_target(svc, job.id, task=2)
+        with pytest.raises(BadInput, match="is a sweep") as info:  # elements have nodes of their own
+            fw.find_target(svc, job.id, node="1")
+        assert "--task" in (info.value.hint or "")
 
 
 # --- the command, on the local site (its jobs run on this machine) --------------------------------------

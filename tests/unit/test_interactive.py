@@ -438,12 +438,19 @@ def test_exec_on_the_local_site_runs_in_the_job_dir_with_the_runners_env(
     path.write_text("name: lhold\nresources: {time: 5m}\nenv: {GREETING: hi there}\nrun: sleep 30\n")
     job_id = cli("submit", str(path), "--site", "local").stdout.strip()
     try:
-        command = ["sh", "-c", 'echo "$SLURM_JOB_ID|$GREETING|$AIF_JOB_ID|$(pwd)"; exit 5']
+        command = ["sh", "-c", 'echo "$SLURM_JOB_ID|$GREETING|$AIF_JOB_ID|$(pwd)|$AIF_HOST $AIF_PORT"; exit 5']
         with Service() as svc:
+            job = svc.store.find(job_id)
+            recorded = Path(job.workdir or "", "aif_port")
+            for _ in range(200):  # the batch script records AIF_HOST and AIF_PORT as it starts
+                if recorded.is_file() and len(recorded.read_text().split()) == 2:
+                    break
+                time.sleep(0.05)
             rc = interactive.execute(svc, job_id, command, streams=streams()[0])
             job = svc.store.find(job_id)
         assert rc == 5
-        assert capfd.readouterr().out == f"{job.slurm_job_id}|hi there|{job_id}|{job.workdir}\n"
+        port = recorded.read_text().strip()  # the step sees the job's own AIF_HOST and AIF_PORT
+        assert capfd.readouterr().out == f"{job.slurm_job_id}|hi there|{job_id}|{job.workdir}|{port}\n"
         with Service() as svc, pytest.raises(BadInput, match="localhost"):
             interactive.execute(svc, job_id, ["true"], node="1", streams=streams()[0])
     finally:

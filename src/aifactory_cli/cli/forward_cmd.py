@@ -30,6 +30,9 @@ def forward(
     ),
     no_wait: bool = typer.Option(False, "--no-wait", help="Refuse (exit 4) instead of waiting for a pending job."),
     task: int | None = typer.Option(None, "--task", "-t", help="Sweeps: the element whose port (default 0)."),
+    node: str | None = typer.Option(
+        None, "--node", "-n", help="The job's node to reach: an index from 0 or a name (default: the first)."
+    ),
 ) -> None:
     from aifactory_cli.service import forward as fw
 
@@ -38,7 +41,7 @@ def forward(
         output.note(f"waiting for job {j.id} ({j.name}) to start ({j.state}{why}); Ctrl-C to stop waiting")
 
     with output.service() as svc:
-        target = fw.find_target(svc, job, remote_port, wait=not no_wait, task=task, on_wait=on_wait)
+        target = fw.find_target(svc, job, remote_port, wait=not no_wait, task=task, on_wait=on_wait, node=node)
         what = "its AIF_PORT" if target.port == target.recorded_port else "REMOTE_PORT"
         tokens = fw.TokenWatch(svc, target)
         if target.local_site and local_port is None:

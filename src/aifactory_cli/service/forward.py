@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from aifactory_cli import states
 from aifactory_cli.errors import BadInput, NotFound, RemoteError
 from aifactory_cli.jobs import jobdir
 from aifactory_cli.jobs.model import Job
@@ -65,11 +66,19 @@ def find_target(
     task: int | None = None,
     on_wait: Callable[[Job], None] | None = None,
     poll: float | None = None,
+    node: str | None = None,
 ) -> Target:
-    """Where to forward to: the running job's first node and its AIF_PORT (or `remote_port`)."""
+    """Where to forward to: the running job's first node (or `node`: an index from 0 or a name, as
+    `exec --node`) and its AIF_PORT (or `remote_port`). Every task of the job sees the same AIF_PORT,
+    so a server each node starts on it is reached by `--node` alone."""
     if remote_port is not None and not 0 < remote_port < 65536:
         raise BadInput(f"REMOTE_PORT {remote_port} is not a TCP port", "give a number from 1 to 65535")
     job = wait_running(svc, svc.store.find(ref), wait=wait, what="forward to", on_wait=on_wait, poll=poll)
+    if node is not None and (job.array_size or task is not None):
+        raise BadInput(
+            f"job {job.id} is a sweep: each element runs on its own node, and --node does not choose among them",
+            "choose the element with --task N instead",
+        )
     if job.array_size and task is None:
         task = 0
     if task is not None and not 0 <= task < max(job.array_size, 1):
@@ -90,6 +99,8 @@ def find_target(
         found = _read_port(transport, posixpath.join(job.workdir or ".", name))
         if found is not None:
             host, port = found
+            if node is not None:
+                host = _node_host(svc, job, node, host)
             element = task if job.array_size else None
             return Target(job, host, remote_port or port, port, _site_is_local(svc, job), element)
         if not wait:
@@ -104,6 +115,23 @@ def find_target(
         svc.refresh([job])
         if job.is_final:
             raise JobNotRunning(f"job {job.id} ({job.name}) ended ({job.state}) before it recorded its AIF_PORT")
+
+
+def _node_host(svc: Service, job: Job, node: str, first: str) -> str:
+    """The host of the job's node `node` (an index or a name; squeue lists the nodes)."""
+    from aifactory_cli.service.interactive import pick_nodes
+
+    if _site_is_local(svc, job):
+        pick_nodes(job, ["localhost"], node, False)  # only node 0 / localhost: the job runs here
+        return first
+    from aifactory_cli.backends.slurm import SlurmBackend
+
+    backend = svc.backend(job.site)
+    assert isinstance(backend, SlurmBackend)
+    found = backend.job_nodes(job)
+    if found is None or found.state != states.RUNNING:
+        raise JobNotRunning(f"job {job.id} ({job.name}) is no longer running: there is nothing to forward to")
+    return pick_nodes(job, found.nodes, node, False)[0]
 
 
 def _read_port(transport: Transport, path: str) -> tuple[str, int] | None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from aifactory_cli import states
 from aifactory_cli.errors import AifactoryError, BadInput, RemoteError
+from aifactory_cli.jobs import jobdir
 from aifactory_cli.jobs.model import Job
 from aifactory_cli.service.running import JobNotRunning, wait_running
 
@@ -88,9 +89,12 @@ def pick_nodes(job: Job, nodes: list[str], node: str | None, all_nodes: bool) ->
 def preamble(svc: Service, job: Job) -> str:
     """Shell text run first in the step: the job dir and ids, the job's modules and environment
     (the batch script's own blocks, rendered again from the job's recorded spec), then `"$@"`."""
+    port = jobdir.AIF_PORT  # exec and shell refuse sweeps: never an element's aif_port.N
     lines = [
         "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in _ids(job).items()),
         'cd "$AIF_JOB_DIR" || exit 1',
+        # the job's AIF_HOST and AIF_PORT, as its tasks see them (recorded when the batch script started)
+        f"if [ -r {port} ]; then read -r AIF_HOST AIF_PORT < {port}; export AIF_HOST AIF_PORT; fi",
         _job_blocks(svc, job),
         'exec "$@"',
     ]
