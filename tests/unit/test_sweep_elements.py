@@ -208,7 +208,8 @@ def test_fetch_brings_each_elements_files_to_its_own_dir(session: Session, tmp_p
         (edir / "outputs" / "result.txt").write_text(f"element {n}\n")
         (edir / "train.py").symlink_to("../../train.py")  # as the batch script links it: not fetched
     with session() as svc:
-        _, files, target = svc.fetch(job.id, tmp_path / "got")
+        done = svc.fetch(job.id, tmp_path / "got")
+        files, target = done.files, done.target
     assert sorted(files) == [
         "0_LR=0.1/outputs/result.txt",
         "1_LR=0.2/outputs/result.txt",
@@ -221,7 +222,8 @@ def test_fetch_brings_each_elements_files_to_its_own_dir(session: Session, tmp_p
     assert not (target / ".aif-fetch").exists() and not (target / "elements").exists()
     assert not (target / "0_LR=0.1" / "train.py").exists()
     with session() as svc:  # --task: only that element, no shared files
-        _, files, target = svc.fetch(job.id, tmp_path / "one", tasks=["LR=0.2"])
+        done = svc.fetch(job.id, tmp_path / "one", tasks=["LR=0.2"])
+        files, target = done.files, done.target
     assert files == ["1_LR=0.2/outputs/result.txt"]
     assert sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()) == files
 
