@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aifactory_cli.errors import HostKeyError, RemoteError
@@ -121,6 +122,7 @@ def ssh_login(
         if any(hosts.authorities_for(hop.known_hosts_name) for _, hosts in known):  # ask for its host certificate
             types = [a for a in CERT_ALGORITHMS if a in transport._key_info] + types  # type: ignore[attr-defined]
         options.key_types = types
+        options.ciphers = aead_first(options.ciphers)
         try:
             transport.start_client(timeout=timeout)
             server_key = transport.get_remote_server_key()  # "No existing session" if the link died
@@ -147,6 +149,15 @@ def ssh_login(
     except BaseException:
         transport.close()
         raise
+
+
+def aead_first(ciphers: Sequence[str]) -> tuple[str, ...]:
+    """paramiko's ciphers with AES-GCM first, as OpenSSH orders them (after chacha20, which paramiko
+    lacks): GCM authenticates in the cipher, in C, where paramiko's default aes128-ctr pays a Python
+    HMAC per packet (7 % of a fetch's samples). The server picks the first it also has; nothing is
+    removed, so a server without GCM negotiates as before."""
+    gcm = tuple(c for c in ciphers if c.endswith("-gcm@openssh.com"))
+    return gcm + tuple(c for c in ciphers if c not in gcm)
 
 
 class QuickAckSocket:
