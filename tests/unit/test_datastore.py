@@ -363,3 +363,44 @@ def test_what_a_submission_stored_or_found_lately_is_kept_by_removal(store, tmp_
     assert s.listing(d).recent == {files[0].sha256}
     s.remove(d, [f.sha256 for f in files], [])
     assert _stored(d, files[0]).exists() and not _stored(d, files[1]).exists()
+
+
+def _openssl(tmp_path: Path, kind: str) -> Path:
+    """A directory whose `openssl` logs each use and runs the real one ("logged"), exits 1 ("broken")
+    or prints a wrong digest ("lying"); put first on PATH."""
+    fake = tmp_path / f"bin-{kind}"
+    fake.mkdir()
+    real = "/usr/bin/openssl"
+    body = {
+        "logged": f'echo "$*" >> {fake}/used; exec {real} "$@"',
+        "broken": "exit 1",
+        "lying": "cat > /dev/null; echo 0000000000000000000000000000000000000000000000000000000000000000 '*stdin'",
+    }[kind]
+    (fake / "openssl").write_text(f"#!/bin/sh\n{body}\n")
+    (fake / "openssl").chmod(0o755)
+    return fake
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/openssl"), reason="needs openssl")
+@pytest.mark.parametrize("kind", ["logged", "broken", "lying"])
+def test_the_site_hashes_with_openssl_where_it_works_else_sha256sum(
+    kind: str, store, tmp_path: Path, monkeypatch
+) -> None:
+    fake = _openssl(tmp_path, kind)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    s, d = store
+    small = _data(tmp_path, {"a.txt": b"alpha", "b/c.txt": b"gamma" * 100})
+    assert s.send(d, small, s.probe(d, [f.sha256 for f in small]), "t1").files_sent == 2
+    monkeypatch.setattr(ds, "LARGE", 1000)
+    (big,) = _data(tmp_path, {"big.bin": os.urandom(5000)})
+    assert s.send(d, [big], s.probe(d, [big.sha256]), "t2").bytes_sent == 5000
+    for f in [*small, big]:
+        assert hashlib.sha256(_stored(d, f).read_bytes()).hexdigest() == f.sha256
+    used = (fake / "used").read_text().splitlines() if (fake / "used").exists() else []
+    # two empty-input checks, the small files' digests (by name), the large file's (stdin)
+    assert (kind == "logged") == any(line.startswith("dgst -sha256 -r ./") for line in used), used
+    assert (kind == "logged") == (used.count("dgst -sha256 -r") == 3), used
+    (other,) = _data(tmp_path, {"other.bin": os.urandom(5000)})
+    (tmp_path / "src" / "other.bin").write_bytes(os.urandom(5000))  # changed after hashing: refused
+    with pytest.raises(DataMismatch, match=r"other\.bin"):
+        s.send(d, [other], s.probe(d, [other.sha256]), "t3")

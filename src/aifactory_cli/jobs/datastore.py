@@ -1,5 +1,5 @@
 """A site's content-addressed data store, for a spec's `data:` entries: every file is kept once, under
-its sha256 (computed here, checked on the site with `sha256sum`), and job dirs link to it read-only.
+its sha256 (computed here, checked on the site with `openssl dgst` or `sha256sum`), and job dirs link to it read-only.
 
     DATA/sha256/ab/abcdef...    one file per content, mode 0400, in 0700 dirs (the user's alone)
     DATA/tmp/HASH.part          a large file on its way: the next attempt resumes at its size
@@ -204,6 +204,18 @@ def parse_probe(stdout: str) -> Probe:
     return Probe(lines[0], have, partial)
 
 
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+# The site's sha256 tool, picked once per command: OpenSSL's where it works (it uses the CPU's SHA
+# instructions: 1 GiB in 0.99 s on the bed, against 4.8 s for sha256sum as Debian builds coreutils, without
+# them), else `sha256sum`. Both print `DIGEST NAME` (openssl `-r`: `DIGEST *NAME`).
+# OpenSSL is checked on the empty input first, so a broken or restricted openssl falls back.
+PICK_SHA256 = (
+    "if command -v openssl >/dev/null 2>&1 && "
+    f'[ "$(openssl dgst -sha256 -r </dev/null 2>/dev/null | cut -c1-64)" = {EMPTY_SHA256} ]; '
+    "then aif_sha256='openssl dgst -sha256 -r'; else aif_sha256='sha256sum --'; fi; "
+)
+
+
 def small_store_command(data_dir: str, token: str) -> str:
     """Unpack the small files' tar into a private attempt dir, check each against its name's digest
     (a mismatch after a whole stream: `BAD DIGEST`, exit MISMATCH_RC; after a cut stream the cut
@@ -213,9 +225,9 @@ def small_store_command(data_dir: str, token: str) -> str:
     t = shlex.quote(f"t.{token}")
     return (
         f"trap '' HUP PIPE; umask 077; cd -- {d}/tmp && mkdir -- {t} && cd -- {t} || exit 1; "
-        "tar -x -f -; rc=$?; "
-        "find . -type f -path './??/*' -print0 | xargs -0 -r sha256sum -- | "
-        "{ bad=0; while read -r sum name; do h=${name##*/}; "
+        f"tar -x -f -; rc=$?; {PICK_SHA256}"
+        "find . -type f -path './??/*' -print0 | xargs -0 -r $aif_sha256 | "
+        "{ bad=0; while read -r sum name; do name=${name#[*]}; h=${name##*/}; "
         'if [ "$sum" != "$h" ]; then rm -f -- "$name"; '
         'if [ "$rc" -eq 0 ]; then echo "BAD $h"; bad=1; fi; fi; done; exit "$bad"; }; bad=$?; '
         'for s in ??; do [ -d "$s" ] || continue; '
@@ -240,7 +252,7 @@ def large_store_command(data_dir: str, digest: str, offset: int, size: int) -> s
         f"if [ -f {stored} ]; then rm -f -- {part}; exit 0; fi; "
         f'[ "$rc" -eq 0 ] || exit "$rc"; n=$(wc -c < {part}) || {{ [ -f {stored} ]; exit $?; }}; '
         f'if [ "$n" -lt {int(size)} ]; then echo "CUT {digest} $n"; exit {CUT_RC}; fi; '
-        f"s=$(sha256sum < {part}) || {{ [ -f {stored} ]; exit $?; }}; "
+        f"{PICK_SHA256}s=$($aif_sha256 < {part}) || {{ [ -f {stored} ]; exit $?; }}; "
         f'if [ "$n" -eq {int(size)} ] && [ "${{s%% *}}" = {digest} ]; then '
         # a racing submission of the same file may have moved the part into place meanwhile: fine
         f"chmod 400 {part} 2>/dev/null; mkdir -p -- {stored.rsplit('/', 1)[0]} && "
