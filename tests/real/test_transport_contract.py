@@ -5,6 +5,7 @@ backends rely on exactly these behaviours: the `Transport` protocol in aifactory
 from __future__ import annotations
 
 import getpass
+import os
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,6 +104,36 @@ def test_get_tar(transport: tuple[Transport, str, str], tmp_path: Path) -> None:
         member = tar.extractfile("sub/b.txt")
         assert member is not None and member.read() == b"b\n"
     assert sum(seen) > 0
+
+
+def test_run_to_file_writes_appends_and_hashes_the_whole_file(
+    transport: tuple[Transport, str, str], tmp_path: Path
+) -> None:
+    """A command's stdout straight into a local file (over the agent the agent writes it): appended
+    after what is there, with the sha256 of the whole file; exit code and stderr as the command's."""
+    import errno
+    import hashlib
+
+    t, base, _ = transport
+    body = os.urandom(3_000_000)
+    src = tmp_path / "src.bin"
+    src.write_bytes(body)
+    assert t.run(["mkdir", "-p", f"{base}/tf"], stdin=None).ok
+    assert t.run(["sh", "-c", f"cat > {base}/tf/big.bin"], stdin=body).ok
+    part = tmp_path / "got" / "big.part"
+    part.parent.mkdir()
+    part.write_bytes(body[:1000])  # an earlier, cut copy
+    seen: list[int] = []
+    done = t.run_to_file(f"tail -c +1001 {base}/tf/big.bin", part, append=True, digest=True, progress=seen.append)
+    assert (done.rc, done.written, sum(seen)) == (0, len(body) - 1000, len(body) - 1000)
+    assert part.read_bytes() == body and done.sha256 == hashlib.sha256(body).hexdigest()
+    bad = t.run_to_file("echo out; echo oops >&2; exit 3", tmp_path / "bad.out")
+    assert (bad.rc, bad.stderr.strip(), bad.sha256) == (3, "oops", None)
+    assert (tmp_path / "bad.out").read_text() == "out\n"
+    with pytest.raises(OSError) as full:  # this machine's full disk: its own OSError, not the site's
+        t.run_to_file(f"cat {base}/tf/big.bin", Path("/dev/full"))
+    assert full.value.errno == errno.ENOSPC
+    assert t.run(["echo", "ok"]).stdout == "ok\n"  # the connection is fine after it
 
 
 def test_open_tunnel_carries_bytes_both_ways_and_a_refusal_is_tunnel_refused(

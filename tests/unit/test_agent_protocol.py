@@ -160,14 +160,18 @@ class FakeOps:
 
         return Stream()
 
-    def tar(self, workdir: str, files: list[str], sink: Callable[[bytes], object]) -> None:
+    def stream(self, line: str, sink: Callable[[bytes], object]) -> tuple[int, bytes]:
+        """Only tar lines (`cd W && tar -c -f - -- FILES`): the named files' bytes, one after another."""
         self._login()
+        words = shlex.split(line)
+        workdir, files = words[1], words[words.index("--") + 1 :]
         if workdir == "missing":
-            raise RemoteError("cannot pack files in missing on fake: cd: missing: No such file", where="fake")
+            return 1, b"bash: cd: missing: No such file"
         for name in files:
             if name == "nope":
-                raise RemoteError("cannot pack files in w on fake: tar: nope: Cannot stat", where="fake")
+                return 2, b"tar: nope: Cannot stat"
             sink(self.files.get(name, b""))
+        return 0, b""
 
     def take_opened(self) -> int:
         n = int(getattr(self._tls, "opened", 0))
@@ -443,12 +447,12 @@ def test_files(agent: AgentServer, ops: FakeOps, sock_path: Path) -> None:
 
 
 def test_get_tar(agent: AgentServer, ops: FakeOps, sock_path: Path, tmp_path: Path) -> None:
-    ops.files.update({"a": b"A" * 700_000, "b": b"B" * 10})
+    ops.files.update({"a": b"A" * 2_500_000, "b": b"B" * 10})
     seen: list[int] = []
     with client(sock_path) as tr:
         tr.get_tar("w", ["a", "b"], tmp_path / "o" / "x.tar", progress=seen.append)
-        assert (tmp_path / "o" / "x.tar").read_bytes() == b"A" * 700_000 + b"B" * 10
-        assert sum(seen) == 700_010 and len(seen) > 1
+        assert (tmp_path / "o" / "x.tar").read_bytes() == b"A" * 2_500_000 + b"B" * 10
+        assert sum(seen) == 2_500_010 and len(seen) > 1  # a count per MiB written, and the rest
         with pytest.raises(RemoteError, match="nope"):  # after some output
             tr.get_tar("w", ["a", "nope"], tmp_path / "bad.tar")
         with pytest.raises(RemoteError, match="cd: missing"):  # before any
@@ -635,3 +639,27 @@ def test_unknown_request_and_garbage(agent: AgentServer, sock_path: Path) -> Non
     conn.close()
     with client(sock_path) as tr:
         assert tr.run("echo 0 fine x").stdout == "fine"
+
+
+def test_run_to_file_the_agent_writes_appends_and_hashes_the_whole_file(
+    agent: AgentServer, ops: FakeOps, sock_path: Path, tmp_path: Path
+) -> None:
+    import errno
+    import hashlib
+
+    ops.files.update({"a": b"A" * 3_000_000})
+    part = tmp_path / "p" / "a.part"
+    part.parent.mkdir()
+    part.write_bytes(b"earlier bytes ")
+    seen: list[int] = []
+    with client(sock_path) as tr:
+        done = tr.run_to_file("cd w && tar -c -f - -- a", part, append=True, digest=True, progress=seen.append)
+        whole = b"earlier bytes " + b"A" * 3_000_000
+        assert (done.rc, done.written, part.read_bytes()) == (0, 3_000_000, whole)
+        assert done.sha256 == hashlib.sha256(whole).hexdigest() and sum(seen) == 3_000_000
+        bad = tr.run_to_file("cd w && tar -c -f - -- nope", tmp_path / "q")
+        assert (bad.rc, bad.stderr, bad.sha256) == (2, "tar: nope: Cannot stat", None)
+        with pytest.raises(OSError) as full:  # this machine's disk, not the site: the same OSError
+            tr.run_to_file("cd w && tar -c -f - -- a", Path("/dev/full"))
+        assert full.value.errno == errno.ENOSPC
+        assert tr.read_bytes("a")[:3] == b"AAA"  # the connection is still in step

@@ -12,7 +12,10 @@ import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+if TYPE_CHECKING:
+    from aifactory_cli.transport.tofile import ToFile
 
 
 @dataclass
@@ -89,6 +92,21 @@ class Transport(Protocol):
         """Pack `files` (relative to `workdir`) on the site into a tar at `local_archive`, written
         front to back once (it is a FIFO that `fetch` unpacks as it arrives: no seek, no reopen);
         `progress` gets the byte counts as they arrive."""
+
+    def run_to_file(
+        self,
+        command: Command,
+        local: Path,
+        *,
+        append: bool = False,
+        digest: bool = False,
+        progress: Progress | None = None,
+    ) -> ToFile:
+        """Run a shell command line on the site, its stdout written into the local file `local`
+        (appended, or from empty), front to back once (it may be a FIFO); with `digest`, the result
+        carries the sha256 of the whole file, what was there before included (`tofile.py`). Over the
+        agent, the agent writes the file. A local write failure raises its OSError."""
+        ...
 
     def open_tunnel(self, host: str, port: int) -> Tunnel:
         """A byte stream to `host:port` as the site's login node reaches it, over the existing

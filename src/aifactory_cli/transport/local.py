@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aifactory_cli.errors import RemoteError, TunnelRefused
 from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, Tunnel, to_shell
+from aifactory_cli.transport.tofile import FileSink, ToFile
 
 
 class LocalTransport:
@@ -70,6 +71,27 @@ class LocalTransport:
                 tar.add(str(full), arcname=name, recursive=False)
                 if progress:
                     progress(full.stat().st_size)
+
+    def run_to_file(
+        self,
+        command: Command,
+        local: Path,
+        *,
+        append: bool = False,
+        digest: bool = False,
+        progress: Progress | None = None,
+    ) -> ToFile:
+        with FileSink(local, append=append, digest=digest, progress=progress) as sink, tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(["bash", "-c", to_shell(command)], stdout=subprocess.PIPE, stderr=err)
+            assert proc.stdout is not None
+            try:
+                while data := proc.stdout.read1(1 << 20):  # type: ignore[attr-defined]
+                    sink(data)
+            finally:
+                proc.stdout.close()
+                rc = proc.wait()
+            err.seek(0)
+            return sink.result(rc, err.read())
 
     def read_bytes(self, path: str, offset: int = 0) -> bytes:
         with open(path, "rb") as fh:

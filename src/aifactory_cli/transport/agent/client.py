@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import os
 import socket
 import subprocess
@@ -29,10 +28,6 @@ from aifactory_cli.paths import ensure_private_dir
 from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, Transport, Tunnel, to_shell
 from aifactory_cli.transport.agent.launch import agent_socket_path, spawn_agent, stdin_isatty
 from aifactory_cli.transport.agent.protocol import (
-    ABORT,
-    CHUNK,
-    DATA,
-    END,
     HELLO_TIMEOUT,
     PROTOCOL,
     FrameConn,
@@ -45,7 +40,9 @@ from aifactory_cli.transport.agent.protocol import (
     unix_address,
 )
 from aifactory_cli.transport.agent.session import AgentSession, open_session
+from aifactory_cli.transport.agent.stdin import send_stdin
 from aifactory_cli.transport.relay import SocketPipe
+from aifactory_cli.transport.tofile import ToFile, check_tar, tar_command
 
 if TYPE_CHECKING:
     from aifactory_cli.transport.interactive import PtyRequest
@@ -77,37 +74,6 @@ class _Reply(Exception):
         self.exc = exc
         self.exiting = exiting
         self.fresh_ok = fresh_ok
-
-
-class _StdinFrames(io.RawIOBase):
-    """The writer a command's stdin function writes into: DATA frames to the agent."""
-
-    def __init__(self, conn: FrameConn) -> None:
-        self.conn = conn
-        self.broken = False  # the agent said the remote command stopped reading
-        self.discard = False
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: Any) -> int:
-        view = memoryview(b).cast("B")
-        if self.discard:
-            return len(view)
-        for i in range(0, len(view), CHUNK):
-            self._check_closed()
-            self.conn.send_frame(DATA, view[i : i + CHUNK])
-        return len(view)
-
-    def _check_closed(self) -> None:
-        if self.broken:
-            raise BrokenPipeError("the remote command does not read its input any more")
-        if self.conn.readable_now():
-            msg = self.conn.recv_json()
-            if msg.get("event") != "stdin-closed":
-                raise ProtocolError(f"unexpected message while sending input: {msg}")
-            self.broken = True
-            raise BrokenPipeError("the remote command does not read its input any more")
 
 
 class AgentTransport:
@@ -331,7 +297,7 @@ class AgentTransport:
                 first = conn.recv_json()  # "go ahead", or the reply (an error before the command started)
                 if first.get("event") == "stdin":
                     first, sent = None, True
-                    local_error = self._send_stdin(conn, stdin)
+                    local_error = send_stdin(conn, stdin)
             try:
                 msg = self._reply(conn, first, fresh_ok=not sent)
             except _Reply:
@@ -346,30 +312,6 @@ class AgentTransport:
 
         return self._call(request, idempotent=False)
 
-    def _send_stdin(self, conn: FrameConn, stdin: Stdin) -> Exception | None:
-        """Stream the command's input; returns the local writer's error (then the stream was aborted)."""
-        raw = _StdinFrames(conn)
-        writer = io.BufferedWriter(raw, buffer_size=CHUNK)
-        failure: Exception | None = None
-        try:
-            if callable(stdin):
-                stdin(writer)
-            elif stdin is not None:
-                writer.write(stdin)
-            writer.flush()
-        except BrokenPipeError as exc:
-            if not raw.broken:  # a local pipe, not the remote command
-                failure = exc
-        except (PeerGone, ProtocolError):
-            raise
-        except Exception as exc:
-            failure = exc
-        finally:
-            raw.discard = True  # whatever is still buffered (after an error) goes nowhere
-            writer.close()
-        conn.send_frame(ABORT if failure is not None else END)
-        return failure
-
     def read_bytes(self, path: str, offset: int = 0) -> bytes:
         def request(conn: FrameConn) -> bytes:
             conn.send_json({"op": "read", "path": path, "offset": offset})
@@ -382,23 +324,33 @@ class AgentTransport:
 
     def get_tar(self, workdir: str, files: list[str], local_archive: Path, progress: Progress | None = None) -> None:
         """Pack `files` (relative to `workdir`) on the site and stream the tar into `local_archive`."""
+        check_tar(self.run_to_file(tar_command(workdir, files), local_archive, progress=progress), workdir, self.site)
+
+    def run_to_file(
+        self,
+        command: Command,
+        local: Path,
+        *,
+        append: bool = False,
+        digest: bool = False,
+        progress: Progress | None = None,
+    ) -> ToFile:
+        """Run `command`; the agent writes its stdout into `local` (agent/tofile.py)."""
         with self._lock:
             self.commands_run += 1
-        local_archive.parent.mkdir(parents=True, exist_ok=True)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        req = {"op": "tofile", "command": to_shell(command), "path": os.path.abspath(local), "append": append}
 
-        def request(conn: FrameConn) -> None:
-            conn.send_json({"op": "tar", "workdir": workdir, "files": files})
-            self._reply(conn)
-            with open(local_archive, "wb") as fh:
+        def request(conn: FrameConn) -> ToFile:
+            conn.send_json({**req, "digest": digest})
+            while (msg := conn.recv_json()).get("event") == "bytes":
+                if progress:
+                    progress(_int(msg.get("n"), 0))
+            msg = self._reply(conn, msg)
+            sha = msg.get("sha256")
+            return ToFile(_int(msg.get("rc")), str(msg.get("stderr") or ""), _int(msg.get("written"), 0), sha)
 
-                def sink(data: bytes) -> None:
-                    fh.write(data)
-                    if progress:
-                        progress(len(data))
-
-                self._stream(conn, sink)
-
-        self._call(request, idempotent=False)
+        return self._call(request, idempotent=False)
 
     def open_session(self, line: str, pty: PtyRequest | None = None) -> AgentSession:
         """`line` on its own channel of the agent's SSH connection, relayed (`agent/session.py`)."""

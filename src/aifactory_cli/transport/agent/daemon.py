@@ -71,8 +71,9 @@ class SshOps:
     def open_read(self, path: str, offset: int) -> ReadStream:
         return self.ssh.open_read(path, offset)
 
-    def tar(self, workdir: str, files: list[str], sink: Callable[[bytes], object]) -> None:
-        self.ssh.stream_tar(workdir, files, sink)
+    def stream(self, line: str, sink: Callable[[bytes], object]) -> tuple[int, bytes]:
+        done = self.ssh.stream(line, stdout=sink)
+        return done.rc, done.stderr
 
     def open_tunnel(self, host: str, port: int) -> Tunnel:
         return self.ssh.open_tunnel(host, port)

@@ -7,14 +7,14 @@ is `struct ">BI"` (kind, payload length) then the payload:
 - `J` a JSON object; `D` a chunk of binary data (at most `CHUNK` bytes); `E` end of a data stream;
   `A` the client aborts the stream it was sending; `X` a data stream ends with an error (JSON).
 - requests: `hello` (version, persist) · `connect` · `run` (command line, timeout, stdin: bool) ·
-  `read` (path, offset) · `tar` (workdir, files) · `session` (an interactive command, `session.py`) ·
+  `read` (path, offset) · `tofile` (agent/tofile.py) · `session` (an interactive command, session.py) ·
   `tunnel` (host, port) · `shutdown`.
 - `tunnel`: the agent opens a direct-tcpip channel from the login node to host:port on its one SSH
   connection (`aifactory forward`: no login per forwarded connection); after its `ok` reply the
   socket carries the channel's raw bytes both ways, no more frames, until either side closes it
   (a half-close passes through); such a connection is never used for another request.
 - replies: `{"ok": true, "opened": n, ...}` or `{"ok": false, "error": {...}, "agent_exiting": bool}`;
-  `opened` counts the SSH connections the request made the agent open. `read`/`tar` replies are
+  `opened` counts the SSH connections the request made the agent open. `read` replies are
   followed by a data stream (which may end in `X`), `run` replies (`rc`, `noise`: the bytes the
   login shell printed before the command) by stdout then stderr streams.
 - stdin of `run`: the agent answers `{"event": "stdin"}` once the remote command has started (so an
@@ -46,7 +46,7 @@ from typing import Any
 from aifactory_cli import errors as _errors
 from aifactory_cli.errors import AifactoryError, RemoteError
 
-PROTOCOL = 3  # 2: no `put`; `run` replies carry `noise`; 3: `session` (agent/session.py) and `tunnel`
+PROTOCOL = 4  # 2: no `put`; `run` replies carry `noise`; 3: `session` and `tunnel`; 4: `tofile` for `tar`
 CHUNK = 256 * 1024
 MAX_FRAME = 16 * 1024 * 1024
 HEADER = struct.Struct(">BI")
@@ -209,6 +209,8 @@ def error_from_json(error: dict[str, Any] | None, site: str | None = None, log: 
     kind = str(error.get("type") or "Error")
     if kind == "FileNotFoundError":
         return FileNotFoundError(error.get("errno") or errno.ENOENT, error.get("strerror") or "", error.get("filename"))
+    if kind == "LocalOSError":  # the agent writing a local file (agent/tofile.py): the same OSError subclass
+        return OSError(error.get("errno") or errno.EIO, error.get("strerror") or "", error.get("filename"))
     message = str(error.get("message") or "")
     for name in [kind, *error.get("bases", [])]:
         cls = getattr(_errors, name, None)

@@ -27,7 +27,6 @@ from aifactory_cli.errors import RemoteError
 from aifactory_cli.transport import Stdin, Tunnel
 from aifactory_cli.transport.agent.protocol import (
     ABORT,
-    CHUNK,
     DATA,
     END,
     ERROR,
@@ -41,6 +40,7 @@ from aifactory_cli.transport.agent.protocol import (
     unix_address,
 )
 from aifactory_cli.transport.agent.session import serve_session
+from aifactory_cli.transport.agent.tofile import serve_tofile
 from aifactory_cli.transport.relay import SocketPipe, relay
 
 STOP_GRACE = 60.0  # seconds requests in flight may still take once the agent is asked to stop
@@ -72,7 +72,9 @@ class Ops(Protocol):
 
     def open_read(self, path: str, offset: int) -> ReadStream: ...
 
-    def tar(self, workdir: str, files: list[str], sink: Callable[[bytes], object]) -> None: ...
+    def stream(self, line: str, sink: Callable[[bytes], object]) -> tuple[int, bytes]:
+        """Run `line`, its stdout into `sink`: (exit code, stderr)"""
+        ...
 
     def open_tunnel(self, host: str, port: int) -> Tunnel:
         """A byte stream to host:port from the login node, on the one connection."""
@@ -316,7 +318,7 @@ class AgentServer:
             "connect": self._connect,
             "run": self._run,
             "read": self._read,
-            "tar": self._tar,
+            "tofile": lambda conn, req: serve_tofile(self, conn, req),  # run_to_file: agent/tofile.py
             "tunnel": self._tunnel,
             "shutdown": self._shutdown,
             "session": lambda conn, req: serve_session(self, conn, req),  # exec, shell: agent/session.py
@@ -386,32 +388,6 @@ class AgentServer:
             conn.send_frame(END)
         finally:
             stream.close()
-
-    def _tar(self, conn: FrameConn, req: dict[str, Any]) -> None:
-        started = False
-
-        def sink(data: bytes) -> None:
-            nonlocal started
-            if not started:
-                started = True
-                conn.send_json(self._ok())
-            for i in range(0, len(data), CHUNK):
-                conn.send_frame(DATA, data[i : i + CHUNK])
-
-        files = [str(f) for f in req.get("files") or []]
-        try:
-            self.ops.tar(str(req.get("workdir", ".")), files, sink)
-        except (PeerGone, ProtocolError):
-            raise
-        except Exception as exc:
-            if started:
-                conn.send_frame(ERROR, json.dumps(error_to_json(exc)).encode())
-            else:
-                conn.send_json(self._error_reply(exc))
-            return
-        if not started:
-            conn.send_json(self._ok())
-        conn.send_frame(END)
 
     def _tunnel(self, conn: FrameConn, req: dict[str, Any]) -> bool:
         """Open the channel, say ok, then relay raw bytes until both directions end (or the agent

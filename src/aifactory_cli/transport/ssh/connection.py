@@ -15,7 +15,7 @@
   time and files are read with `tail -c` on the command channel (files.py).
 
 The connection agent (`transport/agent/server.py`) uses the public streaming methods (`stream`,
-`stream_tar`, `open_read`, `open_session`) and the `on_login` / `reconnect_failed` hooks.
+`open_read`, `open_session`) and the `on_login` / `reconnect_failed` hooks.
 """
 
 from __future__ import annotations
@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aifactory_cli.errors import AuthError, HostKeyError, RemoteError
-from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, and_then, to_shell
+from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, to_shell
 from aifactory_cli.transport.ssh.auth import stdin_isatty
 from aifactory_cli.transport.ssh.config import SshRoute, resolve_ssh
 from aifactory_cli.transport.ssh.files import FileReads, RemoteReader, remote_path
 from aifactory_cli.transport.ssh.login import open_route
 from aifactory_cli.transport.ssh.session import SshSession, session_refused
 from aifactory_cli.transport.ssh.streams import ChannelWriter, MarkerCut
+from aifactory_cli.transport.tofile import check_tar, tar_command
 
 if TYPE_CHECKING:
     import paramiko
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
 RECONNECT_DELAYS = (0.5, 1.0, 2.0)
 KEEPALIVE_SECONDS = 30
-CHUNK = 64 * 1024  # one read from the channel
+CHUNK = 4 * 1024 * 1024  # one read from the channel
 CHANNEL_RETRY_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # a refused channel with none of ours open
 CHANNEL_WAIT_LIMIT = 600.0  # seconds a refused channel waits for our other channels to close
 __all__ = ["RemoteReader", "SshTransport", "Streamed", "remote_path"]
@@ -409,29 +410,11 @@ class SshTransport(FileReads):
         with contextlib.suppress(OSError, EOFError):
             channel.shutdown_write()
 
-    # --- files: reads in files.FileReads; tar streams here ------------------------------------------
-
-    def stream_tar(self, workdir: str, files: list[str], sink: Callable[[bytes], object]) -> None:
-        """Pack `files` (relative to `workdir`) on the site and stream the tar into `sink`."""
-        done = self.stream(and_then(["cd", workdir], ["tar", "-c", "-f", "-", "--", *files]), stdout=sink)
-        if done.rc != 0:
-            raise RemoteError(
-                f"cannot pack files in {workdir} on {self.site}: "
-                f"{done.stderr.decode(errors='replace').strip() or f'tar exited with {done.rc}'}",
-                where=self.site,
-            )
+    # --- files: reads and `run_to_file` in files.FileReads; tar streams here --------------------------
 
     def get_tar(self, workdir: str, files: list[str], local_archive: Path, progress: Progress | None = None) -> None:
         """Pack `files` (relative to `workdir`) on the site and stream the tar into `local_archive`."""
-        local_archive.parent.mkdir(parents=True, exist_ok=True)
-        with open(local_archive, "wb") as fh:
-
-            def sink(data: bytes) -> None:
-                fh.write(data)
-                if progress:
-                    progress(len(data))
-
-            self.stream_tar(workdir, files, sink)
+        check_tar(self.run_to_file(tar_command(workdir, files), local_archive, progress=progress), workdir, self.site)
 
     def close(self) -> None:
         with self._lock:

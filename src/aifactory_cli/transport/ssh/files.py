@@ -12,8 +12,12 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from aifactory_cli.errors import RemoteError
+from aifactory_cli.transport import Command, Progress
+from aifactory_cli.transport.tofile import FileSink, ToFile
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import paramiko
 
     from aifactory_cli.transport.ssh.config import SshRoute
@@ -52,7 +56,7 @@ class FileReads:
     def _reconnect(self) -> None:
         raise NotImplementedError
 
-    def stream(self, command: str, *, stdout: Callable[[bytes], object]) -> Streamed:
+    def stream(self, command: Command, *, stdout: Callable[[bytes], object]) -> Streamed:
         raise NotImplementedError
 
     def _sftp_client(self) -> paramiko.SFTPClient | None:
@@ -138,6 +142,20 @@ class FileReads:
             err = done.stderr.decode(errors="replace").strip()
             raise RemoteError(f"cannot read {rpath} on {self.site}: {err or f'exit {done.rc}'}", where=self.site)
         return out.getvalue()
+
+    def run_to_file(
+        self,
+        command: Command,
+        local: Path,
+        *,
+        append: bool = False,
+        digest: bool = False,
+        progress: Progress | None = None,
+    ) -> ToFile:
+        """Run `command`, its stdout written into `local` (see `transport.tofile`)."""
+        with FileSink(local, append=append, digest=digest, progress=progress) as sink:
+            done = self.stream(command, stdout=sink)
+        return sink.result(done.rc, done.stderr)
 
     def read_bytes(self, path: str, offset: int = 0) -> bytes:
         reader = self.open_read(path, offset)

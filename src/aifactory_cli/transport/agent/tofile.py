@@ -1,0 +1,52 @@
+"""The agent's `tofile` request (`Transport.run_to_file` through the agent): the agent runs the
+command and writes its stdout into the client's local file itself, so a fetch's bytes do not cross
+the agent's socket a second time. The client is told the bytes written (`{"event": "bytes", "n": N}`,
+at most one frame per EVENT_BYTES), then gets the reply: `rc`, `stderr`, `written`, `sha256`.
+
+A local write failure (a full disk, the FIFO's reader gone: EPIPE) comes back as `LocalOSError` with
+its errno, which the client raises as the same OSError: it is this machine's failure, not the site's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aifactory_cli.errors import RemoteError
+from aifactory_cli.transport.agent.protocol import FrameConn, PeerGone, ProtocolError
+from aifactory_cli.transport.tofile import FileSink
+
+if TYPE_CHECKING:
+    from aifactory_cli.transport.agent.server import AgentServer
+
+EVENT_BYTES = 1 << 20
+
+
+def serve_tofile(server: AgentServer, conn: FrameConn, req: dict[str, Any]) -> None:
+    pending = 0
+
+    def progress(n: int) -> None:
+        nonlocal pending
+        pending += n
+        if pending >= EVENT_BYTES:
+            conn.send_json({"event": "bytes", "n": pending})
+            pending = 0
+
+    path = Path(str(req.get("path") or ""))
+    try:
+        if not path.is_absolute():
+            raise RemoteError(f"the agent writes only to absolute paths, not {str(path)!r}")
+        with FileSink(path, append=bool(req.get("append")), digest=bool(req.get("digest")), progress=progress) as sink:
+            rc, err = server.ops.stream(str(req.get("command", "")), sink)
+    except (PeerGone, ProtocolError):
+        raise
+    except OSError as exc:
+        error = {"type": "LocalOSError", "errno": exc.errno, "strerror": exc.strerror, "filename": exc.filename}
+        conn.send_json({"ok": False, "opened": server.ops.take_opened(), "error": error, "agent_exiting": False})
+        return
+    except Exception as exc:
+        conn.send_json(server._error_reply(exc))
+        return
+    if pending:
+        conn.send_json({"event": "bytes", "n": pending})
+    done = sink.result(rc, err)
+    conn.send_json(server._ok(rc=done.rc, stderr=done.stderr, written=done.written, sha256=done.sha256))
