@@ -106,6 +106,26 @@ def test_get_tar(transport: tuple[Transport, str, str], tmp_path: Path) -> None:
     assert sum(seen) > 0
 
 
+def test_get_tar_of_more_names_than_one_command_line_holds(
+    transport: tuple[Transport, str, str], tmp_path: Path
+) -> None:
+    """5,000 names of 50 characters: 250 KB, past the 128 KiB that Linux allows the one argument of
+    sshd's `bash -c` (the names go on tar's stdin); a name that starts with `-` is no option."""
+    t, base, _ = transport
+    names = [f"-n{i:05d}-" + "x" * 42 for i in range(5000)]
+    assert t.run(
+        [
+            "sh",
+            "-c",
+            f'mkdir -p {base}/many && cd {base}/many && for i in $(seq -w 0 4999); do : > "./-n0$i-{"x" * 42}"; done',
+        ]
+    ).ok
+    archive = tmp_path / "many.tar"
+    t.get_tar(f"{base}/many", names, archive)
+    with tarfile.open(archive) as tar:
+        assert sorted(tar.getnames()) == names
+
+
 def test_run_to_file_writes_appends_and_hashes_the_whole_file(
     transport: tuple[Transport, str, str], tmp_path: Path
 ) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 from aifactory_cli.errors import RemoteError
 from aifactory_cli.service.session import Service
 from aifactory_cli.transport import Command, CommandResult, Stdin, to_shell
+from aifactory_cli.transport.tofile import FileSink, ToFile
 
 SBATCH_ERRORS = {
     # as sbatch prints them (tests/data/slurm/sbatch_rejected.txt, and the faults the real tier provokes)
@@ -286,6 +287,26 @@ class FakeTransport:
         with open(self._path(path), "rb") as fh:
             fh.seek(offset)
             return fh.read()
+
+    def run_to_file(
+        self,
+        command: Command,
+        local: Path,
+        *,
+        append: bool = False,
+        digest: bool = False,
+        stdin: bytes | None = None,
+        progress: Any = None,
+    ) -> ToFile:
+        self.connect()
+        line = to_shell(command)
+        self.commands.append(line)
+        env = {**os.environ, "HOME": str(self.home), "PATH": f"{self.slurm.bin}:{os.environ['PATH']}"}
+        proc = subprocess.run(["bash", "-c", line], input=stdin or b"", capture_output=True, cwd=self.home, env=env)
+        with FileSink(local, append=append, digest=digest, progress=progress) as sink:
+            if proc.stdout:
+                sink(proc.stdout)
+        return sink.result(proc.returncode, proc.stderr)
 
     def get_tar(self, workdir: str, files: list[str], local_archive: Path, progress: Any = None) -> None:
         with tarfile.open(local_archive, "w|") as tar:  # a stream, as the contract says (a FIFO)

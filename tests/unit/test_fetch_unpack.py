@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aifactory_cli.backends.base import _Unpacker
+from aifactory_cli.backends.fetching import Unpacker as _Unpacker
 
 
 def _tar(files: dict[str, bytes]) -> bytes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aifactory_cli.backends.base import transfer_failure
+from aifactory_cli.backends.fetching import transfer_failure
 from aifactory_cli.errors import RemoteError
 from aifactory_cli.jobs import datastore as ds
 from aifactory_cli.transport import CommandResult, Stdin, Transport

@@ -42,6 +42,8 @@ def fetch(
                     "bytes": done.bytes,
                     "seconds": round(done.seconds, 3),
                     "rate_mb_s": round(done.rate, 1),
+                    "checked": done.checked,  # files whose sha256 matched the site's
+                    "resumed_bytes": done.resumed,  # brought by an earlier, cut fetch
                 }
             )
             return
@@ -50,7 +52,9 @@ def fetch(
         else:
             output.note(
                 f"fetched {len(files)} file(s) of {found.id} into {target}: "
-                f"{done.bytes / 1e6:.1f} MB in {done.seconds:.1f} s ({done.rate:.1f} MB/s)"
+                f"{done.bytes / 1e6:.1f} MB in {done.seconds:.1f} s ({done.rate:.1f} MB/s), "
+                f"{done.checked} sha256-checked against the site"
+                + (f", {done.resumed / 1e6:.1f} MB resumed from an earlier, cut fetch" if done.resumed else "")
             )
             if found.array_size:  # which element is where
                 for name in sorted({f.split("/", 1)[0] for f in files if "/" in f}):

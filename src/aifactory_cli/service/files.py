@@ -26,14 +26,17 @@ if TYPE_CHECKING:
 @dataclass
 class Fetched:
     """What a fetch brought: the job, the files as laid out under `target` (relative paths), and the
-    transfer itself for the summary line and --json: bytes received (over SSH the tar stream, its
-    512-byte headers included; the local site counts the files' bytes) and the seconds it took."""
+    transfer itself for the summary line and --json: bytes received (small files come as a tar
+    stream, its 512-byte headers included), the seconds it took, the files whose sha256 matched the
+    site's, and the bytes an earlier, cut fetch had brought already (resumed, not sent again)."""
 
     job: Job
     files: list[str]
     target: Path
     bytes: int = 0
     seconds: float = 0.0
+    checked: int = 0
+    resumed: int = 0
 
     @property
     def rate(self) -> float:
@@ -79,18 +82,19 @@ def fetch(
                     bar(n)
 
             if all(remote == local for remote, local in plan.items()):
-                backend.fetch(job, list(plan), target, advance)
+                report = backend.fetch(job, list(plan), target, advance)
             else:  # element files: fetched by their job-dir paths, then moved under the element's name
                 staging = target / ".aif-fetch"
                 shutil.rmtree(staging, ignore_errors=True)
                 try:
-                    backend.fetch(job, list(plan), staging, advance)
+                    report = backend.fetch(job, list(plan), staging, advance)
                     for remote, local in plan.items():
                         (target / local).parent.mkdir(parents=True, exist_ok=True)
                         (staging / remote).replace(target / local)
                 finally:  # a failed fetch leaves nothing half-moved behind
                     shutil.rmtree(staging, ignore_errors=True)
         done.seconds = time.monotonic() - started
+        done.checked, done.resumed = report.checked, report.resumed
     return done
 
 

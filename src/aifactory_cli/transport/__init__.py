@@ -100,6 +100,7 @@ class Transport(Protocol):
         *,
         append: bool = False,
         digest: bool = False,
+        stdin: bytes | None = None,
         progress: Progress | None = None,
     ) -> ToFile:
         """Run a shell command line on the site, its stdout written into the local file `local`

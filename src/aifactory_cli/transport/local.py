@@ -79,10 +79,17 @@ class LocalTransport:
         *,
         append: bool = False,
         digest: bool = False,
+        stdin: bytes | None = None,
         progress: Progress | None = None,
     ) -> ToFile:
-        with FileSink(local, append=append, digest=digest, progress=progress) as sink, tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(["bash", "-c", to_shell(command)], stdout=subprocess.PIPE, stderr=err)
+        with (
+            FileSink(local, append=append, digest=digest, progress=progress) as sink,
+            tempfile.TemporaryFile() as err,
+            tempfile.TemporaryFile() as given,
+        ):
+            given.write(stdin or b"")
+            given.seek(0)
+            proc = subprocess.Popen(["bash", "-c", to_shell(command)], stdin=given, stdout=subprocess.PIPE, stderr=err)
             assert proc.stdout is not None
             try:
                 while data := proc.stdout.read1(1 << 20):  # type: ignore[attr-defined]

@@ -42,7 +42,7 @@ from aifactory_cli.transport.agent.protocol import (
 from aifactory_cli.transport.agent.session import AgentSession, open_session
 from aifactory_cli.transport.agent.stdin import send_stdin
 from aifactory_cli.transport.relay import SocketPipe
-from aifactory_cli.transport.tofile import ToFile, check_tar, tar_command
+from aifactory_cli.transport.tofile import ToFile, check_tar, tar_command, tar_names
 
 if TYPE_CHECKING:
     from aifactory_cli.transport.interactive import PtyRequest
@@ -324,7 +324,8 @@ class AgentTransport:
 
     def get_tar(self, workdir: str, files: list[str], local_archive: Path, progress: Progress | None = None) -> None:
         """Pack `files` (relative to `workdir`) on the site and stream the tar into `local_archive`."""
-        check_tar(self.run_to_file(tar_command(workdir, files), local_archive, progress=progress), workdir, self.site)
+        done = self.run_to_file(tar_command(workdir), local_archive, stdin=tar_names(files), progress=progress)
+        check_tar(done, workdir, self.site)
 
     def run_to_file(
         self,
@@ -333,6 +334,7 @@ class AgentTransport:
         *,
         append: bool = False,
         digest: bool = False,
+        stdin: bytes | None = None,
         progress: Progress | None = None,
     ) -> ToFile:
         """Run `command`; the agent writes its stdout into `local` (agent/tofile.py)."""
@@ -340,6 +342,8 @@ class AgentTransport:
             self.commands_run += 1
         local.parent.mkdir(parents=True, exist_ok=True)
         req = {"op": "tofile", "command": to_shell(command), "path": os.path.abspath(local), "append": append}
+        if stdin is not None:
+            req["stdin"] = stdin.decode("latin-1")  # bytes as JSON text, one char each
 
         def request(conn: FrameConn) -> ToFile:
             conn.send_json({**req, "digest": digest})

@@ -71,8 +71,8 @@ class SshOps:
     def open_read(self, path: str, offset: int) -> ReadStream:
         return self.ssh.open_read(path, offset)
 
-    def stream(self, line: str, sink: Callable[[bytes], object]) -> tuple[int, bytes]:
-        done = self.ssh.stream(line, stdout=sink)
+    def stream(self, line: str, sink: Callable[[bytes], object], stdin: bytes | None) -> tuple[int, bytes]:
+        done = self.ssh.stream(line, stdout=sink, stdin=stdin)
         return done.rc, done.stderr
 
     def open_tunnel(self, host: str, port: int) -> Tunnel:

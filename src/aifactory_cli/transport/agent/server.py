@@ -72,8 +72,8 @@ class Ops(Protocol):
 
     def open_read(self, path: str, offset: int) -> ReadStream: ...
 
-    def stream(self, line: str, sink: Callable[[bytes], object]) -> tuple[int, bytes]:
-        """Run `line`, its stdout into `sink`: (exit code, stderr)"""
+    def stream(self, line: str, sink: Callable[[bytes], object], stdin: bytes | None) -> tuple[int, bytes]:
+        """Run `line` (`stdin`: its input), its stdout into `sink`: (exit code, stderr)"""
         ...
 
     def open_tunnel(self, host: str, port: int) -> Tunnel:

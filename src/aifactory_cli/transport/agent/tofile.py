@@ -36,7 +36,9 @@ def serve_tofile(server: AgentServer, conn: FrameConn, req: dict[str, Any]) -> N
         if not path.is_absolute():
             raise RemoteError(f"the agent writes only to absolute paths, not {str(path)!r}")
         with FileSink(path, append=bool(req.get("append")), digest=bool(req.get("digest")), progress=progress) as sink:
-            rc, err = server.ops.stream(str(req.get("command", "")), sink)
+            given = req.get("stdin")
+            stdin = str(given).encode("latin-1") if given is not None else None
+            rc, err = server.ops.stream(str(req.get("command", "")), sink, stdin)
     except (PeerGone, ProtocolError):
         raise
     except OSError as exc:

@@ -39,7 +39,7 @@ from aifactory_cli.transport.ssh.files import FileReads, RemoteReader, remote_pa
 from aifactory_cli.transport.ssh.login import open_route
 from aifactory_cli.transport.ssh.session import SshSession, session_refused
 from aifactory_cli.transport.ssh.streams import ChannelWriter, MarkerCut
-from aifactory_cli.transport.tofile import check_tar, tar_command
+from aifactory_cli.transport.tofile import check_tar, tar_command, tar_names
 
 if TYPE_CHECKING:
     import paramiko
@@ -414,7 +414,8 @@ class SshTransport(FileReads):
 
     def get_tar(self, workdir: str, files: list[str], local_archive: Path, progress: Progress | None = None) -> None:
         """Pack `files` (relative to `workdir`) on the site and stream the tar into `local_archive`."""
-        check_tar(self.run_to_file(tar_command(workdir, files), local_archive, progress=progress), workdir, self.site)
+        done = self.run_to_file(tar_command(workdir), local_archive, stdin=tar_names(files), progress=progress)
+        check_tar(done, workdir, self.site)
 
     def close(self) -> None:
         with self._lock:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from aifactory_cli.errors import RemoteError
-from aifactory_cli.transport import Command, Progress
+from aifactory_cli.transport import Command, Progress, Stdin
 from aifactory_cli.transport.tofile import FileSink, ToFile
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class FileReads:
     def _reconnect(self) -> None:
         raise NotImplementedError
 
-    def stream(self, command: Command, *, stdout: Callable[[bytes], object]) -> Streamed:
+    def stream(self, command: Command, *, stdout: Callable[[bytes], object], stdin: Stdin = None) -> Streamed:
         raise NotImplementedError
 
     def _sftp_client(self) -> paramiko.SFTPClient | None:
@@ -150,11 +150,12 @@ class FileReads:
         *,
         append: bool = False,
         digest: bool = False,
+        stdin: bytes | None = None,
         progress: Progress | None = None,
     ) -> ToFile:
         """Run `command`, its stdout written into `local` (see `transport.tofile`)."""
         with FileSink(local, append=append, digest=digest, progress=progress) as sink:
-            done = self.stream(command, stdout=sink)
+            done = self.stream(command, stdout=sink, stdin=stdin)
         return sink.result(done.rc, done.stderr)
 
     def read_bytes(self, path: str, offset: int = 0) -> bytes:
