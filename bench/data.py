@@ -1,9 +1,19 @@
-"""Large data on the test bed (tests/testbed/start.sh must be up), side by side in one run, over the
-same sshd: a 1 GiB file (or --size MiB) sent into a spec's `data:` store and fetched back with
-`aifactory fetch`, against `scp` and `rsync` of the same file; then a job whose data is already on
-the site, next to a job with no input. Medians of --runs runs; peak RSS of the aifactory process.
+"""Data at the size of AI work on the test bed (tests/testbed/start.sh must be up), side by side in one
+run over the same sshd, each against `scp` and `rsync` of the same data:
 
-    python3 bench/data.py [--size 1024] [--runs 3]
+1. --size MiB (one or more sizes, default 1024; 0: none): a large file sent into a spec's `data:` store
+   and fetched back with `aifactory fetch`; then a job whose data is already on the site, next to a job
+   with no input (--skip-stored: not for any size; --skip-stored MIB: not for sizes above MIB).
+2. --small N (default 0: none): N files of --small-bytes each (10,000 x 10,000 bytes: 100 MB), random,
+   in N/1000 subdirectories, sent as a spec's `data:` directory (`scp -r`, `rsync -a` of the tree) and
+   fetched back from a job that wrote as many (`download: ["tree/**"]`).
+
+Medians of --runs runs (each run listed), the ratio to scp (above 1: faster than scp) and the peak RSS of
+the command (GNU time). Every copy is removed right after its run and each size's file once its section
+is done: a 10 GiB run needs about 20 GB free (the file here and one copy on the site; then the job's
+output on the site and its fetched copy here). The site is this machine: its paths are under SCRATCH.
+
+    python3 bench/data.py [--size 1024 10240] [--small 10000] [--runs 3] [--skip-stored [MIB]]
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,24 +38,41 @@ SCRATCH = f"/scratch/{ACCOUNT}/hpcuser"
 STORE = f"{SCRATCH}/aif-bench-data"
 AIF = [sys.executable, "-m", "aifactory_cli"]
 SSH = ["ssh", "-F", str(SSH_CONFIG), "testbed"]
+SCP = ["scp", "-q", "-F", str(SSH_CONFIG)]
+RSYNC = ["rsync", "-a", "-e", f"ssh -F {SSH_CONFIG}"]
+
+Result = tuple[float, int, str, str]  # seconds, peak RSS in KB, stderr, stdout
 
 
-def aif_env(home: Path) -> dict[str, str]:
+def aif_env(home: Path, store: str = STORE) -> dict[str, str]:
+    """The environment of the aifactory runs: a private AIFACTORY_HOME, whose site `benchdata` is the
+    test bed as LUMI (`lumi-bed`) with its data store at `store`."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "ssh_config_empty").write_text("")
     profiles = home / "profiles"
     profiles.mkdir(exist_ok=True)
-    (profiles / "benchdata.yaml").write_text(f"extends: lumi-bed\ndata_dir: {STORE}\n")
+    (profiles / "benchdata.yaml").write_text(f"extends: lumi-bed\ndata_dir: {store}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIFACTORY_")}
-    env.update(AIFACTORY_HOME=str(home), AIFACTORY_ACCOUNT=ACCOUNT, NO_COLOR="1",
-               AIFACTORY_PROFILES=os.pathsep.join([str(profiles), str(REPO / "tests/profiles/bed"),
-                                                   str(REPO / "tests/profiles")]),
-               AIFACTORY_SSH_CONFIG=str(home / "ssh_config_empty"))
+    env.update(
+        AIFACTORY_HOME=str(home),
+        AIFACTORY_ACCOUNT=ACCOUNT,
+        NO_COLOR="1",
+        AIFACTORY_PROFILES=os.pathsep.join(
+            [str(profiles), str(REPO / "tests/profiles/bed"), str(REPO / "tests/profiles")]
+        ),
+        AIFACTORY_SSH_CONFIG=str(home / "ssh_config_empty"),
+    )
     return env
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None, setup=None) -> tuple[float, int, str]:
-    """(seconds, peak RSS in KB of the command, its stderr), with GNU time around it."""
+def run(
+    cmd: list[str],
+    env: dict[str, str] | None = None,
+    setup: Callable[[], None] | None = None,
+    teardown: Callable[[], None] | None = None,
+) -> Result:
+    """(seconds, peak RSS in KB of the command, its stderr, its stdout), with GNU time around it;
+    `setup` and `teardown` run before and after, outside the time."""
     if setup:
         setup()
     t0 = time.perf_counter()
@@ -53,100 +81,321 @@ def run(cmd: list[str], env: dict[str, str] | None = None, setup=None) -> tuple[
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)}: exit {p.returncode}: {p.stderr[-2000:]}")
     rss = int(p.stderr.rsplit("RSS=", 1)[1].split()[0])
-    return dt, rss, p.stderr
+    if teardown:
+        teardown()
+    return dt, rss, p.stderr, p.stdout
 
 
 def sh(cmd: str) -> str:
     return subprocess.run([*SSH, cmd], capture_output=True, text=True, check=True).stdout
 
 
-def row(name: str, results: list[tuple[float, int, str]], size: int, base: float | None) -> str:
+def rm_site(*paths: str) -> None:
+    """Remove site paths (the store's files are 0400 in 0700 dirs: made writable first)."""
+    quoted = " ".join(f"'{p}'" for p in paths)
+    sh(f"chmod -R u+w {quoted} 2>/dev/null; rm -rf {quoted}")
+
+
+def du_site(path: str) -> int:
+    return int(sh(f"du -sb '{path}' 2>/dev/null || echo 0").split()[0])
+
+
+def job_of(result: Result) -> dict:
+    return json.loads(result[3])["jobs"][0]
+
+
+def drop_jobs(results: list[Result]) -> None:
+    """Cancel the (held) jobs these `submit --json` runs made and remove their job dirs."""
+    drop([job_of(r) for r in results])
+
+
+def drop(jobs: list[dict]) -> None:
+    if jobs:
+        sh(f"scancel {' '.join(j['slurm_job_id'] for j in jobs)} 2>/dev/null; true")
+        rm_site(*(j["workdir"] for j in jobs))
+
+
+def drop_all(env: dict[str, str]) -> None:
+    """Every job of this run's private AIFACTORY_HOME (e.g. after a failure): cancelled, job dir removed."""
+    r = subprocess.run([*AIF, "list", "--json"], env=env, capture_output=True, text=True)
+    if r.returncode == 0 and r.stdout.strip():
+        drop([j for j in json.loads(r.stdout)["jobs"] if j.get("workdir") and j.get("slurm_job_id")])
+
+
+def expect(what: str, got: object, want: object) -> None:
+    if got != want:
+        raise SystemExit(f"{what}: {got!r}, expected {want!r}")
+
+
+def submits(
+    spec: Path, env: dict[str, str], runs: int, setup: Callable[[], None] | None = None, sent: int = 0
+) -> list[Result]:
+    """`runs` timed submits of `spec`, each job cancelled and its job dir removed right after its run (the
+    store stays); with `sent`, each must have sent that many data files."""
+    out = []
+    for _ in range(runs):
+        r = run(submit(spec, env), env=env, setup=setup)
+        drop_jobs([r])
+        if sent and f"data: {sent} file(s), {sent} sent" not in r[2]:
+            raise SystemExit(f"the data were not all sent: {r[2][-1000:]}")
+        out.append(r)
+    return out
+
+
+def med(results: list[Result]) -> str:
+    return f"{statistics.median(r[0] for r in results):.2f} s ({', '.join(f'{r[0]:.1f}' for r in results)})"
+
+
+def row(name: str, results: list[Result], size: int, base: float | None, files: int = 0) -> str:
     t = statistics.median(r[0] for r in results)
     rss = max(r[1] for r in results) / 1024
-    ratio = f"{(size / t) / (size / base):.2f}x" if base else "1.00x"
-    runs = ", ".join(f"{r[0]:.1f}" for r in results)
-    return f"| {name} | {t:.2f} s ({runs}) | {size / t / 1e6:.0f} MB/s | {ratio} | {rss:.0f} MB |"
+    ratio = f"{base / t:.2f}x" if base else "1.00x"
+    mbs = size / t / 1e6
+    rate = f"{mbs:.{0 if mbs >= 10 else 1}f} MB/s" + (f", {files / t:,.0f} files/s" if files else "")
+    return f"| {name} | {med(results)} | {rate} | {ratio} | {rss:.0f} MB |"
+
+
+HEAD = ["| how | median (runs) | rate | vs scp | peak RSS |", "|---|---|---|---|---|"]
+
+
+def submit(spec: Path, env: dict[str, str], *extra: str) -> list[str]:
+    return [*AIF, "submit", str(spec), "--site", "benchdata", "--json", *extra]
+
+
+def big(mib: int, runs: int, stored: bool, work: Path, env: dict[str, str]) -> list[str]:
+    """Upload, already stored (if `stored`) and fetch of one file of `mib` MiB."""
+    size = mib * 1024 * 1024
+    src = work / f"big{mib}"
+    (src / "ds").mkdir(parents=True)
+    data = src / "ds" / "big.bin"
+    with data.open("wb") as f:
+        subprocess.run(["head", "-c", str(size), "/dev/urandom"], stdout=f, check=True)
+    spec = src / "job.yaml"
+    spec.write_text("name: bd\nrun: 'true'\nresources: {time: 5m}\nslurm: {hold: true}\ndata: [ds]\n")
+    nodata = src / "nodata.yaml"
+    nodata.write_text("name: nd\nrun: 'true'\nresources: {time: 5m}\nslurm: {hold: true}\n")
+    dest = f"{SCRATCH}/bench-up"
+
+    def clean_remote() -> None:
+        rm_site(dest, STORE)
+        sh(f"mkdir -p {dest}")
+
+    def landed() -> None:  # each copy is checked, then removed at once
+        expect("bytes on the site", du_site(f"{dest}/big.bin"), size)
+        rm_site(dest)
+
+    # hashing is done once and cached (HashCache): measured apart from the transfer
+    clean_remote()
+    first = run(submit(spec, env), env=env)
+    made = [first]
+    rm_site(STORE)
+    scp = [run([*SCP, str(data), f"testbed:{dest}/"], setup=clean_remote, teardown=landed) for _ in range(runs)]
+    rsync = [run([*RSYNC, str(data), f"testbed:{dest}/"], setup=clean_remote, teardown=landed) for _ in range(runs)]
+    aif = submits(spec, env, runs, setup=clean_remote, sent=1)
+    base = statistics.median(r[0] for r in scp)
+    lines = [
+        f"## Upload of one {mib} MiB file",
+        "",
+        *HEAD,
+        row("scp", scp, size, None),
+        row("rsync -a", rsync, size, base),
+        row("aifactory submit, data: not on the site (send + sha256sum there + sbatch)", aif, size, base),
+        "",
+        f"First submit including hashing {mib} MiB here: {first[0]:.1f} s.",
+        "",
+    ]
+    if stored:  # the store holds the file from the last run above
+        again = submits(spec, env, runs)
+        none = submits(nodata, env, runs)
+        s0 = du_site(STORE)
+        one = run(submit(spec, env), env=env)
+        added_data = du_site(job_of(one)["workdir"]) + du_site(STORE) - s0
+        zero = run(submit(nodata, env), env=env)
+        added_none = du_site(job_of(zero)["workdir"])
+        made += [one, zero]
+        lines += [
+            "## A job whose data is already on the site",
+            "",
+            "| how | median (runs) | site disk added (job dir + store) |",
+            "|---|---|---|",
+            f"| submit, {mib} MiB data: already stored | {med(again)} | {added_data:,} bytes |",
+            f"| submit, no input | {med(none)} | {added_none:,} bytes |",
+            "",
+        ]
+    drop_jobs(made)
+    rm_site(STORE, dest)
+    shutil.rmtree(src)  # the job's output and its fetched copy need the room now
+    # fetch: a job that writes the file, then fetched again and again
+    out = work / "out.yaml"
+    out.write_text(
+        f"name: fo\nrun: head -c {size} /dev/urandom > out.bin\nresources: {{time: 30m}}\ndownload: [out.bin]\n"
+    )
+    job = job_of(run(submit(out, env, "--wait"), env=env))
+    remote = f"{job['workdir']}/out.bin"
+    local = work / "fetched"
+
+    def clean_local() -> None:
+        shutil.rmtree(local, ignore_errors=True)
+        local.mkdir()
+
+    def fetched() -> None:
+        expect("bytes fetched", (local / "out.bin").stat().st_size, size)
+        shutil.rmtree(local)
+
+    fscp = [run([*SCP, f"testbed:{remote}", str(local)], setup=clean_local, teardown=fetched) for _ in range(runs)]
+    frsync = [run([*RSYNC, f"testbed:{remote}", str(local)], setup=clean_local, teardown=fetched) for _ in range(runs)]
+    faif = [
+        run([*AIF, "fetch", job["id"], "--dest", str(local)], env=env, setup=clean_local, teardown=fetched)
+        for _ in range(runs)
+    ]
+    rm_site(job["workdir"])
+    base = statistics.median(r[0] for r in fscp)
+    return [
+        *lines,
+        f"## Fetch of one {mib} MiB file",
+        "",
+        *HEAD,
+        row("scp", fscp, size, None),
+        row("rsync -a", frsync, size, base),
+        row("aifactory fetch", faif, size, base),
+        "",
+    ]
+
+
+def plan(count: int) -> list[tuple[str, int]]:
+    """The small files' subdirectories and how many files each holds (about 1000 a directory)."""
+    dirs = max(1, count // 1000)
+    return [(f"d{i:02d}", count // dirs + (i < count % dirs)) for i in range(dirs)]
+
+
+def count_files(root: Path) -> int:
+    return sum(len(files) for _, _, files in os.walk(root))
+
+
+def small(count: int, each: int, runs: int, work: Path, env: dict[str, str]) -> list[str]:
+    """Upload and fetch of `count` files of `each` bytes in a few subdirectories."""
+    size = count * each
+    src = work / "small"
+    tree = src / "tree"
+    for d, n in plan(count):
+        (tree / d).mkdir(parents=True)
+        for i in range(n):
+            (tree / d / f"f{i:05d}").write_bytes(os.urandom(each))
+    spec = src / "job.yaml"
+    spec.write_text("name: sd\nrun: 'true'\nresources: {time: 5m}\nslurm: {hold: true}\ndata: [tree]\n")
+    dest = f"{SCRATCH}/bench-up-small"
+
+    def clean_remote() -> None:
+        rm_site(dest, STORE)
+        sh(f"mkdir -p {dest}")
+
+    def landed() -> None:
+        expect("files on the site", int(sh(f"find {dest}/tree -type f | wc -l")), count)
+        rm_site(dest)
+
+    clean_remote()
+    first = run(submit(spec, env), env=env)  # hashing, apart from the transfer
+    rm_site(STORE)
+    scp = [run([*SCP, "-r", str(tree), f"testbed:{dest}/"], setup=clean_remote, teardown=landed) for _ in range(runs)]
+    rsync = [run([*RSYNC, str(tree), f"testbed:{dest}/"], setup=clean_remote, teardown=landed) for _ in range(runs)]
+    aif = submits(spec, env, runs, setup=clean_remote, sent=count)
+    drop_jobs([first])
+    rm_site(STORE, dest)
+    shutil.rmtree(src)
+    base = statistics.median(r[0] for r in scp)
+    lines = [
+        f"## Upload of {count:,} files of {each:,} bytes ({size / 1e6:.1f} MB, {len(plan(count))} dir(s))",
+        "",
+        *HEAD,
+        row("scp -r", scp, size, None, count),
+        row("rsync -a", rsync, size, base, count),
+        row("aifactory submit, data: [tree] not on the site (send + sha256sum there + sbatch)", aif, size, base, count),
+        "",
+        f"First submit including hashing the {count:,} files here: {first[0]:.1f} s.",
+        "",
+    ]
+    # fetch: a job that writes as many files, then fetched again and again
+    write = "".join(
+        f"  mkdir -p tree/{d} && head -c {n * each} /dev/urandom | split -b {each} -a 5 -d - tree/{d}/f\n"
+        for d, n in plan(count)
+    )
+    out = work / "outsmall.yaml"
+    out.write_text(f"name: fs\nresources: {{time: 30m}}\ndownload: ['tree/**']\nrun: |\n{write}")
+    job = job_of(run(submit(out, env, "--wait"), env=env))
+    remote = f"{job['workdir']}/tree"
+    local = work / "fetched"
+
+    def clean_local() -> None:
+        shutil.rmtree(local, ignore_errors=True)
+        local.mkdir()
+
+    def fetched() -> None:
+        expect("files fetched", count_files(local), count)
+        shutil.rmtree(local)
+
+    fscp = [
+        run([*SCP, "-r", f"testbed:{remote}", str(local)], setup=clean_local, teardown=fetched) for _ in range(runs)
+    ]
+    frsync = [run([*RSYNC, f"testbed:{remote}", str(local)], setup=clean_local, teardown=fetched) for _ in range(runs)]
+    faif = [
+        run([*AIF, "fetch", job["id"], "--dest", str(local)], env=env, setup=clean_local, teardown=fetched)
+        for _ in range(runs)
+    ]
+    rm_site(job["workdir"])
+    base = statistics.median(r[0] for r in fscp)
+    return [
+        *lines,
+        f"## Fetch of {count:,} files of {each:,} bytes (a job's `download: ['tree/**']`)",
+        "",
+        *HEAD,
+        row("scp -r", fscp, size, None, count),
+        row("rsync -a", frsync, size, base, count),
+        row("aifactory fetch", faif, size, base, count),
+        "",
+    ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--size", type=int, default=1024, help="MiB")
+    ap.add_argument("--size", type=int, nargs="+", default=[1024], help="MiB, one or more (0: no large file)")
+    ap.add_argument("--small", type=int, default=0, metavar="N", help="also N small files (e.g. 10000)")
+    ap.add_argument("--small-bytes", type=int, default=10_000, help="the size of each small file")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument(
+        "--skip-stored",
+        type=int,
+        nargs="?",
+        const=0,
+        default=None,
+        metavar="MIB",
+        help="no 'already stored' section (for sizes above MIB if given)",
+    )
     args = ap.parse_args()
     if not (CLIENT / "id_ed25519").exists():
         raise SystemExit("the test bed is not up: bash tests/testbed/start.sh")
-    size = args.size * 1024 * 1024
-    lines = [f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {args.size} MiB; "
-             f"medians of {args.runs} runs (each run listed); loopback, one sshd.", ""]
+    sizes = [s for s in args.size if s > 0]
+    what = [f"{', '.join(f'{s} MiB' for s in sizes)} file"] if sizes else []
+    if args.small:
+        what.append(f"{args.small:,} files of {args.small_bytes:,} bytes")
+    skip = {None: "", 0: "; --skip-stored"}.get(args.skip_stored, f"; --skip-stored {args.skip_stored}")
+    lines = [
+        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {'; '.join(what) or 'nothing'}; medians of "
+        f"{args.runs} runs (each run listed){skip}; loopback, one sshd; `python3 bench/data.py "
+        f"{' '.join(sys.argv[1:])}`.",
+        "",
+    ]
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         work = Path(tmp)
         env = aif_env(work / "home")
-        src = work / "spec"
-        (src / "ds").mkdir(parents=True)
-        subprocess.run(["head", "-c", str(size), "/dev/urandom"], stdout=open(src / "ds" / "big.bin", "wb"),
-                       check=True)
-        spec = src / "job.yaml"
-        spec.write_text("name: bd\nrun: 'true'\nresources: {time: 5m}\nslurm: {hold: true}\ndata: [ds]\n")
-        nodata = src / "nodata.yaml"
-        nodata.write_text("name: nd\nrun: 'true'\nresources: {time: 5m}\nslurm: {hold: true}\n")
-        dest = f"{SCRATCH}/bench-up"
-
-        def clean_remote() -> None:
-            sh(f"rm -rf {dest} {STORE}; mkdir -p {dest}")
-
-        # hashing is done once and cached (HashCache): measured apart from the transfer
-        t0 = time.perf_counter()
-        subprocess.run([*AIF, "submit", str(spec), "--site", "benchdata"], env=env, check=True, capture_output=True)
-        first = time.perf_counter() - t0
-        n = args.runs
-        scp = [run(["scp", "-q", "-F", str(SSH_CONFIG), str(src / "ds" / "big.bin"), f"testbed:{dest}/"],
-                   setup=clean_remote) for _ in range(n)]
-        rsync = [run(["rsync", "-a", "-e", f"ssh -F {SSH_CONFIG}", str(src / "ds" / "big.bin"), f"testbed:{dest}/"],
-                     setup=clean_remote) for _ in range(n)]
-        aif = [run([*AIF, "submit", str(spec), "--site", "benchdata"], env=env, setup=clean_remote) for _ in range(n)]
-        again = [run([*AIF, "submit", str(spec), "--site", "benchdata"], env=env) for _ in range(n)]
-        none = [run([*AIF, "submit", str(nodata), "--site", "benchdata"], env=env) for _ in range(n)]
-        du0 = int(sh(f"du -sb {SCRATCH}").split()[0])
-        run([*AIF, "submit", str(spec), "--site", "benchdata"], env=env)
-        du1 = int(sh(f"du -sb {SCRATCH}").split()[0])
-        run([*AIF, "submit", str(nodata), "--site", "benchdata"], env=env)
-        du2 = int(sh(f"du -sb {SCRATCH}").split()[0])
-        sh("scancel --user=hpcuser --state=PENDING")
-        base = statistics.median(r[0] for r in scp)
-        lines += ["## Upload", "", "| how | median (runs) | rate | vs scp | peak RSS |", "|---|---|---|---|---|",
-                  row("scp", scp, size, None), row("rsync -a", rsync, size, base),
-                  row("aifactory submit, data: not on the site (send + sha256sum there + sbatch)", aif, size, base),
-                  "", f"First submit including hashing {args.size} MiB here: {first:.1f} s.", "",
-                  "## A job whose data is already on the site", "", "| how | median (runs) | site disk added |",
-                  "|---|---|---|",
-                  f"| submit, {args.size} MiB data: already stored | {statistics.median(r[0] for r in again):.2f} s "
-                  f"({', '.join(f'{r[0]:.1f}' for r in again)}) | {du1 - du0:,} bytes |",
-                  f"| submit, no input | {statistics.median(r[0] for r in none):.2f} s "
-                  f"({', '.join(f'{r[0]:.1f}' for r in none)}) | {du2 - du1:,} bytes |", ""]
-        # fetch: a job that writes the file, then fetched again and again
-        out = src / "out.yaml"
-        out.write_text(f"name: fo\nrun: head -c {size} /dev/urandom > out.bin\nresources: {{time: 5m}}\n"
-                       "download: [out.bin]\n")
-        r = subprocess.run([*AIF, "submit", str(out), "--site", "benchdata", "--wait", "--json"], env=env,
-                           capture_output=True, text=True, check=True)
-        job = json.loads(r.stdout)["jobs"][0]
-        remote = f"{job['workdir']}/out.bin"
-        local = work / "fetched"
-
-        def clean_local() -> None:
-            shutil.rmtree(local, ignore_errors=True)
-            local.mkdir()
-
-        fscp = [run(["scp", "-q", "-F", str(SSH_CONFIG), f"testbed:{remote}", str(local)], setup=clean_local)
-                for _ in range(n)]
-        frsync = [run(["rsync", "-a", "-e", f"ssh -F {SSH_CONFIG}", f"testbed:{remote}", str(local)],
-                      setup=clean_local) for _ in range(n)]
-        faif = [run([*AIF, "fetch", job["id"], "--dest", str(local)], env=env, setup=clean_local) for _ in range(n)]
-        base = statistics.median(r[0] for r in fscp)
-        lines += ["## Fetch", "", "| how | median (runs) | rate | vs scp | peak RSS |", "|---|---|---|---|---|",
-                  row("scp", fscp, size, None), row("rsync -a", frsync, size, base),
-                  row("aifactory fetch", faif, size, base)]
-        sh(f"rm -rf {dest} {STORE} {job['workdir']}")
+        try:
+            for mib in sizes:
+                stored = args.skip_stored is None or (args.skip_stored > 0 and mib <= args.skip_stored)
+                lines += big(mib, args.runs, stored, work, env)
+            if args.small:
+                lines += small(args.small, args.small_bytes, args.runs, work, env)
+        finally:
+            drop_all(env)
+            rm_site(STORE, f"{SCRATCH}/bench-up", f"{SCRATCH}/bench-up-small")
     print("\n".join(lines))
 
 
