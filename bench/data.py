@@ -51,7 +51,8 @@ def aif_env(home: Path, store: str = STORE) -> dict[str, str]:
     (home / "ssh_config_empty").write_text("")
     profiles = home / "profiles"
     profiles.mkdir(exist_ok=True)
-    (profiles / "benchdata.yaml").write_text(f"extends: lumi-bed\ndata_dir: {store}\n")
+    # lumi-bed connects per command (persist: 0, for the tests); a user of lumi has its 5 min agent
+    (profiles / "benchdata.yaml").write_text(f"extends: lumi-bed\ndata_dir: {store}\nssh: {{persist: 300}}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIFACTORY_")}
     env.update(
         AIFACTORY_HOME=str(home),

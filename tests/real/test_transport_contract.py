@@ -126,6 +126,22 @@ def test_get_tar_of_more_names_than_one_command_line_holds(
         assert sorted(tar.getnames()) == names
 
 
+def test_a_local_file_as_stdin_from_an_offset(transport: tuple[Transport, str, str], tmp_path: Path) -> None:
+    """`LocalFile` stdin (a large upload; over the agent, the agent reads the file): the bytes from
+    the offset on, counted as they go."""
+    import hashlib
+
+    from aifactory_cli.transport import LocalFile
+
+    t, _, _ = transport
+    body = os.urandom(3_000_000)
+    (tmp_path / "up.bin").write_bytes(body)
+    seen: list[int] = []
+    r = t.run("sha256sum", stdin=LocalFile(tmp_path / "up.bin", 1000, seen.append))
+    assert r.ok and r.stdout.split()[0] == hashlib.sha256(body[1000:]).hexdigest()
+    assert sum(seen) == len(body) - 1000
+
+
 def test_run_to_file_writes_appends_and_hashes_the_whole_file(
     transport: tuple[Transport, str, str], tmp_path: Path
 ) -> None:

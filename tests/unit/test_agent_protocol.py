@@ -160,11 +160,12 @@ class FakeOps:
 
         return Stream()
 
-    def stream(self, line: str, sink: Callable[[bytes], object]) -> tuple[int, bytes]:
-        """Only tar lines (`cd W && tar -c -f - -- FILES`): the named files' bytes, one after another."""
+    def stream(self, line: str, sink: Callable[[bytes], object], stdin: bytes | None) -> tuple[int, bytes]:
+        """Only tar lines (`cd W && tar ... -T -`, the names on stdin): the named files' bytes, one
+        after another."""
         self._login()
-        words = shlex.split(line)
-        workdir, files = words[1], words[words.index("--") + 1 :]
+        workdir = shlex.split(line)[1]
+        files = [n.decode() for n in (stdin or b"").split(b"\0") if n]
         if workdir == "missing":
             return 1, b"bash: cd: missing: No such file"
         for name in files:
@@ -653,13 +654,34 @@ def test_run_to_file_the_agent_writes_appends_and_hashes_the_whole_file(
     part.write_bytes(b"earlier bytes ")
     seen: list[int] = []
     with client(sock_path) as tr:
-        done = tr.run_to_file("cd w && tar -c -f - -- a", part, append=True, digest=True, progress=seen.append)
+        done = tr.run_to_file("cd w && tar", part, append=True, digest=True, stdin=b"a\0", progress=seen.append)
         whole = b"earlier bytes " + b"A" * 3_000_000
         assert (done.rc, done.written, part.read_bytes()) == (0, 3_000_000, whole)
         assert done.sha256 == hashlib.sha256(whole).hexdigest() and sum(seen) == 3_000_000
-        bad = tr.run_to_file("cd w && tar -c -f - -- nope", tmp_path / "q")
+        bad = tr.run_to_file("cd w && tar", tmp_path / "q", stdin=b"nope\0")
         assert (bad.rc, bad.stderr, bad.sha256) == (2, "tar: nope: Cannot stat", None)
         with pytest.raises(OSError) as full:  # this machine's disk, not the site: the same OSError
-            tr.run_to_file("cd w && tar -c -f - -- a", Path("/dev/full"))
+            tr.run_to_file("cd w && tar", Path("/dev/full"), stdin=b"a\0")
         assert full.value.errno == errno.ENOSPC
         assert tr.read_bytes("a")[:3] == b"AAA"  # the connection is still in step
+
+
+def test_a_local_file_as_stdin_is_read_by_the_agent(
+    agent: AgentServer, ops: FakeOps, sock_path: Path, tmp_path: Path
+) -> None:
+    """`LocalFile` stdin (a large upload): the agent reads the file itself from the offset, the
+    client hears the bytes sent (per MiB); a file that is not there is the client's error."""
+    from aifactory_cli.transport import LocalFile
+
+    data = os.urandom(3_000_000)
+    (tmp_path / "big.bin").write_bytes(data)
+    seen: list[int] = []
+    with client(sock_path) as tr:
+        r = tr.run("count", stdin=LocalFile(tmp_path / "big.bin", 1000, seen.append))
+        assert (r.rc, r.stdout) == (0, str(len(data) - 1000))
+        assert sum(seen) == len(data) - 1000 and len(seen) >= 2
+        (tmp_path / "digits").write_bytes(b"0123456789" * 100_000)
+        assert tr.run("head 5", stdin=LocalFile(tmp_path / "digits", 7)).stdout == "78901"
+        with pytest.raises(FileNotFoundError):
+            tr.run("count", stdin=LocalFile(tmp_path / "gone.bin"))
+        assert tr.run("echo 0 fine ''").stdout == "fine"  # the connection is still in step

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from aifactory_cli.transport import LocalFile
+
 LARGE = 8 * 1024 * 1024  # files this size and up are sent one by one, resumable inside the file
 CHUNK = 1024 * 1024
 MISMATCH_RC = 96  # a file's checksum on the site is not the one computed here
@@ -133,18 +135,9 @@ def small_tar_writer(
     return write
 
 
-def file_writer(path: Path, offset: int, progress: Callable[[int], None] | None = None) -> Callable[[BinaryIO], None]:
-    """The file from `offset` on, as a stream."""
-
-    def write(sink: BinaryIO) -> None:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            while block := fh.read(CHUNK):
-                sink.write(block)
-                if progress:
-                    progress(len(block))
-
-    return write
+def file_writer(path: Path, offset: int, progress: Callable[[int], None] | None = None) -> LocalFile:
+    """The file from `offset` on, as a stream (over the agent, the agent reads it)."""
+    return LocalFile(path, offset, progress)
 
 
 class _Counted(io.RawIOBase):

@@ -34,8 +34,29 @@ class CommandResult:
 
 Command = str | Sequence[str]
 Progress = Callable[[int], None]
-# What a command reads on stdin: bytes, or a function that streams into a binary writer
-# (used for tar streams of uploads, so big uploads never sit in memory).
+
+
+@dataclass
+class LocalFile:
+    """A command's stdin read from a local file, from `offset` on (a large file's upload). Over the
+    connection agent, the agent reads the file itself: the bytes do not cross its socket first."""
+
+    path: Path
+    offset: int = 0
+    progress: Progress | None = None
+
+    def __call__(self, sink: BinaryIO) -> None:
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            while block := fh.read(1 << 20):
+                sink.write(block)
+                if self.progress:
+                    self.progress(len(block))
+
+
+# What a command reads on stdin: bytes, a function that streams into a binary writer (used for
+# tar streams of uploads, so big uploads never sit in memory), or a local file (`LocalFile`, a
+# function too).
 Stdin = bytes | Callable[[BinaryIO], None] | None
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from aifactory_cli.errors import RemoteError
 from aifactory_cli.paths import ensure_private_dir
-from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, Transport, Tunnel, to_shell
+from aifactory_cli.transport import Command, CommandResult, LocalFile, Progress, Stdin, Transport, Tunnel, to_shell
 from aifactory_cli.transport.agent.launch import agent_socket_path, spawn_agent, stdin_isatty
 from aifactory_cli.transport.agent.protocol import (
     HELLO_TIMEOUT,
@@ -289,11 +289,19 @@ class AgentTransport:
             self.commands_run += 1
 
         def request(conn: FrameConn) -> CommandResult:
-            conn.send_json({"op": "run", "command": line, "timeout": timeout, "stdin": stdin is not None})
+            req: dict[str, Any] = {"op": "run", "command": line, "timeout": timeout, "stdin": stdin is not None}
+            if isinstance(stdin, LocalFile):  # the agent reads the file: only byte counts come back
+                req.update(stdin=False, stdin_file={"path": os.path.abspath(stdin.path), "offset": stdin.offset})
+            conn.send_json(req)
             local_error: Exception | None = None
             first: dict[str, Any] | None = None
             sent = False
-            if stdin is not None:
+            if isinstance(stdin, LocalFile):
+                while (first := conn.recv_json()).get("event") == "bytes":
+                    sent = True
+                    if stdin.progress:
+                        stdin.progress(_int(first.get("n"), 0))
+            elif stdin is not None:
                 first = conn.recv_json()  # "go ahead", or the reply (an error before the command started)
                 if first.get("event") == "stdin":
                     first, sent = None, True

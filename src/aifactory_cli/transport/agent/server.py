@@ -40,7 +40,7 @@ from aifactory_cli.transport.agent.protocol import (
     unix_address,
 )
 from aifactory_cli.transport.agent.session import serve_session
-from aifactory_cli.transport.agent.tofile import serve_tofile
+from aifactory_cli.transport.agent.tofile import local_file, serve_tofile
 from aifactory_cli.transport.relay import SocketPipe, relay
 
 STOP_GRACE = 60.0  # seconds requests in flight may still take once the agent is asked to stop
@@ -350,10 +350,11 @@ class AgentServer:
     def _run(self, conn: FrameConn, req: dict[str, Any]) -> None:
         stdin = _ClientStdin(conn) if req.get("stdin") else None
         timeout = req.get("timeout")
+        given = req.get("stdin_file")  # the client's local file, read here (agent/tofile.py)
         try:
             rc, out, err, noise = self.ops.run(
                 str(req.get("command", "")),
-                stdin.feed if stdin is not None else None,
+                stdin.feed if stdin is not None else local_file(conn, given) if isinstance(given, dict) else None,
                 float(timeout) if timeout is not None else None,
             )
         except (PeerGone, ProtocolError):

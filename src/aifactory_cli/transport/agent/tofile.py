@@ -8,10 +8,12 @@ its errno, which the client raises as the same OSError: it is this machine's fai
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from aifactory_cli.errors import RemoteError
+from aifactory_cli.transport import LocalFile
 from aifactory_cli.transport.agent.protocol import FrameConn, PeerGone, ProtocolError
 from aifactory_cli.transport.tofile import FileSink
 
@@ -21,15 +23,41 @@ if TYPE_CHECKING:
 EVENT_BYTES = 1 << 20
 
 
-def serve_tofile(server: AgentServer, conn: FrameConn, req: dict[str, Any]) -> None:
-    pending = 0
+class _Counts:
+    """Byte counts to the client, as `{"event": "bytes", "n": N}` frames of at least EVENT_BYTES."""
 
-    def progress(n: int) -> None:
-        nonlocal pending
-        pending += n
-        if pending >= EVENT_BYTES:
-            conn.send_json({"event": "bytes", "n": pending})
-            pending = 0
+    def __init__(self, conn: FrameConn) -> None:
+        self.conn, self.pending = conn, 0
+
+    def __call__(self, n: int) -> None:
+        self.pending += n
+        if self.pending >= EVENT_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.conn.send_json({"event": "bytes", "n": self.pending})
+            self.pending = 0
+
+
+def local_file(conn: FrameConn, given: dict[str, Any]) -> Callable[[BinaryIO], None]:
+    """A `run` request's `stdin_file` (the client's `LocalFile`): the agent reads the client's file
+    from `offset` on; the client hears the bytes sent, as events, before the reply."""
+    path = Path(str(given.get("path") or ""))
+    if not path.is_absolute():
+        raise RemoteError(f"the agent reads only absolute paths, not {str(path)!r}")
+    counts = _Counts(conn)
+    file = LocalFile(path, int(given.get("offset") or 0), counts)
+
+    def read(sink: BinaryIO) -> None:
+        file(sink)
+        counts.flush()
+
+    return read
+
+
+def serve_tofile(server: AgentServer, conn: FrameConn, req: dict[str, Any]) -> None:
+    progress = _Counts(conn)
 
     path = Path(str(req.get("path") or ""))
     try:
@@ -48,7 +76,6 @@ def serve_tofile(server: AgentServer, conn: FrameConn, req: dict[str, Any]) -> N
     except Exception as exc:
         conn.send_json(server._error_reply(exc))
         return
-    if pending:
-        conn.send_json({"event": "bytes", "n": pending})
+    progress.flush()
     done = sink.result(rc, err)
     conn.send_json(server._ok(rc=done.rc, stderr=done.stderr, written=done.written, sha256=done.sha256))

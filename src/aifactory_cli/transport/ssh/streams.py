@@ -61,12 +61,17 @@ class ChannelWriter(io.RawIOBase):
         return True
 
     def write(self, b: Any) -> int:
-        data = bytes(b)
+        view = memoryview(b).cast("B")
         if self.discard:
-            return len(data)
+            return len(view)
+        # one packet's worth per sendall: paramiko's sendall re-slices what is left after every
+        # packet (32 KiB with OpenSSH), which copied a 256 KiB write 4 times over (14 % of an upload);
+        # a packet carries at most its max size less 64 bytes (paramiko's `_wait_for_send_window`)
+        step = max(int(getattr(self.channel, "out_max_packet_size", 0) or 0) - 64, 1 << 14)
         try:
-            self.channel.sendall(data)
+            for i in range(0, len(view), step):
+                self.channel.sendall(bytes(view[i : i + step]))
         except OSError as exc:  # the remote command stopped reading / the channel closed
             self.broken = True
             raise BrokenPipeError(str(exc)) from exc
-        return len(data)
+        return len(view)
