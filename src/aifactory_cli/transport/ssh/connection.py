@@ -49,7 +49,12 @@ if TYPE_CHECKING:
 
 RECONNECT_DELAYS = (0.5, 1.0, 2.0)
 KEEPALIVE_SECONDS = 30
-CHUNK = 4 * 1024 * 1024  # one read from the channel
+CHUNK = 4 * 1024 * 1024  # one read from the channel (all it holds: smaller reads memmove the rest, per read)
+# What a channel asks the server to send: up to 4 MiB in flight, in packets of up to 128 KiB
+# (paramiko's defaults: 2 MiB, 32 KiB). Fewer packets, fewer Python calls per byte: a 1 GiB `cat` on
+# the bed took 3.91 s against 4.58 s (medians of 6, alternated). The SSH packet limit is 256 KiB.
+CHANNEL_WINDOW = 4 * 1024 * 1024
+CHANNEL_PACKET = 128 * 1024
 CHANNEL_RETRY_DELAYS = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0)  # a refused channel with none of ours open
 CHANNEL_WAIT_LIMIT = 600.0  # seconds a refused channel waits for our other channels to close
 __all__ = ["RemoteReader", "SshTransport", "Streamed", "remote_path"]
@@ -220,7 +225,9 @@ class SshTransport(FileReads):
         give_up = time.monotonic() + CHANNEL_WAIT_LIMIT
         while True:
             try:
-                return transport.open_session(timeout=self.route.connect_timeout)
+                return transport.open_session(
+                    window_size=CHANNEL_WINDOW, max_packet_size=CHANNEL_PACKET, timeout=self.route.connect_timeout
+                )
             except paramiko.ChannelException:
                 self._interactive = [ch for ch in self._interactive if not ch.closed]
                 if self._interactive:  # a shell or exec of the user's holds a channel: no waiting for it
