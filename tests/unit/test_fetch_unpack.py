@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from aifactory_cli.backends import fetching
 from aifactory_cli.backends.fetching import Unpacker as _Unpacker
 
 
@@ -68,10 +69,10 @@ def test_a_cut_stream_raises_the_writers_error_not_the_truncated_archive(tmp_pat
 def test_a_full_local_disk_is_the_error_even_though_the_writer_saw_a_broken_pipe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def full(self: tarfile.TarFile, *a: object, **k: object) -> None:
+    def full(*a: object, **k: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(tarfile.TarFile, "extractall", full)
+    monkeypatch.setattr(fetching, "extract_stream", full)
     data = _tar({"a.bin": os.urandom(4 << 20)})
     with pytest.raises(OSError) as info, _Unpacker(tmp_path / "fetch.tar", tmp_path / "files") as fifo:
         _write(fifo, data)  # the reader closed: EPIPE (BrokenPipeError) here
@@ -86,3 +87,51 @@ def test_a_damaged_archive_is_a_tar_error(tmp_path: Path) -> None:
 def test_a_damaged_archive_longer_than_the_pipe_is_still_a_tar_error(tmp_path: Path) -> None:
     with pytest.raises(tarfile.TarError), _Unpacker(tmp_path / "fetch.tar", tmp_path / "files") as fifo:
         _write(fifo, b"this is not a tar archive at all" * 100_000)  # the reader has gone: EPIPE here
+
+
+@pytest.mark.parametrize(
+    "member",
+    ["../escape.txt", "/etc/evil", "a/../../escape", "link", "hard", "fifo"],
+)
+def test_what_is_not_a_plain_file_under_the_job_dir_is_refused(tmp_path: Path, member: str) -> None:
+    """fetch asks the site only for regular files: a name that climbs out, a link, a device or a
+    FIFO in the archive is a damaged archive, and nothing is created outside the dir."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.addfile(tarfile.TarInfo("ok.txt"), io.BytesIO(b""))
+        info = tarfile.TarInfo(member)
+        if member == "link":
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        elif member == "hard":
+            info.type, info.linkname = tarfile.LNKTYPE, "ok.txt"
+        elif member == "fifo":
+            info.type = tarfile.FIFOTYPE
+        else:
+            info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil") if info.size else None)
+    refused = pytest.raises(tarfile.TarError, match="not a plain file")
+    with refused, _Unpacker(tmp_path / "fetch.tar", tmp_path / "files") as fifo:
+        _write(fifo, buf.getvalue())
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["fetch.tar", "files", "files/ok.txt"]
+
+
+def test_modes_and_mtimes_come_through_and_nested_dirs_are_made(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, mode in (("bin/run.sh", 0o4755), ("deep/a/b/c.txt", 0o666)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = 3, mode, 1_700_000_000
+            tar.addfile(info, io.BytesIO(b"abc"))
+    with _Unpacker(tmp_path / "fetch.tar", tmp_path / "files") as fifo:
+        _write(fifo, buf.getvalue())
+    run, deep = tmp_path / "files" / "bin" / "run.sh", tmp_path / "files" / "deep" / "a" / "b" / "c.txt"
+    assert run.stat().st_mode & 0o7777 == 0o755 & ~_umask()  # no setuid from the site
+    assert deep.stat().st_mode & 0o7777 == 0o644 & ~_umask()  # no group/other write
+    assert run.stat().st_mtime == deep.stat().st_mtime == 1_700_000_000
+    assert deep.read_bytes() == b"abc"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

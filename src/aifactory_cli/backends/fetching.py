@@ -27,6 +27,7 @@ import tarfile
 import tempfile
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,9 +107,13 @@ def fetch_files(
             arrived: dict[str, Path] = {}
             if small:
                 unpacked = staging / "files"
-                with Unpacker(staging / "fetch.tar", unpacked) as fifo:
-                    transport.get_tar(workdir, small, fifo, counted)
-                check_small(transport, job, small, unpacked)
+                # the site hashes the small files while they come (a second channel, in a thread)
+                with ThreadPoolExecutor(1) as pool:
+                    site = pool.submit(site_digests, transport, job, small)
+                    unpacker = Unpacker(staging / "fetch.tar", unpacked)
+                    with unpacker as fifo:
+                        transport.get_tar(workdir, small, fifo, counted)
+                    check_small(job, small, site.result(), unpacker.digests)
                 arrived.update({f: unpacked / f for f in small})
             for name in large:
                 arrived[name] = fetch_large(transport, job, name, listed[name], partial, counted, report)
@@ -195,8 +200,8 @@ def fetch_large(
     return part
 
 
-def check_small(transport: Transport, job: Job, names: list[str], unpacked: Path) -> None:
-    """Each unpacked file's sha256 against the site's (one command, the names on its stdin)."""
+def site_digests(transport: Transport, job: Job, names: list[str]) -> dict[str, str]:
+    """The site's sha256 of each of `names` (one command, the names on its stdin)."""
     listing = "".join(f"./{n}\0" for n in names).encode()
     line = f"cd -- {shlex.quote(job.workdir or '.')} && {PICK_SHA256}xargs -0 -r $aif_sha256"
     result = transport.run(line, stdin=listing)
@@ -212,14 +217,16 @@ def check_small(transport: Transport, job: Job, names: list[str], unpacked: Path
             f"{result.stderr.strip() or f'exit {result.rc}'}",
             where=job.site,
         )
+    return site
+
+
+def check_small(job: Job, names: list[str], site: dict[str, str], here: dict[str, str]) -> None:
+    """Each unpacked file's sha256 (taken as it was written) against the site's."""
     for name in names:
-        h = hashlib.sha256()
-        with open(unpacked / name, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-        if h.hexdigest() != site[name]:
+        if here.get(name) != site[name]:
             raise ChecksumMismatch(
-                f"{name}: the copy's sha256 {h.hexdigest()} is not the site's {site[name]}; nothing was written",
+                f"{name}: the copy's sha256 {here.get(name) or '(not in the archive)'} is not the site's "
+                f"{site[name]}; nothing was written",
                 "it may have changed on the site during the fetch: fetch it again once the job stopped writing it",
                 where=job.site,
             )
@@ -234,6 +241,7 @@ class Unpacker:
     def __init__(self, fifo: Path, into: Path) -> None:
         self.fifo, self.into = fifo, into
         self.error: BaseException | None = None
+        self.digests: dict[str, str] = {}  # name -> sha256 of what was written
         self.thread = threading.Thread(target=self._read, name="aif-fetch-unpack", daemon=True)
 
     def __enter__(self) -> Path:
@@ -248,7 +256,7 @@ class Unpacker:
                     fcntl.fcntl(fh.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
                 try:  # 64 KiB reads: 1.03 s a GiB here; 10 KiB (the default) 1.1 s; 1 MiB 4.7 s (it slices its buffer)
                     with tarfile.open(fileobj=fh, mode="r|", bufsize=1 << 16) as tar:
-                        tar.extractall(self.into, filter="data")
+                        extract_stream(tar, self.into, self.digests)
                     while fh.read(1 << 16):  # tar's end blocks and padding: the writer must not meet EPIPE
                         pass
                 except BaseException as exc:
@@ -264,6 +272,48 @@ class Unpacker:
         local = isinstance(self.error, OSError) and not isinstance(self.error, BrokenPipeError)
         if self.error is not None and (exc is None or local or isinstance(exc, BrokenPipeError)):
             raise self.error from exc  # the writer's broken pipe only says the reader went first
+
+
+def extract_stream(tar: tarfile.TarFile, into: Path, digests: dict[str, str]) -> None:
+    """Unpack a fetch's tar into the empty dir `into`: regular files (and dirs) only, under relative
+    names without `..`, created new (O_EXCL, O_NOFOLLOW), mode 0644 or 0755 under the umask, with
+    their mtime; `digests` gets each file's sha256, taken as it is written. Anything else (a link, a
+    device, a name that climbs out) is a damaged archive: fetch asks only for regular files. As safe
+    as tarfile's "data" filter for such archives and half its CPU: 10,000 files of 10 kB unpacked in
+    1.2 s against 2.4 s (tmpfs)."""
+    made: set[str] = set()
+    for member in tar:
+        parts = [p for p in member.name.split("/") if p not in ("", ".")]
+        if member.isdir() and parts and ".." not in parts and not member.name.startswith("/"):
+            os.makedirs(os.path.join(into, *parts), exist_ok=True)
+            continue
+        if not member.isreg() or not parts or ".." in parts or member.name.startswith("/") or "\0" in member.name:
+            raise tarfile.TarError(f"the archive holds {member.name!r}, which is not a plain file under the job dir")
+        folder = os.path.join(into, *parts[:-1])
+        if folder not in made:
+            os.makedirs(folder, exist_ok=True)
+            made.add(folder)
+        path = os.path.join(folder, parts[-1])
+        source = tar.extractfile(member)
+        assert source is not None
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(path, flags, 0o755 if member.mode & 0o100 else 0o644)
+        digest = hashlib.sha256()
+        try:
+            left = member.size
+            while left:
+                block = source.read(min(left, 1 << 16))
+                if not block:
+                    raise tarfile.ReadError(f"the archive ends inside {member.name}")
+                digest.update(block)
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(fd, view) :]
+                left -= len(block)
+        finally:
+            os.close(fd)
+        os.utime(path, (member.mtime, member.mtime))
+        digests["/".join(parts)] = digest.hexdigest()
 
 
 def transfer_failure(exc: Exception) -> bool:
