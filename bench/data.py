@@ -19,9 +19,11 @@ output on the site and its fetched copy here). The site is this machine: its pat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -41,7 +43,7 @@ SSH = ["ssh", "-F", str(SSH_CONFIG), "testbed"]
 SCP = ["scp", "-q", "-F", str(SSH_CONFIG)]
 RSYNC = ["rsync", "-a", "-e", f"ssh -F {SSH_CONFIG}"]
 
-Result = tuple[float, int, str, str]  # seconds, peak RSS in KB, stderr, stdout
+Result = tuple[float, int, str, str, int]  # seconds, peak RSS in KB, stderr, stdout, agent's peak RSS in KB
 
 
 def aif_env(home: Path, store: str = STORE) -> dict[str, str]:
@@ -82,9 +84,47 @@ def run(
     if p.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)}: exit {p.returncode}: {p.stderr[-2000:]}")
     rss = int(p.stderr.rsplit("RSS=", 1)[1].split()[0])
+    agent = agent_peak(env) if env else 0
     if teardown:
         teardown()
-    return dt, rss, p.stderr, p.stdout
+    return dt, rss, p.stderr, p.stdout, agent
+
+
+def agents(env: dict[str, str]) -> list[int]:
+    """The pids of the connection agents of this run's AIFACTORY_HOME (they hold the SSH connection and,
+    for large files, read and write the files themselves: their memory counts)."""
+    home = env["AIFACTORY_HOME"].encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if b"agent.daemon" in cmd and home in environ:
+            found.append(int(pid))
+    return found
+
+
+def agent_peak(env: dict[str, str]) -> int:
+    """The highest peak RSS (VmHWM, KB) of this run's agents so far."""
+    peak = 0
+    for pid in agents(env):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+        except OSError:
+            pass
+    return peak
+
+
+def fresh_agent(env: dict[str, str]) -> None:
+    """Stop this run's agents, so that the next rows' agent peak is theirs alone."""
+    for pid in agents(env):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    time.sleep(0.5)
 
 
 def sh(cmd: str) -> str:
@@ -150,13 +190,18 @@ def med(results: list[Result]) -> str:
 def row(name: str, results: list[Result], size: int, base: float | None, files: int = 0) -> str:
     t = statistics.median(r[0] for r in results)
     rss = max(r[1] for r in results) / 1024
+    agent = max(r[4] for r in results) / 1024
     ratio = f"{base / t:.2f}x" if base else "1.00x"
     mbs = size / t / 1e6
     rate = f"{mbs:.{0 if mbs >= 10 else 1}f} MB/s" + (f", {files / t:,.0f} files/s" if files else "")
-    return f"| {name} | {med(results)} | {rate} | {ratio} | {rss:.0f} MB |"
+    memory = f"{rss:.0f} MB" + (f" + agent {agent:.0f} MB" if agent else "")
+    return f"| {name} | {med(results)} | {rate} | {ratio} | {memory} |"
 
 
-HEAD = ["| how | median (runs) | rate | vs scp | peak RSS |", "|---|---|---|---|---|"]
+HEAD = [
+    "| how | median (runs) | rate | vs scp | peak RSS (aifactory: the command + its site's agent) |",
+    "|---|---|---|---|---|",
+]
 
 
 def submit(spec: Path, env: dict[str, str], *extra: str) -> list[str]:
@@ -192,6 +237,7 @@ def big(mib: int, runs: int, stored: bool, work: Path, env: dict[str, str]) -> l
     rm_site(STORE)
     scp = [run([*SCP, str(data), f"testbed:{dest}/"], setup=clean_remote, teardown=landed) for _ in range(runs)]
     rsync = [run([*RSYNC, str(data), f"testbed:{dest}/"], setup=clean_remote, teardown=landed) for _ in range(runs)]
+    fresh_agent(env)
     aif = submits(spec, env, runs, setup=clean_remote, sent=1)
     base = statistics.median(r[0] for r in scp)
     lines = [
@@ -245,6 +291,7 @@ def big(mib: int, runs: int, stored: bool, work: Path, env: dict[str, str]) -> l
 
     fscp = [run([*SCP, f"testbed:{remote}", str(local)], setup=clean_local, teardown=fetched) for _ in range(runs)]
     frsync = [run([*RSYNC, f"testbed:{remote}", str(local)], setup=clean_local, teardown=fetched) for _ in range(runs)]
+    fresh_agent(env)
     faif = [
         run([*AIF, "fetch", job["id"], "--dest", str(local)], env=env, setup=clean_local, teardown=fetched)
         for _ in range(runs)
@@ -299,6 +346,7 @@ def small(count: int, each: int, runs: int, work: Path, env: dict[str, str]) -> 
     rm_site(STORE)
     scp = [run([*SCP, "-r", str(tree), f"testbed:{dest}/"], setup=clean_remote, teardown=landed) for _ in range(runs)]
     rsync = [run([*RSYNC, str(tree), f"testbed:{dest}/"], setup=clean_remote, teardown=landed) for _ in range(runs)]
+    fresh_agent(env)
     aif = submits(spec, env, runs, setup=clean_remote, sent=count)
     drop_jobs([first])
     rm_site(STORE, dest)
@@ -338,6 +386,7 @@ def small(count: int, each: int, runs: int, work: Path, env: dict[str, str]) -> 
         run([*SCP, "-r", f"testbed:{remote}", str(local)], setup=clean_local, teardown=fetched) for _ in range(runs)
     ]
     frsync = [run([*RSYNC, f"testbed:{remote}", str(local)], setup=clean_local, teardown=fetched) for _ in range(runs)]
+    fresh_agent(env)
     faif = [
         run([*AIF, "fetch", job["id"], "--dest", str(local)], env=env, setup=clean_local, teardown=fetched)
         for _ in range(runs)

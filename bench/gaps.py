@@ -1,6 +1,8 @@
 """Consecutive large transfers over one SshTransport to the test bed (tests/testbed/start.sh must be
-up), with the longest gap between progress callbacks of each: a fetch (`get_tar`) and a `data:`
-upload (`DataStore.send`, the site's `sha256sum` included) of a --size MiB file, --runs times each;
+up), with the longest gap between progress callbacks of each: a fetch (what `aifactory fetch` does for
+a large file: `run_to_file` of `fetching.large_command`, the site hashing it meanwhile, then the
+sha256 compared) and a `data:` upload (`DataStore.send`, the site's sha256 check included) of a
+--size MiB file, --runs times each;
 and, for comparison, a bare paramiko `exec_command("cat FILE")` (paramiko's own rekeying).
 
     python3 bench/gaps.py [--size 1024] [--runs 10] [--bare]
@@ -17,14 +19,21 @@ import time
 from pathlib import Path
 
 from aifactory_cli.backends.datastore import DataStore
+from aifactory_cli.backends.fetching import large_command
 from aifactory_cli.jobs import datastore as ds
 from aifactory_cli.sites.profile import SshSettings
 from aifactory_cli.transport.ssh.connection import SshTransport
 
 CLIENT = Path("/tmp/testbed/client")
 BASE = "/scratch/project_465000001/hpcuser"
-SETTINGS = SshSettings(host="127.0.0.1", port=2222, user="hpcuser", identity_file=str(CLIENT / "id_ed25519"),
-                       known_hosts=str(CLIENT / "known_hosts"), connect_timeout=10)
+SETTINGS = SshSettings(
+    host="127.0.0.1",
+    port=2222,
+    user="hpcuser",
+    identity_file=str(CLIENT / "id_ed25519"),
+    known_hosts=str(CLIENT / "known_hosts"),
+    connect_timeout=10,
+)
 
 
 def gaps(stamps: list[float]) -> float:
@@ -40,15 +49,27 @@ def main() -> None:
     os.environ["AIFACTORY_SSH_CONFIG"] = "/dev/null"
     size = args.size * 1024 * 1024
     wd, store = f"{BASE}/bench-gaps", f"{BASE}/bench-gaps-store"
-    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp, SshTransport(SETTINGS, site="bed", interactive=False) as ssh:
+    with (
+        tempfile.TemporaryDirectory(dir="/var/tmp") as tmp,
+        SshTransport(SETTINGS, site="bed", interactive=False) as ssh,
+    ):
         work = Path(tmp)
         assert ssh.run(f"mkdir -p {wd} && head -c {size} /dev/urandom > {wd}/big.bin").ok
         for i in range(args.runs):
             st: list[float] = []
             t0 = time.monotonic()
-            ssh.get_tar(wd, ["big.bin"], work / "f.tar", lambda n: st.append(time.monotonic()))
-            print(f"fetch {i + 1}: {time.monotonic() - t0:.1f} s, longest gap {gaps(st):.2f} s", flush=True)
-            (work / "f.tar").unlink()
+            done = ssh.run_to_file(
+                large_command(f"{wd}/big.bin", 0),
+                work / "f.bin",
+                digest=True,
+                progress=lambda n, st=st: st.append(time.monotonic()),
+            )
+            site = done.stderr.split("SHA256 ", 1)[1].split()[0] if "SHA256 " in done.stderr else "?"
+            ok = (
+                "sha256 matches" if done.rc == 0 and site == done.sha256 else f"FAILED rc {done.rc} {done.stderr[:200]}"
+            )
+            print(f"fetch {i + 1}: {time.monotonic() - t0:.1f} s, longest gap {gaps(st):.2f} s, {ok}", flush=True)
+            (work / "f.bin").unlink()
         src = work / "up.bin"
         subprocess.run(["head", "-c", str(size), "/dev/urandom"], stdout=src.open("wb"), check=True)
         files = ds.hash_files([(src, "big.bin")], ds.HashCache(work / "hashes.json"))
@@ -57,17 +78,28 @@ def main() -> None:
             ssh.run(["rm", "-rf", store])
             st = []
             t0 = time.monotonic()
-            up.send(store, files, up.probe(store, [files[0].sha256]), f"g{i}", lambda n: st.append(time.monotonic()))
+            up.send(
+                store, files, up.probe(store, [files[0].sha256]), f"g{i}", lambda n, st=st: st.append(time.monotonic())
+            )
             dt = time.monotonic() - t0
-            print(f"upload {i + 1}: {dt:.1f} s, longest gap {gaps(st):.2f} s, "
-                  f"last byte -> stored (site sha256sum) {t0 + dt - st[-1]:.1f} s", flush=True)
+            print(
+                f"upload {i + 1}: {dt:.1f} s, longest gap {gaps(st):.2f} s, "
+                f"last byte -> stored (site sha256sum) {t0 + dt - st[-1]:.1f} s",
+                flush=True,
+            )
         if args.bare:
             import paramiko
 
             c = paramiko.SSHClient()
             c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-            c.connect("127.0.0.1", 2222, "hpcuser", key_filename=str(CLIENT / "id_ed25519"), look_for_keys=False,
-                      allow_agent=False)
+            c.connect(
+                "127.0.0.1",
+                2222,
+                "hpcuser",
+                key_filename=str(CLIENT / "id_ed25519"),
+                look_for_keys=False,
+                allow_agent=False,
+            )
             for i in range(2):
                 st = []
                 t0 = time.monotonic()
