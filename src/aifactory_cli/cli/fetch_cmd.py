@@ -10,7 +10,11 @@ from aifactory_cli.cli import completion, options, output
 
 
 def register(app: typer.Typer) -> None:
-    app.command("fetch", help="Download the files matching the spec's download: globs from the job dir.")(fetch)
+    app.command(
+        "fetch",
+        help="Download the files matching the spec's download: globs from the job dir, each checked against "
+        "the site's sha256. A cut fetch resumes its large files (64 MiB+) at the next fetch into the same --dest.",
+    )(fetch)
 
 
 def fetch(
