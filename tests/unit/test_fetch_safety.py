@@ -183,3 +183,43 @@ def test_rekeying_is_left_to_the_server(tmp_path: Path) -> None:
     finally:
         transport.close()
         b.close()
+
+
+@pytest.mark.parametrize("dead", [EOFError(), paramiko.SSHException("SSH session not active"), OSError("closed")])
+def test_a_connection_that_dies_under_an_upload_is_a_broken_pipe_for_the_readers_to_explain(
+    dead: BaseException,
+) -> None:
+    """The writer of a command's stdin: a dead link is a broken pipe (the channel's readers then say
+    "the connection ... was lost"), never the raw EOFError that the agent once passed on as "the
+    connection agent failed: EOFError"; packets go one max-size piece per sendall."""
+    from aifactory_cli.transport.ssh.streams import ChannelWriter
+
+    class Channel:
+        out_max_packet_size = 32768
+
+        def __init__(self) -> None:
+            self.sent: list[int] = []
+
+        def sendall(self, data: bytes) -> None:
+            if len(self.sent) == 2:
+                raise dead
+            self.sent.append(len(data))
+
+    channel = Channel()
+    writer = ChannelWriter(channel)  # type: ignore[arg-type]
+    with pytest.raises(BrokenPipeError):
+        writer.write(b"x" * 100_000)
+    assert writer.broken and channel.sent == [32704, 32704]
+
+
+def test_a_bug_under_an_upload_is_not_a_broken_pipe() -> None:
+    from aifactory_cli.transport.ssh.streams import ChannelWriter
+
+    class Channel:
+        out_max_packet_size = 32768
+
+        def sendall(self, data: bytes) -> None:
+            raise TypeError("a bug")
+
+    with pytest.raises(TypeError):
+        ChannelWriter(Channel()).write(b"x")  # type: ignore[arg-type]

@@ -71,7 +71,12 @@ class ChannelWriter(io.RawIOBase):
         try:
             for i in range(0, len(view), step):
                 self.channel.sendall(bytes(view[i : i + step]))
-        except OSError as exc:  # the remote command stopped reading / the channel closed
+        except Exception as exc:
+            # the remote command stopped reading, the channel closed (OSError), or the connection
+            # died under it (paramiko: EOFError, SSHException): the channel's readers then say
+            # which, as for any command, instead of this raw error
+            if not isinstance(exc, (OSError, EOFError)) and not type(exc).__module__.startswith("paramiko"):
+                raise
             self.broken = True
-            raise BrokenPipeError(str(exc)) from exc
+            raise BrokenPipeError(str(exc) or type(exc).__name__) from exc
         return len(view)
