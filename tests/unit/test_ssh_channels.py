@@ -46,7 +46,10 @@ class _OneSessionServer:
     def is_active(self) -> bool:
         return True
 
-    def open_session(self, timeout: float | None = None) -> object:
+    def open_session(
+        self, window_size: int | None = None, max_packet_size: int | None = None, timeout: float | None = None
+    ) -> object:
+        self.asked = (window_size, max_packet_size)  # what a command channel asks the server for
         if self.sftp is not None and not self.sftp.closed:
             raise paramiko.ChannelException(2, "Connect failed")
         if self.refuse_extra:
@@ -74,6 +77,7 @@ def test_a_refused_channel_lets_the_idle_sftp_go_and_asks_again_without_a_login(
     assert sftp.closed and tr._sftp is None and tr.single_session
     assert server.opened == 1 and tr.connections_opened == 1
     assert tr._sftp_client() is None  # no SFTP channel from now on: reads go over commands
+    assert server.asked == (4 << 20, 128 << 10)  # a 4 MiB window, 128 KiB packets (paramiko: 2 MiB, 32 KiB)
 
 
 def test_a_refused_channel_does_not_wait_for_open_tunnels(monkeypatch: Any) -> None:
