@@ -1,6 +1,6 @@
 """A `data:` upload cut in the middle and resumed, on the test bed (tests/testbed/start.sh must be up): a
---size MiB file (default 10240) goes to a spec's `data:` store through a TCP proxy (the minimal part of
-tests/real/faultproxy.py, counting the bytes each way) that drops every connection once the site's
+--size MiB file (default 10240) goes to a spec's `data:` store through a TCP proxy (tests/real/faultproxy.py,
+which counts the bytes each way) that drops every connection once the site's
 partial copy passes --at percent (default 50); the next submit, through the same proxy, resumes at the
 size of that partial copy, and its job prints the sha256 of the file it reads.
 
@@ -14,81 +14,23 @@ about twice --size free (the file here and its copy on the site, the same disk o
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data import AIF, CLIENT, SCRATCH, aif_env, drop_all, rm_site
+from data import AIF, CLIENT, REPO, SCRATCH, aif_env, drop_all, rm_site
+
+sys.path.insert(0, str(REPO))
+from tests.real.faultproxy import FaultProxy
 
 STORE = f"{SCRATCH}/aif-bench-cut"
-
-
-class Proxy:
-    """127.0.0.1:<port> -> target, counting the bytes of each direction; cut() drops every connection
-    (both sides see a reset) and goes on forwarding new ones."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.up = 0  # client -> site
-        self.down = 0
-        self.conns: list[socket.socket] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self.conns += [client, server]
-            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, up: bool) -> None:
-        try:
-            while data := src.recv(1 << 18):
-                dst.sendall(data)
-                with self._lock:
-                    if up:
-                        self.up += len(data)
-                    else:
-                        self.down += len(data)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)
-
-    def cut(self) -> None:
-        with self._lock:
-            for s in self.conns:
-                with contextlib.suppress(OSError):
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                    s.close()
-            self.conns.clear()
-
-    def close(self) -> None:
-        self.listener.close()
-        self.cut()
 
 
 def parts() -> list[Path]:
@@ -106,7 +48,7 @@ def main() -> None:
     size = args.size * 1024 * 1024
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     rm_site(STORE)
-    proxy = Proxy(("127.0.0.1", 2222))
+    proxy = FaultProxy(("127.0.0.1", 2222))
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         work = Path(tmp)
         env = aif_env(work / "home", store=STORE)

@@ -1,5 +1,6 @@
-"""A TCP proxy for fault tests: forwards 127.0.0.1:<port> to a target, and on command freezes the
-server-to-client direction (holding the bytes) or cuts every connection."""
+"""A TCP proxy for fault tests (and bench/cut.py): forwards 127.0.0.1:<port> to a target, counting the
+bytes forwarded each way, and on command freezes the server-to-client direction (holding the bytes)
+or cuts every connection."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ class FaultProxy:
         self.frozen = threading.Event()
         self.conns: list[socket.socket] = []
         self.held = 0
+        self.up = 0  # bytes forwarded client -> target
+        self.down = 0  # bytes forwarded target -> client
         self.opened = 0  # connections forwarded to the target so far
         self._lock = threading.Lock()
         self._stop = False
@@ -48,6 +51,11 @@ class FaultProxy:
                     self.held += len(data)  # the reply is swallowed: the client never sees it
                     continue
                 dst.sendall(data)
+                with self._lock:
+                    if downstream:
+                        self.down += len(data)
+                    else:
+                        self.up += len(data)
         except OSError:
             pass
         finally:

@@ -66,7 +66,6 @@ def parse_listing(stdout: str) -> dict[str, Listed]:
 
 @dataclass
 class FetchReport:
-    files: int = 0
     checked: int = 0  # files whose sha256 matched the site's
     resumed: int = 0  # bytes that an earlier, cut fetch had brought already
     received: int = 0  # bytes that came over in this fetch
@@ -86,7 +85,7 @@ def fetch_files(
     progress: Callable[[int], None] | None = None,
 ) -> FetchReport:
     """Copy `files` (job-dir relative) into `dest` (see the module docstring)."""
-    report = FetchReport(files=len(files))
+    report = FetchReport()
     if not files or not job.workdir:
         return report
     workdir = job.workdir
