@@ -9,9 +9,10 @@ run over the same sshd, each against `scp` and `rsync` of the same data:
    fetched back from a job that wrote as many (`download: ["tree/**"]`).
 
 Medians of --runs runs (each run listed), the ratio to scp (above 1: faster than scp) and the peak RSS of
-the command (GNU time). Every copy is removed right after its run and each size's file once its section
-is done: a 10 GiB run needs about 20 GB free (the file here and one copy on the site; then the job's
-output on the site and its fetched copy here). The site is this machine: its paths are under SCRATCH.
+the command (GNU time). Each run starts after a `sync` (outside the timing). Every copy is removed right
+after its run and each size's file once its section is done: a 10 GiB run needs about 20 GB free (the
+file here and one copy on the site; then the job's output on the site and its fetched copy here). The
+site is this machine: its paths are under SCRATCH.
 
     python3 bench/data.py [--size 1024 10240] [--small 10000] [--runs 3] [--skip-stored [MIB]]
 """
@@ -78,6 +79,9 @@ def run(
     `setup` and `teardown` run before and after, outside the time."""
     if setup:
         setup()
+    # every run starts with nothing left to write back from the runs before it (outside the timing): on
+    # this VM's disk the same 10,000 file creates took 0.5 s to 9 s depending on what was still dirty
+    os.sync()
     t0 = time.perf_counter()
     p = subprocess.run(["/usr/bin/time", "-f", "RSS=%M", *cmd], env=env, capture_output=True, text=True)
     dt = time.perf_counter() - t0

@@ -79,10 +79,15 @@ def test_data_is_stored_once_linked_read_only_and_not_sent_again(bed, tmp_path: 
     assert "21 file(s), 21 sent" in r.stderr, r.stderr
     out = (Path(job["workdir"]) / "stdout.log").read_text()
     assert hashlib.sha256(big).hexdigest() in out and "row 7" in out and "write refused" in out, out
-    link = Path(job["workdir"]) / "ds" / "big.bin"
-    assert link.is_symlink() and os.readlink(link).startswith(str(store))
-    assert oct(link.stat().st_mode & 0o777) == "0o400"
+    # the data: dir is one link to a tree of hard links to the store's files, all read-only
+    link = Path(job["workdir"]) / "ds"
+    assert link.is_symlink() and os.readlink(link).startswith(f"{os.path.realpath(store)}/trees/")
+    big_sum = hashlib.sha256(big).hexdigest()
+    assert (link / "big.bin").stat().st_ino == (store / "sha256" / big_sum[:2] / big_sum).stat().st_ino
+    assert oct((link / "big.bin").stat().st_mode & 0o777) == "0o400"
+    assert oct(link.stat().st_mode & 0o777) == "0o500"
     assert oct(store.stat().st_mode & 0o777) == "0o700"
+    assert "1 dataset tree(s) made" in r.stderr, r.stderr
 
     used = _du(store)
     _age(store)
@@ -93,6 +98,8 @@ def test_data_is_stored_once_linked_read_only_and_not_sent_again(bed, tmp_path: 
     assert "0 sent (0.0 MB), 21 already in the site's store" in r2.stderr, r2.stderr
     assert _du(store) == used  # no byte more on the site's store
     assert _du(Path(job2["workdir"])) < 200_000  # links and logs, not 24 MiB
+    assert os.readlink(Path(job2["workdir"]) / "ds") == os.readlink(link)  # the same tree, not made again
+    assert "dataset tree(s) made" not in r2.stderr, r2.stderr
     assert hashlib.sha256(big).hexdigest() in (Path(job2["workdir"]) / "stdout.log").read_text()
 
 
@@ -108,6 +115,8 @@ def _age(store: Path) -> None:
     for path in (store / "sha256").rglob("*"):
         if path.is_file():
             os.utime(path, (old, old))
+    for tree in (store / "trees").iterdir():
+        os.utime(tree, (old, old))
 
 
 def _rm_jobdir(workdir: str) -> None:
@@ -147,14 +156,17 @@ def test_gc_keeps_what_a_job_dir_on_the_site_links_to_whoever_submitted_it(bed, 
     # files; not while a submission stored or found them in the last hour (a job may be linking them)
     assert _gc(env, tmp_path) == set() and _gc(env, tmp_path, "--ended") == set()
     _age(store)
-    assert _gc(env, tmp_path, "--ended") == only_a
+    assert _gc(env, tmp_path, "--ended", "--dry-run") == only_a
 
-    # once a job dir is gone, what only it linked to is freed, from the fresh home too
+    # once a job dir is gone, what only it linked to is freed, from the fresh home too: its tree, and
+    # of its files those no other tree links (the 19 shared stay: `job`'s tree links them)
     _rm_jobdir(other_job["workdir"])
     assert _gc(fresh, tmp_path) == only_b
-    _rm_jobdir(job["workdir"])
-    assert len(_gc(fresh, tmp_path)) == 19
-    assert not any((store / "sha256").rglob("*[0-9a-f]"))
+    assert len(list((store / "trees").iterdir())) == 1
+    assert _gc(fresh, tmp_path, "--ended") == set()  # not known there to have ended
+    # from the home that knows `job` ended: its tree and all its files
+    assert _gc(env, tmp_path, "--ended") == only_a | {_sha(f"row {i}\n".encode()) for i in range(20) if i != 7}
+    assert not any((store / "sha256").rglob("*[0-9a-f]")) and not any((store / "trees").iterdir())
 
 
 def test_gc_keeps_a_part_changed_recently(bed, tmp_path: Path) -> None:

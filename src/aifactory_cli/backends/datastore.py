@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from aifactory_cli.backends.fetching import transfer_failure
 from aifactory_cli.errors import RemoteError
 from aifactory_cli.jobs import datastore as ds
+from aifactory_cli.jobs.datatree import Tree
 from aifactory_cli.transport import CommandResult, Stdin, Transport
 
 
@@ -27,6 +28,7 @@ class Sent:
     bytes_sent: int = 0  # payload bytes put on the wire (resumed files: only the rest)
     resumed: dict[str, int] = field(default_factory=dict)  # digest -> offset it resumed at
     stored_already: int = 0  # distinct contents the store already had
+    trees_made: int = 0  # dataset trees put into the store (the others were there)
 
 
 class DataStore:
@@ -55,8 +57,10 @@ class DataStore:
         probe: ds.Probe,
         token: str,
         progress: Callable[[int], None] | None = None,
+        trees: list[Tree] | None = None,
     ) -> Sent:
-        """Store every one of `files` the probe did not find; one copy per content."""
+        """Store every one of `files` the probe did not find (one copy per content), and every one of
+        `trees` (`jobs.datatree`) it did not find. The large files go first: the trees link to them."""
         sent = Sent(probe.absolute)
         unique: dict[str, ds.DataFile] = {}
         for f in files:
@@ -73,12 +77,7 @@ class DataStore:
 
         small = [f for f in missing if f.size < ds.LARGE]
         large = [f for f in missing if f.size >= ds.LARGE]
-        if small:
-            result = self._run(
-                ds.small_store_command(data_dir, token), ds.small_tar_writer(small, count), data_dir, sent, len(missing)
-            )
-            self._check(result, data_dir, {f.sha256: f for f in small}, sent, len(missing))
-            sent.files_sent += len(small)
+        new_trees = [t for t in trees or [] if t.digest not in probe.trees]
         for f in large:
             offset = min(probe.partial.get(f.sha256, 0), f.size)
             if offset:
@@ -93,6 +92,17 @@ class DataStore:
             )
             self._check(result, data_dir, {f.sha256: f}, sent, len(missing))
             sent.files_sent += 1
+        if small or new_trees:
+            result = self._run(
+                ds.small_store_command(data_dir, token),
+                ds.small_tar_writer(small, token, new_trees, count),
+                data_dir,
+                sent,
+                len(missing),
+            )
+            self._check(result, data_dir, {f.sha256: f for f in small}, sent, len(missing))
+            sent.files_sent += len(small)
+            sent.trees_made = len(new_trees)
         return sent
 
     def _run(
@@ -160,12 +170,17 @@ class DataStore:
         return ds.parse_links(result.stdout)
 
     def remove(
-        self, data_dir: str, digests: list[str], leftovers: list[str], busy_minutes: int = ds.BUSY_MINUTES
+        self,
+        data_dir: str,
+        digests: list[str],
+        leftovers: list[str],
+        busy_minutes: int = ds.BUSY_MINUTES,
+        trees: list[str] | None = None,
     ) -> None:
-        if not digests and not leftovers:
+        if not digests and not leftovers and not trees:
             return
         result = self.transport.run(
-            ds.remove_command(data_dir, busy_minutes), stdin=ds.removal_paths(digests, leftovers)
+            ds.remove_command(data_dir, busy_minutes), stdin=ds.removal_paths(digests, leftovers, trees or [])
         )
         if not result.ok:
             raise RemoteError(f"cannot remove from the data store {data_dir} on {self.site}: {result.stderr.strip()}")

@@ -32,6 +32,19 @@ def _entry_json(e: Any) -> dict[str, Any]:
     }
 
 
+def _tree_json(t: Any) -> dict[str, Any]:
+    return {
+        "tree": t.digest,
+        "files": len(t.files),
+        "size": t.size,
+        "names": sorted(t.names),
+        "jobs": t.jobs,
+        "site_dirs": t.site_dirs,
+        "in_use": t.in_use,
+        "recent": t.recent,
+    }
+
+
 def _users(e: Any) -> str:
     known = set(e.jobs)
     others = [d for d in e.site_dirs if d.rstrip("/").rpartition("/")[2].rpartition("-")[2] not in known]
@@ -62,6 +75,7 @@ def ls(site: str | None = _SITE, as_json: bool = typer.Option(False, "--json", h
                             "path": v.path,
                             "bytes": v.total,
                             "entries": [_entry_json(e) for e in v.entries],
+                            "trees": [_tree_json(t) for t in v.trees],
                             "leftovers": v.leftovers,
                             **_parts_json(v),
                         }
@@ -83,6 +97,10 @@ def ls(site: str | None = _SITE, as_json: bool = typer.Option(False, "--json", h
                 shown = ", ".join(names[:3]) + (f" (+{len(names) - 3})" if len(names) > 3 else "")
                 table.add_row(e.digest[:16], _mb(e.size), shown, _users(e))
             output.out().print(table)
+            for t in v.trees:
+                called = ", ".join(sorted(t.names)) or "?"
+                size = f"{len(t.files)} file(s), {_mb(t.size)}"
+                output.note(f"  dataset tree {t.digest[:16]} ({called}): {size}; {_users(t)}")
             if v.leftovers:
                 output.note(f"  {len(v.leftovers)} leftover(s) of cut transfers, {_mb(sum(v.leftovers.values()))}")
             _say_kept(v)
@@ -134,19 +152,21 @@ def gc(
                             "path": v.path,
                             "freed_bytes": size,
                             "freed": [_entry_json(e) for e in freed],
+                            "freed_trees": [_tree_json(t) for t in trees],
                             "freed_leftovers": v.leftovers,
                             **_parts_json(v),
                         }
-                        for v, freed, size in results
+                        for v, freed, trees, size in results
                     ],
                 }
             )
             return
         verb = "would free" if dry_run else "freed"
-        for v, freed, size in results:
+        for v, freed, trees, size in results:
             kept = len(v.entries) - len(freed)
             output.note(
-                f"{v.site}: {v.path}: {verb} {len(freed)} entr{'y' if len(freed) == 1 else 'ies'} "
-                f"and {len(v.leftovers)} leftover(s), {_mb(size)}; {kept} kept (in use or recent)"
+                f"{v.site}: {v.path}: {verb} {len(freed)} entr{'y' if len(freed) == 1 else 'ies'}, "
+                f"{len(trees)} dataset tree(s) and {len(v.leftovers)} leftover(s), {_mb(size)}; "
+                f"{kept} entr{'y' if kept == 1 else 'ies'} kept (in use, recent, or in a kept tree)"
             )
             _say_kept(v)

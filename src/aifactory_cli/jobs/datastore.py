@@ -24,11 +24,12 @@ import re
 import shlex
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from aifactory_cli.jobs.datatree import TREES, Tree, add_links
 from aifactory_cli.transport import LocalFile
 
 LARGE = 8 * 1024 * 1024  # files this size and up are sent one by one, resumable inside the file
@@ -118,21 +119,30 @@ def hash_files(
 
 
 def small_tar_writer(
-    files: list[DataFile], progress: Callable[[int], None] | None = None
+    files: list[DataFile], token: str, trees: list[Tree], progress: Callable[[int], None] | None = None
 ) -> Callable[[BinaryIO], None]:
-    """The small files as a tar stream, each named by its place under `sha256/`, mode 0400."""
+    """The stream for `small_store_command`, store-relative: the small files, each named by its place
+    under the attempt dir `tmp/t.TOKEN/` (`ab/HASH`, mode 0400), then the hard links of `trees`."""
+    attempt = attempt_dir(token)
 
     def write(sink: BinaryIO) -> None:
         with tarfile.open(fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT, bufsize=256 * 1024) as tar:
             for f in files:
-                info = tarfile.TarInfo(f.stored.split("/", 1)[1])
+                info = tarfile.TarInfo(f"{attempt}/{f.stored.split('/', 1)[1]}")
                 info.size = f.size
                 info.mode = 0o400
                 info.mtime = int(time.time())  # stored now: gc keeps it while a job may be about to link it
                 with open(f.path, "rb") as fh:
                     tar.addfile(info, _Counted(fh, progress))
+            add_links(tar, attempt, trees, {f.sha256 for f in files})
 
     return write
+
+
+def attempt_dir(token: str) -> str:
+    if not re.fullmatch(r"[0-9A-Za-z_-]+", token):
+        raise ValueError(f"not a submission token: {token!r}")
+    return f"tmp/t.{token}"
 
 
 def file_writer(path: Path, offset: int, progress: Callable[[int], None] | None = None) -> LocalFile:
@@ -164,11 +174,15 @@ def probe_command(data_dir: str) -> str:
     """Create the store (private) if needed, print its physical path, then for each digest on stdin
     (one a line) `H DIGEST` when it is stored (its mtime set to now, in one `touch` for all: gc keeps
     what a submission found in the last BUSY_MINUTES, as the job may be about to link it) or
-    `P DIGEST SIZE` when a partial copy is there. A store dir that exists but is not the user's fails at `chmod`."""
+    `P DIGEST SIZE` when a partial copy is there; for each `tree:T` line, `T T` when that dataset tree
+    is stored (touched too). A store dir that exists but is not the user's fails at `chmod`."""
     d = shlex.quote(data_dir)
     return (
-        f"umask 077 && mkdir -p -- {d}/sha256 {d}/tmp && cd -- {d} && chmod 700 . sha256 tmp && pwd -P && "
-        f"{{ while read -r h; do {_PREFIX}; "
+        f"umask 077 && mkdir -p -- {d}/sha256 {d}/tmp {d}/{TREES} && cd -- {d} && "
+        f"chmod 700 . sha256 tmp {TREES} && pwd -P && "
+        f"{{ while read -r h; do case $h in tree:*) h=${{h#tree:}}; "
+        f'if [ -d "{TREES}/$h" ]; then echo "T $h"; printf \'%s\\0\' "{TREES}/$h" >&3; fi; continue;; esac; '
+        f"{_PREFIX}; "
         'if [ -f "sha256/$p/$h" ]; then echo "H $h"; printf \'%s\\0\' "sha256/$p/$h" >&3; '
         'elif [ -f "tmp/$h.part" ]; then echo "P $h $(wc -c < "tmp/$h.part")"; fi; '
         "done 3>&1 >&4 | xargs -0 -r touch -c -m -- || :; } 4>&1"
@@ -180,6 +194,7 @@ class Probe:
     absolute: str
     have: set[str]
     partial: dict[str, int]
+    trees: set[str] = field(default_factory=set)  # dataset trees stored
 
 
 def parse_probe(stdout: str) -> Probe:
@@ -188,13 +203,16 @@ def parse_probe(stdout: str) -> Probe:
         raise ValueError(f"no store path in the answer: {stdout[:200]!r}")
     have: set[str] = set()
     partial: dict[str, int] = {}
+    trees: set[str] = set()
     for ln in lines[1:]:
         parts = ln.split()
         if len(parts) == 2 and parts[0] == "H" and _HEX.fullmatch(parts[1]):
             have.add(parts[1])
         elif len(parts) == 3 and parts[0] == "P" and _HEX.fullmatch(parts[1]) and parts[2].isdigit():
             partial[parts[1]] = int(parts[2])
-    return Probe(lines[0], have, partial)
+        elif len(parts) == 2 and parts[0] == "T" and _HEX.fullmatch(parts[1]):
+            trees.add(parts[1])
+    return Probe(lines[0], have, partial, trees)
 
 
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -210,15 +228,17 @@ PICK_SHA256 = (
 
 
 def small_store_command(data_dir: str, token: str) -> str:
-    """Unpack the small files' tar into a private attempt dir, check each against its name's digest
-    (a mismatch after a whole stream: `BAD DIGEST`, exit MISMATCH_RC; after a cut stream the cut
-    member is dropped), and move the good ones into `sha256/` by renames. HUP is ignored: after a
-    cut, what arrived whole is still stored, so the next attempt sends only the rest."""
+    """Unpack the small files' tar (`small_tar_writer`) into a private attempt dir, check each file
+    against its name's digest (a mismatch after a whole stream: `BAD DIGEST`, exit MISMATCH_RC; after
+    a cut stream the cut member is dropped), and move the good ones into `sha256/` by renames; then,
+    only when all arrived and matched, each dataset tree (hard links, `jobs.datatree`) into `trees/`
+    by one rename (read-only dirs; one that a racing submission put there first is kept). HUP is
+    ignored: after a cut, what arrived whole is still stored, so the next attempt sends only the rest."""
     d = shlex.quote(data_dir)
-    t = shlex.quote(f"t.{token}")
+    t = shlex.quote(attempt_dir(token))
     return (
-        f"trap '' HUP PIPE; umask 077; cd -- {d}/tmp && mkdir -- {t} && cd -- {t} || exit 1; "
-        f"tar -x -f -; rc=$?; {PICK_SHA256}"
+        f"trap '' HUP PIPE; umask 077; cd -- {d} && mkdir -- {t} || exit 1; "
+        f"tar -x -f -; rc=$?; cd -- {t} || exit 1; {PICK_SHA256}"
         "find . -type f -path './??/*' -print0 | xargs -0 -r $aif_sha256 | "
         "{ bad=0; while read -r sum name; do name=${name#[*]}; h=${name##*/}; "
         'if [ "$sum" != "$h" ]; then rm -f -- "$name"; '
@@ -226,8 +246,13 @@ def small_store_command(data_dir: str, token: str) -> str:
         'for s in ??; do [ -d "$s" ] || continue; '
         'mv -T -- "$s" "../../sha256/$s" 2>/dev/null || '
         '{ mkdir -p -- "../../sha256/$s" && find "$s" -type f -exec mv -f -t "../../sha256/$s" -- {} +; }; done; '
-        f"cd .. && rm -rf -- {t}; "
-        f'[ "$rc" -eq 0 ] || exit "$rc"; [ "$bad" -eq 0 ] || exit {MISMATCH_RC}'
+        'tbad=0; if [ "$rc" -eq 0 ] && [ "$bad" -eq 0 ] && [ -d trees ]; then for s in trees/*; do '
+        '[ -d "$s" ] || continue; find "$s" -mindepth 1 -type d -exec chmod 500 -- {} + && '
+        'if mv -T -- "$s" "../../$s" 2>/dev/null; then chmod 500 -- "../../$s"; '
+        'elif [ ! -d "../../$s" ]; then echo "cannot put the dataset tree $s into the store" >&2; tbad=1; fi; '
+        "done; fi; "
+        f"cd ../.. && find {t} -type d -exec chmod u+w -- {{}} + 2>/dev/null; rm -rf -- {t}; "
+        f'[ "$rc" -eq 0 ] || exit "$rc"; [ "$bad" -eq 0 ] || exit {MISMATCH_RC}; exit "$tbad"'
     )
 
 
@@ -258,17 +283,23 @@ BUSY_MINUTES = 60  # a tmp/ part changed this recently may be an upload in progr
 
 
 def list_command(data_dir: str, busy_minutes: int = BUSY_MINUTES) -> str:
-    """`SIZE DIGEST` for every stored file (`R SIZE DIGEST`: stored or found by a submission in the last
-    BUSY_MINUTES, by its mtime: a job may be about to link it); for each entry under tmp/ (a cut transfer's part):
-    `PART SIZE NAME`, or `BUSY SIZE NAME` when it or anything in it changed (ctime: tar cannot set
-    it back) in the last BUSY_MINUTES; a store that does not exist lists nothing."""
+    """`O SIZE DIGEST INODE` for every stored file (`R ...`: stored or found by a submission in the last
+    BUSY_MINUTES, by its mtime: a job may be about to link it); `T TREE` for every dataset tree (`RT`:
+    recent) and `I INODE TREE/PATH` for every file in it (its inode is a stored file's); for each entry
+    under tmp/ (a cut transfer's part): `PART SIZE NAME`, or `BUSY SIZE NAME` when it or anything in it
+    changed (ctime: tar cannot set it back) in the last BUSY_MINUTES; a store that does not exist lists
+    nothing."""
     d = shlex.quote(data_dir)
+    m = int(busy_minutes)
     return (
         f"[ -d {d} ] || exit 0; cd -- {d} && pwd -P && "
         "{ [ ! -d sha256 ] || find sha256 -type f "
-        f"\\( -mmin -{int(busy_minutes)} -printf 'R %s %f\\n' -o -printf '%s %f\\n' \\); }} && "
+        f"\\( -mmin -{m} -printf 'R %s %f %i\\n' -o -printf 'O %s %f %i\\n' \\); }} && "
+        f"{{ [ ! -d {TREES} ] || {{ find {TREES} -mindepth 1 -maxdepth 1 -type d "
+        f"\\( -mmin -{m} -printf 'RT %f\\n' -o -printf 'T %f\\n' \\) && "
+        f"find {TREES} -mindepth 2 -type f -printf 'I %i %P\\n'; }}; }} && "
         '{ [ ! -d tmp ] || for e in tmp/* tmp/.[!.]*; do [ -e "$e" ] || continue; '
-        f'k=PART; [ -z "$(find "$e" -cmin -{int(busy_minutes)} -print -quit 2>/dev/null)" ] || k=BUSY; '
+        f'k=PART; [ -z "$(find "$e" -cmin -{m} -print -quit 2>/dev/null)" ] || k=BUSY; '
         'echo "$k $(du -sb -- "$e" | cut -f1) ${e#tmp/}"; done; }'
     )
 
@@ -280,6 +311,9 @@ class Listing:
     leftovers: dict[str, int]  # tmp/ name -> size, unchanged for BUSY_MINUTES
     busy: dict[str, int] = field(default_factory=dict)  # tmp/ name -> size, changed recently: kept
     recent: set[str] = field(default_factory=set)  # digests stored or probed in the last BUSY_MINUTES
+    inodes: dict[str, int] = field(default_factory=dict)  # digest -> its file's inode
+    trees: dict[str, set[int]] = field(default_factory=dict)  # dataset tree -> the inodes it links
+    recent_trees: set[str] = field(default_factory=set)  # made or found by a submission lately
 
 
 def parse_list(stdout: str) -> Listing:
@@ -287,14 +321,24 @@ def parse_list(stdout: str) -> Listing:
     absolute = lines[0] if lines and lines[0].startswith("/") else None
     listing = Listing(absolute, {}, {})
     for ln in lines[1 if absolute else 0 :]:
-        parts = ln.split()
-        if len(parts) == 2 and parts[0].isdigit() and _HEX.fullmatch(parts[1]):
-            listing.files[parts[1]] = int(parts[0])
-        elif len(parts) == 3 and parts[0] == "R" and parts[1].isdigit() and _HEX.fullmatch(parts[2]):
+        parts = ln.split(" ", 3)
+        kind = parts[0]
+        if kind in ("O", "R") and len(parts) == 4 and parts[1].isdigit() and _HEX.fullmatch(parts[2]):
             listing.files[parts[2]] = int(parts[1])
-            listing.recent.add(parts[2])
-        elif len(parts) == 3 and parts[0] in ("PART", "BUSY") and parts[1].isdigit():
-            (listing.leftovers if parts[0] == "PART" else listing.busy)[parts[2]] = int(parts[1])
+            if parts[3].isdigit():
+                listing.inodes[parts[2]] = int(parts[3])
+            if kind == "R":
+                listing.recent.add(parts[2])
+        elif kind in ("T", "RT") and len(parts) == 2 and _HEX.fullmatch(parts[1]):
+            listing.trees.setdefault(parts[1], set())
+            if kind == "RT":
+                listing.recent_trees.add(parts[1])
+        elif kind == "I" and len(parts) >= 3 and parts[1].isdigit():
+            tree = ln.split(" ", 2)[2].split("/", 1)[0]
+            if _HEX.fullmatch(tree):
+                listing.trees.setdefault(tree, set()).add(int(parts[1]))
+        elif kind in ("PART", "BUSY") and len(parts) == 3 and parts[1].isdigit():
+            (listing.leftovers if kind == "PART" else listing.busy)[parts[2]] = int(parts[1])
     return listing
 
 
@@ -306,17 +350,18 @@ def _glob(path: str) -> str:
 def links_command(stores: list[str], roots: list[str], depth: int) -> str:
     """Which job dirs on the site link into the stores (physical paths, as `pwd -P` gives them), in
     one command: under each root of job dirs (one that does not exist is skipped), every symlink whose
-    target is in a store's `sha256/`, as `STORE<TAB>DIGEST<TAB>JOBDIR` once per job dir (the root's
-    physical path and the first `depth` components below it; a link above that depth: the root itself);
-    `UNREAD<TAB>ROOT` when find could not
-    read all of a root (then what it holds is not known)."""
-    match = " -o ".join(f"-lname {shlex.quote(_glob(s) + '/sha256/*')}" for s in stores)
+    target is in a store's `sha256/` or `trees/`, as `STORE<TAB>DIGEST<TAB>JOBDIR` (`tree:T` for a tree)
+    once per job dir (the root's physical path and the first `depth` components below it; a link above
+    that depth: the root itself); `UNREAD<TAB>ROOT` when find could not read all of a root (then what
+    it holds is not known)."""
+    match = " -o ".join(f"-lname {shlex.quote(_glob(s) + sub)}" for s in stores for sub in ("/sha256/*", f"/{TREES}/*"))
     prune = " -o ".join(f"-path {shlex.quote(_glob(s))}" for s in stores)
     awk = (
         '$0 == "!" { print "UNREAD\t" ENVIRON["R"]; next } '
         '{ t = $1; rest = substr($0, length(t) + 2); n = split(rest, a, "/"); '
         'j = ENVIRON["R"]; if (n > d) for (i = 1; i <= d; i++) j = j "/" a[i]; '
         'h = t; sub(/.*\\//, "", h); s = t; sub(/\\/sha256\\/[^\\/]*\\/[^\\/]*$/, "", s); '
+        'if (t ~ /\\/trees\\/[^\\/]*$/) { s = t; sub(/\\/trees\\/[^\\/]*$/, "", s); h = "tree:" h } '
         'print s "\t" h "\t" j }'
     )
     parts = [
@@ -330,7 +375,7 @@ def links_command(stores: list[str], roots: list[str], depth: int) -> str:
 
 @dataclass
 class SiteLinks:
-    users: dict[tuple[str, str], set[str]]  # (store, digest) -> job dirs on the site linking to it
+    users: dict[tuple[str, str], set[str]]  # (store, digest or tree:T) -> job dirs on the site linking to it
     unreadable: list[str]  # roots find could not read whole
 
 
@@ -340,25 +385,32 @@ def parse_links(stdout: str) -> SiteLinks:
         parts = ln.split("\t")
         if len(parts) == 2 and parts[0] == "UNREAD":
             links.unreadable.append(parts[1])
-        elif len(parts) == 3 and _HEX.fullmatch(parts[1]) and parts[0].startswith("/"):
+        elif len(parts) == 3 and _HEX.fullmatch(parts[1].removeprefix("tree:")) and parts[0].startswith("/"):
             links.users.setdefault((parts[0], parts[1]), set()).add(parts[2])
     return links
 
 
 def remove_command(data_dir: str, busy_minutes: int = BUSY_MINUTES) -> str:
     """Remove the store-relative paths given on stdin (NUL-separated), and empty prefix dirs; a tmp/
-    part changed, or a stored file stored or probed, in the last BUSY_MINUTES (since it was listed) is kept."""
+    part changed, or a stored file or tree stored or probed, in the last BUSY_MINUTES (since it was
+    listed) is kept. A tree's read-only dirs are made writable first (only its dirs: its files are the
+    stored files' inodes)."""
     d = shlex.quote(data_dir)
+    m = int(busy_minutes)
     return (
         f"cd -- {d} && xargs -0 -r sh -c 'for p; do case $p in tmp/*) "
-        f'[ -z "$(find "$p" -cmin -{int(busy_minutes)} -print -quit 2>/dev/null)" ] || continue;; '
-        f'*) [ -z "$(find "$p" -mmin -{int(busy_minutes)} -print -quit 2>/dev/null)" ] || continue;; esac; '
+        f'[ -z "$(find "$p" -cmin -{m} -print -quit 2>/dev/null)" ] || continue;; '
+        f'{TREES}/*) [ -z "$(find "$p" -maxdepth 0 -mmin -{m} -print -quit 2>/dev/null)" ] || continue; '
+        'find "$p" -type d -exec chmod u+w -- {} + || exit 1;; '
+        f'*) [ -z "$(find "$p" -mmin -{m} -print -quit 2>/dev/null)" ] || continue;; esac; '
         'rm -rf -- "$p" || exit 1; done\' sh && find sha256 -mindepth 1 -type d -empty -delete'
     )
 
 
-def removal_paths(digests: list[str], leftovers: list[str]) -> bytes:
-    paths = [stored_name(h) for h in digests]
+def removal_paths(digests: list[str], leftovers: list[str], trees: Sequence[str] = ()) -> bytes:
+    """Trees first: a file of a freed tree is freed only once no tree links it."""
+    paths = [f"{TREES}/{t}" for t in trees if _HEX.fullmatch(t)]
+    paths += [stored_name(h) for h in digests]
     for name in leftovers:
         if "/" in name or name in ("", ".", ".."):
             raise ValueError(f"not a leftover name: {name!r}")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from aifactory_cli import paths, states
 from aifactory_cli.jobs.datastore import BUSY_MINUTES
 
-__all__ = ["BUSY_MINUTES", "gc", "report", "stage", "stores"]
+__all__ = ["BUSY_MINUTES", "Entry", "TreeEntry", "gc", "report", "stage", "stores"]
 
 if TYPE_CHECKING:
     from aifactory_cli.backends.base import Backend
@@ -41,6 +41,7 @@ def stage(
 
     from aifactory_cli.backends.datastore import DataStore
     from aifactory_cli.jobs import datastore as ds
+    from aifactory_cli.jobs.datatree import group
     from aifactory_cli.jobs.staging import collect_uploads
 
     spec = prepared.resolved.spec
@@ -55,11 +56,14 @@ def stage(
         raise SpecError(f"{clash[0]} is both in upload: and in data:", "list each file in one of them")
     cache = ds.HashCache(paths.state_dir() / "data-hashes.json")
     files = ds.hash_files(listed, cache)
+    # a data: directory that nothing else in the job dir shares becomes one tree and one link
+    taken = {rel.split("/", 1)[0] for rel in [*plan.generated, *(r for _, r in prepared.uploads)]}
+    trees, single = group([(f.rel, f.sha256) for f in files], taken)
     data_dir = backend.data_dir_for(prepared.resolved.account, prepared.resolved.user)
     store = DataStore(backend.transport, job.site)
     backend.transport.connect()
     digests = sorted({f.sha256 for f in files})
-    probe = store.probe(data_dir, digests)
+    probe = store.probe(data_dir, [*digests, *(f"tree:{t.digest}" for t in trees)])
     have = set(probe.have)
     todo = sum(
         f.size - min(probe.partial.get(f.sha256, 0), f.size)
@@ -67,23 +71,27 @@ def stage(
         if f.sha256 not in have
     )
     with svc.progress(todo, "data") or contextlib.nullcontext() as advance:
-        sent = store.send(data_dir, files, probe, job.token, advance)
-    plan.links.update({f.rel: f"{probe.absolute}/{f.stored}" for f in files})
-    _record(job, probe.absolute, files)
+        sent = store.send(data_dir, files, probe, job.token, advance, trees)
+    by_rel = {f.rel: f for f in files}
+    plan.links.update({rel: f"{probe.absolute}/{by_rel[rel].stored}" for rel in single})
+    plan.links.update({t.top: f"{probe.absolute}/{t.stored}" for t in trees})
+    _record(job, probe.absolute, files, trees)
     summary = {
         "store": probe.absolute,
         "files": len(files),
         "sent_files": sent.files_sent,
         "sent_bytes": sent.bytes_sent,
+        "trees": len(trees),
+        "trees_made": sent.trees_made,
     }
     svc.store.update(job, extra={**job.extra, "data": summary})
     return sent, len(files), time.monotonic() - started
 
 
-def _record(job: Job, absolute: str, files: list[Any]) -> None:
+def _record(job: Job, absolute: str, files: list[Any], trees: list[Any]) -> None:
     directory = _usage_dir(job.site)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    body = {"dir": absolute, "files": {f.sha256: f.rel for f in files}}
+    body = {"dir": absolute, "files": {f.sha256: f.rel for f in files}, "trees": {t.digest: t.top for t in trees}}
     tmp = directory / f".{job.id}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(body))
     os.replace(tmp, directory / f"{job.id}.json")
@@ -91,9 +99,10 @@ def _record(job: Job, absolute: str, files: list[Any]) -> None:
 
 def report(svc: Service, sent: Sent, count: int, seconds: float) -> None:
     resumed = f", {len(sent.resumed)} resumed" if sent.resumed else ""
+    trees = f", {sent.trees_made} dataset tree(s) made" if sent.trees_made else ""
     svc.notify(
         f"data: {count} file(s), {sent.files_sent} sent ({sent.bytes_sent / 1e6:.1f} MB{resumed}), "
-        f"{sent.stored_already} already in the site's store, in {seconds:.1f} s"
+        f"{sent.stored_already} already in the site's store{trees}, in {seconds:.1f} s"
     )
 
 
@@ -111,6 +120,27 @@ class Entry:
     site_live: bool = False  # one of those is not the dir of a job known here to have ended
     recent: bool = False  # stored or found by a submission in the last BUSY_MINUTES: it may be linked now
 
+    trees: list[str] = field(default_factory=list)  # dataset trees that link it
+
+    @property
+    def in_use(self) -> bool:
+        return bool(self.jobs or self.site_dirs)
+
+
+@dataclass
+class TreeEntry:
+    """A dataset tree (`jobs.datatree`): one `data:` directory, linked whole into job dirs."""
+
+    digest: str
+    files: list[str]  # the stored files it links (digests)
+    size: int
+    names: set[str] = field(default_factory=set)  # what tracked jobs call it in their dirs
+    jobs: list[str] = field(default_factory=list)
+    live: bool = False
+    site_dirs: list[str] = field(default_factory=list)
+    site_live: bool = False
+    recent: bool = False
+
     @property
     def in_use(self) -> bool:
         return bool(self.jobs or self.site_dirs)
@@ -124,15 +154,19 @@ class StoreView:
     leftovers: dict[str, int]  # parts of cut transfers unchanged for ds.BUSY_MINUTES
     busy: dict[str, int] = field(default_factory=dict)  # parts changed since: maybe an upload now
     unreadable: list[str] = field(default_factory=list)  # job-dir roots not read whole: keep all
+    trees: list[TreeEntry] = field(default_factory=list)
 
     @property
     def total(self) -> int:
         return sum(e.size for e in self.entries)
 
 
-def _usages(svc: Service, site: str) -> list[tuple[Job, str, dict[str, str]]]:
-    """(tracked job, store path, digest -> name) for the site's jobs that have data."""
-    out: list[tuple[Job, str, dict[str, str]]] = []
+Usage = tuple["Job", str, dict[str, str], dict[str, str]]  # job, store, digest -> name, tree -> name
+
+
+def _usages(svc: Service, site: str) -> list[Usage]:
+    """(tracked job, store path, digest -> name, tree -> name) for the site's jobs that have data."""
+    out: list[Usage] = []
     directory = _usage_dir(site)
     if not directory.is_dir():
         return out
@@ -144,13 +178,20 @@ def _usages(svc: Service, site: str) -> list[tuple[Job, str, dict[str, str]]]:
             body = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        out.append((job, str(body.get("dir", "")), dict(body.get("files", {}))))
+        out.append((job, str(body.get("dir", "")), dict(body.get("files", {})), dict(body.get("trees", {}))))
     return out
+
+
+def _use(item: Entry | TreeEntry, job: Job, name: str) -> None:
+    item.names.add(name)
+    if job.id not in item.jobs:
+        item.jobs.append(job.id)
+    item.live = item.live or job.state not in states.FINAL_STATES
 
 
 def stores(svc: Service, site: str | None) -> list[StoreView]:
     """The site's stores (the default one for the configured account, and every one a tracked job
-    used), each with its entries and who uses them."""
+    used), each with its entries, its dataset trees and who uses them."""
     from aifactory_cli.backends.datastore import DataStore
 
     site = svc.site_or_default(site)
@@ -160,7 +201,7 @@ def stores(svc: Service, site: str | None) -> list[StoreView]:
     configured = svc.config.sites.get(site)
     account = current().account_for(None, configured.account if configured else None)
     usages = _usages(svc, site)
-    dirs = [backend.data_dir_for(account, None), *sorted({d for _, d, _ in usages if d})]
+    dirs = [backend.data_dir_for(account, None), *sorted({u[1] for u in usages if u[1]})]
     store = DataStore(backend.transport, site)
     views: dict[str, StoreView] = {}
     for d in dirs:
@@ -168,22 +209,29 @@ def stores(svc: Service, site: str | None) -> list[StoreView]:
         if listing.absolute is None or listing.absolute in views:
             continue
         entries = {h: Entry(h, size, recent=h in listing.recent) for h, size in listing.files.items()}
-        for job, used_dir, files in usages:
+        by_inode = {i: h for h, i in listing.inodes.items()}
+        trees: dict[str, TreeEntry] = {}
+        for t, inodes in sorted(listing.trees.items()):
+            linked = sorted({by_inode[i] for i in inodes if i in by_inode})
+            trees[t] = TreeEntry(t, linked, sum(entries[h].size for h in linked), recent=t in listing.recent_trees)
+            for h in linked:
+                entries[h].trees.append(t)
+        for job, used_dir, files, used_trees in usages:
             if used_dir != listing.absolute:
                 continue
             for digest, name in files.items():
-                entry = entries.get(digest)
-                if entry is not None:
-                    entry.names.add(name)
-                    if job.id not in entry.jobs:
-                        entry.jobs.append(job.id)
-                    entry.live = entry.live or job.state not in states.FINAL_STATES
+                if digest in entries:
+                    _use(entries[digest], job, name)
+            for t, name in used_trees.items():
+                if t in trees:
+                    _use(trees[t], job, name)
         views[listing.absolute] = StoreView(
             site,
             listing.absolute,
             sorted(entries.values(), key=lambda e: e.digest),
             listing.leftovers,
             listing.busy,
+            trees=list(trees.values()),
         )
     if views:
         _site_users(svc, backend, store, account, list(views.values()))
@@ -193,7 +241,8 @@ def stores(svc: Service, site: str | None) -> list[StoreView]:
 def _site_users(svc: Service, backend: Backend, store: Any, account: str | None, views: list[StoreView]) -> None:
     """Ask the site which job dirs link into the stores (jobs submitted from anywhere), in one round
     trip over the account's job-dir root and those of the jobs tracked here; a job dir counts as
-    ended only when it is the dir of a job tracked here that has ended."""
+    ended only when it is the dir of a job tracked here that has ended. A job dir that links a tree
+    uses every file in it."""
     root, depth = backend.jobs_root_for(account, None)
     jobs = svc.store.query(site=views[0].site)
     roots = {root}
@@ -204,8 +253,14 @@ def _site_users(svc: Service, backend: Backend, store: Any, account: str | None,
     links = store.site_links([v.path for v in views], sorted(roots), depth)
     for view in views:
         view.unreadable = links.unreadable
+        through: dict[str, set[str]] = {}
+        for tree in view.trees:
+            tree.site_dirs = sorted(links.users.get((view.path, f"tree:{tree.digest}"), ()))
+            tree.site_live = any(d not in ended for d in tree.site_dirs)
+            for h in tree.files:
+                through.setdefault(h, set()).update(tree.site_dirs)
         for entry in view.entries:
-            dirs = sorted(links.users.get((view.path, entry.digest), ()))
+            dirs = sorted(set(links.users.get((view.path, entry.digest), ())) | through.get(entry.digest, set()))
             entry.site_dirs = dirs
             entry.site_live = any(d not in ended for d in dirs)
 
@@ -216,13 +271,18 @@ def _up(path: str, levels: int) -> str:
     return path
 
 
+def _free(item: Entry | TreeEntry, ended: bool) -> bool:
+    return not item.recent and (not item.in_use or (ended and not item.live and not item.site_live))
+
+
 def gc(
     svc: Service, site: str | None, dry_run: bool = False, ended: bool = False
-) -> list[tuple[StoreView, list[Entry], int]]:
-    """Free the entries that no tracked job uses and no job dir on the site links to (with `ended`:
-    those whose users all are jobs known here to have ended), none stored or found by a submission in
-    the last ds.BUSY_MINUTES (its job may be about to link it), and the parts of cut transfers unchanged
-    for ds.BUSY_MINUTES; returns per store what is (or, dry, would be) freed and the bytes."""
+) -> list[tuple[StoreView, list[Entry], list[TreeEntry], int]]:
+    """Free the entries and dataset trees that no tracked job uses and no job dir on the site links to
+    (with `ended`: those whose users all are jobs known here to have ended), none stored or found by a
+    submission in the last ds.BUSY_MINUTES (its job may be about to link it), and the parts of cut
+    transfers unchanged for ds.BUSY_MINUTES; an entry that a kept tree links is kept. Returns per store
+    what is (or, dry, would be) freed and the bytes."""
     from aifactory_cli.backends.datastore import DataStore
 
     out = []
@@ -230,13 +290,16 @@ def gc(
     for view in views:
         if view.unreadable:  # a job dir there may link to anything: free only old leftovers
             freed: list[Entry] = []
+            trees: list[TreeEntry] = []
         else:
-            freed = [
-                e for e in view.entries if not e.recent and (not e.in_use or (ended and not e.live and not e.site_live))
-            ]
+            trees = [t for t in view.trees if _free(t, ended)]
+            kept = {t.digest for t in view.trees} - {t.digest for t in trees}
+            freed = [e for e in view.entries if _free(e, ended) and not kept.intersection(e.trees)]
         size = sum(e.size for e in freed) + sum(view.leftovers.values())
         if not dry_run:
             backend = svc.backend(view.site)
-            DataStore(backend.transport, view.site).remove(view.path, [e.digest for e in freed], sorted(view.leftovers))
-        out.append((view, freed, size))
+            DataStore(backend.transport, view.site).remove(
+                view.path, [e.digest for e in freed], sorted(view.leftovers), trees=[t.digest for t in trees]
+            )
+        out.append((view, freed, trees, size))
     return out

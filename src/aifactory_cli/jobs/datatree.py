@@ -1,0 +1,69 @@
+"""Dataset trees in the site's data store: a `data:` directory becomes one tree of hard links to the
+store's files, shared by every job that has the same directory, and the job dir gets one symlink to it.
+
+    DATA/trees/T/REST...     hard links to DATA/sha256/ab/HASH (no inode, no byte more), dirs mode 0500
+    JOBDIR/TOP -> DATA/trees/T
+
+T is the sha256 of the directory's listing (`HASH REST` lines, sorted), so an unchanged dataset is
+found by the probe and costs its job one symlink; 100,000 files no longer mean 100,000 links in
+every job dir (nor as many inodes against the project's file quota). The links are built on the
+site by GNU tar from hard-link members (no fork per file), in the tar stream that carries the new
+small files, and the tree enters `trees/` by one rename once every file in it has been checked.
+
+Here: grouping the files into trees and the tar members; the command text is `jobs.datastore`'s."""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+TREES = "trees"
+
+
+@dataclass(frozen=True)
+class Tree:
+    top: str  # the job-dir name linked to it
+    digest: str  # T: sha256 of its listing
+    files: tuple[tuple[str, str], ...]  # (path inside the tree, sha256), sorted
+
+    @property
+    def stored(self) -> str:
+        return f"{TREES}/{self.digest}"
+
+
+def tree_digest(files: Iterable[tuple[str, str]]) -> str:
+    listing = "".join(f"{digest} {rest}\n" for rest, digest in sorted(files))
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def group(rels: Iterable[tuple[str, str]], taken: set[str]) -> tuple[list[Tree], list[str]]:
+    """The trees for `(rel, sha256)` pairs (job-dir relative): one per top-level directory that
+    nothing else in the job dir (`taken`: top-level names of uploads and generated files) uses;
+    returns the trees and the rels that stay single links (top-level files, shared tops)."""
+    by_top: dict[str, dict[str, str]] = {}
+    single: list[str] = []
+    for rel, digest in rels:
+        top, sep, rest = rel.partition("/")
+        if not sep or top in taken:
+            single.append(rel)
+        else:
+            by_top.setdefault(top, {})[rest] = digest
+    trees = [Tree(top, tree_digest(f.items()), tuple(sorted(f.items()))) for top, f in sorted(by_top.items())]
+    return trees, single
+
+
+def add_links(tar: tarfile.TarFile, attempt: str, trees: Iterable[Tree], new: set[str]) -> None:
+    """Hard-link members, store-relative (tar runs in DATA): `attempt/trees/T/REST` linking to the
+    file's copy in this stream (`attempt/ab/HASH`, when in `new`) or in the store (`sha256/ab/HASH`)."""
+    now = int(time.time())
+    for tree in trees:
+        for rest, digest in tree.files:
+            info = tarfile.TarInfo(f"{attempt}/{tree.stored}/{rest}")
+            info.type = tarfile.LNKTYPE
+            place = f"{digest[:2]}/{digest}"
+            info.linkname = f"{attempt}/{place}" if digest in new else f"sha256/{place}"
+            info.mtime = now
+            tar.addfile(info)
