@@ -148,3 +148,37 @@ def test_the_listing_keeps_sizes_and_falls_back_to_names() -> None:
         "d/e": fetching.Listed(0, "1.0"),
         "only-name": fetching.Listed(0, ""),
     }
+
+
+def test_a_sweep_elements_large_file_cut_midway_resumes_too(
+    session: Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An element's files come through DEST/.aif-fetch/ (then under the element's name): a cut there
+    keeps its partial copy for the next fetch, and leaves nothing else behind."""
+    body = 'matrix: [{LR: "0.1"}, {LR: "0.2"}]\nrun: echo $LR\ndownload: ["out/**"]\n'
+    with session() as svc:
+        job = svc.submit(svc.prepare(spec(tmp_path, "sw", body), SITE))
+    for n in (0, 1):
+        out = Path(job.workdir or "") / "elements" / str(n) / "out"
+        out.mkdir(parents=True)
+        (out / "model.bin").write_bytes(BIG if n == 0 else BIG[::-1])
+        (out / "log.txt").write_text(f"element {n}\n")
+    dest = tmp_path / "got"
+    real = session.fake.run_to_file
+    monkeypatch.setattr(session.fake, "run_to_file", cut_after(session, 500_000))
+    with session() as svc, pytest.raises(RemoteError) as err:
+        svc.fetch(job.id, dest)
+    assert err.value.exit_code == EXIT_REMOTE and "(500,000 bytes)" in err.value.message
+    assert tree(dest)[0].startswith(".aif-fetch/.aif-partial/") and len(tree(dest)) == 2  # .part and .json
+    monkeypatch.setattr(session.fake, "run_to_file", real)
+    with session() as svc:
+        done = svc.fetch(job.id, dest)
+    assert tree(dest) == [
+        "0_LR=0.1/out/log.txt",
+        "0_LR=0.1/out/model.bin",
+        "1_LR=0.2/out/log.txt",
+        "1_LR=0.2/out/model.bin",
+    ]
+    assert (dest / "0_LR=0.1" / "out" / "model.bin").read_bytes() == BIG
+    assert (dest / "1_LR=0.2" / "out" / "model.bin").read_bytes() == BIG[::-1]
+    assert (done.resumed, done.checked) == (500_000, 4)

@@ -85,17 +85,38 @@ def fetch(
                 report = backend.fetch(job, list(plan), target, advance)
             else:  # element files: fetched by their job-dir paths, then moved under the element's name
                 staging = target / ".aif-fetch"
-                shutil.rmtree(staging, ignore_errors=True)
+                _clear(staging)
+                moved = False
                 try:
                     report = backend.fetch(job, list(plan), staging, advance)
                     for remote, local in plan.items():
                         (target / local).parent.mkdir(parents=True, exist_ok=True)
                         (staging / remote).replace(target / local)
-                finally:  # a failed fetch leaves nothing half-moved behind
-                    shutil.rmtree(staging, ignore_errors=True)
+                    moved = True
+                finally:  # a failed fetch leaves nothing half-moved behind, but the partial copies of cut
+                    # large files stay (in .aif-fetch/.aif-partial/) for the next fetch to resume
+                    if moved:
+                        shutil.rmtree(staging, ignore_errors=True)
+                    else:
+                        _clear(staging)
         done.seconds = time.monotonic() - started
         done.checked, done.resumed = report.checked, report.resumed
     return done
+
+
+def _clear(staging: Path) -> None:
+    """Empty an element fetch's staging dir, all but the partial copies of cut large files."""
+    from aifactory_cli.backends.fetching import PARTIAL
+
+    if not staging.is_dir():
+        return
+    for child in staging.iterdir():
+        if child.name == PARTIAL and child.is_dir() and not child.is_symlink():
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def plan_fetch(job: Job, files: list[str], patterns: list[str], chosen: list[int] | None = None) -> dict[str, str]:
