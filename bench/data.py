@@ -352,6 +352,9 @@ def small(count: int, each: int, runs: int, work: Path, env: dict[str, str]) -> 
     rsync = [run([*RSYNC, str(tree), f"testbed:{dest}/"], setup=clean_remote, teardown=landed) for _ in range(runs)]
     fresh_agent(env)
     aif = submits(spec, env, runs, setup=clean_remote, sent=count)
+    stored = submits(spec, env, runs)  # the same data, now in the store
+    if any(f"data: {count} file(s), 0 sent" not in r[2] for r in stored):
+        raise SystemExit(f"data already stored were sent again: {stored[0][2][-1000:]}")
     drop_jobs([first])
     rm_site(STORE, dest)
     shutil.rmtree(src)
@@ -363,6 +366,7 @@ def small(count: int, each: int, runs: int, work: Path, env: dict[str, str]) -> 
         row("scp -r", scp, size, None, count),
         row("rsync -a", rsync, size, base, count),
         row("aifactory submit, data: [tree] not on the site (send + sha256sum there + sbatch)", aif, size, base, count),
+        row("aifactory submit, data: [tree] already on the site (probe + links + sbatch)", stored, size, base, count),
         "",
         f"First submit including hashing the {count:,} files here: {first[0]:.1f} s.",
         "",

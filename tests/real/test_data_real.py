@@ -88,6 +88,14 @@ def test_data_is_stored_once_linked_read_only_and_not_sent_again(bed, tmp_path: 
     assert oct(link.stat().st_mode & 0o777) == "0o500"
     assert oct(store.stat().st_mode & 0o777) == "0o700"
     assert "1 dataset tree(s) made" in r.stderr, r.stderr
+    assert {k: job["data"][k] for k in ("files", "sent_files", "stored_already", "trees", "trees_made")} == {
+        "files": 21,
+        "sent_files": 21,
+        "stored_already": 0,
+        "trees": 1,
+        "trees_made": 1,
+    }, job
+    assert job["data"]["sent_bytes"] == BIG + sum(len(f"row {i}\n") for i in range(20))
 
     used = _du(store)
     _age(store)
@@ -100,6 +108,7 @@ def test_data_is_stored_once_linked_read_only_and_not_sent_again(bed, tmp_path: 
     assert _du(Path(job2["workdir"])) < 200_000  # links and logs, not 24 MiB
     assert os.readlink(Path(job2["workdir"]) / "ds") == os.readlink(link)  # the same tree, not made again
     assert "dataset tree(s) made" not in r2.stderr, r2.stderr
+    assert (job2["data"]["sent_bytes"], job2["data"]["stored_already"], job2["data"]["trees_made"]) == (0, 21, 0)
     assert hashlib.sha256(big).hexdigest() in (Path(job2["workdir"]) / "stdout.log").read_text()
 
 

@@ -2,8 +2,10 @@
 its sha256 (computed here, checked on the site with `openssl dgst` or `sha256sum`), and job dirs link to it read-only.
 
     DATA/sha256/ab/abcdef...    one file per content, mode 0400, in 0700 dirs (the user's alone)
+    DATA/trees/T/...            a `data:` directory: hard links to sha256/ files, dirs 0500 (`jobs.datatree`)
     DATA/tmp/HASH.part          a large file on its way: the next attempt resumes at its size
     DATA/tmp/t.TOKEN/ab/HASH    the small files of one attempt, moved into sha256/ once checked
+    DATA/tmp/t.TOKEN/trees/T    a tree being made, moved into trees/ once all its files are stored
 
 Small files travel in one tar stream per submission; each large one (>= LARGE bytes) is written
 at its offset with `dd` (seek, no truncation), so a cut transfer resumes inside the file, and two

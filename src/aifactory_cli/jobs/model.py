@@ -93,6 +93,8 @@ class Job:
             out["segments"] = self.extra.get("segments") or []
         if self.extra.get("depends_on"):
             out["depends_on"] = self.extra["depends_on"]
+        if self.extra.get("data"):  # what its `data:` sent into the site's store (service/data.py)
+            out["data"] = self.extra["data"]
         if self.extra.get("rerun_of"):  # `rerun`: the job (and sweep elements) this one runs again
             out["rerun_of"] = self.extra["rerun_of"]
         if provenance:

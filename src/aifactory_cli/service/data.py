@@ -81,6 +81,8 @@ def stage(
         "files": len(files),
         "sent_files": sent.files_sent,
         "sent_bytes": sent.bytes_sent,
+        "resumed_bytes": sum(sent.resumed.values()),
+        "stored_already": sent.stored_already,
         "trees": len(trees),
         "trees_made": sent.trees_made,
     }
