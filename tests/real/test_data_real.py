@@ -101,8 +101,14 @@ def test_data_is_stored_once_linked_read_only_and_not_sent_again(bed, tmp_path: 
     _age(store)
     r2, job2 = _submit(env, spec, "--wait", "--timeout", "120")
     assert r2.returncode == 0, r2.stderr
-    # what the probe found is marked as just used (gc keeps it while the job may be about to link it)
-    assert all(time.time() - p.stat().st_mtime < 600 for p in (store / "sha256").rglob("*") if p.is_file())
+    # the tree the probe found is marked as just used (gc keeps it, and the files it links, while the
+    # job may be about to link it); its files were not even looked up
+    (tree,) = (store / "trees").iterdir()
+    assert time.time() - tree.stat().st_mtime < 600
+    assert all(time.time() - p.stat().st_mtime > 3600 for p in (store / "sha256").rglob("*") if p.is_file())
+    listing = json.loads(aif(["data", "ls", "--site", "datab", "--json"], env, tmp_path, 120).stdout)["stores"][0]
+    assert [t["recent"] for t in listing["trees"]] == [True] and listing["trees"][0]["files"] == 21
+    assert _gc(env, tmp_path) == set()  # the old files are kept: a recent tree links them
     assert "0 sent (0.0 MB), 21 already in the site's store" in r2.stderr, r2.stderr
     assert _du(store) == used  # no byte more on the site's store
     assert _du(Path(job2["workdir"])) < 200_000  # links and logs, not 24 MiB

@@ -11,7 +11,7 @@ import pytest
 
 from aifactory_cli.backends.datastore import DataMismatch, DataStore
 from aifactory_cli.jobs import datastore as ds
-from aifactory_cli.jobs.datatree import group, tree_digest
+from aifactory_cli.jobs.datatree import group, needed, probe_lines, tree_digest
 from aifactory_cli.transport.local import LocalTransport
 
 
@@ -26,9 +26,12 @@ def _files(tmp_path: Path, named: dict[str, bytes]) -> list[ds.DataFile]:
 
 
 def _send(s: DataStore, d: str, files: list[ds.DataFile], token: str, taken: set[str] | None = None):
+    """As `service.data.stage` does it."""
     trees, single = group([(f.rel, f.sha256) for f in files], taken or set())
-    probe = s.probe(d, [*(f.sha256 for f in files), *(f"tree:{t.digest}" for t in trees)])
-    return trees, single, probe, s.send(d, files, probe, token, None, trees)
+    by_rel = {f.rel: f.sha256 for f in files}
+    probe = s.probe(d, probe_lines(trees, (by_rel[r] for r in single)))
+    need = needed(trees, (by_rel[r] for r in single), probe.trees)
+    return trees, single, probe, s.send(d, files, probe, token, None, trees, need)
 
 
 def test_grouping_by_top_level_dir_and_what_stays_a_single_link() -> None:
@@ -59,12 +62,18 @@ def test_a_data_dir_becomes_one_read_only_tree_of_hard_links_found_again_by_the_
     assert list((Path(d) / "tmp").iterdir()) == []
     # an unchanged dir: the probe finds the tree, nothing is sent or made
     (_, _, again, second) = _send(s, d, files, "tok2")
-    assert again.trees == {tree.digest}
-    assert (second.files_sent, second.bytes_sent, second.trees_made) == (0, 0, 0)
+    assert again.trees == {tree.digest} and again.have == set()  # its files are not even looked up
+    assert (second.files_sent, second.bytes_sent, second.trees_made, second.stored_already) == (0, 0, 0, 2)
+    # a file both in a stored tree and linked on its own is looked up (once), and found
+    mixed = _files(
+        tmp_path, {"ds/a.txt": b"alpha", "ds/sub/b.txt": b"beta" * 10, "ds/dup.txt": b"alpha", "a1": b"alpha"}
+    )
+    (_, single, probe3, third) = _send(s, d, mixed, "tok2b")
+    assert single == ["a1"] and probe3.have == {files[0].sha256} and third.files_sent == 0
     # one file more: a new tree, only the new file sent; the others are linked from the store
     more = _files(tmp_path, {"ds/a.txt": b"alpha", "ds/sub/b.txt": b"beta" * 10, "ds/new.txt": b"new"})
-    (tree2,), _, _, third = _send(s, d, more, "tok3")
-    assert (third.files_sent, third.trees_made) == (1, 1) and tree2.digest != tree.digest
+    (tree2,), _, _, fourth = _send(s, d, more, "tok3")
+    assert (fourth.files_sent, fourth.trees_made) == (1, 1) and tree2.digest != tree.digest
     assert (Path(d) / "trees" / tree2.digest / "new.txt").read_bytes() == b"new"
     assert (Path(d) / "trees" / tree2.digest / "a.txt").stat().st_ino == (Path(d) / files[0].stored).stat().st_ino
 

@@ -58,14 +58,16 @@ class DataStore:
         token: str,
         progress: Callable[[int], None] | None = None,
         trees: list[Tree] | None = None,
+        need: set[str] | None = None,
     ) -> Sent:
-        """Store every one of `files` the probe did not find (one copy per content), and every one of
-        `trees` (`jobs.datatree`) it did not find. The large files go first: the trees link to them."""
+        """Store every one of `files` the probe did not find (one copy per content; with `need`, only
+        those: the files of a stored tree are stored), and every one of `trees` (`jobs.datatree`) it
+        did not find. The large files go first: the trees link to them."""
         sent = Sent(probe.absolute)
         unique: dict[str, ds.DataFile] = {}
         for f in files:
             unique.setdefault(f.sha256, f)
-        missing = [f for h, f in unique.items() if h not in probe.have]
+        missing = [f for h, f in unique.items() if h not in probe.have and (need is None or h in need)]
         sent.stored_already = len(unique) - len(missing)
         counted = [0]
 

@@ -176,14 +176,17 @@ def probe_command(data_dir: str) -> str:
     """Create the store (private) if needed, print its physical path, then for each digest on stdin
     (one a line) `H DIGEST` when it is stored (its mtime set to now, in one `touch` for all: gc keeps
     what a submission found in the last BUSY_MINUTES, as the job may be about to link it) or
-    `P DIGEST SIZE` when a partial copy is there; for each `tree:T` line, `T T` when that dataset tree
-    is stored (touched too). A store dir that exists but is not the user's fails at `chmod`."""
+    `P DIGEST SIZE` when a partial copy is there; for a `tree:T` line, `T T` when that dataset tree is
+    stored (touched too), and then the digests up to the next `end` line are skipped (a stored tree's
+    files are stored: gc keeps what a kept tree links). A store dir that exists but is not the user's
+    fails at `chmod`."""
     d = shlex.quote(data_dir)
     return (
         f"umask 077 && mkdir -p -- {d}/sha256 {d}/tmp {d}/{TREES} && cd -- {d} && "
         f"chmod 700 . sha256 tmp {TREES} && pwd -P && "
-        f"{{ while read -r h; do case $h in tree:*) h=${{h#tree:}}; "
-        f'if [ -d "{TREES}/$h" ]; then echo "T $h"; printf \'%s\\0\' "{TREES}/$h" >&3; fi; continue;; esac; '
+        f"{{ skip=; while read -r h; do case $h in tree:*) h=${{h#tree:}}; "
+        f'if [ -d "{TREES}/$h" ]; then echo "T $h"; printf \'%s\\0\' "{TREES}/$h" >&3; skip=1; fi; continue;; '
+        'end) skip=; continue;; esac; [ -z "$skip" ] || continue; '
         f"{_PREFIX}; "
         'if [ -f "sha256/$p/$h" ]; then echo "H $h"; printf \'%s\\0\' "sha256/$p/$h" >&3; '
         'elif [ -f "tmp/$h.part" ]; then echo "P $h $(wc -c < "tmp/$h.part")"; fi; '

@@ -55,6 +55,24 @@ def group(rels: Iterable[tuple[str, str]], taken: set[str]) -> tuple[list[Tree],
     return trees, single
 
 
+def probe_lines(trees: Iterable[Tree], digests: Iterable[str]) -> list[str]:
+    """The probe's input (`jobs.datastore.probe_command`): each tree with its files' digests (skipped
+    on the site when the tree is stored), then `digests` (those of files linked one by one)."""
+    lines: list[str] = []
+    for tree in trees:
+        lines += [f"tree:{tree.digest}", *sorted({d for _, d in tree.files}), "end"]
+    return lines + sorted(set(digests))
+
+
+def needed(trees: Iterable[Tree], single: Iterable[str], stored_trees: set[str]) -> set[str]:
+    """The digests that must be in the store: the single links' and those of trees not stored yet."""
+    out = set(single)
+    for tree in trees:
+        if tree.digest not in stored_trees:
+            out.update(d for _, d in tree.files)
+    return out
+
+
 def add_links(tar: tarfile.TarFile, attempt: str, trees: Iterable[Tree], new: set[str]) -> None:
     """Hard-link members, store-relative (tar runs in DATA): `attempt/trees/T/REST` linking to the
     file's copy in this stream (`attempt/ab/HASH`, when in `new`) or in the store (`sha256/ab/HASH`)."""

@@ -41,7 +41,7 @@ def stage(
 
     from aifactory_cli.backends.datastore import DataStore
     from aifactory_cli.jobs import datastore as ds
-    from aifactory_cli.jobs.datatree import group
+    from aifactory_cli.jobs.datatree import group, needed, probe_lines
     from aifactory_cli.jobs.staging import collect_uploads
 
     spec = prepared.resolved.spec
@@ -62,17 +62,16 @@ def stage(
     data_dir = backend.data_dir_for(prepared.resolved.account, prepared.resolved.user)
     store = DataStore(backend.transport, job.site)
     backend.transport.connect()
-    digests = sorted({f.sha256 for f in files})
-    probe = store.probe(data_dir, [*digests, *(f"tree:{t.digest}" for t in trees)])
-    have = set(probe.have)
+    by_rel = {f.rel: f for f in files}
+    probe = store.probe(data_dir, probe_lines(trees, (by_rel[rel].sha256 for rel in single)))
+    need = needed(trees, (by_rel[rel].sha256 for rel in single), probe.trees)
     todo = sum(
         f.size - min(probe.partial.get(f.sha256, 0), f.size)
         for f in {f.sha256: f for f in files}.values()
-        if f.sha256 not in have
+        if f.sha256 in need and f.sha256 not in probe.have
     )
     with svc.progress(todo, "data") or contextlib.nullcontext() as advance:
-        sent = store.send(data_dir, files, probe, job.token, advance, trees)
-    by_rel = {f.rel: f for f in files}
+        sent = store.send(data_dir, files, probe, job.token, advance, trees, need)
     plan.links.update({rel: f"{probe.absolute}/{by_rel[rel].stored}" for rel in single})
     plan.links.update({t.top: f"{probe.absolute}/{t.stored}" for t in trees})
     _record(job, probe.absolute, files, trees)
