@@ -83,3 +83,20 @@ def test_several_patterns_list_each_file_once_in_order() -> None:
         "out/{a,b}.txt",
         "outx/a.txt",
     ]
+
+
+def test_matching_is_globmatchs_own_for_many_names_and_patterns() -> None:
+    """The patterns are compiled once (wcmatch's translate): the same answers as globmatch per name."""
+    import random
+
+    from wcmatch import glob
+
+    rng = random.Random(7)
+    parts = ["a", "b.txt", ".hidden", "out", "x y", "[1]", "ckpt-10.pt", "..", "a\nb"]
+    names = sorted({"/".join(rng.choice(parts) for _ in range(rng.randint(1, 4))) for _ in range(3000)})
+    for patterns in (["**"], ["out/**"], ["*.txt"], ["**/*.pt", "out/*"], ["[ab]*", "**/.hidden"], ["\\[1]/**"]):
+        flags = glob.GLOBSTAR | glob.DOTGLOB | glob.FORCEUNIX
+        expected = [n for n in names if glob.globmatch(n, patterns, flags=flags)]
+        assert match_downloads(names, patterns) == expected, patterns
+    assert match_downloads(names, []) == []
+    assert len(names) > 1000

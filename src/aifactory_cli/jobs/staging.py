@@ -229,7 +229,14 @@ def match_downloads(files: list[str], patterns: list[str]) -> list[str]:
     """Job-dir-relative `files` matching any of the spec's `download:` globs (wcmatch): `*`, `?`
     and `[...]` stay inside one directory, `**` as a whole path part spans any number of them
     (zero included), names starting with a dot match like any other, braces are literal."""
+    import re
+
     from wcmatch import glob
 
-    flags = glob.GLOBSTAR | glob.DOTGLOB | glob.FORCEUNIX  # globmatch caches the compiled patterns
-    return [f for f in files if glob.globmatch(f, patterns, flags=flags)]
+    # the regexes globmatch itself uses, compiled once: globmatch per name took 0.4 s for 10,000 names
+    include, exclude = glob.translate(patterns, flags=glob.GLOBSTAR | glob.DOTGLOB | glob.FORCEUNIX)
+    keep = re.compile("|".join(f"(?:{p})" for p in include)) if include else None
+    drop = re.compile("|".join(f"(?:{p})" for p in exclude)) if exclude else None
+    if keep is None:
+        return []
+    return [f for f in files if keep.fullmatch(f) and not (drop and drop.fullmatch(f))]
