@@ -284,3 +284,28 @@ def aif_cmd() -> list[str]:
     import sys
 
     return [sys.executable, "-m", "aifactory_cli"]
+
+
+def test_a_container_job_gets_the_store_bound_read_only_and_reads_its_data(bed, tmp_path: Path) -> None:
+    """The job dir's data: link points into the store, outside the job dir: the container binds the store
+    too, read-only, at the same path (the bed's stub runtime checks that each bind source exists and
+    records the arguments; tests/real/test_container_real.py has it)."""
+    env, store = bed
+    root = tmp_path / "ctr"
+    (root / "ds").mkdir(parents=True)
+    (root / "ds" / "rows.txt").write_text("row in a container\n")
+    (root / "img.sif").write_text("not a real image\n")
+    (root / "job.yaml").write_text(
+        "name: datactr\nresources: {time: 5m}\nmodules: [aif-stub-runtime]\ncontainer: {image: img.sif}\n"
+        "upload: [img.sif]\ndata: [ds]\nrun: cat ds/rows.txt\n"
+    )
+    r, job = _submit(env, root / "job.yaml", "--wait", "--timeout", "120")
+    assert r.returncode == 0 and job["state"] == "COMPLETED", r.stderr
+    assert "row in a container" in (Path(job["workdir"]) / "stdout.log").read_text()
+    (record,) = [json.loads(p.read_text()) for p in (Path(job["workdir"]) / "aif-stub-runtime").glob("*.json")]
+    assert not record["error"], record
+    argv = record["argv"]
+    binds = ",".join(argv[i + 1] for i, w in enumerate(argv[:-1]) if w in ("--bind", "-B")).split(",")
+    real = os.path.realpath(store)
+    assert f"{real}:{real}:ro" in binds, argv
+    assert (Path(job["workdir"]) / ".aif-data-store").read_text() == real

@@ -41,6 +41,7 @@ UPLOAD_PREFIX = ".aif-upload"
 EXPECT_FILE = ".aif-expect"
 DELETE_FILE = ".aif-delete"
 UPLOAD_CACHE = ".uploads"
+DATA_STORE = ".aif-data-store"  # the physical path of the site's data store that `data:` links point into
 
 ELEMENTS = "elements"
 SEGMENTS = "segments.tsv"

@@ -42,6 +42,7 @@ def stage(
     from aifactory_cli.backends.datastore import DataStore
     from aifactory_cli.jobs import datastore as ds
     from aifactory_cli.jobs.datatree import group, needed, probe_lines
+    from aifactory_cli.jobs.jobdir import DATA_STORE
     from aifactory_cli.jobs.staging import collect_uploads
 
     spec = prepared.resolved.spec
@@ -74,6 +75,7 @@ def stage(
         sent = store.send(data_dir, files, probe, job.token, advance, trees, need)
     plan.links.update({rel: f"{probe.absolute}/{by_rel[rel].stored}" for rel in single})
     plan.links.update({t.top: f"{probe.absolute}/{t.stored}" for t in trees})
+    plan.add_generated(DATA_STORE, probe.absolute.encode())  # a container binds it (templates/slurm/base.sh.j2)
     _record(job, probe.absolute, files, trees)
     summary = {
         "store": probe.absolute,
