@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from aifactory_cli.backends.fetching import transfer_failure
 from aifactory_cli.errors import RemoteError
 from aifactory_cli.jobs import datastore as ds
-from aifactory_cli.transport import CommandResult, Stdin, Transport
+from aifactory_cli.transport import Bulk, CommandResult, Stdin, Transport
 
 
 class DataMismatch(RemoteError):
@@ -27,6 +27,7 @@ class Sent:
     bytes_sent: int = 0  # payload bytes put on the wire (resumed files: only the rest)
     resumed: dict[str, int] = field(default_factory=dict)  # digest -> offset it resumed at
     stored_already: int = 0  # distinct contents the store already had
+    via: str | None = None  # the path the large files took when not the transport's own (transport/ssh/mux.py)
 
 
 class DataStore:
@@ -79,6 +80,12 @@ class DataStore:
             )
             self._check(result, data_dir, {f.sha256: f for f in small}, sent, len(missing))
             sent.files_sent += len(small)
+        bulk: Bulk = self.transport
+        if large:
+            from aifactory_cli.transport.ssh.mux import bulk_transport, bulk_via
+
+            bulk = bulk_transport(self.transport)
+            sent.via = bulk_via(bulk)
         for f in large:
             offset = min(probe.partial.get(f.sha256, 0), f.size)
             if offset:
@@ -90,6 +97,7 @@ class DataStore:
                 sent,
                 len(missing),
                 current=f,
+                runner=bulk,
             )
             self._check(result, data_dir, {f.sha256: f}, sent, len(missing))
             sent.files_sent += 1
@@ -103,9 +111,10 @@ class DataStore:
         sent: Sent | None = None,
         total: int = 0,
         current: ds.DataFile | None = None,
+        runner: Bulk | None = None,
     ) -> CommandResult:
         try:
-            return self.transport.run(command, stdin=stdin)
+            return (runner or self.transport).run(command, stdin=stdin)
         except Exception as exc:
             if not transfer_failure(exc):
                 raise

@@ -75,6 +75,7 @@ def stage(
         "files": len(files),
         "sent_files": sent.files_sent,
         "sent_bytes": sent.bytes_sent,
+        **({"via": sent.via} if sent.via else {}),
     }
     svc.store.update(job, extra={**job.extra, "data": summary})
     return sent, len(files), time.monotonic() - started
@@ -94,6 +95,7 @@ def report(svc: Service, sent: Sent, count: int, seconds: float) -> None:
     svc.notify(
         f"data: {count} file(s), {sent.files_sent} sent ({sent.bytes_sent / 1e6:.1f} MB{resumed}), "
         f"{sent.stored_already} already in the site's store, in {seconds:.1f} s"
+        + (f"; large files via {sent.via}" if sent.via else "")
     )
 
 

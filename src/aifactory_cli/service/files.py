@@ -37,6 +37,7 @@ class Fetched:
     seconds: float = 0.0
     checked: int = 0
     resumed: int = 0
+    via: str | None = None  # the large files' path when not aifactory's own connection (the user's ControlMaster)
 
     @property
     def rate(self) -> float:
@@ -94,7 +95,7 @@ def fetch(
                 finally:  # a failed fetch leaves nothing half-moved behind
                     shutil.rmtree(staging, ignore_errors=True)
         done.seconds = time.monotonic() - started
-        done.checked, done.resumed = report.checked, report.resumed
+        done.checked, done.resumed, done.via = report.checked, report.resumed, report.via
     return done
 
 
