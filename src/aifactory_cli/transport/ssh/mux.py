@@ -295,6 +295,8 @@ class OpenSshMux:
             with contextlib.suppress(OSError):
                 proc.kill()
             proc.wait()
+            for t in readers:  # they see the end of ssh's pipes now; not closed under them
+                t.join(5)
             raise
         finally:
             if timer is not None:
