@@ -14,7 +14,12 @@ after its run and each size's file once its section is done: a 10 GiB run needs 
 file here and one copy on the site; then the job's output on the site and its fetched copy here). The
 site is this machine: its paths are under SCRATCH.
 
-    python3 bench/data.py [--size 1024 10240] [--small 10000] [--runs 3] [--skip-stored [MIB]]
+    python3 bench/data.py [--size 1024 10240] [--small 10000] [--runs 3] [--skip-stored [MIB]] [--controlmaster]
+
+--controlmaster: as a user whose ~/.ssh/config has ControlMaster auto + ControlPath + ControlPersist and
+who logged in once: an ssh_config for the bed with those, a master started before the runs (stopped
+after), and aifactory (AIFACTORY_SSH_CONFIG), scp and rsync all use it; aifactory's large transfers
+then go through that master (transport/ssh/mux.py), which each aifactory run must say.
 """
 
 from __future__ import annotations
@@ -44,7 +49,28 @@ SSH = ["ssh", "-F", str(SSH_CONFIG), "testbed"]
 SCP = ["scp", "-q", "-F", str(SSH_CONFIG)]
 RSYNC = ["rsync", "-a", "-e", f"ssh -F {SSH_CONFIG}"]
 
+VIA = ""  # with --controlmaster: what each aifactory transfer must say ("via the OpenSSH ControlMaster")
 Result = tuple[float, int, str, str, int]  # seconds, peak RSS in KB, stderr, stdout, agent's peak RSS in KB
+
+
+def controlmaster(work: Path) -> Path:
+    """An ssh_config for the bed (`testbed`, and 127.0.0.1 as the profile names it: one ControlPath)
+    with a ControlMaster, the master started; SSH, SCP and RSYNC use it from now on."""
+    global SSH_CONFIG, SSH, SCP, RSYNC, VIA
+    block = SSH_CONFIG.read_text().split("Host testbed\n", 1)[1].split("\nHost ", 1)[0]
+    config = work / "ssh_config_cm"
+    config.write_text(
+        f"Host testbed 127.0.0.1\n{block.rstrip()}\n"
+        "    ControlMaster auto\n    ControlPath /tmp/aif-bench-cm-%C\n    ControlPersist 600\n"
+    )
+    SSH_CONFIG = config
+    SSH = ["ssh", "-F", str(config), "testbed"]
+    SCP = ["scp", "-q", "-F", str(config)]
+    RSYNC = ["rsync", "-a", "-e", f"ssh -F {config}"]
+    subprocess.run([*SSH[:-1], "-MNf", "testbed"], check=True, stdin=subprocess.DEVNULL)
+    subprocess.run([*SSH[:-1], "-O", "check", "testbed"], check=True)
+    VIA = "via the OpenSSH ControlMaster"
+    return config
 
 
 def aif_env(home: Path, store: str = STORE) -> dict[str, str]:
@@ -64,7 +90,7 @@ def aif_env(home: Path, store: str = STORE) -> dict[str, str]:
         AIFACTORY_PROFILES=os.pathsep.join(
             [str(profiles), str(REPO / "tests/profiles/bed"), str(REPO / "tests/profiles")]
         ),
-        AIFACTORY_SSH_CONFIG=str(home / "ssh_config_empty"),
+        AIFACTORY_SSH_CONFIG=str(SSH_CONFIG if VIA else home / "ssh_config_empty"),
     )
     return env
 
@@ -183,6 +209,8 @@ def submits(
         drop_jobs([r])
         if sent and f"data: {sent} file(s), {sent} sent" not in r[2]:
             raise SystemExit(f"the data were not all sent: {r[2][-1000:]}")
+        if sent and VIA not in r[2]:
+            raise SystemExit(f"the data did not go {VIA}: {r[2][-1000:]}")
         out.append(r)
     return out
 
@@ -293,11 +321,16 @@ def big(mib: int, runs: int, stored: bool, work: Path, env: dict[str, str]) -> l
         expect("bytes fetched", (local / "out.bin").stat().st_size, size)
         shutil.rmtree(local)
 
+    def fetched_via(result: Result) -> Result:
+        if VIA not in result[2]:
+            raise SystemExit(f"the fetch did not go {VIA}: {result[2][-1000:]}")
+        return result
+
     fscp = [run([*SCP, f"testbed:{remote}", str(local)], setup=clean_local, teardown=fetched) for _ in range(runs)]
     frsync = [run([*RSYNC, f"testbed:{remote}", str(local)], setup=clean_local, teardown=fetched) for _ in range(runs)]
     fresh_agent(env)
     faif = [
-        run([*AIF, "fetch", job["id"], "--dest", str(local)], env=env, setup=clean_local, teardown=fetched)
+        fetched_via(run([*AIF, "fetch", job["id"], "--dest", str(local)], env=env, setup=clean_local, teardown=fetched))
         for _ in range(runs)
     ]
     rm_site(job["workdir"])
@@ -428,6 +461,7 @@ def main() -> None:
         metavar="MIB",
         help="no 'already stored' section (for sizes above MIB if given)",
     )
+    ap.add_argument("--controlmaster", action="store_true", help="all through an OpenSSH ControlMaster")
     args = ap.parse_args()
     if not (CLIENT / "id_ed25519").exists():
         raise SystemExit("the test bed is not up: bash tests/testbed/start.sh")
@@ -438,12 +472,14 @@ def main() -> None:
     skip = {None: "", 0: "; --skip-stored"}.get(args.skip_stored, f"; --skip-stored {args.skip_stored}")
     lines = [
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {'; '.join(what) or 'nothing'}; medians of "
-        f"{args.runs} runs (each run listed){skip}; loopback, one sshd; `python3 bench/data.py "
+        f"{args.runs} runs (each run listed){skip}; loopback, one sshd"
+        f"{'; all through one OpenSSH ControlMaster' if args.controlmaster else ''}; `python3 bench/data.py "
         f"{' '.join(sys.argv[1:])}`.",
         "",
     ]
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         work = Path(tmp)
+        config = controlmaster(work) if args.controlmaster else None
         env = aif_env(work / "home")
         try:
             for mib in sizes:
@@ -454,6 +490,8 @@ def main() -> None:
         finally:
             drop_all(env)
             rm_site(STORE, f"{SCRATCH}/bench-up", f"{SCRATCH}/bench-up-small")
+            if config is not None:
+                subprocess.run(["ssh", "-F", str(config), "-O", "exit", "testbed"], check=False)
     print("\n".join(lines))
 
 

@@ -28,6 +28,8 @@ AIFACTORY_SSH_KEY        the SSH identity file                   env, config sit
 AIFACTORY_SSH_KNOWN_HOSTS  known_hosts *content* (a CI secret)   env (written to <state>/known_hosts.env),
                                                                  then the profile's ssh.known_hosts
 AIFACTORY_SSH_CONFIG     the OpenSSH client config file          env, then ~/.ssh/config
+AIFACTORY_OPENSSH_MUX    0/no/off: never move large files        env; else they go through the user's live
+                         through the user's OpenSSH master       ControlMaster when there is one
 AIFACTORY_DEBUG          tracebacks, remote details on errors    --debug or env
 AIFACTORY_NONINTERACTIVE no prompts, no progress bars            env or $CI; else "stdin and stderr are a
                                                                  terminal"
@@ -57,6 +59,7 @@ SSH_USER = "AIFACTORY_SSH_USER"
 SSH_KEY = "AIFACTORY_SSH_KEY"
 SSH_KNOWN_HOSTS = "AIFACTORY_SSH_KNOWN_HOSTS"
 SSH_CONFIG = "AIFACTORY_SSH_CONFIG"
+OPENSSH_MUX = "AIFACTORY_OPENSSH_MUX"
 DEBUG = "AIFACTORY_DEBUG"
 NONINTERACTIVE = "AIFACTORY_NONINTERACTIVE"
 AGENT_SETTINGS = "AIFACTORY_AGENT_SETTINGS"
@@ -79,6 +82,7 @@ class Settings:
     ssh_key: str | None = None
     ssh_known_hosts: str | None = None
     ssh_config: str | None = None
+    openssh_mux: bool = True  # large transfers may use the user's OpenSSH ControlMaster (transport/ssh/mux.py)
     debug: bool = False
     noninteractive: bool = False
     xdg_config_home: str | None = None
@@ -102,6 +106,7 @@ class Settings:
             ssh_key=get(SSH_KEY),
             ssh_known_hosts=get(SSH_KNOWN_HOSTS),
             ssh_config=get(SSH_CONFIG),
+            openssh_mux=(get(OPENSSH_MUX) or "yes").strip().lower() not in ("0", "no", "off", "false"),
             debug=bool(get(DEBUG)),
             noninteractive=bool(get("CI") or get(NONINTERACTIVE)),
             xdg_config_home=get("XDG_CONFIG_HOME"),

@@ -12,7 +12,7 @@ from aifactory_cli.backends.fetching import transfer_failure
 from aifactory_cli.errors import RemoteError
 from aifactory_cli.jobs import datastore as ds
 from aifactory_cli.jobs.datatree import Tree
-from aifactory_cli.transport import CommandResult, Stdin, Transport
+from aifactory_cli.transport import Bulk, CommandResult, Stdin, Transport
 
 
 class DataMismatch(RemoteError):
@@ -29,6 +29,7 @@ class Sent:
     resumed: dict[str, int] = field(default_factory=dict)  # digest -> offset it resumed at
     stored_already: int = 0  # distinct contents the store already had
     trees_made: int = 0  # dataset trees put into the store (the others were there)
+    via: str | None = None  # the path the large files took when not the transport's own (transport/ssh/mux.py)
 
 
 class DataStore:
@@ -80,6 +81,12 @@ class DataStore:
         small = [f for f in missing if f.size < ds.LARGE]
         large = [f for f in missing if f.size >= ds.LARGE]
         new_trees = [t for t in trees or [] if t.digest not in probe.trees]
+        bulk: Bulk = self.transport
+        if large:
+            from aifactory_cli.transport.ssh.mux import bulk_transport, bulk_via
+
+            bulk = bulk_transport(self.transport)
+            sent.via = bulk_via(bulk)
         for f in large:
             offset = min(probe.partial.get(f.sha256, 0), f.size)
             if offset:
@@ -91,6 +98,7 @@ class DataStore:
                 sent,
                 len(missing),
                 current=f,
+                runner=bulk,
             )
             self._check(result, data_dir, {f.sha256: f}, sent, len(missing))
             sent.files_sent += 1
@@ -115,9 +123,10 @@ class DataStore:
         sent: Sent | None = None,
         total: int = 0,
         current: ds.DataFile | None = None,
+        runner: Bulk | None = None,
     ) -> CommandResult:
         try:
-            return self.transport.run(command, stdin=stdin)
+            return (runner or self.transport).run(command, stdin=stdin)
         except Exception as exc:
             if not transfer_failure(exc):
                 raise

@@ -34,7 +34,7 @@ from pathlib import Path
 from aifactory_cli.errors import AifactoryError, LocalWriteError, RemoteError
 from aifactory_cli.jobs.datastore import PICK_SHA256
 from aifactory_cli.jobs.model import Job
-from aifactory_cli.transport import Transport
+from aifactory_cli.transport import Bulk, Transport
 
 LARGE = 64 * 1024 * 1024  # files this size and up are fetched one by one, resumable inside the file
 PARTIAL = ".aif-partial"
@@ -70,6 +70,7 @@ class FetchReport:
     resumed: int = 0  # bytes that an earlier, cut fetch had brought already
     received: int = 0  # bytes that came over in this fetch
     kept: dict[str, int] = field(default_factory=dict)  # a cut large file -> bytes kept for the next fetch
+    via: str | None = None  # the path the large files took when not the transport's own (transport/ssh/mux.py)
 
 
 class ChecksumMismatch(RemoteError):
@@ -114,8 +115,14 @@ def fetch_files(
                         transport.get_tar(workdir, small, fifo, counted)
                     check_small(job, small, site.result(), unpacker.digests)
                 arrived.update({f: unpacked / f for f in small})
+            bulk: Bulk = transport
+            if large:
+                from aifactory_cli.transport.ssh.mux import bulk_transport, bulk_via
+
+                bulk = bulk_transport(transport)
+                report.via = bulk_via(bulk)
             for name in large:
-                arrived[name] = fetch_large(transport, job, name, listed[name], partial, counted, report)
+                arrived[name] = fetch_large(bulk, job, name, listed[name], partial, counted, report)
             report.checked = len(arrived)
             for name, path in arrived.items():
                 (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -152,7 +159,7 @@ def _key(job: Job, name: str) -> str:
 
 
 def fetch_large(
-    transport: Transport,
+    transport: Bulk,
     job: Job,
     name: str,
     info: Listed,

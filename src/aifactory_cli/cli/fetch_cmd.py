@@ -48,6 +48,7 @@ def fetch(
                     "rate_mb_s": round(done.rate, 1),
                     "checked": done.checked,  # files whose sha256 matched the site's
                     "resumed_bytes": done.resumed,  # brought by an earlier, cut fetch
+                    "via": done.via,  # null, or the user's OpenSSH ControlMaster the large files came through
                 }
             )
             return
@@ -59,6 +60,7 @@ def fetch(
                 f"{done.bytes / 1e6:.1f} MB in {done.seconds:.1f} s ({done.rate:.1f} MB/s), "
                 f"{done.checked} sha256-checked against the site"
                 + (f", {done.resumed / 1e6:.1f} MB resumed from an earlier, cut fetch" if done.resumed else "")
+                + (f"; large files via {done.via}" if done.via else "")
             )
             if found.array_size:  # which element is where
                 for name in sorted({f.split("/", 1)[0] for f in files if "/" in f}):

@@ -86,6 +86,7 @@ def stage(
         "stored_already": sent.stored_already,
         "trees": len(trees),
         "trees_made": sent.trees_made,
+        **({"via": sent.via} if sent.via else {}),
     }
     svc.store.update(job, extra={**job.extra, "data": summary})
     return sent, len(files), time.monotonic() - started
@@ -106,6 +107,7 @@ def report(svc: Service, sent: Sent, count: int, seconds: float) -> None:
     svc.notify(
         f"data: {count} file(s), {sent.files_sent} sent ({sent.bytes_sent / 1e6:.1f} MB{resumed}), "
         f"{sent.stored_already} already in the site's store{trees}, in {seconds:.1f} s"
+        + (f"; large files via {sent.via}" if sent.via else "")
     )
 
 

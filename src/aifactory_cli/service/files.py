@@ -37,6 +37,7 @@ class Fetched:
     seconds: float = 0.0
     checked: int = 0
     resumed: int = 0
+    via: str | None = None  # the large files' path when not aifactory's own connection (the user's ControlMaster)
 
     @property
     def rate(self) -> float:
@@ -100,7 +101,7 @@ def fetch(
                     else:
                         _clear(staging)
         done.seconds = time.monotonic() - started
-        done.checked, done.resumed = report.checked, report.resumed
+        done.checked, done.resumed, done.via = report.checked, report.resumed, report.via
     return done
 
 

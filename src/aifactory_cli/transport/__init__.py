@@ -87,6 +87,24 @@ class Tunnel(Protocol):
     def close(self) -> None: ...
 
 
+class Bulk(Protocol):
+    """What a bulk transfer (a large data file, a large fetched file) uses: a `Transport`, or the
+    OpenSSH fast path through the user's ControlMaster (`ssh/mux.py: bulk_transport`)."""
+
+    def run(self, command: Command, *, stdin: Stdin = None, timeout: float | None = None) -> CommandResult: ...
+
+    def run_to_file(
+        self,
+        command: Command,
+        local: Path,
+        *,
+        append: bool = False,
+        digest: bool = False,
+        stdin: bytes | None = None,
+        progress: Progress | None = None,
+    ) -> ToFile: ...
+
+
 class Transport(Protocol):
     """What the backends and services use of a site's transport; nothing else is reached for."""
 

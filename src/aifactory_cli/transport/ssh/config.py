@@ -215,12 +215,7 @@ def resolve_ssh(settings: SshSettings, config: paramiko.SSHConfig | None = None)
     if not settings.host:
         raise ProfileError("the profile has no ssh.host", "set ssh.host (a host name or an ~/.ssh/config alias)")
     cfg_file = ssh_config_override()
-    options = lookup(settings.host, config_file=cfg_file, user=settings.user, paramiko_config=config)
-    if settings.port and int(options.get("port") or 22) == 22 and settings.port != 22:
-        # the profile's port is a default: ssh_config's Port wins; else as `ssh -p` (Match, %p)
-        options = lookup(
-            settings.host, config_file=cfg_file, user=settings.user, port=settings.port, paramiko_config=config
-        )
+    options = target_options(settings, config)
     explicit_ids = [expand(settings.identity_file)] if settings.identity_file else []
     target = _endpoint(
         settings.host, options, identity_files=explicit_ids + options.identity_files(), known_hosts=settings.known_hosts
@@ -236,6 +231,20 @@ def resolve_ssh(settings: SshSettings, config: paramiko.SSHConfig | None = None)
         timeout = float(config_timeout)
     pins = tuple(fp.rstrip("=") for fp in settings.host_key_fingerprints)
     return SshRoute(target=target, jumps=tuple(jumps), pins=pins, connect_timeout=timeout, resolver=options.source)
+
+
+def target_options(settings: SshSettings, config: paramiko.SSHConfig | None = None) -> HostOptions:
+    """The login node's ssh_config settings, as `resolve_ssh` reads them (`-l` the profile's user;
+    the profile's port only where ssh_config sets none, then as `-p`)."""
+    assert settings.host
+    cfg_file = ssh_config_override()
+    options = lookup(settings.host, config_file=cfg_file, user=settings.user, paramiko_config=config)
+    if settings.port and int(options.get("port") or 22) == 22 and settings.port != 22:
+        # the profile's port is a default: ssh_config's Port wins; else as `ssh -p` (Match, %p)
+        options = lookup(
+            settings.host, config_file=cfg_file, user=settings.user, port=settings.port, paramiko_config=config
+        )
+    return options
 
 
 def _resolve_jumps(

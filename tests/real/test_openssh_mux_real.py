@@ -1,0 +1,120 @@
+"""The OpenSSH fast path (transport/ssh/mux.py) on the test bed: with the user's own ControlMaster
+open (ControlMaster auto + ControlPath in ssh_config, started here by `ssh -MNf` as a user's login
+would), a spec's large `data:` file goes up and a large output comes back through it: the CLI says
+so, the sha256 match, and the server saw no login for them (its LogLevel VERBOSE log counts TCP
+connections: the master's, and aifactory's own one per command, as without the master). With the
+master stopped, the same works through paramiko and nothing mentions a master.
+
+The server is an sshd of the test's own (tests/real/own_sshd.py) in front of the bed's Slurm, so that
+its log counts only this test's logins."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.real.bedjobs import aif, bed_env
+from tests.real.conftest import TESTBED_ACCOUNT, TESTBED_KEY, TESTBED_USER
+from tests.real.own_sshd import own_sshd
+
+pytestmark = pytest.mark.real
+
+SCRATCH = Path(f"/scratch/{TESTBED_ACCOUNT}/{TESTBED_USER}")
+UP = 9 * 1024 * 1024  # over the store's LARGE (8 MiB): sent on its own
+DOWN = 66 * 1024 * 1024  # over fetch's LARGE (64 MiB): fetched on its own
+
+
+def _sha_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _round(env: dict[str, str], tmp: Path, tag: str) -> tuple[str, str, dict]:
+    """Submit a job with a large data file that writes a large output, fetch it, check both sha256;
+    (the submit's stderr, the sha256 the job saw, the fetch's JSON)."""
+    data = os.urandom(UP)
+    root = tmp / tag
+    root.mkdir()
+    (root / "big.bin").write_bytes(data)
+    spec = root / "job.yaml"
+    spec.write_text(
+        f"name: mux{tag}\nresources: {{time: 5m}}\ndata: [big.bin]\n"
+        f"run: sha256sum big.bin; head -c {DOWN} /dev/urandom > out.bin\ndownload: [out.bin]\n"
+    )
+    r = aif(["submit", str(spec), "--site", "muxb", "--wait", "--json"], env, root, timeout=120)
+    assert r.returncode == 0, r.stderr
+    job = json.loads(r.stdout)["jobs"][0]
+    assert job["state"] == "COMPLETED", job
+    workdir = Path(job["workdir"])
+    assert hashlib.sha256(data).hexdigest() in (workdir / "stdout.log").read_text()
+    f = aif(["fetch", job["id"], "--dest", str(root / "got"), "--json"], env, root, timeout=120)
+    assert f.returncode == 0, f.stderr
+    fetched = json.loads(f.stdout)
+    assert fetched["checked"] == 1 and _sha_file(root / "got" / "out.bin") == _sha_file(workdir / "out.bin")
+    subprocess.run(["rm", "-rf", str(workdir), str(root / "got")], check=False)
+    return r.stderr, hashlib.sha256(data).hexdigest(), fetched
+
+
+def test_large_data_and_fetch_go_through_the_users_controlmaster_else_paramiko(tmp_path: Path) -> None:
+    store = SCRATCH / f"aif-mux-test-{secrets.token_hex(4)}"
+    sockets = Path(tempfile.mkdtemp(prefix="aifcm-", dir="/tmp"))  # a socket path must stay short
+    with own_sshd(tmp_path / "sshd", "AuthorizedKeysFile .ssh/authorized_keys\n") as server:
+        cfg = tmp_path / "ssh_config"
+        cfg.write_text(
+            server.ssh_config(
+                "muxbed",
+                TESTBED_KEY,
+                f"    ControlMaster auto\n    ControlPath {sockets}/cm-%C\n    ControlPersist 60\n",
+            )
+        )
+        ssh = ["ssh", "-F", str(cfg)]
+        env = bed_env(tmp_path)
+        env.update(AIFACTORY_ACCOUNT=TESTBED_ACCOUNT, AIFACTORY_SSH_CONFIG=str(cfg))
+        profiles = tmp_path / "profiles"
+        profiles.mkdir()
+        (profiles / "muxb.yaml").write_text(
+            f"extends: lumi-bed\ndata_dir: {store}\nssh: {{host: muxbed, known_hosts: {server.known_hosts}}}\n"
+        )
+        env["AIFACTORY_PROFILES"] = f"{profiles}{os.pathsep}{env['AIFACTORY_PROFILES']}"
+        try:
+            subprocess.run([*ssh, "-MNf", "muxbed"], check=True, stdin=subprocess.DEVNULL, timeout=30)
+            assert subprocess.run([*ssh, "-O", "check", "muxbed"], capture_output=True).returncode == 0
+            (path,) = sockets.iterdir()
+            assert server.connections() == 1  # the master's login
+
+            # 1. through the master
+            stderr, _, fetched = _round(env, tmp_path, "a")
+            via = f"via the OpenSSH ControlMaster at {path}"
+            assert f"large files {via}" in stderr, stderr
+            assert fetched["via"] == f"the OpenSSH ControlMaster at {path}", fetched
+            with_master = server.connections() - 1
+            assert subprocess.run([*ssh, "-O", "check", "muxbed"], capture_output=True).returncode == 0
+
+            # 2. the master stopped: paramiko, and nothing mentions a master
+            subprocess.run([*ssh, "-O", "exit", "muxbed"], capture_output=True, timeout=30)
+            assert subprocess.run([*ssh, "-O", "check", "muxbed"], capture_output=True).returncode != 0
+            before = server.connections()
+            stderr, _, fetched = _round(env, tmp_path, "b")
+            assert "ControlMaster" not in stderr and fetched["via"] is None, (stderr, fetched)
+            without_master = server.connections() - before
+            print(f"\nlogins: {with_master} with the master (besides its own), {without_master} without")
+            # the transfers through the master added no login: aifactory's own per command, as without it
+            assert with_master == without_master, server.log.read_text()[-3000:]
+        finally:
+            with contextlib.suppress(subprocess.SubprocessError):
+                subprocess.run([*ssh, "-O", "exit", "muxbed"], capture_output=True, timeout=30)
+            shutil.rmtree(sockets, ignore_errors=True)
+            subprocess.run(["chmod", "-R", "u+w", str(store)], check=False, capture_output=True)
+            shutil.rmtree(store, ignore_errors=True)
