@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import secrets
 import threading
 import time
 import weakref
@@ -38,7 +37,7 @@ from aifactory_cli.transport.ssh.config import SshRoute, resolve_ssh
 from aifactory_cli.transport.ssh.files import FileReads, RemoteReader, remote_path
 from aifactory_cli.transport.ssh.login import open_route
 from aifactory_cli.transport.ssh.session import SshSession, session_refused
-from aifactory_cli.transport.ssh.streams import ChannelWriter, MarkerCut
+from aifactory_cli.transport.ssh.streams import ChannelWriter, MarkerCut, marked
 from aifactory_cli.transport.tofile import check_tar, tar_command, tar_names
 
 if TYPE_CHECKING:
@@ -290,8 +289,7 @@ class SshTransport(FileReads):
     ) -> Streamed:
         """Run `command` in the login shell, streaming its stdout (after the marker) into `stdout`."""
         line = to_shell(command)
-        mark = f"AIFACTORY-{secrets.token_hex(8)}"
-        wrapped = f"printf '%s\\n' {mark}; printf '%s\\n' {mark} >&2; {line}"
+        mark, wrapped = marked(line)
         with self._slot if self.single_session else contextlib.nullcontext():
             return self._stream(line, wrapped, mark, stdout, stdin, timeout)
 

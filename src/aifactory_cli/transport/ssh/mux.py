@@ -27,7 +27,6 @@ import contextlib
 import fcntl
 import io
 import os
-import secrets
 import subprocess
 import threading
 import weakref
@@ -40,7 +39,7 @@ from aifactory_cli import settings as app_settings
 from aifactory_cli.errors import AifactoryError, RemoteError
 from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, to_shell
 from aifactory_cli.transport.ssh.openssh import ssh_binary
-from aifactory_cli.transport.ssh.streams import MarkerCut
+from aifactory_cli.transport.ssh.streams import MarkerCut, marked
 from aifactory_cli.transport.tofile import FileSink, ToFile
 
 if TYPE_CHECKING:
@@ -238,8 +237,7 @@ class OpenSshMux:
         """Run `command` in the login shell through the master, its stdout (after the marker) into
         `stdout`: (exit status, stderr after the marker, bytes the login shell printed before)."""
         line = to_shell(command)
-        mark = f"AIFACTORY-{secrets.token_hex(8)}"
-        wrapped = f"printf '%s\\n' {mark}; printf '%s\\n' {mark} >&2; {line}"
+        mark, wrapped = marked(line)
         try:
             proc = subprocess.Popen(
                 self.route.command_argv(wrapped),

@@ -4,12 +4,11 @@ or without a pseudo-terminal (see `transport.interactive`)."""
 from __future__ import annotations
 
 import contextlib
-import secrets
 from typing import TYPE_CHECKING
 
 from aifactory_cli.errors import RemoteError
 from aifactory_cli.transport.interactive import ERR, EXIT, OUT, Event, PtyRequest
-from aifactory_cli.transport.ssh.streams import MarkerCut
+from aifactory_cli.transport.ssh.streams import MarkerCut, marked
 
 if TYPE_CHECKING:
     import paramiko
@@ -48,12 +47,12 @@ class SshSession:
                 self._cuts = None
                 self.channel.exec_command(line)
             else:
-                mark = f"AIFACTORY-{secrets.token_hex(8)}"
+                mark, wrapped = marked(line)
                 self._cuts = (
                     MarkerCut(mark.encode(), lambda b: self._out.append((OUT, b))),
                     MarkerCut(mark.encode(), lambda b: self._out.append((ERR, b))),
                 )
-                self.channel.exec_command(f"printf '%s\\n' {mark}; printf '%s\\n' {mark} >&2; {line}")
+                self.channel.exec_command(wrapped)
         except Exception as exc:
             self.channel.close()
             raise RemoteError(

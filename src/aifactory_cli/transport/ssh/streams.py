@@ -4,11 +4,19 @@ into the channel."""
 from __future__ import annotations
 
 import io
+import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import paramiko
+
+
+def marked(line: str) -> tuple[str, str]:
+    """A fresh marker and `line` behind it: the marker goes to stdout and stderr first, so `MarkerCut`
+    drops what the login shell printed before the command ran."""
+    mark = f"AIFACTORY-{secrets.token_hex(8)}"
+    return mark, f"printf '%s\\n' {mark}; printf '%s\\n' {mark} >&2; {line}"
 
 
 class MarkerCut:
