@@ -35,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,8 @@ CLIENT = Path("/tmp/testbed/client")
 SSH_CONFIG = CLIENT / "ssh_config"
 ACCOUNT = "project_465000001"
 SCRATCH = f"/scratch/{ACCOUNT}/hpcuser"
-STORE = f"{SCRATCH}/aif-bench-data"
+SITE = SCRATCH  # the site's side of each copy: the store, the scp and rsync destinations (--disk: its own disk)
+STORE = f"{SITE}/aif-bench-data"
 AIF = [sys.executable, "-m", "aifactory_cli"]
 SSH = ["ssh", "-F", str(SSH_CONFIG), "testbed"]
 SCP = ["scp", "-q", "-F", str(SSH_CONFIG)]
@@ -73,7 +74,39 @@ def controlmaster(work: Path) -> Path:
     return config
 
 
-def aif_env(home: Path, store: str = STORE) -> dict[str, str]:
+@contextlib.contextmanager
+def own_disk(gib: int) -> Iterator[Path]:
+    """A fresh ext4, with a journal, on a loop device (a sparse image of `gib` GiB in /var/tmp), mounted
+    for this run: the local work dir and the site's side of every copy (SITE) go on it. Why: this VM's
+    disk is an ext4 without a journal, and such an ext4 does not reuse an inode freed in the last 60-300 s,
+    scanning past each one at every create (perf: ext4_create -> recently_deleted). After a run's copy is
+    removed, the next 10,000 creates of any tool took 10 s instead of 0.5 s, so the small-file rows
+    measured the order of the runs. Needs root (mount)."""
+    global SITE, STORE
+    if os.geteuid() != 0:
+        raise SystemExit("--disk needs root (it mounts a loop device)")
+    image, mnt = Path(f"/var/tmp/aif-bench-disk-{os.getpid()}.img"), Path(f"/var/tmp/aif-bench-disk-{os.getpid()}")
+    with image.open("wb") as f:
+        f.truncate(gib << 30)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    mnt.mkdir()
+    try:
+        subprocess.run(["mount", "-o", "loop", str(image), str(mnt)], check=True)
+        try:
+            (mnt / "site").mkdir()
+            shutil.chown(mnt / "site", "hpcuser")
+            SITE, STORE = str(mnt / "site"), str(mnt / "site" / "aif-bench-data")
+            yield mnt
+        finally:
+            if subprocess.run(["umount", str(mnt)], check=False).returncode:
+                subprocess.run(["umount", "-l", str(mnt)], check=False)
+    finally:
+        image.unlink()
+        with contextlib.suppress(OSError):
+            mnt.rmdir()
+
+
+def aif_env(home: Path, store: str | None = None) -> dict[str, str]:
     """The environment of the aifactory runs: a private AIFACTORY_HOME, whose site `benchdata` is the
     test bed as LUMI (`lumi-bed`) with its data store at `store`."""
     home.mkdir(parents=True, exist_ok=True)
@@ -81,7 +114,7 @@ def aif_env(home: Path, store: str = STORE) -> dict[str, str]:
     profiles = home / "profiles"
     profiles.mkdir(exist_ok=True)
     # lumi-bed connects per command (persist: 0, for the tests); a user of lumi has its 5 min agent
-    (profiles / "benchdata.yaml").write_text(f"extends: lumi-bed\ndata_dir: {store}\nssh: {{persist: 300}}\n")
+    (profiles / "benchdata.yaml").write_text(f"extends: lumi-bed\ndata_dir: {store or STORE}\nssh: {{persist: 300}}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIFACTORY_")}
     env.update(
         AIFACTORY_HOME=str(home),
@@ -252,7 +285,7 @@ def big(mib: int, runs: int, stored: bool, work: Path, env: dict[str, str]) -> l
     spec.write_text("name: bd\nrun: 'true'\nresources: {time: 5m}\nslurm: {hold: true}\ndata: [ds]\n")
     nodata = src / "nodata.yaml"
     nodata.write_text("name: nd\nrun: 'true'\nresources: {time: 5m}\nslurm: {hold: true}\n")
-    dest = f"{SCRATCH}/bench-up"
+    dest = f"{SITE}/bench-up"
 
     def clean_remote() -> None:
         rm_site(dest, STORE)
@@ -368,7 +401,7 @@ def small(count: int, each: int, runs: int, work: Path, env: dict[str, str]) -> 
             (tree / d / f"f{i:05d}").write_bytes(os.urandom(each))
     spec = src / "job.yaml"
     spec.write_text("name: sd\nrun: 'true'\nresources: {time: 5m}\nslurm: {hold: true}\ndata: [tree]\n")
-    dest = f"{SCRATCH}/bench-up-small"
+    dest = f"{SITE}/bench-up-small"
 
     def clean_remote() -> None:
         rm_site(dest, STORE)
@@ -462,6 +495,13 @@ def main() -> None:
         help="no 'already stored' section (for sizes above MIB if given)",
     )
     ap.add_argument("--controlmaster", action="store_true", help="all through an OpenSSH ControlMaster")
+    ap.add_argument(
+        "--disk",
+        type=int,
+        default=0,
+        metavar="GIB",
+        help="both ends' copies on a fresh, journaled ext4 of GIB GiB (a loop device; root): see own_disk",
+    )
     args = ap.parse_args()
     if not (CLIENT / "id_ed25519").exists():
         raise SystemExit("the test bed is not up: bash tests/testbed/start.sh")
@@ -473,11 +513,14 @@ def main() -> None:
     lines = [
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {'; '.join(what) or 'nothing'}; medians of "
         f"{args.runs} runs (each run listed){skip}; loopback, one sshd"
-        f"{'; all through one OpenSSH ControlMaster' if args.controlmaster else ''}; `python3 bench/data.py "
+        f"{'; all through one OpenSSH ControlMaster' if args.controlmaster else ''}"
+        f"{'; both ends on a fresh, journaled ext4 (loop device)' if args.disk else ''}; `python3 bench/data.py "
         f"{' '.join(sys.argv[1:])}`.",
         "",
     ]
-    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
+    with contextlib.ExitStack() as stack:
+        disk = stack.enter_context(own_disk(args.disk)) if args.disk else Path("/var/tmp")
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(dir=disk))
         work = Path(tmp)
         config = controlmaster(work) if args.controlmaster else None
         env = aif_env(work / "home")
@@ -489,7 +532,8 @@ def main() -> None:
                 lines += small(args.small, args.small_bytes, args.runs, work, env)
         finally:
             drop_all(env)
-            rm_site(STORE, f"{SCRATCH}/bench-up", f"{SCRATCH}/bench-up-small")
+            fresh_agent(env)  # its socket and cwd are on the work dir's disk
+            rm_site(STORE, f"{SITE}/bench-up", f"{SITE}/bench-up-small")
             if config is not None:
                 subprocess.run(["ssh", "-F", str(config), "-O", "exit", "testbed"], check=False)
     print("\n".join(lines))

@@ -62,6 +62,34 @@ def test_small_files_are_stored_once_private_and_read_only(store, tmp_path: Path
     assert (second.files_sent, second.bytes_sent, second.stored_already) == (0, 0, 2)
 
 
+def _same_prefix() -> tuple[bytes, bytes]:
+    """Two contents whose digests share their first two hex digits (one sha256/ prefix dir)."""
+    seen: dict[str, bytes] = {}
+    for i in range(10_000):
+        data = b"content %d" % i
+        prefix = hashlib.sha256(data).hexdigest()[:2]
+        if prefix in seen:
+            return seen[prefix], data
+        seen[prefix] = data
+    raise AssertionError("no two digests with one prefix")
+
+
+def test_new_files_join_prefix_dirs_the_store_has_and_a_racing_copy_is_kept(store, tmp_path: Path) -> None:
+    s, d = store
+    first, second = _same_prefix()
+    a, b = _data(tmp_path, {"a": first, "b": second})
+    stale = s.probe(d, [a.sha256, b.sha256])  # what a racing submission saw: neither stored
+    s.send(d, [a], stale, "tok1")  # a new prefix dir: moved in whole
+    inode = _stored(d, a).stat().st_ino
+    sent = s.send(d, [a, b], stale, "tok2")  # a stored meanwhile; b into a prefix dir that exists
+    assert sent.files_sent == 2
+    assert _stored(d, b).read_bytes() == second
+    assert stat.S_IMODE(_stored(d, b).stat().st_mode) == 0o400
+    assert _stored(d, a).stat().st_ino == inode  # the copy a job may already link is left as it is
+    assert list((Path(d) / "tmp").iterdir()) == []
+    assert s.probe(d, [a.sha256, b.sha256]).have == {a.sha256, b.sha256}
+
+
 def test_a_large_file_resumes_at_its_partial_copy(store, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(ds, "LARGE", 1000)
     s, d = store

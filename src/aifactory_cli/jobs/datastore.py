@@ -19,12 +19,10 @@ with a cache of unchanged files, the streams). Moving bytes is `backends.datasto
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
 import shlex
-import tarfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from aifactory_cli.jobs.datatree import TREES, Tree, add_links
+from aifactory_cli.jobs.tarstream import TarWriter
 from aifactory_cli.transport import LocalFile
 
 LARGE = 8 * 1024 * 1024  # files this size and up are sent one by one, resumable inside the file
@@ -130,15 +129,13 @@ def small_tar_writer(
     attempt = attempt_dir(token)
 
     def write(sink: BinaryIO) -> None:
-        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT, bufsize=256 * 1024) as tar:
-            for f in files:
-                info = tarfile.TarInfo(f"{attempt}/{f.stored.split('/', 1)[1]}")
-                info.size = f.size
-                info.mode = 0o400
-                info.mtime = int(time.time())  # stored now: gc keeps it while a job may be about to link it
-                with open(f.path, "rb") as fh:
-                    tar.addfile(info, _Counted(fh, progress))
-            add_links(tar, attempt, trees, {f.sha256 for f in files})
+        tar = TarWriter(sink)
+        now = int(time.time())  # stored now: gc keeps it while a job may be about to link it
+        for f in files:
+            with open(f.path, "rb") as fh:
+                tar.add_file(f"{attempt}/{f.stored.split('/', 1)[1]}", fh, f.size, 0o400, now, progress)
+        add_links(tar, attempt, trees, {f.sha256 for f in files})
+        tar.close()
 
     return write
 
@@ -152,21 +149,6 @@ def attempt_dir(token: str) -> str:
 def file_writer(path: Path, offset: int, progress: Callable[[int], None] | None = None) -> LocalFile:
     """The file from `offset` on, as a stream (over the agent, the agent reads it)."""
     return LocalFile(path, offset, progress)
-
-
-class _Counted(io.RawIOBase):
-    def __init__(self, fh: BinaryIO, progress: Callable[[int], None] | None) -> None:
-        self.fh = fh
-        self.progress = progress
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.fh.read(size)
-        if self.progress and data:
-            self.progress(len(data))
-        return data
 
 
 # --- what runs on the site ------------------------------------------------------------------------------
@@ -237,7 +219,8 @@ PICK_SHA256 = (
 def small_store_command(data_dir: str, token: str) -> str:
     """Unpack the small files' tar (`small_tar_writer`) into a private attempt dir, check each file
     against its name's digest (a mismatch after a whole stream: `BAD DIGEST`, exit MISMATCH_RC; after
-    a cut stream the cut member is dropped), and move the good ones into `sha256/` by renames; then,
+    a cut stream the cut member is dropped), and move the good ones into `sha256/` (one `mv` of the
+    prefix dirs the store lacks, one `cp -al` into those it has: no fork per dir or file); then,
     only when all arrived and matched, each dataset tree (hard links, `jobs.datatree`) into `trees/`
     by one rename (read-only dirs; one that a racing submission put there first is kept). HUP is
     ignored: after a cut, what arrived whole is still stored, so the next attempt sends only the rest."""
@@ -245,14 +228,18 @@ def small_store_command(data_dir: str, token: str) -> str:
     t = shlex.quote(attempt_dir(token))
     return (
         f"trap '' HUP PIPE; umask 077; cd -- {d} && mkdir -- {t} || exit 1; "
-        f"tar -x -f -; rc=$?; cd -- {t} || exit 1; {PICK_SHA256}"
-        "find . -type f -path './??/*' -print0 | xargs -0 -r $aif_sha256 | "
-        "{ bad=0; while read -r sum name; do name=${name#[*]}; h=${name##*/}; "
-        'if [ "$sum" != "$h" ]; then rm -f -- "$name"; '
-        'if [ "$rc" -eq 0 ]; then echo "BAD $h"; bad=1; fi; fi; done; exit "$bad"; }; bad=$?; '
-        'for s in ??; do [ -d "$s" ] || continue; '
-        'mv -T -- "$s" "../../sha256/$s" 2>/dev/null || '
-        '{ mkdir -p -- "../../sha256/$s" && find "$s" -type f -exec mv -f -t "../../sha256/$s" -- {} +; }; done; '
+        # -m: each file's mtime is now (gc keeps fresh files), without a utimensat per file
+        f"tar -x -m -f -; rc=$?; cd -- {t} || exit 1; {PICK_SHA256}"
+        "bad_names=$(find . -type f -path './??/*' -print0 | xargs -0 -r $aif_sha256 | "
+        'awk \'{ n = $2; sub(/^[*]/, "", n); h = n; sub(/.*[/]/, "", h); if ($1 != h) print n }\'); '
+        'bad=0; for name in $bad_names; do rm -f -- "$name"; '
+        'if [ "$rc" -eq 0 ]; then echo "BAD ${name##*/}"; bad=1; fi; done; '
+        # new prefix dirs move into sha256/ by one mv; those sha256/ has (or a racing submission made
+        # meanwhile) get hard links to their files by one cp, an existing name left as it is
+        'new=; for s in ??; do [ -d "$s" ] && [ ! -d "../../sha256/$s" ] && new="$new $s"; done; '
+        '[ -z "$new" ] || mv -t ../../sha256 -- $new 2>/dev/null; '
+        'left=; for s in ??; do [ -d "$s" ] && left="$left $s"; done; '
+        '[ -z "$left" ] || cp -al -- $left ../../sha256/ 2>/dev/null; '
         'tbad=0; if [ "$rc" -eq 0 ] && [ "$bad" -eq 0 ] && [ -d trees ]; then for s in trees/*; do '
         '[ -d "$s" ] || continue; find "$s" -mindepth 1 -type d -exec chmod 500 -- {} + && '
         'if mv -T -- "$s" "../../$s" 2>/dev/null; then chmod 500 -- "../../$s"; '

@@ -15,10 +15,11 @@ Here: grouping the files into trees and the tar members; the command text is `jo
 from __future__ import annotations
 
 import hashlib
-import tarfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from aifactory_cli.jobs.tarstream import TarWriter
 
 TREES = "trees"
 
@@ -73,15 +74,12 @@ def needed(trees: Iterable[Tree], single: Iterable[str], stored_trees: set[str])
     return out
 
 
-def add_links(tar: tarfile.TarFile, attempt: str, trees: Iterable[Tree], new: set[str]) -> None:
+def add_links(tar: TarWriter, attempt: str, trees: Iterable[Tree], new: set[str]) -> None:
     """Hard-link members, store-relative (tar runs in DATA): `attempt/trees/T/REST` linking to the
     file's copy in this stream (`attempt/ab/HASH`, when in `new`) or in the store (`sha256/ab/HASH`)."""
     now = int(time.time())
     for tree in trees:
+        base = f"{attempt}/{tree.stored}/"
         for rest, digest in tree.files:
-            info = tarfile.TarInfo(f"{attempt}/{tree.stored}/{rest}")
-            info.type = tarfile.LNKTYPE
             place = f"{digest[:2]}/{digest}"
-            info.linkname = f"{attempt}/{place}" if digest in new else f"sha256/{place}"
-            info.mtime = now
-            tar.addfile(info)
+            tar.add_link(base + rest, f"{attempt}/{place}" if digest in new else f"sha256/{place}", now)

@@ -1,0 +1,75 @@
+"""jobs.tarstream: the data store's tar writer, read back by tarfile and by GNU tar (what the site runs)."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from aifactory_cli.jobs.tarstream import RECORD, TarWriter
+
+SHORT = "tmp/t.tok/ab/" + "a" * 64
+PREFIXED = "tmp/t.tok/trees/" + "t" * 64 + "/d00/" + "f" * 80  # over 100 bytes: prefix + name
+LONG = "tmp/t.tok/trees/" + "t" * 64 + "/" + "x" * 120 + "/y"  # no cut fits: a GNU `L` record
+LINK_TARGET = "tmp/t." + "k" * 90 + "/ab/" + "a" * 64  # over 100 bytes: a GNU `K` record
+
+
+def stream(tmp_path: Path) -> tuple[bytes, dict[str, bytes]]:
+    contents = {SHORT: os.urandom(1000), "tmp/t.tok/cd/é-ü": b"", "tmp/t.tok/ef/" + "b" * 64: os.urandom(512)}
+    contents[LINK_TARGET] = os.urandom(3)
+    out = io.BytesIO()
+    tar = TarWriter(out)
+    seen: list[int] = []
+    for name, data in contents.items():
+        tar.add_file(name, io.BytesIO(data), len(data), 0o400, 1_700_000_000, seen.append)
+    tar.add_link(PREFIXED, SHORT, 1_700_000_000)
+    tar.add_link(LONG, SHORT, 1_700_000_000)
+    tar.add_link("tmp/t.tok/trees/short", LINK_TARGET, 1_700_000_000)
+    tar.close()
+    assert sum(seen) == sum(map(len, contents.values()))
+    return out.getvalue(), contents
+
+
+def test_tarfile_reads_every_member_as_written(tmp_path: Path) -> None:
+    data, contents = stream(tmp_path)
+    assert len(data) % RECORD == 0
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:
+        members = []
+        for m in tar:
+            members.append((m.name, m.type, m.linkname, m.mode, m.mtime))
+            if m.isreg():
+                f = tar.extractfile(m)
+                assert f is not None
+                assert f.read() == contents[m.name]
+    assert [m[0] for m in members] == [*contents, PREFIXED, LONG, "tmp/t.tok/trees/short"]
+    assert {m[1] for m in members[: len(contents)]} == {tarfile.REGTYPE}
+    assert [m[2] for m in members[len(contents) :]] == [SHORT, SHORT, LINK_TARGET]
+    assert all(m[3] == 0o400 and m[4] == 1_700_000_000 for m in members)
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="no tar")
+def test_gnu_tar_extracts_files_and_hard_links(tmp_path: Path) -> None:
+    data, contents = stream(tmp_path)
+    into = tmp_path / "x"
+    into.mkdir()
+    subprocess.run(["tar", "-x", "-f", "-"], input=data, cwd=into, check=True)
+    for name, body in contents.items():
+        assert (into / name).read_bytes() == body
+    for link, target in ((PREFIXED, SHORT), (LONG, SHORT), ("tmp/t.tok/trees/short", LINK_TARGET)):
+        assert (into / link).stat().st_ino == (into / target).stat().st_ino
+
+
+def test_a_file_that_shrank_is_an_error() -> None:
+    tar = TarWriter(io.BytesIO())
+    with pytest.raises(OSError, match="shorter"):
+        tar.add_file("a", io.BytesIO(b"abc"), 10, 0o400, 0)
+
+
+def test_a_size_beyond_the_header_is_refused() -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        TarWriter(io.BytesIO()).add_file("a", io.BytesIO(), 8**11, 0o400, 0)
