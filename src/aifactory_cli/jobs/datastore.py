@@ -168,14 +168,23 @@ def probe_command(data_dir: str) -> str:
     return (
         f"umask 077 && mkdir -p -- {d}/sha256 {d}/tmp {d}/{TREES} && cd -- {d} && "
         f"chmod 700 . sha256 tmp {TREES} && pwd -P && "
-        f"{{ skip=; while read -r h; do case $h in tree:*) h=${{h#tree:}}; "
-        f'if [ -d "{TREES}/$h" ]; then echo "T $h"; printf \'%s\\0\' "{TREES}/$h" >&3; skip=1; fi; continue;; '
-        'end) skip=; continue;; esac; [ -z "$skip" ] || continue; '
-        f"{_PREFIX}; "
-        'if [ -f "sha256/$p/$h" ]; then echo "H $h"; printf \'%s\\0\' "sha256/$p/$h" >&3; '
-        'elif [ -f "tmp/$h.part" ]; then echo "P $h $(wc -c < "tmp/$h.part")"; fi; '
-        "done 3>&1 >&4 | xargs -0 -r touch -c -m -- || :; } 4>&1"
+        # awk turns the digests into the paths to look for (bash's `read` takes a syscall a byte: 0.6 s
+        # for 10,000 digests), one `stat` per few thousand paths says which are there
+        f"{{ awk {shlex.quote(_PROBE_PATHS)} | xargs -r stat -c '%s %n' -- 2>/dev/null | "
+        f"awk {shlex.quote(_PROBE_ANSWERS)} 3>&1 >&4 | xargs -r touch -c -m -- || :; }} 4>&1"
     )
+
+
+# the probe's stdin -> store-relative paths, one a line (names are hex digits only)
+_PROBE_PATHS = """function hex(s) { return length(s) == 64 && s !~ /[^0-9a-f]/ }
+/^tree:/ { t = substr($0, 6); skip = hex(t) && system("[ -d trees/" t " ]") == 0; if (skip) print "trees/" t; next }
+$0 == "end" { skip = 0; next }
+skip || !hex($0) { next }
+{ print "sha256/" substr($0, 1, 2) "/" $0; print "tmp/" $0 ".part" }"""
+# `SIZE PATH` of each path there -> the probe's answer lines; the paths to touch -> fd 3
+_PROBE_ANSWERS = """$2 ~ /^trees[/]/ { print "T " substr($2, 7); print $2 > "/dev/fd/3"; next }
+$2 ~ /^sha256[/]/ { print "H " substr($2, 11); print $2 > "/dev/fd/3"; next }
+$2 ~ /^tmp[/]/ { print "P " substr($2, 5, 64) " " $1 }"""
 
 
 @dataclass
