@@ -135,3 +135,19 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_dir_the_destination_lacks_moves_in_by_one_rename_the_others_file_by_file(tmp_path: Path) -> None:
+    unpacked, dest = tmp_path / "staging", tmp_path / "dest"
+    for name in ("new/a", "new/deep/b", "old/c", "top.txt"):
+        (unpacked / name).parent.mkdir(parents=True, exist_ok=True)
+        (unpacked / name).write_text(name)
+    (dest / "old").mkdir(parents=True)
+    (dest / "old" / "kept").write_text("was there")
+    inode = (unpacked / "new").stat().st_ino
+    moved = fetching.move_new_dirs(unpacked, dest, ["new/a", "new/deep/b", "old/c", "top.txt"])
+    assert moved == {"new/a", "new/deep/b"}
+    assert (dest / "new").stat().st_ino == inode  # the dir itself, renamed
+    assert (dest / "new" / "deep" / "b").read_text() == "new/deep/b"
+    assert (unpacked / "old" / "c").exists() and not (dest / "old" / "c").exists()  # left to the caller
+    assert (dest / "old" / "kept").read_text() == "was there"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aifactory_cli.jobs.tarstream import RECORD, TarWriter
+from aifactory_cli.jobs.tarstream import RECORD, TarReader, TarWriter
 
 SHORT = "tmp/t.tok/ab/" + "a" * 64
 PREFIXED = "tmp/t.tok/trees/" + "t" * 64 + "/d00/" + "f" * 80  # over 100 bytes: prefix + name
@@ -73,3 +73,83 @@ def test_a_file_that_shrank_is_an_error() -> None:
 def test_a_size_beyond_the_header_is_refused() -> None:
     with pytest.raises(ValueError, match="does not fit"):
         TarWriter(io.BytesIO()).add_file("a", io.BytesIO(), 8**11, 0o400, 0)
+
+
+def _members_by_tarfile(data: bytes) -> list[tuple[str, bytes, int, int, int, str, bytes]]:
+    out = []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r|") as tar:
+        for m in tar:
+            body = b""
+            if m.isreg():
+                f = tar.extractfile(m)
+                assert f is not None
+                body = f.read()
+            out.append((m.name, m.type, m.size if m.isreg() else 0, m.mode, int(m.mtime), m.linkname, body))
+    return out
+
+
+def _members_by_reader(data: bytes) -> list[tuple[str, bytes, int, int, int, str, bytes]]:
+    reader = TarReader(io.BytesIO(data))
+    out = []
+    for m in reader:
+        body = b"".join(reader.data(m)) if m.regular else b""
+        out.append((m.name, m.type, m.size if m.regular else 0, m.mode, m.mtime, m.linkname, body))
+    return out
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_the_reader_reads_what_tarfile_reads_in_every_format(fmt: int) -> None:
+    out = io.BytesIO()
+    names = ["a.txt", "d/" + "n" * 120 + "/f.bin", "ünï/çødé.txt", "empty"]
+    if fmt != tarfile.USTAR_FORMAT:  # a name ustar cannot hold (no prefix/name cut fits)
+        names.append("d/" + "x" * 140)
+    with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
+        for i, name in enumerate(names):
+            body = os.urandom(i * 700)
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(body), 0o640 + i, 1_600_000_000 + i
+            tar.addfile(info, io.BytesIO(body))
+        d = tarfile.TarInfo("d")
+        d.type = tarfile.DIRTYPE
+        tar.addfile(d)
+        link = tarfile.TarInfo("l" * 90)
+        link.type, link.linkname = tarfile.SYMTYPE, "t" * (90 if fmt == tarfile.USTAR_FORMAT else 120)
+        tar.addfile(link)
+    data = out.getvalue()
+    assert _members_by_reader(data) == _members_by_tarfile(data)
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="no tar")
+def test_the_reader_reads_gnu_tars_own_stream(tmp_path: Path) -> None:
+    """What the site sends: `tar -c` (backends.fetching), long names included."""
+    src = tmp_path / "src"
+    deep = src / ("p" * 90) / ("q" * 90)
+    deep.mkdir(parents=True)
+    (deep / ("r" * 80)).write_bytes(os.urandom(5000))
+    (src / "top.txt").write_bytes(b"top")
+    names = sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file())
+    data = subprocess.run(
+        ["tar", "-c", "-f", "-", "--null", "-T", "-"],
+        input=b"".join(n.encode() + b"\0" for n in names),
+        cwd=src,
+        capture_output=True,
+        check=True,
+    ).stdout
+    got = _members_by_reader(data)
+    assert got == _members_by_tarfile(data)
+    assert sorted(m[0] for m in got) == names
+
+
+def test_a_cut_or_damaged_stream_is_a_tar_error() -> None:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = tarfile.TarInfo("f")
+        info.size = 4000
+        tar.addfile(info, io.BytesIO(os.urandom(4000)))
+    data = out.getvalue()
+    with pytest.raises(tarfile.TarError, match="ends inside"):
+        _members_by_reader(data[:2000])
+    damaged = bytearray(data)
+    damaged[10] ^= 0xFF
+    with pytest.raises(tarfile.TarError, match="checksum"):
+        _members_by_reader(bytes(damaged))

@@ -5,11 +5,16 @@ tarfile builds each header field by field in Python (about 60 us a header here):
 and 10,000 tree links that was 2.5 s of the CLI's 3.8 s of CPU in a first upload. The members are
 POSIX ustar (a name longer than 100 bytes split into prefix and name at a `/`), with GNU tar's
 long-name and long-link records (`L`, `K`) for what does not fit, as GNU tar writes and reads them
-(and tarfile reads them). Only regular files and hard links are written."""
+(and tarfile reads them). Only regular files and hard links are written.
+
+`TarReader` reads a fetch's stream (GNU tar's on the site) the same way: tarfile's stream mode spent
+0.8 s of a 10,000-file fetch parsing headers."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 BLOCK = 512
@@ -127,3 +132,137 @@ class TarWriter:
         end = self.total + len(self.buf) + 2 * BLOCK
         self._put(bytes(2 * BLOCK + (-end) % RECORD))
         self._flush()
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+
+class TarFormatError(tarfile.TarError):
+    """The stream is not a tar archive this reader takes (a damaged or cut archive, a bad header)."""
+
+
+@dataclass
+class Member:
+    name: str
+    type: bytes  # b"0" a regular file, b"5" a dir, b"1" a hard link, b"2" a symlink, ...
+    size: int
+    mode: int
+    mtime: int
+    linkname: str = ""
+
+    @property
+    def regular(self) -> bool:
+        return self.type in (b"0", b"\0", b"7")
+
+
+_NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")
+
+
+def _num(field: bytes) -> int:
+    if field[:1] and field[0] & 0x80:  # GNU base-256: 0x80 then the number; 0xff a negative one
+        value = int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
+        return value - (1 << (8 * len(field) - 1)) if field[0] == 0xFF else value
+    digits = field.split(b"\0", 1)[0].strip()
+    try:
+        return int(digits or b"0", 8)
+    except ValueError:
+        raise TarFormatError(f"not a number in a tar header: {field!r}") from None
+
+
+def _cstr(field: bytes) -> bytes:
+    return field.split(b"\0", 1)[0]
+
+
+def _pax(data: bytes) -> dict[str, str]:
+    """The `LEN key=value\\n` records of a pax header."""
+    out: dict[str, str] = {}
+    pos = 0
+    while pos < len(data) and data[pos : pos + 1] not in (b"\0", b""):
+        space = data.find(b" ", pos)
+        if space < 0:
+            raise TarFormatError("a damaged pax header")
+        length = int(data[pos:space])
+        record = data[space + 1 : pos + length - 1]
+        key, _, value = record.partition(b"=")
+        out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return out
+
+
+class TarReader:
+    """The members of a tar stream read from `fh` (ustar, GNU: long names and links, pax: path, size
+    and mtime), each header checked; `data(member)` gives the member's bytes in pieces and must be
+    called (or not) before the next member is asked for. About 5x fewer Python calls than tarfile's
+    stream mode for 10,000 small members."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self.fh = fh
+        self._left = 0  # bytes of the current member not read yet, padding included
+
+    def _read(self, n: int) -> bytes:
+        data = self.fh.read(n)
+        if len(data) != n:
+            raise TarFormatError("the archive ends inside a member")
+        return data
+
+    def _skip(self) -> None:
+        while self._left:
+            self._left -= len(self._read(min(self._left, READ)))
+
+    def __iter__(self) -> Iterator[Member]:
+        long_name: bytes | None = None
+        long_link: bytes | None = None
+        pax: dict[str, str] = {}
+        while True:
+            self._skip()
+            block = self.fh.read(BLOCK)
+            if not block or block == bytes(BLOCK):
+                return  # the end-of-archive blocks (or, as tarfile takes it, none)
+            if len(block) != BLOCK:
+                raise TarFormatError("the archive ends inside a header")
+            if _num(block[148:156]) != sum(block) - sum(block[148:156]) + _SPACES:
+                raise TarFormatError("a tar header with a wrong checksum")
+            kind = block[156:157]
+            size = _num(block[124:136])
+            padded = size + (-size) % BLOCK
+            if kind in (b"L", b"K", b"x", b"g"):
+                data = self._read(padded)[:size]
+                if kind == b"L":
+                    long_name = _cstr(data)
+                elif kind == b"K":
+                    long_link = _cstr(data)
+                elif kind == b"x":
+                    pax.update(_pax(data))
+                continue
+            name = _cstr(block[0:100])
+            if block[257:263] == b"ustar\0" and block[345] != 0:
+                name = _cstr(block[345:500]) + b"/" + name
+            if long_name is not None:
+                name = long_name
+            link = long_link if long_link is not None else _cstr(block[157:257])
+            member = Member(
+                pax["path"] if "path" in pax else name.decode("utf-8", "surrogateescape"),
+                kind,
+                int(pax["size"]) if "size" in pax else size,
+                _num(block[100:108]),
+                int(float(pax["mtime"])) if "mtime" in pax else _num(block[136:148]),
+                pax["linkpath"] if "linkpath" in pax else link.decode("utf-8", "surrogateescape"),
+            )
+            if member.type == b"\0" and member.name.endswith("/"):
+                member.type = b"5"  # old tar's dir: a regular file named with a trailing slash
+            if member.type == b"5":
+                member.name = member.name.rstrip("/")
+            long_name = long_link = None
+            pax = {}
+            # as tarfile: no data after links, dirs, devices and FIFOs
+            self._left = 0 if kind in _NO_DATA else member.size + (-member.size) % BLOCK
+            yield member
+
+    def data(self, member: Member) -> Iterator[bytes]:
+        """The member's bytes, in pieces of at most READ bytes; its padding is skipped."""
+        left = member.size
+        while left:
+            chunk = self._read(min(left, READ))
+            left -= len(chunk)
+            self._left -= len(chunk)
+            yield chunk
