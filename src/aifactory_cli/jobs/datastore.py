@@ -268,7 +268,10 @@ def large_store_command(data_dir: str, digest: str, offset: int, size: int) -> s
     d = shlex.quote(data_dir)
     return (
         f"trap '' HUP PIPE; umask 077; cd -- {d} || exit 1; "
-        f"dd of={part} bs={CHUNK} seek={int(offset)} oflag=seek_bytes iflag=fullblock conv=notrunc status=none; "
+        # each read from the pipe is written as it came (no iflag=fullblock: waiting to fill 1 MiB before
+        # each write stalled sshd's side of the pipe, 8.7-11.9 s a GiB on the bed against 5.4-5.8 s);
+        # the offset is in bytes, so a short block shifts nothing
+        f"dd of={part} bs={CHUNK} seek={int(offset)} oflag=seek_bytes conv=notrunc status=none; "
         "rc=$?; "
         f"if [ -f {stored} ]; then rm -f -- {part}; exit 0; fi; "
         f'[ "$rc" -eq 0 ] || exit "$rc"; n=$(wc -c < {part}) || {{ [ -f {stored} ]; exit $?; }}; '
