@@ -142,6 +142,25 @@ def test_a_local_file_as_stdin_from_an_offset(transport: tuple[Transport, str, s
     assert sum(seen) == len(body) - 1000
 
 
+def test_a_local_tar_as_stdin_unpacks_there_with_its_hard_links(
+    transport: tuple[Transport, str, str], tmp_path: Path
+) -> None:
+    """`LocalTar` stdin (the data store's small files and tree links; over the agent, the agent reads
+    the files): GNU tar on the other side makes the files and the hard links."""
+    from aifactory_cli.transport.tarstream import LocalTar
+
+    t, _, _ = transport
+    (tmp_path / "one").write_bytes(os.urandom(5000))
+    seen: list[int] = []
+    tar = LocalTar([("d/one", str(tmp_path / "one"), 5000, 0o400, 1)], [("tree/deep/one", "d/one", 1)], seen.append)
+    r = t.run(
+        'x=$(mktemp -d) && cd "$x" && tar -x -f - && stat -c "%h %s %n" d/one tree/deep/one; rm -rf "$x"', stdin=tar
+    )
+    assert r.ok, r.stderr
+    assert r.stdout.split("\n")[:2] == ["2 5000 d/one", "2 5000 tree/deep/one"]
+    assert sum(seen) == 5000
+
+
 def test_run_to_file_writes_appends_and_hashes_the_whole_file(
     transport: tuple[Transport, str, str], tmp_path: Path
 ) -> None:

@@ -685,3 +685,31 @@ def test_a_local_file_as_stdin_is_read_by_the_agent(
         with pytest.raises(FileNotFoundError):
             tr.run("count", stdin=LocalFile(tmp_path / "gone.bin"))
         assert tr.run("echo 0 fine ''").stdout == "fine"  # the connection is still in step
+
+
+def test_a_local_tar_as_stdin_is_written_by_the_agent(
+    agent: AgentServer, ops: FakeOps, sock_path: Path, tmp_path: Path
+) -> None:
+    """`LocalTar` stdin (the data store's small files): only its listing crosses the socket, the agent
+    reads the files and writes the tar, the client hears the file bytes; a file that is gone is the
+    client's error and the connection stays in step."""
+    import io
+
+    from aifactory_cli.transport.tarstream import LocalTar
+
+    (tmp_path / "a").write_bytes(os.urandom(1_500_000))
+    (tmp_path / "b").write_bytes(b"bee")
+    tar = LocalTar(
+        [("x/a", str(tmp_path / "a"), 1_500_000, 0o400, 1), ("x/b", str(tmp_path / "b"), 3, 0o400, 1)],
+        [("t/a", "x/a", 1)],
+    )
+    whole = io.BytesIO()
+    tar(whole)
+    seen: list[int] = []
+    with client(sock_path) as tr:
+        r = tr.run("count", stdin=LocalTar(tar.files, tar.links, seen.append))
+        assert (r.rc, r.stdout) == (0, str(len(whole.getvalue())))
+        assert sum(seen) == 1_500_003
+        with pytest.raises(FileNotFoundError):
+            tr.run("count", stdin=LocalTar([("g", str(tmp_path / "gone"), 1, 0o400, 1)]))
+        assert tr.run("echo 0 fine ''").stdout == "fine"

@@ -1,4 +1,4 @@
-"""jobs.tarstream: the data store's tar writer, read back by tarfile and by GNU tar (what the site runs)."""
+"""transport.tarstream: the data store's tar writer, read back by tarfile and by GNU tar (what the site runs)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aifactory_cli.jobs.tarstream import RECORD, TarReader, TarWriter
+from aifactory_cli.transport.tarstream import RECORD, LocalTar, TarReader, TarWriter
 
 SHORT = "tmp/t.tok/ab/" + "a" * 64
 PREFIXED = "tmp/t.tok/trees/" + "t" * 64 + "/d00/" + "f" * 80  # over 100 bytes: prefix + name
@@ -153,3 +153,16 @@ def test_a_cut_or_damaged_stream_is_a_tar_error() -> None:
     damaged[10] ^= 0xFF
     with pytest.raises(tarfile.TarError, match="checksum"):
         _members_by_reader(bytes(damaged))
+
+
+def test_a_local_tar_listing_round_trips_odd_names_and_refuses_what_is_not_one(tmp_path: Path) -> None:
+    odd = "d/sp ace\nnew\udcffline"  # a newline, a space, a byte that is not UTF-8
+    tar = LocalTar([(odd, str(tmp_path / odd.replace("/", "_")), 7, 0o400, 12)], [("t/" + odd, odd, 13)])
+    back = LocalTar.from_listing(tar.listing())
+    assert (back.files, back.links) == (tar.files, tar.links)
+    with pytest.raises(ValueError, match="relative path"):
+        LocalTar.from_listing(LocalTar([("a", "rel/a", 1, 0o400, 0)]).listing())
+    with pytest.raises(ValueError, match="not a tar listing"):
+        LocalTar.from_listing(b"F\0a\0/x\0nine\0")
+    with pytest.raises(ValueError, match="not a tar listing"):
+        LocalTar.from_listing(b"Q\0a\0")

@@ -105,7 +105,7 @@ class DataStore:
         if small or new_trees:
             result = self._run(
                 ds.small_store_command(data_dir, token),
-                ds.small_tar_writer(small, token, new_trees, count),
+                ds.small_tar(small, token, new_trees, count),
                 data_dir,
                 sent,
                 len(missing),

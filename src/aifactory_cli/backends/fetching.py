@@ -34,8 +34,8 @@ from pathlib import Path
 from aifactory_cli.errors import AifactoryError, LocalWriteError, RemoteError
 from aifactory_cli.jobs.datastore import PICK_SHA256
 from aifactory_cli.jobs.model import Job
-from aifactory_cli.jobs.tarstream import TarReader
 from aifactory_cli.transport import Bulk, Transport
+from aifactory_cli.transport.tarstream import TarReader
 
 LARGE = 64 * 1024 * 1024  # files this size and up are fetched one by one, resumable inside the file
 PARTIAL = ".aif-partial"
@@ -314,7 +314,7 @@ def extract_stream(tar: TarReader, into: Path, digests: dict[str, str]) -> None:
     their mtime; `digests` gets each file's sha256, taken as it is written. Anything else (a link, a
     device, a name that climbs out) is a damaged archive: fetch asks only for regular files. As safe
     as tarfile's "data" filter for such archives; 10,000 files of 10 kB: 1.2 s with tarfile (itself
-    half the CPU of extractall), 0.9 s with `jobs.tarstream.TarReader` (tmpfs)."""
+    half the CPU of extractall), 0.9 s with `transport.tarstream.TarReader` (tmpfs)."""
     made: set[str] = set()
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     for member in tar:

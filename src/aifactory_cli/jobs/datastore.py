@@ -27,11 +27,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from aifactory_cli.jobs.datatree import TREES, Tree, add_links
-from aifactory_cli.jobs.tarstream import TarWriter
+from aifactory_cli.jobs.datatree import TREES, Tree, tree_links
 from aifactory_cli.transport import LocalFile
+from aifactory_cli.transport.tarstream import LocalTar
 
 LARGE = 8 * 1024 * 1024  # files this size and up are sent one by one, resumable inside the file
 CHUNK = 1024 * 1024
@@ -121,23 +121,16 @@ def hash_files(
     return out
 
 
-def small_tar_writer(
+def small_tar(
     files: list[DataFile], token: str, trees: list[Tree], progress: Callable[[int], None] | None = None
-) -> Callable[[BinaryIO], None]:
+) -> LocalTar:
     """The stream for `small_store_command`, store-relative: the small files, each named by its place
-    under the attempt dir `tmp/t.TOKEN/` (`ab/HASH`, mode 0400), then the hard links of `trees`."""
+    under the attempt dir `tmp/t.TOKEN/` (`ab/HASH`, mode 0400, mtime now: gc keeps what a job may be
+    about to link), then the hard links of `trees`. Over the agent, the agent reads the files."""
     attempt = attempt_dir(token)
-
-    def write(sink: BinaryIO) -> None:
-        tar = TarWriter(sink)
-        now = int(time.time())  # stored now: gc keeps it while a job may be about to link it
-        for f in files:
-            with open(f.path, "rb") as fh:
-                tar.add_file(f"{attempt}/{f.stored.split('/', 1)[1]}", fh, f.size, 0o400, now, progress)
-        add_links(tar, attempt, trees, {f.sha256 for f in files})
-        tar.close()
-
-    return write
+    now = int(time.time())
+    members = [(f"{attempt}/{f.stored.split('/', 1)[1]}", os.path.abspath(f.path), f.size, 0o400, now) for f in files]
+    return LocalTar(members, tree_links(attempt, trees, {f.sha256 for f in files}), progress)
 
 
 def attempt_dir(token: str) -> str:
@@ -226,7 +219,7 @@ PICK_SHA256 = (
 
 
 def small_store_command(data_dir: str, token: str) -> str:
-    """Unpack the small files' tar (`small_tar_writer`) into a private attempt dir, check each file
+    """Unpack the small files' tar (`small_tar`) into a private attempt dir, check each file
     against its name's digest (a mismatch after a whole stream: `BAD DIGEST`, exit MISMATCH_RC; after
     a cut stream the cut member is dropped), and move the good ones into `sha256/` (one `mv` of the
     prefix dirs the store lacks, one `cp -al` into those it has: no fork per dir or file); then,

@@ -19,8 +19,6 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aifactory_cli.jobs.tarstream import TarWriter
-
 TREES = "trees"
 
 
@@ -74,12 +72,15 @@ def needed(trees: Iterable[Tree], single: Iterable[str], stored_trees: set[str])
     return out
 
 
-def add_links(tar: TarWriter, attempt: str, trees: Iterable[Tree], new: set[str]) -> None:
-    """Hard-link members, store-relative (tar runs in DATA): `attempt/trees/T/REST` linking to the
-    file's copy in this stream (`attempt/ab/HASH`, when in `new`) or in the store (`sha256/ab/HASH`)."""
+def tree_links(attempt: str, trees: Iterable[Tree], new: set[str]) -> list[tuple[str, str, int]]:
+    """Hard-link members (`transport.tarstream.LocalTar.links`), store-relative (tar runs in DATA):
+    `attempt/trees/T/REST` linking to the file's copy in this stream (`attempt/ab/HASH`, when in `new`)
+    or in the store (`sha256/ab/HASH`)."""
     now = int(time.time())
+    links: list[tuple[str, str, int]] = []
     for tree in trees:
         base = f"{attempt}/{tree.stored}/"
         for rest, digest in tree.files:
             place = f"{digest[:2]}/{digest}"
-            tar.add_link(base + rest, f"{attempt}/{place}" if digest in new else f"sha256/{place}", now)
+            links.append((base + rest, f"{attempt}/{place}" if digest in new else f"sha256/{place}", now))
+    return links

@@ -42,6 +42,7 @@ from aifactory_cli.transport.agent.protocol import (
 from aifactory_cli.transport.agent.session import AgentSession, open_session
 from aifactory_cli.transport.agent.stdin import send_stdin
 from aifactory_cli.transport.relay import SocketPipe
+from aifactory_cli.transport.tarstream import LocalTar
 from aifactory_cli.transport.tofile import ToFile, check_tar, tar_command, tar_names
 
 if TYPE_CHECKING:
@@ -292,11 +293,15 @@ class AgentTransport:
             req: dict[str, Any] = {"op": "run", "command": line, "timeout": timeout, "stdin": stdin is not None}
             if isinstance(stdin, LocalFile):  # the agent reads the file: only byte counts come back
                 req.update(stdin=False, stdin_file={"path": os.path.abspath(stdin.path), "offset": stdin.offset})
+            elif isinstance(stdin, LocalTar):  # the agent reads the files and writes the tar
+                req.update(stdin=False, stdin_tar=True)
             conn.send_json(req)
+            if isinstance(stdin, LocalTar):
+                conn.send_data(stdin.listing())
             local_error: Exception | None = None
             first: dict[str, Any] | None = None
             sent = False
-            if isinstance(stdin, LocalFile):
+            if isinstance(stdin, (LocalFile, LocalTar)):
                 while (first := conn.recv_json()).get("event") == "bytes":
                     sent = True
                     if stdin.progress:

@@ -6,7 +6,8 @@ is `struct ">BI"` (kind, payload length) then the payload:
 
 - `J` a JSON object; `D` a chunk of binary data (at most `CHUNK` bytes); `E` end of a data stream;
   `A` the client aborts the stream it was sending; `X` a data stream ends with an error (JSON).
-- requests: `hello` (version, persist) · `connect` · `run` (command line, timeout, stdin: bool) ·
+- requests: `hello` (version, persist) · `connect` · `run` (command line, timeout, stdin: bool;
+  or `stdin_file`, or `stdin_tar`: the agent reads the local files itself, agent/tofile.py) ·
   `read` (path, offset) · `tofile` (agent/tofile.py) · `session` (an interactive command, session.py) ·
   `tunnel` (host, port) · `shutdown`.
 - `tunnel`: the agent opens a direct-tcpip channel from the login node to host:port on its one SSH
@@ -46,7 +47,8 @@ from typing import Any
 from aifactory_cli import errors as _errors
 from aifactory_cli.errors import AifactoryError, RemoteError
 
-PROTOCOL = 4  # 2: no `put`; `run` replies carry `noise`; 3: `session` and `tunnel`; 4: `tofile` for `tar`
+PROTOCOL = 5  # 2: no `put`; `run` replies carry `noise`; 3: `session` and `tunnel`; 4: `tofile` for `tar`;
+# 5: `run` with `stdin_tar` (the request, then the tar's listing as a data stream; agent/tofile.py)
 CHUNK = 256 * 1024
 MAX_FRAME = 16 * 1024 * 1024
 HEADER = struct.Struct(">BI")

@@ -40,7 +40,7 @@ from aifactory_cli.transport.agent.protocol import (
     unix_address,
 )
 from aifactory_cli.transport.agent.session import serve_session
-from aifactory_cli.transport.agent.tofile import local_file, serve_tofile
+from aifactory_cli.transport.agent.tofile import local_file, local_tar, serve_tofile
 from aifactory_cli.transport.relay import SocketPipe, relay
 
 STOP_GRACE = 60.0  # seconds requests in flight may still take once the agent is asked to stop
@@ -351,10 +351,17 @@ class AgentServer:
         stdin = _ClientStdin(conn) if req.get("stdin") else None
         timeout = req.get("timeout")
         given = req.get("stdin_file")  # the client's local file, read here (agent/tofile.py)
+        # the client's tar of local files: its listing comes first, the agent reads the files (tofile.py)
+        listing = conn.recv_bytes() if req.get("stdin_tar") else None
         try:
+            feed: Callable[[BinaryIO], None] | None = stdin.feed if stdin is not None else None
+            if isinstance(given, dict):
+                feed = local_file(conn, given)
+            elif listing is not None:
+                feed = local_tar(conn, listing)
             rc, out, err, noise = self.ops.run(
                 str(req.get("command", "")),
-                stdin.feed if stdin is not None else local_file(conn, given) if isinstance(given, dict) else None,
+                feed,
                 float(timeout) if timeout is not None else None,
             )
         except (PeerGone, ProtocolError):

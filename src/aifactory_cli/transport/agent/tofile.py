@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from aifactory_cli.errors import RemoteError
 from aifactory_cli.transport import LocalFile
 from aifactory_cli.transport.agent.protocol import FrameConn, PeerGone, ProtocolError
+from aifactory_cli.transport.tarstream import LocalTar
 from aifactory_cli.transport.tofile import FileSink
 
 if TYPE_CHECKING:
@@ -51,6 +52,22 @@ def local_file(conn: FrameConn, given: dict[str, Any]) -> Callable[[BinaryIO], N
 
     def read(sink: BinaryIO) -> None:
         file(sink)
+        counts.flush()
+
+    return read
+
+
+def local_tar(conn: FrameConn, listing: bytes) -> Callable[[BinaryIO], None]:
+    """A `run` request's `stdin_tar` (the client's `LocalTar`, its listing): the agent reads the files
+    and writes the tar; the client hears the file bytes sent, as events, before the reply."""
+    counts = _Counts(conn)
+    try:
+        tar = LocalTar.from_listing(listing, counts)
+    except ValueError as exc:
+        raise RemoteError(f"the agent got a damaged tar listing: {exc}") from None
+
+    def read(sink: BinaryIO) -> None:
+        tar(sink)
         counts.flush()
 
     return read

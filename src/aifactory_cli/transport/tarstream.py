@@ -12,9 +12,10 @@ long-name and long-link records (`L`, `K`) for what does not fit, as GNU tar wri
 
 from __future__ import annotations
 
+import os
 import tarfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 BLOCK = 512
@@ -266,3 +267,65 @@ class TarReader:
             left -= len(chunk)
             self._left -= len(chunk)
             yield chunk
+
+
+# --- a tar of local files, as a command's stdin ------------------------------------------------------
+
+
+@dataclass
+class LocalTar:
+    """A command's stdin that is a tar of local files and hard links (`TarWriter`), described rather
+    than written: over the connection agent, the agent reads the files and writes the tar itself
+    (`listing` crosses its socket, not the bytes), as it does for a `LocalFile`."""
+
+    files: list[tuple[str, str, int, int, int]]  # member name, absolute local path, size, mode, mtime
+    links: list[tuple[str, str, int]] = field(default_factory=list)  # member name, target member, mtime
+    progress: Callable[[int], None] | None = None  # file bytes written so far, as they go
+
+    def __call__(self, sink: BinaryIO) -> None:
+        tar = TarWriter(sink)
+        for name, path, size, mode, mtime in self.files:
+            with open(path, "rb") as fh:
+                tar.add_file(name, fh, size, mode, mtime, self.progress)
+        for name, target, mtime in self.links:
+            tar.add_link(name, target, mtime)
+        tar.close()
+
+    def listing(self) -> bytes:
+        """The members as NUL-separated fields (`F NAME PATH SIZE MODE MTIME`, `L NAME TARGET MTIME`)."""
+        out = bytearray()
+        for name, path, size, mode, mtime in self.files:
+            out += b"F\0%s\0%s\0%d\0%d\0%d\0" % (_encode(name), os.fsencode(path), size, mode, mtime)
+        for name, target, mtime in self.links:
+            out += b"L\0%s\0%s\0%d\0" % (_encode(name), _encode(target), mtime)
+        return bytes(out)
+
+    @classmethod
+    def from_listing(cls, data: bytes, progress: Callable[[int], None] | None = None) -> LocalTar:
+        fields = data.split(b"\0")
+        files: list[tuple[str, str, int, int, int]] = []
+        links: list[tuple[str, str, int]] = []
+        i = 0
+        try:
+            while i < len(fields) - 1:
+                kind = fields[i]
+                if kind == b"F":
+                    name, path, size, mode, mtime = fields[i + 1 : i + 6]
+                    files.append((_decode(name), os.fsdecode(path), int(size), int(mode), int(mtime)))
+                    i += 6
+                elif kind == b"L":
+                    name, target, mtime = fields[i + 1 : i + 4]
+                    links.append((_decode(name), _decode(target), int(mtime)))
+                    i += 4
+                else:
+                    raise ValueError(kind)
+        except ValueError as exc:
+            raise ValueError(f"not a tar listing (at field {i}: {exc})") from None
+        for member in files:
+            if not os.path.isabs(member[1]):
+                raise ValueError(f"a tar listing names a relative path: {member[1]!r}")
+        return cls(files, links, progress)
+
+
+def _decode(name: bytes) -> str:
+    return name.decode("utf-8", "surrogateescape")
