@@ -152,7 +152,8 @@ def test_a_local_tar_as_stdin_unpacks_there_with_its_hard_links(
     t, _, _ = transport
     (tmp_path / "one").write_bytes(os.urandom(5000))
     seen: list[int] = []
-    tar = LocalTar([("d/one", str(tmp_path / "one"), 5000, 0o400, 1)], [("tree/deep/one", "d/one", 1)], seen.append)
+    listing = LocalTar.file_record("d/one", str(tmp_path / "one"), 5000, 0o400, 1)
+    tar = LocalTar(listing + LocalTar.link_record("tree/deep/one", "d/one", 1), seen.append)
     r = t.run(
         'x=$(mktemp -d) && cd "$x" && tar -x -f - && stat -c "%h %s %n" d/one tree/deep/one; rm -rf "$x"', stdin=tar
     )

@@ -699,17 +699,21 @@ def test_a_local_tar_as_stdin_is_written_by_the_agent(
 
     (tmp_path / "a").write_bytes(os.urandom(1_500_000))
     (tmp_path / "b").write_bytes(b"bee")
-    tar = LocalTar(
-        [("x/a", str(tmp_path / "a"), 1_500_000, 0o400, 1), ("x/b", str(tmp_path / "b"), 3, 0o400, 1)],
-        [("t/a", "x/a", 1)],
+    listing = (
+        LocalTar.file_record("x/a", str(tmp_path / "a"), 1_500_000, 0o400, 1)
+        + LocalTar.file_record("x/b", str(tmp_path / "b"), 3, 0o400, 1)
+        + LocalTar.link_record("t/a", "x/a", 1)
     )
+    tar = LocalTar(listing)
     whole = io.BytesIO()
     tar(whole)
     seen: list[int] = []
     with client(sock_path) as tr:
-        r = tr.run("count", stdin=LocalTar(tar.files, tar.links, seen.append))
+        r = tr.run("count", stdin=LocalTar(listing, seen.append))
         assert (r.rc, r.stdout) == (0, str(len(whole.getvalue())))
         assert sum(seen) == 1_500_003
         with pytest.raises(FileNotFoundError):
-            tr.run("count", stdin=LocalTar([("g", str(tmp_path / "gone"), 1, 0o400, 1)]))
+            tr.run("count", stdin=LocalTar(LocalTar.file_record("g", str(tmp_path / "gone"), 1, 0o400, 1)))
+        with pytest.raises(RemoteError, match="damaged tar listing"):  # nothing is started
+            tr.run("count", stdin=LocalTar(b"F\0a\0"))
         assert tr.run("echo 0 fine ''").stdout == "fine"

@@ -129,8 +129,14 @@ def small_tar(
     about to link), then the hard links of `trees`. Over the agent, the agent reads the files."""
     attempt = attempt_dir(token)
     now = int(time.time())
-    members = [(f"{attempt}/{f.stored.split('/', 1)[1]}", os.path.abspath(f.path), f.size, 0o400, now) for f in files]
-    return LocalTar(members, tree_links(attempt, trees, {f.sha256 for f in files}), progress)
+    listing = bytearray()
+    for f in files:
+        listing += LocalTar.file_record(
+            f"{attempt}/{f.stored.split('/', 1)[1]}", os.path.abspath(f.path), f.size, 0o400, now
+        )
+    for name, target, mtime in tree_links(attempt, trees, {f.sha256 for f in files}):
+        listing += LocalTar.link_record(name, target, mtime)
+    return LocalTar(bytes(listing), progress)
 
 
 def attempt_dir(token: str) -> str:

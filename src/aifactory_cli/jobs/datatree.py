@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 TREES = "trees"
@@ -72,15 +72,13 @@ def needed(trees: Iterable[Tree], single: Iterable[str], stored_trees: set[str])
     return out
 
 
-def tree_links(attempt: str, trees: Iterable[Tree], new: set[str]) -> list[tuple[str, str, int]]:
-    """Hard-link members (`transport.tarstream.LocalTar.links`), store-relative (tar runs in DATA):
-    `attempt/trees/T/REST` linking to the file's copy in this stream (`attempt/ab/HASH`, when in `new`)
-    or in the store (`sha256/ab/HASH`)."""
+def tree_links(attempt: str, trees: Iterable[Tree], new: set[str]) -> Iterator[tuple[str, str, int]]:
+    """Hard-link members (`transport.tarstream.LocalTar.link_record`), store-relative (tar runs in
+    DATA): `attempt/trees/T/REST` linking to the file's copy in this stream (`attempt/ab/HASH`, when
+    in `new`) or in the store (`sha256/ab/HASH`), with their mtime."""
     now = int(time.time())
-    links: list[tuple[str, str, int]] = []
     for tree in trees:
         base = f"{attempt}/{tree.stored}/"
         for rest, digest in tree.files:
             place = f"{digest[:2]}/{digest}"
-            links.append((base + rest, f"{attempt}/{place}" if digest in new else f"sha256/{place}", now))
-    return links
+            yield base + rest, f"{attempt}/{place}" if digest in new else f"sha256/{place}", now

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import tarfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO
 
 BLOCK = 512
@@ -271,60 +271,74 @@ class TarReader:
 
 # --- a tar of local files, as a command's stdin ------------------------------------------------------
 
+FileRecord = tuple[str, str, int, int, int]  # member name, absolute local path, size, mode, mtime
+LinkRecord = tuple[str, str, int]  # member name, target member, mtime
 
-@dataclass
+
 class LocalTar:
     """A command's stdin that is a tar of local files and hard links (`TarWriter`), described rather
     than written: over the connection agent, the agent reads the files and writes the tar itself
-    (`listing` crosses its socket, not the bytes), as it does for a `LocalFile`."""
+    (only `listing` crosses its socket), as it does for a `LocalFile`. The listing is the only copy
+    of the members on either side (`F NAME PATH SIZE MODE MTIME` and `L NAME TARGET MTIME` records,
+    NUL-separated, parsed as they are written): 10,000 members are 2.6 MB, not 10,000 tuples."""
 
-    files: list[tuple[str, str, int, int, int]]  # member name, absolute local path, size, mode, mtime
-    links: list[tuple[str, str, int]] = field(default_factory=list)  # member name, target member, mtime
-    progress: Callable[[int], None] | None = None  # file bytes written so far, as they go
+    def __init__(self, listing: bytes, progress: Callable[[int], None] | None = None) -> None:
+        self.listing, self.progress = listing, progress
+
+    @staticmethod
+    def file_record(name: str, path: str, size: int, mode: int, mtime: int) -> bytes:
+        if not os.path.isabs(path):
+            raise ValueError(f"a tar of local files takes absolute paths, not {path!r}")
+        return b"F\0%s\0%s\0%d\0%d\0%d\0" % (_encode(name), os.fsencode(path), size, mode, mtime)
+
+    @staticmethod
+    def link_record(name: str, target: str, mtime: int) -> bytes:
+        return b"L\0%s\0%s\0%d\0" % (_encode(name), _encode(target), mtime)
+
+    def records(self) -> Iterator[FileRecord | LinkRecord]:
+        """The members in order; ValueError at the first damaged record."""
+        data, pos = self.listing, 0
+        while pos < len(data):
+            end = data.find(b"\0", pos)
+            kind = data[pos:end]
+            count = 5 if kind == b"F" else 3 if kind == b"L" else 0
+            fields: list[bytes] = []
+            pos = end + 1
+            for _ in range(count):
+                end = data.find(b"\0", pos)
+                if end < 0:
+                    break
+                fields.append(data[pos:end])
+                pos = end + 1
+            if not count or len(fields) != count:
+                raise ValueError(f"not a tar listing (a damaged record before byte {pos})")
+            try:
+                if count == 5:
+                    path = os.fsdecode(fields[1])
+                    if not os.path.isabs(path):
+                        raise ValueError(f"a relative path: {path!r}")
+                    yield (_decode(fields[0]), path, int(fields[2]), int(fields[3]), int(fields[4]))
+                else:
+                    yield (_decode(fields[0]), _decode(fields[1]), int(fields[2]))
+            except ValueError as exc:
+                raise ValueError(f"not a tar listing ({exc})") from None
+
+    def check(self) -> None:
+        """Every record parses (before the command starts: a damaged listing sends nothing)."""
+        for _ in self.records():
+            pass
 
     def __call__(self, sink: BinaryIO) -> None:
         tar = TarWriter(sink)
-        for name, path, size, mode, mtime in self.files:
-            with open(path, "rb") as fh:
-                tar.add_file(name, fh, size, mode, mtime, self.progress)
-        for name, target, mtime in self.links:
-            tar.add_link(name, target, mtime)
+        for record in self.records():
+            if len(record) == 5:
+                name, path, size, mode, mtime = record
+                with open(path, "rb") as fh:
+                    tar.add_file(name, fh, size, mode, mtime, self.progress)
+            else:
+                name, target, mtime = record
+                tar.add_link(name, target, mtime)
         tar.close()
-
-    def listing(self) -> bytes:
-        """The members as NUL-separated fields (`F NAME PATH SIZE MODE MTIME`, `L NAME TARGET MTIME`)."""
-        out = bytearray()
-        for name, path, size, mode, mtime in self.files:
-            out += b"F\0%s\0%s\0%d\0%d\0%d\0" % (_encode(name), os.fsencode(path), size, mode, mtime)
-        for name, target, mtime in self.links:
-            out += b"L\0%s\0%s\0%d\0" % (_encode(name), _encode(target), mtime)
-        return bytes(out)
-
-    @classmethod
-    def from_listing(cls, data: bytes, progress: Callable[[int], None] | None = None) -> LocalTar:
-        fields = data.split(b"\0")
-        files: list[tuple[str, str, int, int, int]] = []
-        links: list[tuple[str, str, int]] = []
-        i = 0
-        try:
-            while i < len(fields) - 1:
-                kind = fields[i]
-                if kind == b"F":
-                    name, path, size, mode, mtime = fields[i + 1 : i + 6]
-                    files.append((_decode(name), os.fsdecode(path), int(size), int(mode), int(mtime)))
-                    i += 6
-                elif kind == b"L":
-                    name, target, mtime = fields[i + 1 : i + 4]
-                    links.append((_decode(name), _decode(target), int(mtime)))
-                    i += 4
-                else:
-                    raise ValueError(kind)
-        except ValueError as exc:
-            raise ValueError(f"not a tar listing (at field {i}: {exc})") from None
-        for member in files:
-            if not os.path.isabs(member[1]):
-                raise ValueError(f"a tar listing names a relative path: {member[1]!r}")
-        return cls(files, links, progress)
 
 
 def _decode(name: bytes) -> str:

@@ -297,7 +297,7 @@ class AgentTransport:
                 req.update(stdin=False, stdin_tar=True)
             conn.send_json(req)
             if isinstance(stdin, LocalTar):
-                conn.send_data(stdin.listing())
+                conn.send_data(stdin.listing)
             local_error: Exception | None = None
             first: dict[str, Any] | None = None
             sent = False

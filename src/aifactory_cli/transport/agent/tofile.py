@@ -61,8 +61,9 @@ def local_tar(conn: FrameConn, listing: bytes) -> Callable[[BinaryIO], None]:
     """A `run` request's `stdin_tar` (the client's `LocalTar`, its listing): the agent reads the files
     and writes the tar; the client hears the file bytes sent, as events, before the reply."""
     counts = _Counts(conn)
+    tar = LocalTar(listing, counts)
     try:
-        tar = LocalTar.from_listing(listing, counts)
+        tar.check()
     except ValueError as exc:
         raise RemoteError(f"the agent got a damaged tar listing: {exc}") from None
 
