@@ -15,6 +15,10 @@ file here and one copy on the site; then the job's output on the site and its fe
 site is this machine: its paths are under SCRATCH.
 
     python3 bench/data.py [--size 1024 10240] [--small 10000] [--runs 3] [--skip-stored [MIB]] [--controlmaster]
+                          [--disk GIB]
+
+--disk GIB (root): both ends' copies on a fresh, journaled ext4 of GIB GiB on a loop device (`own_disk`:
+this VM's own disk has no journal, which made every tool's file creates after a removal 20x slower).
 
 --controlmaster: as a user whose ~/.ssh/config has ControlMaster auto + ControlPath + ControlPersist and
 who logged in once: an ssh_config for the bed with those, a master started before the runs (stopped
