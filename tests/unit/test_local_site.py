@@ -78,6 +78,28 @@ def test_sweep_reports_each_element(cli, tmp_path: Path) -> None:
     assert cli("logs", job["id"], "--task", "2").stdout.strip() == "x=3"
 
 
+def test_a_sweep_with_data_gets_one_tree_and_each_element_reads_it(cli, tmp_path: Path) -> None:
+    """`matrix:` with `data:`: one tree in the store, one link in the job dir, and every element (its
+    own dir) reads the dataset through it; a second sweep sends nothing."""
+    (tmp_path / "ds" / "sub").mkdir(parents=True)
+    (tmp_path / "ds" / "a.txt").write_text("alpha\n")
+    (tmp_path / "ds" / "sub" / "b.txt").write_text("beta\n")
+    run = "cat ds/a.txt ds/sub/b.txt > got-$X.txt"
+    spec = _spec(tmp_path, "dsweep", f"matrix: {{X: [1, 2, 3]}}\ndata: [ds]\nrun: '{run}'\n")
+    r = cli("submit", str(spec), "--wait", "--json")
+    assert r.code == 0, r.stderr
+    job = _jobs(r)[0]
+    assert (job["data"]["files"], job["data"]["trees_made"], job["data"]["sent_files"]) == (2, 1, 2)
+    assert [t["state"] for t in job["tasks"]] == ["COMPLETED"] * 3
+    work = Path(job["workdir"])
+    assert (work / "ds").is_symlink() and "/trees/" in str((work / "ds").resolve())
+    outs = sorted(work.rglob("got-*.txt"))
+    assert [p.name for p in outs] == ["got-1.txt", "got-2.txt", "got-3.txt"]
+    assert [p.read_text() for p in outs] == ["alpha\nbeta\n"] * 3
+    again = _jobs(cli("submit", str(spec), "--json"))[0]
+    assert (again["data"]["sent_files"], again["data"]["trees_made"]) == (0, 0)
+
+
 def test_dependency_on_failed_job_never_runs(cli, tmp_path: Path) -> None:
     first = _spec(tmp_path, "a", "run: exit 3\n")
     second = _spec(tmp_path, "b", "run: touch ran\n")
