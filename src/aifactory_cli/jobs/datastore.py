@@ -152,9 +152,6 @@ def file_writer(path: Path, offset: int, progress: Callable[[int], None] | None 
 
 # --- what runs on the site ------------------------------------------------------------------------------
 
-_PREFIX = 'p=${h%"${h#??}"}'  # the first two characters, without a fork
-
-
 def probe_command(data_dir: str) -> str:
     """Create the store (private) if needed, print its physical path, then for each digest on stdin
     (one a line) `H DIGEST` when it is stored (its mtime set to now, in one `touch` for all: gc keeps
