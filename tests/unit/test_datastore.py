@@ -332,6 +332,27 @@ def test_an_unreadable_job_dir_is_reported(store, tmp_path: Path) -> None:
     assert links.unreadable == [os.path.realpath(root)]
 
 
+def test_job_dirs_removed_during_the_scan_do_not_make_the_root_unreadable(store, tmp_path: Path) -> None:
+    """Other job dirs removed while the site scans (the bed's other tests, a user's cleanup): what is
+    still there is found, and the root does not count as unreadable (gc would then free nothing)."""
+    import shutil
+    import threading
+
+    s, d = store
+    absolute = s.probe(d, []).absolute
+    root, h1, *_ = _linked_tree(tmp_path, d)
+    for _ in range(3):
+        doomed = [root / f"gone-{i}" / "a" / "b" for i in range(1500)]
+        for path in doomed:
+            path.mkdir(parents=True)
+        remover = threading.Thread(target=lambda gone=doomed: [shutil.rmtree(p.parent.parent) for p in gone])
+        remover.start()
+        links = s.site_links([absolute], [str(root)], 1)
+        remover.join()
+        assert links.unreadable == []
+        assert links.users[(absolute, h1)] == {os.path.join(os.path.realpath(root), "train-1")}
+
+
 def test_links_command_quotes_and_escapes_paths(tmp_path: Path) -> None:
     """A store path with glob characters matches itself alone; a path with quotes runs nothing."""
     s = DataStore(LocalTransport(), "bed")

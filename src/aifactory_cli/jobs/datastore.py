@@ -152,6 +152,7 @@ def file_writer(path: Path, offset: int, progress: Callable[[int], None] | None 
 
 # --- what runs on the site ------------------------------------------------------------------------------
 
+
 def probe_command(data_dir: str) -> str:
     """Create the store (private) if needed, print its physical path, then for each digest on stdin
     (one a line) `H DIGEST` when it is stored (its mtime set to now, in one `touch` for all: gc keeps
@@ -349,13 +350,19 @@ def _glob(path: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", path)
 
 
+# find's errors -> `!` (the root was not read whole), but for a dir that vanished while find went
+# through it: another job dir removed meanwhile links to nothing any more (gc saw every such race as
+# an unreadable root and freed nothing; `-ignore_readdir_race` does not cover a dir, findutils 4.9)
+_UNREAD = '!/: No such file or directory$/ { bad = 1 } END { if (bad) print "!" }'
+
+
 def links_command(stores: list[str], roots: list[str], depth: int) -> str:
     """Which job dirs on the site link into the stores (physical paths, as `pwd -P` gives them), in
     one command: under each root of job dirs (one that does not exist is skipped), every symlink whose
     target is in a store's `sha256/` or `trees/`, as `STORE<TAB>DIGEST<TAB>JOBDIR` (`tree:T` for a tree)
     once per job dir (the root's physical path and the first `depth` components below it; a link above
     that depth: the root itself); `UNREAD<TAB>ROOT` when find could not read all of a root (then what
-    it holds is not known)."""
+    it holds is not known; a dir that vanished meanwhile does not count)."""
     match = " -o ".join(f"-lname {shlex.quote(_glob(s) + sub)}" for s in stores for sub in ("/sha256/*", f"/{TREES}/*"))
     prune = " -o ".join(f"-path {shlex.quote(_glob(s))}" for s in stores)
     awk = (
@@ -368,8 +375,9 @@ def links_command(stores: list[str], roots: list[str], depth: int) -> str:
     )
     parts = [
         f"( cd -- {shlex.quote(r)} 2>/dev/null || exit 0; R=$(pwd -P) && export R && "
-        f'{{ find "$R" -mindepth 1 \\( {prune} \\) -prune -o -type l \\( {match} \\) '
-        f"-printf '%l\\t%P\\n' || echo '!'; }} | awk -F '\\t' -v d={int(depth)} {shlex.quote(awk)} )"
+        f'{{ LC_ALL=C find "$R" -mindepth 1 \\( {prune} \\) -prune -o -type l \\( {match} \\) '
+        f"-printf '%l\\t%P\\n' 2>&1 >&3 3>&- | awk {shlex.quote(_UNREAD)} >&3; }} 3>&1 | "
+        f"awk -F '\\t' -v d={int(depth)} {shlex.quote(awk)} )"
         for r in roots
     ]
     return "{ " + "; ".join(parts or [":"]) + "; } | sort -u"
