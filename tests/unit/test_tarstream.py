@@ -165,3 +165,23 @@ def test_a_local_tar_listing_round_trips_odd_names_and_refuses_what_is_not_one(t
     for damaged in (b"F\0a\0/x\0nine\0", b"Q\0a\0", b"F\0a\0rel\0" + b"1\0" * 3, b"L\0a\0b\0x\0"):
         with pytest.raises(ValueError, match="not a tar listing"):
             LocalTar(damaged).check()
+
+
+def test_a_damaged_pax_header_is_a_tar_error_not_a_bug() -> None:
+    """A transfer's damage must stay exit 3 (a TarError), never an uncaught ValueError (exit 70)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("ü")  # non-ASCII: a pax header with `path`
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"abc"))
+    data = bytearray(out.getvalue())
+    pax = data.index(b" path=")
+    for damage in (b"x", b"Z"):
+        bad = bytearray(data)
+        bad[pax - 2 : pax - 1] = damage  # the record's length is no number any more
+        head = bytes(bad[:512])  # its header's checksum stays right: only the pax data changed
+        with pytest.raises(tarfile.TarError, match="pax"):
+            _members_by_reader(head + bytes(bad[512:]))
+    sized = bytes(data).replace(b" path=", b" size=", 1)  # `size=ü`: not a number
+    with pytest.raises(tarfile.TarError, match="pax"):
+        _members_by_reader(sized)

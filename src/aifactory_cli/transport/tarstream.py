@@ -182,7 +182,10 @@ def _pax(data: bytes) -> dict[str, str]:
         space = data.find(b" ", pos)
         if space < 0:
             raise TarFormatError("a damaged pax header")
-        length = int(data[pos:space])
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            raise TarFormatError("a damaged pax header") from None
         record = data[space + 1 : pos + length - 1]
         key, _, value = record.partition(b"=")
         out[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
@@ -241,14 +244,17 @@ class TarReader:
             if long_name is not None:
                 name = long_name
             link = long_link if long_link is not None else _cstr(block[157:257])
-            member = Member(
-                pax["path"] if "path" in pax else name.decode("utf-8", "surrogateescape"),
-                kind,
-                int(pax["size"]) if "size" in pax else size,
-                _num(block[100:108]),
-                int(float(pax["mtime"])) if "mtime" in pax else _num(block[136:148]),
-                pax["linkpath"] if "linkpath" in pax else link.decode("utf-8", "surrogateescape"),
-            )
+            try:
+                member = Member(
+                    pax["path"] if "path" in pax else name.decode("utf-8", "surrogateescape"),
+                    kind,
+                    int(pax["size"]) if "size" in pax else size,
+                    _num(block[100:108]),
+                    int(float(pax["mtime"])) if "mtime" in pax else _num(block[136:148]),
+                    pax["linkpath"] if "linkpath" in pax else link.decode("utf-8", "surrogateescape"),
+                )
+            except ValueError as exc:  # a pax number that is none
+                raise TarFormatError(f"a damaged pax header: {exc}") from None
             if member.type == b"\0" and member.name.endswith("/"):
                 member.type = b"5"  # old tar's dir: a regular file named with a trailing slash
             if member.type == b"5":
