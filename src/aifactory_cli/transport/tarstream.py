@@ -230,6 +230,8 @@ class TarReader:
             size = _num(block[124:136])
             padded = size + (-size) % BLOCK
             if kind in (b"L", b"K", b"x", b"g"):
+                if size > READ:  # a name or pax header of megabytes: damage, not something to buffer
+                    raise TarFormatError(f"a tar extension header of {size} bytes")
                 data = self._read(padded)[:size]
                 if kind == b"L":
                     long_name = _cstr(data)
