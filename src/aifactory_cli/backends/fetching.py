@@ -105,7 +105,7 @@ def fetch_files(
     partial = dest / PARTIAL
     try:
         try:
-            arrived: dict[str, Path] = {}
+            arrived: dict[str, str | Path] = {}  # name -> where it waits (checked)
             if small:
                 unpacked = staging / "files"
                 # the site hashes the small files while they come (a second channel, in a thread)
@@ -115,7 +115,7 @@ def fetch_files(
                     with unpacker as fifo:
                         transport.get_tar(workdir, small, fifo, counted)
                     check_small(job, small, site.result(), unpacker.digests)
-                arrived.update({f: Path(os.path.join(unpacked, f)) for f in small})
+                arrived.update({f: os.path.join(unpacked, f) for f in small})
             bulk: Bulk = transport
             if large:
                 from aifactory_cli.transport.ssh.mux import bulk_transport, bulk_via
