@@ -85,7 +85,8 @@ class DataStore:
         if large:
             from aifactory_cli.transport.ssh.mux import bulk_transport, bulk_via
 
-            bulk = bulk_transport(self.transport)
+            left = sum(f.size - min(probe.partial.get(f.sha256, 0), f.size) for f in large)
+            bulk = bulk_transport(self.transport, left)
             sent.via = bulk_via(bulk)
         for f in large:
             offset = min(probe.partial.get(f.sha256, 0), f.size)

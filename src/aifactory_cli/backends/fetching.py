@@ -120,7 +120,7 @@ def fetch_files(
             if large:
                 from aifactory_cli.transport.ssh.mux import bulk_transport, bulk_via
 
-                bulk = bulk_transport(transport)
+                bulk = bulk_transport(transport, sum(listed[f].size for f in large))
                 report.via = bulk_via(bulk)
             for name in large:
                 arrived[name] = fetch_large(bulk, job, name, listed[name], partial, counted, report)

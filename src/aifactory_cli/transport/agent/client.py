@@ -277,12 +277,19 @@ class AgentTransport:
 
     def connect(self) -> None:
         """Make sure the agent runs and is logged in (starting it here logs in, with prompts)."""
+        self._connect()
 
-        def request(conn: FrameConn) -> None:
+    def _connect(self) -> dict[str, Any]:
+        def request(conn: FrameConn) -> dict[str, Any]:
             conn.send_json({"op": "connect"})
-            self._reply(conn)
+            return self._reply(conn)
 
-        self._call(request)
+        return self._call(request)
+
+    def host_key(self) -> str | None:
+        """The login node's host key as the agent's connection verified it (`TYPE BASE64`)."""
+        found = self._connect().get("host_key")
+        return found if isinstance(found, str) else None
 
     def run(self, command: Command, *, stdin: Stdin = None, timeout: float | None = None) -> CommandResult:
         line = to_shell(command)

@@ -57,8 +57,9 @@ class SshOps:
             "agent_commands_run": self.ssh.commands_run,
         }
 
-    def connect(self) -> None:
+    def connect(self) -> dict[str, Any]:
         self.ssh.connect()
+        return {"host_key": self.ssh.host_key()}
 
     def run(self, line: str, stdin: Stdin, timeout: float | None) -> tuple[int, bytes, bytes, int]:
         out = io.BytesIO()

@@ -64,7 +64,8 @@ class Ops(Protocol):
 
     def info(self) -> dict[str, Any]: ...
 
-    def connect(self) -> None: ...
+    def connect(self) -> dict[str, Any] | None:
+        """Log in if not yet; what to add to the reply (the verified host key)."""
 
     def run(self, line: str, stdin: Stdin, timeout: float | None) -> tuple[int, bytes, bytes, int]:
         """(exit code, stdout, stderr, bytes of login-shell noise cut off before the output)"""
@@ -339,13 +340,13 @@ class AgentServer:
 
     def _connect(self, conn: FrameConn, req: dict[str, Any]) -> None:
         try:
-            self.ops.connect()
+            found = self.ops.connect()
         except (PeerGone, ProtocolError):
             raise
         except Exception as exc:
             conn.send_json(self._error_reply(exc))
             return
-        conn.send_json(self._ok())
+        conn.send_json(self._ok(**(found or {})))
 
     def _run(self, conn: FrameConn, req: dict[str, Any]) -> None:
         stdin = _ClientStdin(conn) if req.get("stdin") else None

@@ -124,6 +124,14 @@ class SshTransport(FileReads):
     def connected(self) -> bool:
         return self._transport is not None and self._transport.is_active()
 
+    def host_key(self) -> str | None:
+        """The login node's host key as this connection verified it (`TYPE BASE64`, a known_hosts
+        line's tail), connecting first; None when it cannot tell."""
+        self.connect()
+        transport = self._transport
+        key = transport.get_remote_server_key() if transport is not None else None
+        return f"{key.get_name()} {key.get_base64()}" if key is not None else None
+
     def __enter__(self) -> SshTransport:
         return self
 

@@ -81,6 +81,9 @@ class MuxRoute:
     def check_argv(self) -> list[str]:
         return [*self._common(), "-O", "check", "--", self.host]
 
+    def exit_argv(self) -> list[str]:
+        return [*self._common(), "-O", "exit", "--", self.host]
+
     def command_argv(self, line: str) -> list[str]:
         """`line` run on the host through the master; never a login of its own, never a prompt."""
         return [
@@ -136,8 +139,9 @@ def master_alive(route: MuxRoute) -> bool:
     return done.returncode == 0
 
 
-def find_master(settings: SshSettings) -> MuxRoute | None:
-    """The user's live ControlMaster for the site's login node, or None (see the module docstring)."""
+def _resolved(settings: SshSettings) -> tuple[str, HostOptions, Path | None] | None:
+    """The `ssh` binary, the login node's ssh_config options and the config file, or None where
+    the fast path is off or cannot be (see the module docstring)."""
     if disabled() or settings.host_key_fingerprints or not settings.host:
         return None
     binary = ssh_binary()
@@ -146,25 +150,70 @@ def find_master(settings: SshSettings) -> MuxRoute | None:
     from aifactory_cli.transport.ssh.config import ssh_config_override, target_options
 
     try:
-        options = target_options(settings)
+        return binary, target_options(settings), ssh_config_override()
     except AifactoryError:
         return None
-    route = route_for(settings, options, binary, ssh_config_override())
+
+
+def find_master(settings: SshSettings) -> MuxRoute | None:
+    """The user's live ControlMaster for the site's login node, or None (see the module docstring)."""
+    resolved = _resolved(settings)
+    if resolved is None:
+        return None
+    binary, options, config_file = resolved
+    route = route_for(settings, options, binary, config_file)
     return route if route is not None and master_alive(route) else None
 
 
-def bulk_transport(transport: Transport) -> Transport | OpenSshMux:
-    """The runner for a bulk transfer over `transport`: the OpenSSH fast path when the user's master
-    for the same host is live, else `transport` itself (any transport other than SSH's)."""
+def own_master(transport: Transport, settings: SshSettings) -> MuxRoute | None:
+    """A master of aifactory's own for this process (`ownmaster.py`), or None where it may not log in."""
+    if disabled() or not settings.host:
+        return None
+    binary = ssh_binary()
+    if binary is None:
+        return None
+    from aifactory_cli.paths import state_dir
+    from aifactory_cli.transport.ssh import ownmaster
+    from aifactory_cli.transport.ssh.config import ssh_config_override, target_options
+
+    verified = getattr(transport, "host_key", None)
+    try:
+        options = target_options(settings)
+        host_key = verified() if callable(verified) else None
+    except AifactoryError:
+        return None
+    if not ownmaster.usable(settings, options, host_key):
+        return None
+    assert host_key is not None
+    return ownmaster.start_master(
+        binary,
+        settings.host,
+        options,
+        host_key,
+        config_file=ssh_config_override(),
+        state=state_dir() / "ssh",
+        connect_timeout=settings.connect_timeout,
+        identity=settings.identity_file,
+    )
+
+
+def bulk_transport(transport: Transport, size: int = 0) -> Transport | OpenSshMux:
+    """The runner for a bulk transfer of `size` bytes over `transport`: the OpenSSH fast path when
+    the user's master for the same host is live, or (`size` at least `ownmaster.MIN_BYTES`) through
+    a master of aifactory's own; else `transport` itself (any transport other than SSH's)."""
     settings = getattr(transport, "settings", None)
     if getattr(transport, "name", None) != "ssh" or getattr(settings, "host", None) is None:
         return transport
+    from aifactory_cli.transport.ssh.ownmaster import MIN_BYTES
+
     with _chosen_lock:
-        if transport in _chosen:
-            found = _chosen[transport]
-        else:
+        found = _chosen.get(transport)
+        if found is None and (transport not in _chosen or size >= MIN_BYTES):
             route = find_master(settings)  # type: ignore[arg-type]
-            found = OpenSshMux(route, site=str(getattr(transport, "site", ""))) if route is not None else None
+            own = False
+            if route is None and size >= MIN_BYTES:
+                route, own = own_master(transport, settings), True  # type: ignore[arg-type]
+            found = OpenSshMux(route, site=str(getattr(transport, "site", "")), own=own) if route else None
             with contextlib.suppress(TypeError):  # not weak-referenceable: ask again next time
                 _chosen[transport] = found
     return found if found is not None else transport
@@ -203,13 +252,16 @@ class OpenSshMux:
 
     name = "openssh-mux"
 
-    def __init__(self, route: MuxRoute, *, site: str) -> None:
+    def __init__(self, route: MuxRoute, *, site: str, own: bool = False) -> None:
         self.route = route
         self.site = site
+        self.own = own  # a master of aifactory's own (ownmaster.py), not the user's
         self.commands_run = 0
 
     @property
     def via(self) -> str:
+        if self.own:
+            return "OpenSSH (a login of aifactory's own, keys only, the host key it had verified)"
         return f"the OpenSSH ControlMaster at {self.route.control_path}"
 
     def run(self, command: Command, *, stdin: Stdin = None, timeout: float | None = None) -> CommandResult:
