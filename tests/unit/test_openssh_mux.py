@@ -206,7 +206,7 @@ def test_ssh_dying_mid_fetch_is_exit_3_and_the_part_is_kept(
     monkeypatch.setenv("FAKE_DIE_OUT", str(1024 * 1024))
     listed = {"out.bin": fetching.Listed(3 * 1024 * 1024, "1")}
     fake = FakeTransport(tmp_path)
-    monkeypatch.setattr(mux, "bulk_transport", lambda t: runner)
+    monkeypatch.setattr(mux, "bulk_transport", lambda t, size=0: runner)
     dest = tmp_path / "dest"
     with pytest.raises(RemoteError) as err:
         fetching.fetch_files(fake, job, ["out.bin"], listed, dest)  # type: ignore[arg-type]
@@ -247,7 +247,7 @@ def test_datastore_sends_large_files_through_the_bulk_runner_and_says_so(
     used: list[str] = []
     real_run = runner.run
     monkeypatch.setattr(runner, "run", lambda c, **kw: used.append(str(c)) or real_run(c, **kw))
-    monkeypatch.setattr(mux, "bulk_transport", lambda t: runner)
+    monkeypatch.setattr(mux, "bulk_transport", lambda t, size=0: runner)
     fake = FakeTransport(tmp_path)
     src = tmp_path / "big.bin"
     src.write_bytes(os.urandom(ds.LARGE + 3))

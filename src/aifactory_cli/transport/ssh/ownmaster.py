@@ -49,9 +49,25 @@ REFUSED_FOR = 24 * 3600.0
 _started: list[tuple[MuxRoute, Path]] = []
 
 
-def master_argv(route: MuxRoute, known_hosts: Path, connect_timeout: float, identity: str | None = None) -> list[str]:
+def gcm_first(ciphers: str | None) -> str | None:
+    """The user's ciphers (ssh -G's `ciphers`) with AES-GCM first, the others in their order; None
+    when it has no AES-GCM. OpenSSH's default puts chacha20-poly1305 first, which on the bed moved
+    a GiB in 5.0-8.6 s against 3.6-4.3 s for aes128-gcm (AES-NI); paramiko's path prefers it too."""
+    names = [c for c in (ciphers or "").split(",") if c]
+    gcm = [c for c in names if c.startswith("aes") and "gcm" in c]
+    return ",".join(gcm + [c for c in names if c not in gcm]) if gcm else None
+
+
+def master_argv(
+    route: MuxRoute,
+    known_hosts: Path,
+    connect_timeout: float,
+    identity: str | None = None,
+    ciphers: str | None = None,
+) -> list[str]:
     """`ssh` starting the master in the background (`-f -N`) once it logged in; `identity`: the
-    profile's key file, offered besides ssh_config's (as aifactory's own login does)."""
+    profile's key file, offered besides ssh_config's (as aifactory's own login does); `ciphers`: the
+    user's list, reordered (`gcm_first`)."""
     argv = [route.binary]
     if route.config_file is not None:
         argv += ["-F", str(route.config_file) if route.config_file.is_file() else os.devnull]
@@ -67,6 +83,8 @@ def master_argv(route: MuxRoute, known_hosts: Path, connect_timeout: float, iden
         *("-o", "ClearAllForwardings=yes", "-o", "RemoteCommand=none", "-o", "RequestTTY=no"),
         *("-o", "PermitLocalCommand=no", "-o", "LogLevel=ERROR", "-o", "ServerAliveInterval=30"),
     ]
+    if ciphers:
+        argv += ["-o", f"Ciphers={ciphers}"]
     if route.user:
         argv += ["-l", route.user]
     if route.port:
@@ -127,7 +145,7 @@ def start_master(
     with tempfile.TemporaryFile() as err:  # not a pipe: the master keeps its stderr once in the background
         try:
             done = subprocess.run(
-                master_argv(route, known, connect_timeout, identity),
+                master_argv(route, known, connect_timeout, identity, gcm_first(options.get("ciphers"))),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
