@@ -29,7 +29,8 @@ AIFACTORY_SSH_KNOWN_HOSTS  known_hosts *content* (a CI secret)   env (written to
                                                                  then the profile's ssh.known_hosts
 AIFACTORY_SSH_CONFIG     the OpenSSH client config file          env, then ~/.ssh/config
 AIFACTORY_OPENSSH_MUX    0/no/off: never move large files        env; else they go through the user's live
-                         through the user's OpenSSH master       ControlMaster when there is one
+                         through OpenSSH                         ControlMaster when there is one, or one
+                                                                 of aifactory's own (ssh/ownmaster.py)
 AIFACTORY_DEBUG          tracebacks, remote details on errors    --debug or env
 AIFACTORY_NONINTERACTIVE no prompts, no progress bars            env or $CI; else "stdin and stderr are a
                                                                  terminal"

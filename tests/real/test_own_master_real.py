@@ -36,7 +36,7 @@ pytestmark = pytest.mark.real
 SCRATCH = Path(f"/scratch/{TESTBED_ACCOUNT}/{TESTBED_USER}")
 UP = 65 * 1024 * 1024  # over ownmaster.MIN_BYTES (64 MiB)
 DOWN = 66 * 1024 * 1024  # over fetch's LARGE and MIN_BYTES
-VIA = "OpenSSH (a login of aifactory's own"
+VIA = "an OpenSSH master of aifactory's own"
 
 
 def _sha_file(path: Path) -> str:
@@ -113,7 +113,7 @@ def test_large_data_and_fetch_go_through_an_own_master_that_is_gone_after_each_c
             # 1. paramiko only (the switch): the baseline count of logins
             before = server.connections()
             stderr, job, fetched = _round({**env, "AIFACTORY_OPENSSH_MUX": "0"}, tmp_path, "a", "ownb")
-            assert "OpenSSH" not in stderr and job["data"]["via"] is None and fetched["via"] is None
+            assert "OpenSSH" not in stderr and job["data"].get("via") is None and fetched["via"] is None
             plain = server.connections() - before
 
             # 2. known_hosts: through a master of aifactory's own, one login more per command
@@ -154,7 +154,9 @@ def test_an_mfa_site_refuses_the_own_master_without_a_prompt_once_and_paramiko_c
         cfg.write_text(server.ssh_config("mfabed", TESTBED_KEY, batch=False))
         profiles = aif_home / "profiles"
         profiles.mkdir(parents=True)
-        (profiles / "mfaown.yaml").write_text(f"extends: lumi-bed\ndata_dir: {store}\nssh: {{host: mfabed}}\n")
+        (profiles / "mfaown.yaml").write_text(
+            f"extends: lumi-bed\ndata_dir: {store}\nssh: {{host: mfabed, known_hosts: {server.known_hosts}}}\n"
+        )
         env = {
             "AIFACTORY_ACCOUNT": TESTBED_ACCOUNT,
             "AIFACTORY_PERSIST": "0",
@@ -170,13 +172,12 @@ def test_an_mfa_site_refuses_the_own_master_without_a_prompt_once_and_paramiko_c
                 root.mkdir()
                 (root / "big.bin").write_bytes(os.urandom(UP))
                 spec = root / "job.yaml"
-                spec.write_text(f"name: mfa{tag}\nresources: {{time: 5m}}\ndata: [{root / 'big.bin'}]\nrun: true\n")
+                spec.write_text(f"name: mfa{tag}\nresources: {{time: 5m}}\ndata: [big.bin]\nrun: 'true'\n")
                 before = server.connections()
                 rc, out, prompts = _at_terminal(["submit", str(spec), "--site", "mfaown"], env, CODE, timeout=120)
                 outs.append((rc, out, prompts, server.connections() - before))
-            print(
-                f"\nMFA site, two submits of 65 MiB: (exit, code prompts, logins) {[(o[0], o[2], o[3]) for o in outs]}"
-            )
+            seen = [(o[0], o[2], o[3]) for o in outs]
+            print(f"\nMFA site, two submits of 65 MiB: (exit, code prompts, logins) {seen}")
             for rc, out, prompts, _ in outs:
                 assert rc == 0 and prompts == 1, out + server.log.read_text()[-2000:]
                 assert "1 sent (68.2 MB" in out and "OpenSSH" not in out, out

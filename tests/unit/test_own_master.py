@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ def fake_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     binary.chmod(0o755)
     monkeypatch.setenv("FAKE_ARGV", str(tmp_path / "argv"))
     monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls"))
-    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the master's private dir
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the master's private dir goes here
     for var in ("FAKE_CHECK_RC", "FAKE_LOGIN_ERR", mux.OFF_ENV):
         monkeypatch.delenv(var, raising=False)
     return binary

@@ -8,13 +8,14 @@ master with the `ssh` binary instead:
     ssh -S CONTROLPATH -o ControlMaster=no -o BatchMode=yes -o ProxyCommand=false ... HOST -- COMMAND
 
 No second login and no prompt: the master is logged in already, and OpenSSH checked its host key.
-aifactory never starts a master, and `ProxyCommand=false` makes sure that a master that went away
-between the check and the command is an error (exit 255), never a fresh login of ssh's own. Not used
-(the transport itself is, unchanged) where: no `ssh` binary, no ControlPath (or `none`), no master
-answering, the profile pins host-key fingerprints (OpenSSH cannot check pins), ssh_config turns
-StrictHostKeyChecking off, or AIFACTORY_OPENSSH_MUX=0 (settings.py).
+`ProxyCommand=false` makes sure that a master that went away between the check and the command is
+an error (exit 255), never a fresh login of ssh's own. The user's master is not used where: no `ssh`
+binary, no ControlPath (or `none`), no master answering, the profile pins host-key fingerprints
+(OpenSSH cannot check pins), ssh_config turns StrictHostKeyChecking off, or AIFACTORY_OPENSSH_MUX=0
+(settings.py). Without one, a transfer of at least 64 MiB goes through a master of aifactory's own
+(`ownmaster.py`: keys only, the host key that aifactory's connection verified), where it may log in.
 
-`bulk_transport(transport)` gives the runner for one transfer: an `OpenSshMux` (same `run` and
+`bulk_transport(transport, size)` gives the runner for one transfer: an `OpenSshMux` (same `run` and
 `run_to_file` as a transport) or the transport itself. The answer is kept per transport object.
 The command's output is cut at marker lines as over paramiko (`streams.MarkerCut`), so a chatty
 login shell does not end up in a fetched file. An `ssh` that dies mid-transfer (exit 255, a signal)
@@ -261,7 +262,7 @@ class OpenSshMux:
     @property
     def via(self) -> str:
         if self.own:
-            return "OpenSSH (a login of aifactory's own, keys only, the host key it had verified)"
+            return "an OpenSSH master of aifactory's own (keys only, the host key it had verified)"
         return f"the OpenSSH ControlMaster at {self.route.control_path}"
 
     def run(self, command: Command, *, stdin: Stdin = None, timeout: float | None = None) -> CommandResult:
