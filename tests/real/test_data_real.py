@@ -274,6 +274,9 @@ def test_a_cut_upload_is_exit_3_and_the_next_submit_resumes_inside_the_file(bed,
     r, job = _submit(env, spec, "--wait", "--timeout", "120")
     assert r.returncode == 0, r.stderr
     assert "1 resumed" in r.stderr, r.stderr
+    # over ownmaster.py's 64 MiB, with a pinned host key: an OpenSSH master of aifactory's own, cut
+    # through the proxy like a paramiko connection (tests/real/test_fetch_resume_real.py has paramiko's)
+    assert "via an OpenSSH master of aifactory's own" in r.stderr, r.stderr
     sent_mb = float(r.stderr.split(" sent (")[1].split(" MB")[0])
     assert sent_mb * 1e6 <= size - kept + 1e6, (sent_mb, kept)  # only the rest (and small files)
     assert hashlib.sha256(big).hexdigest() in (Path(job["workdir"]) / "stdout.log").read_text()

@@ -25,6 +25,9 @@ SIZE = 192 * 1024 * 1024  # over fetching.LARGE: fetched on its own, resumable
 def test_a_cut_fetch_is_exit_3_and_the_next_fetch_resumes_inside_the_file(tmp_path: Path) -> None:
     env = bed_env(tmp_path)
     env["AIFACTORY_ACCOUNT"] = TESTBED_ACCOUNT
+    # aifactory's own connection (the agent appends to the partial copy): a cut upload through an
+    # OpenSSH master of aifactory's own is tests/real/test_data_real.py's
+    env["AIFACTORY_OPENSSH_MUX"] = "0"
     proxy = FaultProxy(("127.0.0.1", 2222))
     try:
         pin = (TESTBED_CLIENT / "host_fingerprint").read_text().strip()
