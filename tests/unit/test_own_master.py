@@ -68,7 +68,10 @@ def test_it_logs_in_only_with_a_plain_verified_key_and_no_jump_host() -> None:
 
 def test_the_master_never_prompts_and_accepts_only_the_verified_key(tmp_path: Path) -> None:
     route = mux.MuxRoute("/usr/bin/ssh", "/tmp/aif-ssh-x/m", "login.example", tmp_path / "cfg", user="me", port=2222)
-    argv = ownmaster.master_argv(route, Path("/tmp/aif-ssh-x/known_hosts"), 15.0, "~/.ssh/id_site")
+    user = _options(
+        ciphers="chacha20-poly1305@openssh.com,aes128-ctr,aes128-gcm@openssh.com", knownhostscommand="kh %H"
+    )
+    argv = ownmaster.master_argv(route, Path("/tmp/aif-ssh-x/known_hosts"), 15.0, "~/.ssh/id_site", user)
     assert argv[0] == "/usr/bin/ssh" and argv[-2:] == ["--", "login.example"]
     opts = argv[1:-2]
     assert {"-M", "-f", "-N"} <= set(opts) and opts[opts.index("-S") + 1] == "/tmp/aif-ssh-x/m"
@@ -84,7 +87,11 @@ def test_the_master_never_prompts_and_accepts_only_the_verified_key(tmp_path: Pa
         "UpdateHostKeys=no",
         f"ControlPersist={ownmaster.PERSIST}",
         "ConnectTimeout=15",
+        "Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr",  # the user's, GCM first
+        "KnownHostsCommand=none",
     } <= set(pairs)
+    plain = ownmaster.master_argv(route, Path("/k"), 15.0, None, _options(ciphers="aes256-ctr"))
+    assert not any(a.startswith(("Ciphers=", "KnownHostsCommand=")) for a in plain) and "-i" not in plain
     assert opts[opts.index("-i") + 1] == os.path.expanduser("~/.ssh/id_site")
     assert opts[opts.index("-F") + 1] == os.devnull  # the config file is not there (as ssh -G is told)
     assert opts[opts.index("-l") + 1] == "me" and opts[opts.index("-p") + 1] == "2222"
@@ -114,7 +121,7 @@ def test_a_started_master_has_a_private_dir_with_the_key_and_is_stopped(fake_ssh
     ("stderr", "remembered"),
     [
         ("hpcuser@login.example: Permission denied (keyboard-interactive).", True),
-        ("Host key verification failed.", True),
+        ("Host key verification failed.", False),  # another login node behind the name: no login tried
         ("ssh: connect to host login.example port 22: Connection timed out", False),
     ],
 )

@@ -12,8 +12,9 @@ host-key check than aifactory's own connection:
   day (REFUSED_FOR), so the site sees one failed login a day, not one per command.
 - The host key: OpenSSH accepts exactly the key that aifactory's connection verified moments before
   (known_hosts or the profile's pinned fingerprints), written into a private known_hosts under
-  a `HostKeyAlias`, with `StrictHostKeyChecking=yes`. Another key (another login node with a key of
-  its own) fails the login; nothing is ever added to the user's known_hosts.
+  a `HostKeyAlias`, with `StrictHostKeyChecking=yes` (and no `KnownHostsCommand`). Another key
+  (another login node with a key of its own) fails the login; nothing is ever added to the user's
+  known_hosts.
 - Not started (the transfer takes aifactory's connection) where: the connection was not verified by
   a plain key (a host certificate), or the profile or ssh_config gives a ProxyJump (the jump host's
   key would be OpenSSH's to check, by the user's own policy). The profile's `identity_file` is
@@ -63,11 +64,13 @@ def master_argv(
     known_hosts: Path,
     connect_timeout: float,
     identity: str | None = None,
-    ciphers: str | None = None,
+    options: HostOptions | None = None,
 ) -> list[str]:
     """`ssh` starting the master in the background (`-f -N`) once it logged in; `identity`: the
-    profile's key file, offered besides ssh_config's (as aifactory's own login does); `ciphers`: the
-    user's list, reordered (`gcm_first`)."""
+    profile's key file, offered besides ssh_config's (as aifactory's own login does); `options`
+    (ssh -G's): the user's ciphers, reordered (`gcm_first`), and a KnownHostsCommand to switch off
+    (it could vouch for another key)."""
+    ciphers = gcm_first(options.get("ciphers")) if options is not None else None
     argv = [route.binary]
     if route.config_file is not None:
         argv += ["-F", str(route.config_file) if route.config_file.is_file() else os.devnull]
@@ -85,6 +88,8 @@ def master_argv(
     ]
     if ciphers:
         argv += ["-o", f"Ciphers={ciphers}"]
+    if options is not None and options.get("knownhostscommand"):  # OpenSSH 8.5+; printed only when set
+        argv += ["-o", "KnownHostsCommand=none"]
     if route.user:
         argv += ["-l", route.user]
     if route.port:
@@ -145,7 +150,7 @@ def start_master(
     with tempfile.TemporaryFile() as err:  # not a pipe: the master keeps its stderr once in the background
         try:
             done = subprocess.run(
-                master_argv(route, known, connect_timeout, identity, gcm_first(options.get("ciphers"))),
+                master_argv(route, known, connect_timeout, identity, options),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
@@ -171,8 +176,10 @@ def start_master(
 
 
 def refused(stderr: str) -> bool:
-    """ssh's stderr says the login itself was refused: the keys (an MFA site), or the host key."""
-    return any(m in stderr for m in ("Permission denied", "Host key verification failed", "HOST IDENTIFICATION"))
+    """ssh's stderr says the site refused the login (no key it takes alone: an MFA site). A host key
+    other than the verified one is not remembered: another login node behind the same name may
+    have its own, and the next command may reach one with the verified key; no login was tried."""
+    return "Permission denied" in stderr
 
 
 def stop(route: MuxRoute, place: Path) -> None:
