@@ -5,7 +5,12 @@ sha256 compared) and a `data:` upload (`DataStore.send`, the site's sha256 check
 --size MiB file, --runs times each;
 and, for comparison, a bare paramiko `exec_command("cat FILE")` (paramiko's own rekeying).
 
-    python3 bench/gaps.py [--size 1024] [--runs 10] [--bare]
+Both take the path `aifactory fetch` and `submit` take (`mux.bulk_transport`): for 64 MiB or more, an
+OpenSSH master of aifactory's own (transport/ssh/ownmaster.py), started once and used by every run,
+as one command moving many large files would; `--paramiko`: aifactory's own connection only
+(AIFACTORY_OPENSSH_MUX=0). Each line says which.
+
+    python3 bench/gaps.py [--size 1024] [--runs 10] [--bare] [--paramiko]
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from aifactory_cli.backends.fetching import large_command
 from aifactory_cli.jobs import datastore as ds
 from aifactory_cli.sites.profile import SshSettings
 from aifactory_cli.transport.ssh.connection import SshTransport
+from aifactory_cli.transport.ssh.mux import bulk_transport, bulk_via
 
 CLIENT = Path("/tmp/testbed/client")
 BASE = "/scratch/project_465000001/hpcuser"
@@ -45,8 +51,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=1024, help="MiB")
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--bare", action="store_true", help="also a bare paramiko exec 'cat' (may stall/fail)")
+    ap.add_argument("--paramiko", action="store_true", help="no OpenSSH master: aifactory's own connection only")
     args = ap.parse_args()
     os.environ["AIFACTORY_SSH_CONFIG"] = "/dev/null"
+    if args.paramiko:
+        os.environ["AIFACTORY_OPENSSH_MUX"] = "0"
     size = args.size * 1024 * 1024
     wd, store = f"{BASE}/bench-gaps", f"{BASE}/bench-gaps-store"
     with (
@@ -55,10 +64,12 @@ def main() -> None:
     ):
         work = Path(tmp)
         assert ssh.run(f"mkdir -p {wd} && head -c {size} /dev/urandom > {wd}/big.bin").ok
+        bulk = bulk_transport(ssh, size)  # as `aifactory fetch` takes it
+        print(f"fetch via {bulk_via(bulk) or 'paramiko (aifactory own connection)'}", flush=True)
         for i in range(args.runs):
             st: list[float] = []
             t0 = time.monotonic()
-            done = ssh.run_to_file(
+            done = bulk.run_to_file(
                 large_command(f"{wd}/big.bin", 0),
                 work / "f.bin",
                 digest=True,
@@ -74,6 +85,7 @@ def main() -> None:
         subprocess.run(["head", "-c", str(size), "/dev/urandom"], stdout=src.open("wb"), check=True)
         files = ds.hash_files([(src, "big.bin")], ds.HashCache(work / "hashes.json"))
         up = DataStore(ssh, "bed")
+        print(f"upload via {bulk_via(bulk_transport(ssh, size)) or 'paramiko (aifactory own connection)'}", flush=True)
         for i in range(args.runs):
             ssh.run(["rm", "-rf", store])
             st = []
