@@ -106,6 +106,34 @@ def test_a_large_file_resumes_at_its_partial_copy(store, tmp_path: Path, monkeyp
     assert not (Path(d) / "tmp" / f"{f.sha256}.part").exists()
 
 
+@pytest.mark.parametrize("offset", [0, 123_456])
+def test_the_site_hashes_a_large_file_while_it_arrives_not_by_reading_it_again(tmp_path: Path, offset: int) -> None:
+    """The follower (`tail -f` behind dd) gives the digest: with the read-back made to fail, a whole
+    file (a fresh one, or the rest of a cut one) is still stored; a wrong one is read back, then
+    refused."""
+    import subprocess
+
+    body = os.urandom(3_000_000)
+    digest = hashlib.sha256(body).hexdigest()
+    d = tmp_path / "store"
+    (d / "tmp").mkdir(parents=True)
+    (d / "sha256").mkdir()
+    if offset:
+        (d / "tmp" / f"{digest}.part").write_bytes(body[:offset])  # a cut earlier attempt
+    line = ds.large_store_command(str(d), digest, offset, len(body))
+    reread = f"s=$($aif_sha256 < tmp/{digest}.part)"
+    assert reread in line
+    no_reread = line.replace(reread, "s=$(false)")
+    done = subprocess.run(["bash", "-c", no_reread], input=body[offset:], capture_output=True, timeout=60)
+    assert done.returncode == 0, done
+    assert (d / ds.stored_name(digest)).read_bytes() == body
+    (d / "tmp" / f"{digest}.part").write_bytes(body[:offset])
+    (d / ds.stored_name(digest)).unlink()
+    bad = subprocess.run(["bash", "-c", line], input=os.urandom(len(body) - offset), capture_output=True)
+    assert bad.returncode == ds.MISMATCH_RC and bad.stdout.decode().strip() == f"BAD {digest}"
+    assert not (d / ds.stored_name(digest)).exists() and not (d / "tmp" / f"{digest}.part").exists()
+
+
 def _cut_after(n: int, write: Callable[[BinaryIO], None]) -> Callable[[BinaryIO], None]:
     class Short:
         def __init__(self, sink: BinaryIO) -> None:
