@@ -140,10 +140,11 @@ def master_alive(route: MuxRoute) -> bool:
     return done.returncode == 0
 
 
-def _resolved(settings: SshSettings) -> tuple[str, HostOptions, Path | None] | None:
+def _resolved(settings: SshSettings, *, pins_ok: bool = False) -> tuple[str, HostOptions, Path | None] | None:
     """The `ssh` binary, the login node's ssh_config options and the config file, or None where
-    the fast path is off or cannot be (see the module docstring)."""
-    if disabled() or settings.host_key_fingerprints or not settings.host:
+    the fast path is off or cannot be (see the module docstring). `pins_ok`: the profile's pinned
+    fingerprints do not stand in the way (aifactory's own master gets the key they verified)."""
+    if disabled() or not settings.host or (settings.host_key_fingerprints and not pins_ok):
         return None
     binary = ssh_binary()
     if binary is None:
@@ -168,30 +169,26 @@ def find_master(settings: SshSettings) -> MuxRoute | None:
 
 def own_master(transport: Transport, settings: SshSettings) -> MuxRoute | None:
     """A master of aifactory's own for this process (`ownmaster.py`), or None where it may not log in."""
-    if disabled() or not settings.host:
+    resolved = _resolved(settings, pins_ok=True)
+    if resolved is None or settings.host is None:
         return None
-    binary = ssh_binary()
-    if binary is None:
-        return None
+    binary, options, config_file = resolved
     from aifactory_cli.paths import state_dir
     from aifactory_cli.transport.ssh import ownmaster
-    from aifactory_cli.transport.ssh.config import ssh_config_override, target_options
 
-    verified = getattr(transport, "host_key", None)
+    verified = getattr(transport, "host_key", None)  # what aifactory's own connection checked
     try:
-        options = target_options(settings)
         host_key = verified() if callable(verified) else None
     except AifactoryError:
         return None
-    if not ownmaster.usable(settings, options, host_key):
+    if host_key is None or not ownmaster.usable(settings, options, host_key):
         return None
-    assert host_key is not None
     return ownmaster.start_master(
         binary,
         settings.host,
         options,
         host_key,
-        config_file=ssh_config_override(),
+        config_file=config_file,
         state=state_dir() / "ssh",
         connect_timeout=settings.connect_timeout,
         identity=settings.identity_file,
