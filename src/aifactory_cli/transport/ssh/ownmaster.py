@@ -106,8 +106,8 @@ def usable(settings: SshSettings, options: HostOptions, host_key: str | None) ->
     return options.source == "ssh -G" and options.get("proxyjump") is None
 
 
-def refusal_file(state: Path, route: MuxRoute) -> Path:
-    key = hashlib.sha256(f"{route.host}\0{route.user}\0{route.port}\0{route.config_file}".encode()).hexdigest()
+def refusal_file(state: Path, host: str, user: str | None, port: str | None, config_file: Path | None) -> Path:
+    key = hashlib.sha256(f"{host}\0{user}\0{port}\0{config_file}".encode()).hexdigest()
     return state / f"openssh-refused-{key[:16]}"
 
 
@@ -132,7 +132,11 @@ def start_master(
     """Log in with OpenSSH as a master for this process (module docstring); its route, or None when
     it was refused, timed out or did not answer (the caller then keeps its own connection)."""
     port = options.get("port")
-    place = Path(tempfile.mkdtemp(prefix="aif-ssh-"))  # 0700; short, for the socket's 108-byte limit
+    marker = refusal_file(state, host, options.get("user"), port, config_file)
+    if recently_refused(marker):
+        return None
+    base = tempfile.gettempdir()  # a unix socket's path has 108 bytes at most, ssh adds 17 while it binds
+    place = Path(tempfile.mkdtemp(prefix="aif-ssh-", dir=base if len(base) <= 60 else "/tmp"))  # 0700
     route = MuxRoute(
         binary,
         str(place / "m"),
@@ -141,10 +145,6 @@ def start_master(
         user=options.get("user"),
         port=int(port) if port and port.isdigit() else None,
     )
-    marker = refusal_file(state, route)
-    if recently_refused(marker):
-        shutil.rmtree(place, ignore_errors=True)
-        return None
     known = place / "known_hosts"
     known.write_text(f"{ALIAS} {host_key}\n")
     with tempfile.TemporaryFile() as err:  # not a pipe: the master keeps its stderr once in the background
@@ -170,7 +170,7 @@ def start_master(
                 marker.write_text(" ".join(why.split())[-500:] + "\n")
         return None
     if not _started:
-        atexit.register(stop_all)
+        atexit.register(stop_all)  # a second registration after stop_all() emptied it: harmless
     _started.append((route, place))
     return route
 
