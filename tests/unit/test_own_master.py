@@ -6,8 +6,10 @@ tests/real/test_own_master_real.py."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,17 +33,19 @@ exit 0
 
 
 @pytest.fixture
-def fake_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def fake_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     binary = tmp_path / "bin" / "ssh"
     binary.parent.mkdir()
     binary.write_text(FAKE_SSH)
     binary.chmod(0o755)
     monkeypatch.setenv("FAKE_ARGV", str(tmp_path / "argv"))
     monkeypatch.setenv("FAKE_CALLS", str(tmp_path / "calls"))
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the master's private dir goes here
+    short = Path(tempfile.mkdtemp(prefix="aifot-", dir="/tmp"))  # the master's private dir goes here
+    monkeypatch.setattr(tempfile, "tempdir", str(short))
     for var in ("FAKE_CHECK_RC", "FAKE_LOGIN_ERR", mux.OFF_ENV):
         monkeypatch.delenv(var, raising=False)
-    return binary
+    yield binary
+    shutil.rmtree(short, ignore_errors=True)
 
 
 def _options(**values: str) -> HostOptions:
@@ -109,7 +113,7 @@ def test_a_started_master_has_a_private_dir_with_the_key_and_is_stopped(fake_ssh
     )
     assert route is not None and route.user == "me" and route.port == 22
     place = Path(route.control_path).parent
-    assert place.parent == tmp_path and stat.S_IMODE(place.stat().st_mode) == 0o700
+    assert place.parent == Path(tempfile.gettempdir()) and stat.S_IMODE(place.stat().st_mode) == 0o700
     assert (place / "known_hosts").read_text() == f"{ownmaster.ALIAS} {KEY}\n"
     assert _calls(tmp_path) == ["x", "x"]  # the login, then `-O check`
     ownmaster.stop_all()
@@ -137,7 +141,7 @@ def test_a_refused_login_is_remembered_for_a_day_a_network_failure_is_not(
         )
 
     assert start() is None
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith("aif-ssh-")]  # its dir removed
+    assert not list(Path(tempfile.gettempdir()).glob("aif-ssh-*"))  # its dir removed
     markers = list(state.glob("openssh-refused-*")) if state.exists() else []
     assert len(markers) == (1 if remembered else 0)
     tried = len(_calls(tmp_path))
