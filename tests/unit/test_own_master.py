@@ -190,3 +190,15 @@ def test_own_master_is_off_with_the_switch_or_without_ssh(monkeypatch: pytest.Mo
     monkeypatch.delenv(mux.OFF_ENV)
     monkeypatch.setattr(mux, "ssh_binary", lambda: None)
     assert mux.own_master(_SshLike(), SshSettings(host="bed")) is None  # type: ignore[arg-type]
+
+
+def test_a_lost_own_master_is_exit_3_named_as_aifactorys_own(fake_ssh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aifactory_cli.errors import RemoteError
+
+    monkeypatch.setenv("FAKE_LOGIN_ERR", "Control socket connect(/tmp/aif-ssh-x/m): Connection refused")
+    runner = mux.OpenSshMux(mux.MuxRoute(str(fake_ssh), "/tmp/aif-ssh-x/m", "bed"), site="bed", own=True)
+    with pytest.raises(RemoteError) as err:
+        runner.run("cat big.bin")
+    assert err.value.exit_code == 3
+    assert err.value.message.startswith("aifactory's own OpenSSH master did not run a command (Control socket")
+    assert "nothing ran on the site: cat big.bin" in err.value.message

@@ -262,6 +262,11 @@ class OpenSshMux:
             return "an OpenSSH master of aifactory's own (keys only, the host key it had verified)"
         return f"the OpenSSH ControlMaster at {self.route.control_path}"
 
+    @property
+    def label(self) -> str:
+        """The master, named in a message."""
+        return "aifactory's own OpenSSH master" if self.own else self.via
+
     def run(self, command: Command, *, stdin: Stdin = None, timeout: float | None = None) -> CommandResult:
         out = io.BytesIO()
         rc, err, noise = self.stream(command, out.write, stdin=stdin, timeout=timeout)
@@ -389,16 +394,17 @@ class OpenSshMux:
         why = " ".join(err.decode(errors="replace").split())[-300:] or (
             f"killed by signal {-rc}" if rc < 0 else f"exit {rc}"
         )
+        # the command (a bulk transfer's: its caller says which file) only in its first words
+        what = line if len(line) <= 80 else line[:77] + "..."
         if not started:
             return RemoteError(
-                f"the OpenSSH ControlMaster at {self.route.control_path} did not run a command ({why}); "
-                f"nothing ran on the site: {line[:200]}",
+                f"{self.label} did not run a command ({why}); nothing ran on the site: {what}",
                 "run it again: without a live master aifactory uses its own connection",
                 where=self.site,
             )
         return RemoteError(
-            f"the OpenSSH connection (ControlMaster at {self.route.control_path}) failed while a command was "
-            f"running ({why}); its outcome is unknown: {line[:200]}",
+            f"the OpenSSH connection through {self.label} failed while a command was running ({why}); "
+            f"its outcome is unknown: {what}",
             "run it again: a cut transfer resumes where it stopped",
             where=self.site,
         )
