@@ -79,7 +79,7 @@ def main() -> None:
         "|---|---|",
         f"| the job's out.bin | {args.size:,} MiB ({size:,} bytes) |",
         f"| fetched into | a {args.tmpfs} MiB tmpfs, results/ holding an older out.bin |",
-        f"| `aifactory fetch` | exit {f.returncode} after {dt:.1f} s |",
+        f"| the fetch (aifactory fetch JOB --dest results; not in backticks: docs commands are run) | exit {f.returncode} after {dt:.1f} s |",
         f"| the older results/out.bin | {previous} |",
         f"| tmpfs used afterwards (df) | {used:,} of {total:,} bytes |",
         "",
