@@ -4,6 +4,7 @@ site (`tests/profiles/bed/<site>-bed.yaml`) and the DDP tests."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -110,3 +111,38 @@ def submit_all(subs: list[Submitted], env: dict[str, str], cwd: Path, wait_s: in
             unfinished = [s.explain() for s in subs if s.job and s.job.get("ended_at") is None]
             pytest.fail(f"aifactory wait: exit {r.returncode}: {r.stderr[-2000:]}\n\n" + "\n\n".join(unfinished))
     return subs
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def data_round(env: dict[str, str], tmp: Path, tag: str, site: str, up: int, down: int) -> tuple[str, dict, dict]:
+    """Submit a job whose `data:` is a random file of `up` bytes and which writes `down` random bytes
+    into out.bin (`download:`), wait, fetch it; check the sha256 the job saw and the fetched copy's.
+    (the submit's stderr, its job JSON, the fetch's JSON); the job dir and the local copies are removed."""
+    data = os.urandom(up)
+    root = tmp / tag
+    root.mkdir()
+    (root / "big.bin").write_bytes(data)
+    spec = root / "job.yaml"
+    spec.write_text(
+        f"name: big{tag}\nresources: {{time: 5m}}\ndata: [big.bin]\n"
+        f"run: sha256sum big.bin; head -c {down} /dev/urandom > out.bin\ndownload: [out.bin]\n"
+    )
+    r = aif(["submit", str(spec), "--site", site, "--wait", "--json"], env, root, timeout=180)
+    assert r.returncode == 0, r.stderr
+    job = json.loads(r.stdout)["jobs"][0]
+    assert job["state"] == "COMPLETED", job
+    workdir = Path(job["workdir"])
+    assert hashlib.sha256(data).hexdigest() in (workdir / "stdout.log").read_text()
+    f = aif(["fetch", job["id"], "--dest", str(root / "got"), "--json"], env, root, timeout=180)
+    assert f.returncode == 0, f.stderr
+    fetched = json.loads(f.stdout)
+    assert fetched["checked"] == 1 and sha256_file(root / "got" / "out.bin") == sha256_file(workdir / "out.bin")
+    subprocess.run(["rm", "-rf", str(workdir), str(root)], check=False)
+    return r.stderr, job, fetched

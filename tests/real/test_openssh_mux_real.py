@@ -11,8 +11,6 @@ its log counts only this test's logins."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import secrets
 import shutil
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.real.bedjobs import aif, bed_env
+from tests.real.bedjobs import bed_env, data_round
 from tests.real.conftest import TESTBED_ACCOUNT, TESTBED_KEY, TESTBED_USER
 from tests.real.own_sshd import own_sshd
 
@@ -31,40 +29,6 @@ pytestmark = pytest.mark.real
 SCRATCH = Path(f"/scratch/{TESTBED_ACCOUNT}/{TESTBED_USER}")
 UP = 9 * 1024 * 1024  # over the store's LARGE (8 MiB): sent on its own
 DOWN = 66 * 1024 * 1024  # over fetch's LARGE (64 MiB): fetched on its own
-
-
-def _sha_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _round(env: dict[str, str], tmp: Path, tag: str) -> tuple[str, str, dict]:
-    """Submit a job with a large data file that writes a large output, fetch it, check both sha256;
-    (the submit's stderr, the sha256 the job saw, the fetch's JSON)."""
-    data = os.urandom(UP)
-    root = tmp / tag
-    root.mkdir()
-    (root / "big.bin").write_bytes(data)
-    spec = root / "job.yaml"
-    spec.write_text(
-        f"name: mux{tag}\nresources: {{time: 5m}}\ndata: [big.bin]\n"
-        f"run: sha256sum big.bin; head -c {DOWN} /dev/urandom > out.bin\ndownload: [out.bin]\n"
-    )
-    r = aif(["submit", str(spec), "--site", "muxb", "--wait", "--json"], env, root, timeout=120)
-    assert r.returncode == 0, r.stderr
-    job = json.loads(r.stdout)["jobs"][0]
-    assert job["state"] == "COMPLETED", job
-    workdir = Path(job["workdir"])
-    assert hashlib.sha256(data).hexdigest() in (workdir / "stdout.log").read_text()
-    f = aif(["fetch", job["id"], "--dest", str(root / "got"), "--json"], env, root, timeout=120)
-    assert f.returncode == 0, f.stderr
-    fetched = json.loads(f.stdout)
-    assert fetched["checked"] == 1 and _sha_file(root / "got" / "out.bin") == _sha_file(workdir / "out.bin")
-    subprocess.run(["rm", "-rf", str(workdir), str(root / "got")], check=False)
-    return r.stderr, hashlib.sha256(data).hexdigest(), fetched
 
 
 def test_large_data_and_fetch_go_through_the_users_controlmaster_else_paramiko(tmp_path: Path) -> None:
@@ -95,7 +59,7 @@ def test_large_data_and_fetch_go_through_the_users_controlmaster_else_paramiko(t
             assert server.connections() == 1  # the master's login
 
             # 1. through the master
-            stderr, _, fetched = _round(env, tmp_path, "a")
+            stderr, _, fetched = data_round(env, tmp_path, "a", "muxb", UP, DOWN)
             via = f"via the OpenSSH ControlMaster at {path}"
             assert f"large files {via}" in stderr, stderr
             assert fetched["via"] == f"the OpenSSH ControlMaster at {path}", fetched
@@ -107,7 +71,7 @@ def test_large_data_and_fetch_go_through_the_users_controlmaster_else_paramiko(t
             subprocess.run([*ssh, "-O", "exit", "muxbed"], capture_output=True, timeout=30)
             assert subprocess.run([*ssh, "-O", "check", "muxbed"], capture_output=True).returncode != 0
             before = server.connections()
-            stderr, _, fetched = _round(env, tmp_path, "b")
+            stderr, _, fetched = data_round(env, tmp_path, "b", "muxb", UP, DOWN)
             assert "OpenSSH" not in stderr, stderr
             assert fetched["via"].startswith("an OpenSSH master of aifactory's own"), fetched
             without_master = server.connections() - before

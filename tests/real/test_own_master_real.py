@@ -13,8 +13,6 @@ own (tests/real/own_sshd.py, whose LogLevel VERBOSE log counts the TCP connectio
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import secrets
 import shutil
@@ -25,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.real.bedjobs import aif, bed_env
+from tests.real.bedjobs import bed_env, data_round
 from tests.real.conftest import TESTBED_ACCOUNT, TESTBED_CLIENT, TESTBED_KEY, TESTBED_USER
 from tests.real.own_sshd import own_sshd
 from tests.real.test_agent import agent_pids
@@ -37,14 +35,6 @@ SCRATCH = Path(f"/scratch/{TESTBED_ACCOUNT}/{TESTBED_USER}")
 UP = 65 * 1024 * 1024  # over ownmaster.MIN_BYTES (64 MiB)
 DOWN = 66 * 1024 * 1024  # over fetch's LARGE and MIN_BYTES
 VIA = "an OpenSSH master of aifactory's own"
-
-
-def _sha_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _masters(tmpdir: Path) -> list[str]:
@@ -60,29 +50,7 @@ def _masters(tmpdir: Path) -> list[str]:
 
 
 def _round(env: dict[str, str], tmp: Path, tag: str, site: str) -> tuple[str, dict, dict]:
-    """Submit a job with a large data file that writes a large output, fetch it, check both sha256;
-    (the submit's stderr, its JSON, the fetch's JSON)."""
-    data = os.urandom(UP)
-    root = tmp / tag
-    root.mkdir()
-    (root / "big.bin").write_bytes(data)
-    spec = root / "job.yaml"
-    spec.write_text(
-        f"name: own{tag}\nresources: {{time: 5m}}\ndata: [big.bin]\n"
-        f"run: sha256sum big.bin; head -c {DOWN} /dev/urandom > out.bin\ndownload: [out.bin]\n"
-    )
-    r = aif(["submit", str(spec), "--site", site, "--wait", "--json"], env, root, timeout=180)
-    assert r.returncode == 0, r.stderr
-    job = json.loads(r.stdout)["jobs"][0]
-    assert job["state"] == "COMPLETED", job
-    workdir = Path(job["workdir"])
-    assert hashlib.sha256(data).hexdigest() in (workdir / "stdout.log").read_text()
-    f = aif(["fetch", job["id"], "--dest", str(root / "got"), "--json"], env, root, timeout=180)
-    assert f.returncode == 0, f.stderr
-    fetched = json.loads(f.stdout)
-    assert fetched["checked"] == 1 and _sha_file(root / "got" / "out.bin") == _sha_file(workdir / "out.bin")
-    subprocess.run(["rm", "-rf", str(workdir), str(root)], check=False)
-    return r.stderr, job, fetched
+    return data_round(env, tmp, tag, site, UP, DOWN)
 
 
 def test_large_data_and_fetch_go_through_an_own_master_that_is_gone_after_each_command(tmp_path: Path) -> None:
