@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from aifactory_cli import paths
 from aifactory_cli.errors import NotFound, ProfileError, did_you_mean
 from aifactory_cli.paths import available_sites
-from aifactory_cli.spec.model import check_slurm_options, deep_merge
+from aifactory_cli.spec.slurmopts import check_slurm_options, deep_merge
 from aifactory_cli.spec.yamlio import YamlDoc, format_validation_error, load_yaml_file
 from aifactory_cli.transport.ssh.settings import SshSettings
 from aifactory_cli.units import parse_duration, parse_memory
