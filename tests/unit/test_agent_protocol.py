@@ -4,6 +4,7 @@ site (`FakeOps`); the client is the real `AgentTransport`."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shlex
@@ -701,7 +702,7 @@ def test_a_local_tar_as_stdin_is_written_by_the_agent(
     (tmp_path / "b").write_bytes(b"bee")
     listing = (
         LocalTar.file_record("x/a", str(tmp_path / "a"), 1_500_000, 0o400, 1)
-        + LocalTar.file_record("x/b", str(tmp_path / "b"), 3, 0o400, 1)
+        + LocalTar.file_record("x/b", str(tmp_path / "b"), 3, 0o400, 1, hashlib.sha256(b"not bee").hexdigest())
         + LocalTar.link_record("t/a", "x/a", 1)
     )
     tar = LocalTar(listing)
@@ -709,9 +710,12 @@ def test_a_local_tar_as_stdin_is_written_by_the_agent(
     tar(whole)
     seen: list[int] = []
     with client(sock_path) as tr:
-        r = tr.run("count", stdin=LocalTar(listing, seen.append))
+        sent = LocalTar(listing, seen.append)
+        r = tr.run("count", stdin=sent)
         assert (r.rc, r.stdout) == (0, str(len(whole.getvalue())))
         assert sum(seen) == 1_500_003
+        # the agent's reply: the digest of the stream it wrote, the file that did not match its digest
+        assert (sent.sha256, sent.changed) == (hashlib.sha256(whole.getvalue()).hexdigest(), ["x/b"])
         with pytest.raises(FileNotFoundError):
             tr.run("count", stdin=LocalTar(LocalTar.file_record("g", str(tmp_path / "gone"), 1, 0o400, 1)))
         with pytest.raises(RemoteError, match="damaged tar listing"):  # nothing is started

@@ -474,10 +474,33 @@ def test_the_site_hashes_with_openssl_where_it_works_else_sha256sum(
     for f in [*small, big]:
         assert hashlib.sha256(_stored(d, f).read_bytes()).hexdigest() == f.sha256
     used = (fake / "used").read_text().splitlines() if (fake / "used").exists() else []
-    # two empty-input checks, the small files' digests (by name), the large file's (stdin)
-    assert (kind == "logged") == any(line.startswith("dgst -sha256 -r ./") for line in used), used
-    assert (kind == "logged") == (used.count("dgst -sha256 -r") == 3), used
+    # two empty-input checks, the small files' stream, the large file (all stdin): no file read again
+    assert not any(line.startswith("dgst -sha256 -r ./") for line in used), used
+    assert (kind == "logged") == (used.count("dgst -sha256 -r") == 4), used
     (other,) = _data(tmp_path, {"other.bin": os.urandom(5000)})
     (tmp_path / "src" / "other.bin").write_bytes(os.urandom(5000))  # changed after hashing: refused
     with pytest.raises(DataMismatch, match=r"other\.bin"):
         s.send(d, [other], s.probe(d, [other.sha256]), "t3")
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/openssl"), reason="needs openssl")
+def test_a_stream_the_site_hashed_otherwise_is_checked_file_by_file(store, tmp_path: Path, monkeypatch) -> None:
+    """The site's digest of the small files' stream is not the one written here: each file is hashed
+    again by name, and the ones that match are stored (here all: only the stream's hash lied)."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "openssl").write_text(
+        "#!/bin/sh\n"
+        'if [ "$#" -gt 3 ]; then echo "$*" >> ' + str(fake) + '/named; exec /usr/bin/openssl "$@"; fi\n'
+        'if [ "$(head -c 1 | wc -c)" -eq 0 ]; then echo "' + ds.EMPTY_SHA256 + ' *stdin"; exit 0; fi\n'
+        'cat > /dev/null; echo "' + "0" * 64 + ' *stdin"\n'
+    )
+    (fake / "openssl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    s, d = store
+    small = _data(tmp_path, {"a.txt": b"alpha", "b/c.txt": b"gamma" * 100})
+    assert s.send(d, small, s.probe(d, [f.sha256 for f in small]), "t1").files_sent == 2
+    for f in small:
+        assert hashlib.sha256(_stored(d, f).read_bytes()).hexdigest() == f.sha256
+    assert (fake / "named").read_text().count("./") == 2  # both files read again, by name
+    assert list((Path(d) / "tmp").iterdir()) == []

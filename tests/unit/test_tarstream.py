@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -159,12 +160,29 @@ def test_a_local_tar_listing_round_trips_odd_names_and_refuses_what_is_not_one(t
     odd = "d/sp ace\nnew\udcffline"  # a newline, a space, a byte that is not UTF-8
     path = str(tmp_path / "a file")
     tar = LocalTar(LocalTar.file_record(odd, path, 7, 0o400, 12) + LocalTar.link_record("t/" + odd, odd, 13))
-    assert list(tar.records()) == [(odd, path, 7, 0o400, 12), ("t/" + odd, odd, 13)]
+    assert list(tar.records()) == [(odd, path, 7, 0o400, 12, ""), ("t/" + odd, odd, 13)]
     with pytest.raises(ValueError, match="absolute paths"):
         LocalTar.file_record("a", "rel/a", 1, 0o400, 0)
     for damaged in (b"F\0a\0/x\0nine\0", b"Q\0a\0", b"F\0a\0rel\0" + b"1\0" * 3, b"L\0a\0b\0x\0"):
         with pytest.raises(ValueError, match="not a tar listing"):
             LocalTar(damaged).check()
+
+
+def test_a_local_tar_gives_its_streams_digest_and_the_files_that_changed_since_they_were_hashed(
+    tmp_path: Path,
+) -> None:
+    same, moved = tmp_path / "same", tmp_path / "moved"
+    same.write_bytes(b"kept")
+    moved.write_bytes(b"now")
+    listing = LocalTar.file_record("s", str(same), 4, 0o400, 1, hashlib.sha256(b"kept").hexdigest())
+    listing += LocalTar.file_record("m", str(moved), 3, 0o400, 1, hashlib.sha256(b"was").hexdigest())
+    listing += LocalTar.file_record("u", str(moved), 3, 0o400, 1)  # no digest: not checked
+    tar, out = LocalTar(listing), io.BytesIO()
+    tar(out)
+    assert tar.sha256 == hashlib.sha256(out.getvalue()).hexdigest()
+    assert tar.changed == ["m"]
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as written:
+        assert [m.name for m in written.getmembers()] == ["s", "m", "u"]
 
 
 def test_a_damaged_pax_header_is_a_tar_error_not_a_bug() -> None:

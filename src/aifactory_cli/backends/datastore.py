@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from aifactory_cli.backends.fetching import transfer_failure
 from aifactory_cli.errors import RemoteError
+from aifactory_cli.jobs import datasmall as dsm
 from aifactory_cli.jobs import datastore as ds
 from aifactory_cli.jobs.datatree import Tree
 from aifactory_cli.transport import Bulk, CommandResult, Stdin, Transport
@@ -104,17 +105,32 @@ class DataStore:
             self._check(result, data_dir, {f.sha256: f}, sent, len(missing))
             sent.files_sent += 1
         if small or new_trees:
-            result = self._run(
-                ds.small_store_command(data_dir, token),
-                ds.small_tar(small, token, new_trees, count),
-                data_dir,
-                sent,
-                len(missing),
-            )
-            self._check(result, data_dir, {f.sha256: f for f in small}, sent, len(missing))
-            sent.files_sent += len(small)
-            sent.trees_made = len(new_trees)
+            self._send_small(data_dir, token, small, new_trees, sent, len(missing), count)
         return sent
+
+    def _send_small(
+        self,
+        data_dir: str,
+        token: str,
+        small: list[ds.DataFile],
+        trees: list[Tree],
+        sent: Sent,
+        total: int,
+        count: Callable[[int], None],
+    ) -> None:
+        """One tar stream, then the commit: without reading the files again on the site when its digest
+        of the stream is the one written here and no file changed here while it was read
+        (`jobs.datasmall`)."""
+        by_digest = {f.sha256: f for f in small}
+        tar = dsm.small_tar(small, token, trees, count)
+        result = self._run(dsm.unpack_command(data_dir, token), tar, data_dir, sent, total)
+        self._check(result, data_dir, by_digest, sent, total)
+        whole = tar.sha256 is not None and dsm.parse_stream(result.stdout) == tar.sha256
+        commit = self._run(dsm.commit_command(data_dir, token, verify=not whole or bool(tar.changed)), None, data_dir)
+        changed = {name.rsplit("/", 1)[-1] for name in tar.changed}
+        self._check(commit, data_dir, by_digest, sent, total, changed)
+        sent.files_sent += len(small)
+        sent.trees_made = len(trees)
 
     def _run(
         self,
@@ -145,12 +161,27 @@ class DataStore:
             ) from exc
 
     def _check(
-        self, result: CommandResult, data_dir: str, by_digest: dict[str, ds.DataFile], sent: Sent, total: int
+        self,
+        result: CommandResult,
+        data_dir: str,
+        by_digest: dict[str, ds.DataFile],
+        sent: Sent,
+        total: int,
+        changed: set[str] | None = None,
     ) -> None:
+        """`changed`: digests of files whose bytes changed here while they were read into the stream."""
         if result.ok:
             return
         words = [ln.split() for ln in result.stdout.splitlines()]
-        bad = [by_digest[w[1]].rel for w in words if len(w) == 2 and w[0] == "BAD" and w[1] in by_digest]
+        digests = [w[1] for w in words if len(w) == 2 and w[0] == "BAD" and w[1] in by_digest]
+        bad = [by_digest[h].rel for h in digests]
+        if changed and digests and set(digests) <= changed:
+            raise DataMismatch(
+                f"{', '.join(bad)} changed on this machine while it was sent (its bytes are not the ones "
+                f"hashed a moment before): not stored in {data_dir} on {self.site}; nothing was submitted",
+                "submit again once the file is no longer being written",
+                queued="no",
+            )
         if result.rc == ds.MISMATCH_RC or bad:
             raise DataMismatch(
                 f"checksum mismatch on {self.site} for {', '.join(bad) or 'a data file'}: the copy in the store "

@@ -7,7 +7,7 @@ its sha256 (computed here, checked on the site with `openssl dgst` or `sha256sum
     DATA/tmp/t.TOKEN/ab/HASH    the small files of one attempt, moved into sha256/ once checked
     DATA/tmp/t.TOKEN/trees/T    a tree being made, moved into trees/ once all its files are stored
 
-Small files travel in one tar stream per submission; each large one (>= LARGE bytes) is written
+Small files travel in one tar stream per submission (`jobs.datasmall`); each large one (>= LARGE bytes) is written
 at its offset with `dd` (seek, no truncation), so a cut transfer resumes inside the file, and two
 submissions that send the same file at once write the same bytes at the same places. A file enters
 `sha256/` only by a rename after its checksum matched, so what a job reads there is always whole.
@@ -23,15 +23,13 @@ import json
 import os
 import re
 import shlex
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aifactory_cli.jobs.datatree import TREES, Tree, tree_links
+from aifactory_cli.jobs.datatree import TREES
 from aifactory_cli.transport import LocalFile
-from aifactory_cli.transport.tarstream import LocalTar
 
 LARGE = 8 * 1024 * 1024  # files this size and up are sent one by one, resumable inside the file
 CHUNK = 1024 * 1024
@@ -121,30 +119,6 @@ def hash_files(
     return out
 
 
-def small_tar(
-    files: list[DataFile], token: str, trees: list[Tree], progress: Callable[[int], None] | None = None
-) -> LocalTar:
-    """The stream for `small_store_command`, store-relative: the small files, each named by its place
-    under the attempt dir `tmp/t.TOKEN/` (`ab/HASH`, mode 0400, mtime now: gc keeps what a job may be
-    about to link), then the hard links of `trees`. Over the agent, the agent reads the files."""
-    attempt = attempt_dir(token)
-    now = int(time.time())
-    listing = bytearray()
-    for f in files:
-        listing += LocalTar.file_record(
-            f"{attempt}/{f.stored.split('/', 1)[1]}", os.path.abspath(f.path), f.size, 0o400, now
-        )
-    for name, target, mtime in tree_links(attempt, trees, {f.sha256 for f in files}):
-        listing += LocalTar.link_record(name, target, mtime)
-    return LocalTar(bytes(listing), progress)
-
-
-def attempt_dir(token: str) -> str:
-    if not re.fullmatch(r"[0-9A-Za-z_-]+", token):
-        raise ValueError(f"not a submission token: {token!r}")
-    return f"tmp/t.{token}"
-
-
 def file_writer(path: Path, offset: int, progress: Callable[[int], None] | None = None) -> LocalFile:
     """The file from `offset` on, as a stream (over the agent, the agent reads it)."""
     return LocalFile(path, offset, progress)
@@ -220,40 +194,6 @@ PICK_SHA256 = (
     f'[ "$(openssl dgst -sha256 -r </dev/null 2>/dev/null | cut -c1-64)" = {EMPTY_SHA256} ]; '
     "then aif_sha256='openssl dgst -sha256 -r'; else aif_sha256='sha256sum --'; fi; "
 )
-
-
-def small_store_command(data_dir: str, token: str) -> str:
-    """Unpack the small files' tar (`small_tar`) into a private attempt dir, check each file
-    against its name's digest (a mismatch after a whole stream: `BAD DIGEST`, exit MISMATCH_RC; after
-    a cut stream the cut member is dropped), and move the good ones into `sha256/` (one `mv` of the
-    prefix dirs the store lacks, one `cp -al` into those it has: no fork per dir or file); then,
-    only when all arrived and matched, each dataset tree (hard links, `jobs.datatree`) into `trees/`
-    by one rename (read-only dirs; one that a racing submission put there first is kept). HUP is
-    ignored: after a cut, what arrived whole is still stored, so the next attempt sends only the rest."""
-    d = shlex.quote(data_dir)
-    t = shlex.quote(attempt_dir(token))
-    return (
-        f"trap '' HUP PIPE; umask 077; cd -- {d} && mkdir -- {t} || exit 1; "
-        # -m: each file's mtime is now (gc keeps fresh files), without a utimensat per file
-        f"tar -x -m -f -; rc=$?; cd -- {t} || exit 1; {PICK_SHA256}"
-        "bad_names=$(find . -type f -path './??/*' -print0 | xargs -0 -r $aif_sha256 | "
-        'awk \'{ n = $2; sub(/^[*]/, "", n); h = n; sub(/.*[/]/, "", h); if ($1 != h) print n }\'); '
-        'bad=0; for name in $bad_names; do rm -f -- "$name"; '
-        'if [ "$rc" -eq 0 ]; then echo "BAD ${name##*/}"; bad=1; fi; done; '
-        # new prefix dirs move into sha256/ by one mv; those sha256/ has (or a racing submission made
-        # meanwhile) get hard links to their files by one cp, an existing name left as it is
-        'new=; for s in ??; do [ -d "$s" ] && [ ! -d "../../sha256/$s" ] && new="$new $s"; done; '
-        '[ -z "$new" ] || mv -t ../../sha256 -- $new 2>/dev/null; '
-        'left=; for s in ??; do [ -d "$s" ] && left="$left $s"; done; '
-        '[ -z "$left" ] || cp -al -- $left ../../sha256/ 2>/dev/null; '
-        'tbad=0; if [ "$rc" -eq 0 ] && [ "$bad" -eq 0 ] && [ -d trees ]; then for s in trees/*; do '
-        '[ -d "$s" ] || continue; find "$s" -mindepth 1 -type d -exec chmod 500 -- {} + && '
-        'if mv -T -- "$s" "../../$s" 2>/dev/null; then chmod 500 -- "../../$s"; '
-        'elif [ ! -d "../../$s" ]; then echo "cannot put the dataset tree $s into the store" >&2; tbad=1; fi; '
-        "done; fi; "
-        f"cd ../.. && find {t} -type d -exec chmod u+w -- {{}} + 2>/dev/null; rm -rf -- {t}; "
-        f'[ "$rc" -eq 0 ] || exit "$rc"; [ "$bad" -eq 0 ] || exit {MISMATCH_RC}; exit "$tbad"'
-    )
 
 
 def large_store_command(data_dir: str, digest: str, offset: int, size: int) -> str:

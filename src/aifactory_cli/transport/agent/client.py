@@ -328,6 +328,10 @@ class AgentTransport:
             if local_error is not None:
                 raise _Reply(local_error)
             noise = _int(msg.get("noise"), 0)
+            if isinstance(stdin, LocalTar):  # what the agent wrote: its digest, and files that changed
+                digest, changed = msg.get("stdin_sha256"), msg.get("stdin_changed")
+                stdin.sha256 = digest if isinstance(digest, str) else None
+                stdin.changed = [str(c) for c in changed] if isinstance(changed, list) else []
             return CommandResult(_int(msg.get("rc")), out.decode(errors="replace"), err.decode(errors="replace"), noise)
 
         return self._call(request, idempotent=False)

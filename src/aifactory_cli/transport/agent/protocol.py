@@ -47,8 +47,9 @@ from typing import Any
 from aifactory_cli import errors as _errors
 from aifactory_cli.errors import AifactoryError, RemoteError
 
-PROTOCOL = 5  # 2: no `put`; `run` replies carry `noise`; 3: `session` and `tunnel`; 4: `tofile` for `tar`;
-# 5: `run` with `stdin_tar` (the request, then the tar's listing as a data stream; agent/tofile.py)
+PROTOCOL = 6  # 2: no `put`; `run` replies carry `noise`; 3: `session` and `tunnel`; 4: `tofile` for `tar`;
+# 5: `run` with `stdin_tar` (the request, then the tar's listing as a data stream; agent/tofile.py);
+# 6: a tar listing's file records carry the sha256 expected, its `run` reply `stdin_sha256` and `stdin_changed`
 CHUNK = 256 * 1024
 MAX_FRAME = 16 * 1024 * 1024
 HEADER = struct.Struct(">BI")

@@ -42,6 +42,7 @@ from aifactory_cli.transport.agent.protocol import (
 from aifactory_cli.transport.agent.session import serve_session
 from aifactory_cli.transport.agent.tofile import local_file, local_tar, serve_tofile
 from aifactory_cli.transport.relay import SocketPipe, relay
+from aifactory_cli.transport.tarstream import LocalTar
 
 STOP_GRACE = 60.0  # seconds requests in flight may still take once the agent is asked to stop
 
@@ -354,12 +355,13 @@ class AgentServer:
         given = req.get("stdin_file")  # the client's local file, read here (agent/tofile.py)
         # the client's tar of local files: its listing comes first, the agent reads the files (tofile.py)
         listing = conn.recv_bytes() if req.get("stdin_tar") else None
+        tar: LocalTar | None = None
         try:
             feed: Callable[[BinaryIO], None] | None = stdin.feed if stdin is not None else None
             if isinstance(given, dict):
                 feed = local_file(conn, given)
             elif listing is not None:
-                feed = local_tar(conn, listing)
+                feed, tar = local_tar(conn, listing)
             rc, out, err, noise = self.ops.run(
                 str(req.get("command", "")),
                 feed,
@@ -374,7 +376,8 @@ class AgentServer:
             return
         if stdin is not None:
             stdin.finish()
-        conn.send_json(self._ok(rc=rc, noise=noise))
+        written = {"stdin_sha256": tar.sha256, "stdin_changed": tar.changed} if tar is not None else {}
+        conn.send_json(self._ok(rc=rc, noise=noise, **written))
         conn.send_data(out)
         conn.send_data(err)
 

@@ -57,9 +57,10 @@ def local_file(conn: FrameConn, given: dict[str, Any]) -> Callable[[BinaryIO], N
     return read
 
 
-def local_tar(conn: FrameConn, listing: bytes) -> Callable[[BinaryIO], None]:
+def local_tar(conn: FrameConn, listing: bytes) -> tuple[Callable[[BinaryIO], None], LocalTar]:
     """A `run` request's `stdin_tar` (the client's `LocalTar`, its listing): the agent reads the files
-    and writes the tar; the client hears the file bytes sent, as events, before the reply."""
+    and writes the tar; the client hears the file bytes sent, as events, before the reply, and the
+    reply carries the tar's `sha256` and `changed` (`stdin_sha256`, `stdin_changed`)."""
     counts = _Counts(conn)
     tar = LocalTar(listing, counts)
     try:
@@ -71,7 +72,7 @@ def local_tar(conn: FrameConn, listing: bytes) -> Callable[[BinaryIO], None]:
         tar(sink)
         counts.flush()
 
-    return read
+    return read, tar
 
 
 def serve_tofile(server: AgentServer, conn: FrameConn, req: dict[str, Any]) -> None:
