@@ -504,3 +504,14 @@ def test_a_stream_the_site_hashed_otherwise_is_checked_file_by_file(store, tmp_p
         assert hashlib.sha256(_stored(d, f).read_bytes()).hexdigest() == f.sha256
     assert (fake / "named").read_text().count("./") == 2  # both files read again, by name
     assert list((Path(d) / "tmp").iterdir()) == []
+
+
+def test_the_probe_looks_for_a_partial_copy_only_of_a_large_file(store, tmp_path: Path) -> None:
+    s, d = store
+    (f,) = _data(tmp_path, {"x.bin": b"x" * 100})
+    s.probe(d, [])  # makes the store
+    (Path(d) / "tmp" / f"{f.sha256}.part").write_bytes(b"x" * 40)
+    assert s.probe(d, [f.sha256]).partial == {f.sha256: 40}
+    assert s.probe(d, [f"s:{f.sha256}"]).partial == {}  # a small file's: sent whole in the tar
+    s.send(d, [f], s.probe(d, [f.sha256]), "t")
+    assert s.probe(d, [f"s:{f.sha256}"]).have == {f.sha256}

@@ -29,7 +29,8 @@ def _send(s: DataStore, d: str, files: list[ds.DataFile], token: str, taken: set
     """As `service.data.stage` does it."""
     trees, single = group([(f.rel, f.sha256) for f in files], taken or set())
     by_rel = {f.rel: f.sha256 for f in files}
-    probe = s.probe(d, probe_lines(trees, (by_rel[r] for r in single)))
+    small = [f.sha256 for f in files if f.size < ds.LARGE]
+    probe = s.probe(d, probe_lines(trees, (by_rel[r] for r in single), small))
     need = needed(trees, (by_rel[r] for r in single), probe.trees)
     return trees, single, probe, s.send(d, files, probe, token, None, trees, need)
 

@@ -6,9 +6,12 @@
 - Each large file is appended to its partial copy in `DEST/.aif-partial/` (`tail -c +OFFSET`; over
   the connection agent, the agent writes the file itself). A cut fetch resumes inside the file at
   the next attempt, as long as the site's file still has the size and mtime it had.
-- Every file is checked end to end: its sha256 here against the site's (OpenSSL or sha256sum there,
-  `jobs.datastore.PICK_SHA256`; a large file is hashed there while it is sent). A mismatch is exit 3
-  naming the file, and its copy is dropped.
+- Every file is checked end to end. The small files' stream is hashed on the site as tar writes it
+  (OpenSSL or sha256sum there, `transport.tofile.PICK_SHA256`) and here as it arrives: the same
+  digest, with tar's exit status 0 (it read every file whole, none changed meanwhile), settles them
+  all. Otherwise (a file changed while tar read it, a site that gave no digest) each file's sha256
+  here is checked against the site's. A large file is hashed there while it is sent. A mismatch is
+  exit 3 naming the file, and its copy is dropped.
 - Only then is each file moved under its final name (a rename: same disk). A failed fetch leaves
   nothing half-written under a final name."""
 
@@ -27,7 +30,6 @@ import tarfile
 import tempfile
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,13 +110,11 @@ def fetch_files(
             arrived: dict[str, str | Path] = {}  # name -> where it waits (checked)
             if small:
                 unpacked = staging / "files"
-                # the site hashes the small files while they come (a second channel, in a thread)
-                with ThreadPoolExecutor(1) as pool:
-                    site = pool.submit(site_digests, transport, job, small)
-                    unpacker = Unpacker(staging / "fetch.tar", unpacked)
-                    with unpacker as fifo:
-                        transport.get_tar(workdir, small, fifo, counted)
-                    check_small(job, small, site.result(), unpacker.digests)
+                unpacker = Unpacker(staging / "fetch.tar", unpacked)
+                with unpacker as fifo:
+                    whole = transport.get_tar(workdir, small, fifo, counted)
+                if not whole:  # the stream's digest did not settle it: each file, here and there
+                    check_small(job, small, site_digests(transport, job, small), local_digests(unpacked, small))
                 arrived.update({f: os.path.join(unpacked, f) for f in small})
             bulk: Bulk = transport
             if large:
@@ -255,6 +255,15 @@ def site_digests(transport: Transport, job: Job, names: list[str]) -> dict[str, 
     return site
 
 
+def local_digests(unpacked: Path, names: list[str]) -> dict[str, str]:
+    """The sha256 of each unpacked file (one that is not there is left out)."""
+    out: dict[str, str] = {}
+    for name in names:
+        with contextlib.suppress(FileNotFoundError), open(unpacked / name, "rb") as fh:
+            out[name] = hashlib.file_digest(fh, "sha256").hexdigest()
+    return out
+
+
 def check_small(job: Job, names: list[str], site: dict[str, str], here: dict[str, str]) -> None:
     """Each unpacked file's sha256 (taken as it was written) against the site's."""
     for name in names:
@@ -276,7 +285,6 @@ class Unpacker:
     def __init__(self, fifo: Path, into: Path) -> None:
         self.fifo, self.into = fifo, into
         self.error: BaseException | None = None
-        self.digests: dict[str, str] = {}  # name -> sha256 of what was written
         self.thread = threading.Thread(target=self._read, name="aif-fetch-unpack", daemon=True)
 
     def __enter__(self) -> Path:
@@ -290,7 +298,7 @@ class Unpacker:
                 with contextlib.suppress(OSError, AttributeError):  # Linux: a 1 MiB pipe, not 64 KiB
                     fcntl.fcntl(fh.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
                 try:
-                    extract_stream(TarReader(fh), self.into, self.digests)
+                    extract_stream(TarReader(fh), self.into)
                     while fh.read(1 << 16):  # tar's end blocks and padding: the writer must not meet EPIPE
                         pass
                 except BaseException as exc:
@@ -308,11 +316,11 @@ class Unpacker:
             raise self.error from exc  # the writer's broken pipe only says the reader went first
 
 
-def extract_stream(tar: TarReader, into: Path, digests: dict[str, str]) -> None:
+def extract_stream(tar: TarReader, into: Path) -> None:
     """Unpack a fetch's tar into the empty dir `into`: regular files (and dirs) only, under relative
     names without `..`, created new (O_EXCL, O_NOFOLLOW), mode 0644 or 0755 under the umask, with
-    their mtime; `digests` gets each file's sha256, taken as it is written. Anything else (a link, a
-    device, a name that climbs out) is a damaged archive: fetch asks only for regular files. As safe
+    their mtime. Anything else (a link, a device, a name that climbs out) is a damaged archive: fetch
+    asks only for regular files. As safe
     as tarfile's "data" filter for such archives; 10,000 files of 10 kB: 1.2 s with tarfile (itself
     half the CPU of extractall), 0.9 s with `transport.tarstream.TarReader` (tmpfs)."""
     made: set[str] = set()
@@ -331,17 +339,14 @@ def extract_stream(tar: TarReader, into: Path, digests: dict[str, str]) -> None:
             made.add(folder)
         path = os.path.join(folder, parts[-1])
         fd = os.open(path, flags, 0o755 if member.mode & 0o100 else 0o644)
-        digest = hashlib.sha256()
         try:
             for block in tar.data(member):
-                digest.update(block)
                 view = memoryview(block)
                 while view:
                     view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
         os.utime(path, (member.mtime, member.mtime))
-        digests["/".join(parts)] = digest.hexdigest()
 
 
 def transfer_failure(exc: Exception) -> bool:

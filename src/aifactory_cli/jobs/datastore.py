@@ -31,6 +31,10 @@ from typing import Any
 from aifactory_cli.jobs.datatree import TREES
 from aifactory_cli.transport import LocalFile
 
+# the site's sha256 tool, picked once per command (re-exported: the store's commands and fetch use it)
+from aifactory_cli.transport.tofile import EMPTY_SHA256 as EMPTY_SHA256
+from aifactory_cli.transport.tofile import PICK_SHA256 as PICK_SHA256
+
 LARGE = 8 * 1024 * 1024  # files this size and up are sent one by one, resumable inside the file
 CHUNK = 1024 * 1024
 MISMATCH_RC = 96  # a file's checksum on the site is not the one computed here
@@ -131,7 +135,8 @@ def probe_command(data_dir: str) -> str:
     """Create the store (private) if needed, print its physical path, then for each digest on stdin
     (one a line) `H DIGEST` when it is stored (its mtime set to now, in one `touch` for all: gc keeps
     what a submission found in the last BUSY_MINUTES, as the job may be about to link it) or
-    `P DIGEST SIZE` when a partial copy is there; for a `tree:T` line, `T T` when that dataset tree is
+    `P DIGEST SIZE` when a partial copy is there (not looked for after `s:`: a small file's digest,
+    `jobs.datatree.probe_lines`: half the lookups); for a `tree:T` line, `T T` when that dataset tree is
     stored (touched too), and then the digests up to the next `end` line are skipped (a stored tree's
     files are stored: gc keeps what a kept tree links). A store dir that exists but is not the user's
     fails at `chmod`."""
@@ -150,8 +155,9 @@ def probe_command(data_dir: str) -> str:
 _PROBE_PATHS = """function hex(s) { return length(s) == 64 && s !~ /[^0-9a-f]/ }
 /^tree:/ { t = substr($0, 6); skip = hex(t) && system("[ -d trees/" t " ]") == 0; if (skip) print "trees/" t; next }
 $0 == "end" { skip = 0; next }
-skip || !hex($0) { next }
-{ print "sha256/" substr($0, 1, 2) "/" $0; print "tmp/" $0 ".part" }"""
+{ d = $0; part = 1; if (substr(d, 1, 2) == "s:") { d = substr(d, 3); part = 0 } }
+skip || !hex(d) { next }
+{ print "sha256/" substr(d, 1, 2) "/" d; if (part) print "tmp/" d ".part" }"""
 # `SIZE PATH` of each path there -> the probe's answer lines; the paths to touch -> fd 3
 _PROBE_ANSWERS = """$2 ~ /^trees[/]/ { print "T " substr($2, 7); print $2 > "/dev/fd/3"; next }
 $2 ~ /^sha256[/]/ { print "H " substr($2, 11); print $2 > "/dev/fd/3"; next }
@@ -182,18 +188,6 @@ def parse_probe(stdout: str) -> Probe:
         elif len(parts) == 2 and parts[0] == "T" and _HEX.fullmatch(parts[1]):
             trees.add(parts[1])
     return Probe(lines[0], have, partial, trees)
-
-
-EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-# The site's sha256 tool, picked once per command: OpenSSL's where it works (it uses the CPU's SHA
-# instructions: 1 GiB in 0.99 s on the bed, against 4.8 s for sha256sum as Debian builds coreutils, without
-# them), else `sha256sum`. Both print `DIGEST NAME` (openssl `-r`: `DIGEST *NAME`).
-# OpenSSL is checked on the empty input first, so a broken or restricted openssl falls back.
-PICK_SHA256 = (
-    "if command -v openssl >/dev/null 2>&1 && "
-    f'[ "$(openssl dgst -sha256 -r </dev/null 2>/dev/null | cut -c1-64)" = {EMPTY_SHA256} ]; '
-    "then aif_sha256='openssl dgst -sha256 -r'; else aif_sha256='sha256sum --'; fi; "
-)
 
 
 def large_store_command(data_dir: str, digest: str, offset: int, size: int) -> str:

@@ -54,13 +54,19 @@ def group(rels: Iterable[tuple[str, str]], taken: set[str]) -> tuple[list[Tree],
     return trees, single
 
 
-def probe_lines(trees: Iterable[Tree], digests: Iterable[str]) -> list[str]:
+def probe_lines(trees: Iterable[Tree], digests: Iterable[str], small: Iterable[str] = ()) -> list[str]:
     """The probe's input (`jobs.datastore.probe_command`): each tree with its files' digests (skipped
-    on the site when the tree is stored), then `digests` (those of files linked one by one)."""
+    on the site when the tree is stored), then `digests` (those of files linked one by one); a digest
+    in `small` (a file sent in the tar, never in part) as `s:DIGEST`: no partial copy is looked for."""
+    whole = set(small)
+
+    def line(d: str) -> str:
+        return f"s:{d}" if d in whole else d
+
     lines: list[str] = []
     for tree in trees:
-        lines += [f"tree:{tree.digest}", *sorted({d for _, d in tree.files}), "end"]
-    return lines + sorted(set(digests))
+        lines += [f"tree:{tree.digest}", *(line(d) for d in sorted({d for _, d in tree.files})), "end"]
+    return lines + [line(d) for d in sorted(set(digests))]
 
 
 def needed(trees: Iterable[Tree], single: Iterable[str], stored_trees: set[str]) -> set[str]:

@@ -64,7 +64,8 @@ def stage(
     store = DataStore(backend.transport, job.site)
     backend.transport.connect()
     by_rel = {f.rel: f for f in files}
-    probe = store.probe(data_dir, probe_lines(trees, (by_rel[rel].sha256 for rel in single)))
+    small = (f.sha256 for f in files if f.size < ds.LARGE)
+    probe = store.probe(data_dir, probe_lines(trees, (by_rel[rel].sha256 for rel in single), small))
     need = needed(trees, (by_rel[rel].sha256 for rel in single), probe.trees)
     todo = sum(
         f.size - min(probe.partial.get(f.sha256, 0), f.size)

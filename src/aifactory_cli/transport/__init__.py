@@ -127,10 +127,13 @@ class Transport(Protocol):
         """The file's content from `offset` on; missing file -> FileNotFoundError."""
         ...
 
-    def get_tar(self, workdir: str, files: list[str], local_archive: Path, progress: Progress | None = None) -> None:
+    def get_tar(
+        self, workdir: str, files: list[str], local_archive: Path, progress: Progress | None = None
+    ) -> bool | None:
         """Pack `files` (relative to `workdir`) on the site into a tar at `local_archive`, written
         front to back once (it is a FIFO that `fetch` unpacks as it arrives: no seek, no reopen);
-        `progress` gets the byte counts as they arrive."""
+        `progress` gets the byte counts as they arrive. True: the site hashed the stream as tar
+        wrote it whole, and that is the digest of what arrived (else `fetch` checks each file)."""
 
     def run_to_file(
         self,

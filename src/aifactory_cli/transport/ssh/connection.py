@@ -425,10 +425,13 @@ class SshTransport(FileReads):
 
     # --- files: reads and `run_to_file` in files.FileReads; tar streams here --------------------------
 
-    def get_tar(self, workdir: str, files: list[str], local_archive: Path, progress: Progress | None = None) -> None:
-        """Pack `files` (relative to `workdir`) on the site and stream the tar into `local_archive`."""
-        done = self.run_to_file(tar_command(workdir), local_archive, stdin=tar_names(files), progress=progress)
-        check_tar(done, workdir, self.site)
+    def get_tar(self, workdir: str, files: list[str], local_archive: Path, progress: Progress | None = None) -> bool:
+        """Pack `files` (relative to `workdir`) on the site and stream the tar into `local_archive`;
+        True when the stream that arrived is the one the site's tar wrote whole (`tofile.check_tar`)."""
+        done = self.run_to_file(
+            tar_command(workdir), local_archive, stdin=tar_names(files), progress=progress, digest=True
+        )
+        return check_tar(done, workdir, self.site)
 
     def close(self) -> None:
         with self._lock:
