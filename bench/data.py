@@ -509,6 +509,9 @@ def main() -> None:
     args = ap.parse_args()
     if not (CLIENT / "id_ed25519").exists():
         raise SystemExit("the test bed is not up: bash tests/testbed/start.sh")
+    # as an installed aifactory has them: each module compiled once (with PYTHONDONTWRITEBYTECODE set, as
+    # on this machine, a module changed since its last .pyc was compiled again at every command)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "src")], check=True, stdout=subprocess.DEVNULL)
     sizes = [s for s in args.size if s > 0]
     what = [f"{', '.join(f'{s} MiB' for s in sizes)} file"] if sizes else []
     if args.small:

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -37,8 +36,9 @@ SSH_CONFIG = CLIENT / "ssh_config"
 ACCOUNT = "project_465000001"
 
 
-def timed(cmd: list[str] | str, runs: int, env: dict[str, str] | None = None, shell: bool = False,
-          setup: object = None) -> list[float]:
+def timed(
+    cmd: list[str] | str, runs: int, env: dict[str, str] | None = None, shell: bool = False, setup: object = None
+) -> list[float]:
     out = []
     for _ in range(runs):
         if callable(setup):
@@ -55,8 +55,13 @@ def med(xs: list[float]) -> float:
 
 def aif_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(AIFACTORY_HOME=str(home), AIFACTORY_PROFILES=str(REPO / "tests" / "profiles"),
-               AIFACTORY_ACCOUNT=ACCOUNT, AIFACTORY_SSH_CONFIG=str(home / "ssh_config_empty"), NO_COLOR="1")
+    env.update(
+        AIFACTORY_HOME=str(home),
+        AIFACTORY_PROFILES=str(REPO / "tests" / "profiles"),
+        AIFACTORY_ACCOUNT=ACCOUNT,
+        AIFACTORY_SSH_CONFIG=str(home / "ssh_config_empty"),
+        NO_COLOR="1",
+    )
     home.mkdir(parents=True, exist_ok=True)
     (home / "ssh_config_empty").write_text("")
     return env
@@ -78,22 +83,51 @@ def bench_submit(runs: int, work: Path) -> list[tuple[str, float]]:
     spec = work / "one.yaml"
     spec.write_text("name: one\nrun: 'true'\nresources: {time: 5m}\nslurm: {hold: true}\n")
     script = "#!/bin/bash\n#SBATCH --hold\n#SBATCH --output=/dev/null\n#SBATCH --time=5\ntrue\n"
-    subprocess.run(["ssh", "-F", str(SSH_CONFIG), "testbed", "cat > /tmp/bench-job.sh"], input=script.encode(),
-                   check=True)
-    fresh = timed(["ssh", "-F", str(SSH_CONFIG), "testbed", f"sbatch --parsable --account={ACCOUNT} /tmp/bench-job.sh"],
-                  runs)
+    subprocess.run(
+        ["ssh", "-F", str(SSH_CONFIG), "testbed", "cat > /tmp/bench-job.sh"], input=script.encode(), check=True
+    )
+    fresh = timed(
+        ["ssh", "-F", str(SSH_CONFIG), "testbed", f"sbatch --parsable --account={ACCOUNT} /tmp/bench-job.sh"], runs
+    )
     sock = work / "cm.sock"
-    master = ["ssh", "-F", str(SSH_CONFIG), "-o", "ControlMaster=yes", "-o", f"ControlPath={sock}", "-o",
-              "ControlPersist=60", "-fN", "testbed"]
+    master = [
+        "ssh",
+        "-F",
+        str(SSH_CONFIG),
+        "-o",
+        "ControlMaster=yes",
+        "-o",
+        f"ControlPath={sock}",
+        "-o",
+        "ControlPersist=60",
+        "-fN",
+        "testbed",
+    ]
     subprocess.run(master, check=True)
-    reuse = timed(["ssh", "-F", str(SSH_CONFIG), "-o", f"ControlPath={sock}", "testbed",
-                   f"sbatch --parsable --account={ACCOUNT} /tmp/bench-job.sh"], runs)
-    subprocess.run(["ssh", "-F", str(SSH_CONFIG), "-o", f"ControlPath={sock}", "-O", "exit", "testbed"],
-                   stderr=subprocess.DEVNULL)
+    reuse = timed(
+        [
+            "ssh",
+            "-F",
+            str(SSH_CONFIG),
+            "-o",
+            f"ControlPath={sock}",
+            "testbed",
+            f"sbatch --parsable --account={ACCOUNT} /tmp/bench-job.sh",
+        ],
+        runs,
+    )
+    subprocess.run(
+        ["ssh", "-F", str(SSH_CONFIG), "-o", f"ControlPath={sock}", "-O", "exit", "testbed"], stderr=subprocess.DEVNULL
+    )
     aif = timed([*AIF, "submit", str(spec), "--site", "testbed"], runs, env={**env, "AIFACTORY_PERSIST": "0"})
     agent_env = {**env, "AIFACTORY_PERSIST": "120"}
-    subprocess.run([*AIF, "submit", str(spec), "--site", "testbed"], env=agent_env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # starts the agent
+    subprocess.run(
+        [*AIF, "submit", str(spec), "--site", "testbed"],
+        env=agent_env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # starts the agent
     warm = timed([*AIF, "submit", str(spec), "--site", "testbed"], runs, env=agent_env)
     subprocess.run(["ssh", "-F", str(SSH_CONFIG), "testbed", "scancel --user=hpcuser --state=PENDING"], check=False)
     return [
@@ -108,10 +142,13 @@ def bench_status(runs: int, work: Path, counts: list[int]) -> list[tuple[str, fl
     sys.path.insert(0, str(REPO / "src"))
     rows = []
     script = "#!/bin/bash\n#SBATCH --hold\n#SBATCH --output=/dev/null\ntrue\n"
-    loop = (f"cat > /tmp/bench-held.sh && for i in $(seq {max(counts)}); do sbatch --parsable "
-            f"--account={ACCOUNT} --time=5 /tmp/bench-held.sh; done")
-    ids = subprocess.run(["ssh", "-F", str(SSH_CONFIG), "testbed", loop], input=script, capture_output=True,
-                         text=True, check=True).stdout.split()
+    loop = (
+        f"cat > /tmp/bench-held.sh && for i in $(seq {max(counts)}); do sbatch --parsable "
+        f"--account={ACCOUNT} --time=5 /tmp/bench-held.sh; done"
+    )
+    ids = subprocess.run(
+        ["ssh", "-F", str(SSH_CONFIG), "testbed", loop], input=script, capture_output=True, text=True, check=True
+    ).stdout.split()
     time.sleep(2)
     try:
         for n in counts:
@@ -136,8 +173,9 @@ def bench_status(runs: int, work: Path, counts: list[int]) -> list[tuple[str, fl
                 "    t = s.backend('testbed').transport\n"
                 "    print(t.connections_opened, t.commands_run)\n"
             )
-            conns, cmds = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True,
-                                         check=True).stdout.split()
+            conns, cmds = subprocess.run(
+                [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+            ).stdout.split()
             rows.append((f"aifactory status, {n} live jobs", med(samples), int(conns), int(cmds)))
             if n == max(counts):
                 agent_env = {**env, "AIFACTORY_PERSIST": "120"}
@@ -146,8 +184,9 @@ def bench_status(runs: int, work: Path, counts: list[int]) -> list[tuple[str, fl
                 rows.append((f"aifactory status, {n} live jobs, warm connection agent", med(warm), 0, 1))
     finally:
         for i in range(0, len(ids), 500):
-            subprocess.run(["ssh", "-F", str(SSH_CONFIG), "testbed", "scancel " + " ".join(ids[i:i + 500])],
-                           check=False)
+            subprocess.run(
+                ["ssh", "-F", str(SSH_CONFIG), "testbed", "scancel " + " ".join(ids[i : i + 500])], check=False
+            )
     return rows
 
 
@@ -166,29 +205,44 @@ def bench_upload(runs: int, work: Path, nfiles: int) -> list[tuple[str, float]]:
         subprocess.run([*ssh, f"rm -rf {dest}; mkdir -p {dest}"], check=True)
 
     scp = timed(["scp", "-q", "-r", "-F", str(SSH_CONFIG), str(src / "data"), f"testbed:{dest}/"], runs, setup=clean)
-    rsync = timed(["rsync", "-a", "-e", f"ssh -F {SSH_CONFIG}", str(src / "data"), f"testbed:{dest}/"], runs,
-                  setup=clean)
+    rsync = timed(
+        ["rsync", "-a", "-e", f"ssh -F {SSH_CONFIG}", str(src / "data"), f"testbed:{dest}/"], runs, setup=clean
+    )
     aif = timed([*AIF, "submit", str(spec), "--site", "testbed"], runs, env=env)
     subprocess.run([*ssh, "scancel --user=hpcuser --state=PENDING"], check=False)
-    return [(f"scp -r ({nfiles} files)", med(scp)), (f"rsync -a ({nfiles} files)", med(rsync)),
-            (f"aifactory submit with {nfiles} files (upload + sbatch)", med(aif))]
+    return [
+        (f"scp -r ({nfiles} files)", med(scp)),
+        (f"rsync -a ({nfiles} files)", med(rsync)),
+        (f"aifactory submit with {nfiles} files (upload + sbatch)", med(aif)),
+    ]
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = next(
+        line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
     slurm = subprocess.run(["sbatch", "--version"], capture_output=True, text=True).stdout.strip()
-    return (f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} cores ({cpu}), "
-            f"{int(mem) // 1024 // 1024} GiB RAM, {slurm}, OpenSSH + Slurm test bed on 127.0.0.1")
+    return (
+        f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} cores ({cpu}), "
+        f"{int(mem) // 1024 // 1024} GiB RAM, {slurm}, OpenSSH + Slurm test bed on 127.0.0.1"
+    )
 
 
 def startup_vs(other: Path, runs: int) -> str:
     """`--help` and `list` of this checkout and of `other`, alternated run by run; a Markdown table."""
     trees = {"this checkout": REPO, f"{other}": other.resolve()}
     for tree in trees.values():
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "src")], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", str(tree / "src")], check=True, stdout=subprocess.DEVNULL
+        )
     times: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         envs = {}
@@ -199,8 +253,13 @@ def startup_vs(other: Path, runs: int) -> str:
             env.pop("AIFACTORY_SSH_CONFIG", None)
             envs[label] = env
             for _ in range(20):  # tracked jobs for `list`, on the embedded local site
-                subprocess.run([*AIF, "submit", str(tree / "examples" / "hello.yaml"), "--site", "local"],
-                               env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                subprocess.run(
+                    [*AIF, "submit", str(tree / "examples" / "hello.yaml"), "--site", "local"],
+                    env=env,
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
         for _ in range(runs):
             for cmd in (["--help"], ["list"]):
                 for label in trees:
@@ -216,8 +275,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer runs")
     ap.add_argument("--write", action="store_true", help="write docs/benchmarks.md")
-    ap.add_argument("--startup-vs", type=Path, metavar="CHECKOUT",
-                    help="only compare start-up (--help, list) with another checkout, side by side")
+    ap.add_argument(
+        "--startup-vs",
+        type=Path,
+        metavar="CHECKOUT",
+        help="only compare start-up (--help, list) with another checkout, side by side",
+    )
     args = ap.parse_args()
     runs = 5 if args.quick else 15
     if args.startup_vs:
@@ -225,27 +288,41 @@ def main() -> None:
         return
     if not (CLIENT / "id_ed25519").exists():
         raise SystemExit("the test bed is not up: bash tests/testbed/start.sh")
-    lines = [f"Machine: {machine()}", f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-             f"medians of {runs} runs each.", ""]
+    lines = [
+        f"Machine: {machine()}",
+        f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; medians of {runs} runs each.",
+        "",
+    ]
     # as after `pip install`: the package's bytecode exists (this machine sets PYTHONDONTWRITEBYTECODE,
     # so a source checkout would otherwise be compiled again on every run)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "src")], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "src")], check=True, stdout=subprocess.DEVNULL)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         h = bench_help(runs * 2)
         floor = dict(h)
-        lines += ["## 1. Start-up", "", "| command | median | vs python -c pass | vs sbatch --help |", "|---|---|---|---|"]
+        lines += [
+            "## 1. Start-up",
+            "",
+            "| command | median | vs python -c pass | vs sbatch --help |",
+            "|---|---|---|---|",
+        ]
         for name, t in h:
-            lines.append(f"| `{name}` | {t * 1000:.0f} ms | {t / floor['python -c pass']:.2f}x | "
-                         f"{t / floor['sbatch --help']:.2f}x |")
+            lines.append(
+                f"| `{name}` | {t * 1000:.0f} ms | {t / floor['python -c pass']:.2f}x | "
+                f"{t / floor['sbatch --help']:.2f}x |"
+            )
         s = bench_submit(runs, work)
         base = s[0][1]
         lines += ["", "## 2. Submit one job", "", "| how | median | vs fresh `ssh host sbatch` |", "|---|---|---|"]
         lines += [f"| {name} | {t * 1000:.0f} ms | {t / base:.2f}x |" for name, t in s]
         st = bench_status(max(3, runs // 3), work, [1, 100, 1000])
-        lines += ["", "## 3. Status of tracked live jobs", "",
-                  "| how | median | SSH connections | remote commands |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "## 3. Status of tracked live jobs",
+            "",
+            "| how | median | SSH connections | remote commands |",
+            "|---|---|---|---|",
+        ]
         lines += [f"| {name} | {t * 1000:.0f} ms | {c} | {k} |" for name, t, c, k in st]
         up = bench_upload(max(3, runs // 3), work, 1000)
         base = up[0][1]
