@@ -61,7 +61,7 @@ def test_large_data_and_fetch_go_through_the_users_controlmaster_else_paramiko(t
             # 1. through the master
             stderr, _, fetched = data_round(env, tmp_path, "a", "muxb", UP, DOWN)
             via = f"via the OpenSSH ControlMaster at {path}"
-            assert f"large files {via}" in stderr, stderr
+            assert f"; {via}" in stderr, stderr  # the data: line
             assert fetched["via"] == f"the OpenSSH ControlMaster at {path}", fetched
             with_master = server.connections() - 1
             assert subprocess.run([*ssh, "-O", "check", "muxbed"], capture_output=True).returncode == 0

@@ -87,7 +87,7 @@ def test_large_data_and_fetch_go_through_an_own_master_that_is_gone_after_each_c
             # 2. known_hosts: through a master of aifactory's own, one login more per command
             before = server.connections()
             stderr, job, fetched = _round(env, tmp_path, "b", "ownb")
-            assert f"large files via {VIA}" in stderr, stderr
+            assert f"; via {VIA}" in stderr, stderr
             assert job["data"]["via"].startswith(VIA) and fetched["via"].startswith(VIA), (job["data"], fetched)
             own = server.connections() - before
             assert not _masters(tmpdir) and not list(tmpdir.iterdir())  # stopped, its dir removed

@@ -260,7 +260,10 @@ def local_digests(unpacked: Path, names: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name in names:
         with contextlib.suppress(FileNotFoundError), open(unpacked / name, "rb") as fh:
-            out[name] = hashlib.file_digest(fh, "sha256").hexdigest()
+            digest = hashlib.sha256()
+            while block := fh.read(1 << 20):
+                digest.update(block)
+            out[name] = digest.hexdigest()
     return out
 
 

@@ -108,7 +108,7 @@ def report(svc: Service, sent: Sent, count: int, seconds: float) -> None:
     svc.notify(
         f"data: {count} file(s), {sent.files_sent} sent ({sent.bytes_sent / 1e6:.1f} MB{resumed}), "
         f"{sent.stored_already} already in the site's store{trees}, in {seconds:.1f} s"
-        + (f"; large files via {sent.via}" if sent.via else "")
+        + (f"; via {sent.via}" if sent.via else "")
     )
 
 
