@@ -26,6 +26,7 @@ from tests.unit.fakes import FakeTransport
 FAKE_SSH = """#!/bin/bash
 for a in "$@"; do last=$a; done
 printf '%s\\n' "$@" > "$FAKE_ARGV"
+if [ -n "$FAKE_STDIN" ]; then readlink "/proc/$$/fd/0" > "$FAKE_STDIN"; fi
 case " $* " in *" -O check "*) exit "${FAKE_CHECK_RC:-0}";; esac
 printf 'Welcome to the cluster\\n'; printf 'a banner on stderr\\n' >&2
 if [ -n "$FAKE_DIE_OUT" ]; then
@@ -43,7 +44,7 @@ def fake_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     binary.write_text(FAKE_SSH)
     binary.chmod(0o755)
     monkeypatch.setenv("FAKE_ARGV", str(tmp_path / "argv"))
-    for var in ("FAKE_CHECK_RC", "FAKE_DIE_OUT", "FAKE_DIE_IN", mux.OFF_ENV):
+    for var in ("FAKE_CHECK_RC", "FAKE_DIE_OUT", "FAKE_DIE_IN", "FAKE_STDIN", mux.OFF_ENV):
         monkeypatch.delenv(var, raising=False)
     return binary
 
@@ -182,7 +183,12 @@ def test_run_to_file_cuts_the_banner_counts_progress_and_hashes(fake_ssh: Path, 
     assert "ControlMaster=no" in argv and argv[-2] == "login.example"
 
 
-def test_run_streams_a_local_file_on_stdin_with_progress(fake_ssh: Path, tmp_path: Path) -> None:
+def test_run_streams_a_local_file_on_stdin_with_progress(
+    fake_ssh: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is ssh's stdin itself (no byte of it through Python), from the offset on; the
+    progress is the file's offset as ssh reads it."""
+    monkeypatch.setenv("FAKE_STDIN", str(tmp_path / "stdin"))
     runner = mux.OpenSshMux(_route(fake_ssh, tmp_path), site="bed")
     src = tmp_path / "data.bin"
     src.write_bytes(os.urandom(3 * 1024 * 1024 + 5))
@@ -191,6 +197,8 @@ def test_run_streams_a_local_file_on_stdin_with_progress(fake_ssh: Path, tmp_pat
     result = runner.run(f"cat > {shlex.quote(str(out))}; echo done", stdin=LocalFile(src, 100, seen.append))
     assert result.ok and result.stdout == "done\n" and result.noise_bytes > 0
     assert out.read_bytes() == src.read_bytes()[100:] and sum(seen) == src.stat().st_size - 100
+    if Path("/proc/self/fd/0").exists():
+        assert (tmp_path / "stdin").read_text().strip() == str(src)
     assert runner.run("exit 7").rc == 7  # a command's own status is passed on
 
 
