@@ -121,10 +121,10 @@ class DataStore:
         """One tar stream, then the commit: without reading the files again on the site when its digest
         of the stream is the one written here and no file changed here while it was read
         (`jobs.datasmall`)."""
-        by_digest = {f.sha256: f for f in small}
-        tar = dsm.small_tar(small, token, trees, count)
         from aifactory_cli.transport.ssh.mux import bulk_transport, bulk_via
 
+        by_digest = {f.sha256: f for f in small}
+        tar = dsm.small_tar(small, token, trees, count)
         # through a live OpenSSH master (the user's, or the one this command started for its large
         # files), not one started for the tar alone: a login costs more than the 0.2 s it saves
         bulk = bulk_transport(self.transport)
