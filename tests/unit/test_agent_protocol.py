@@ -165,7 +165,7 @@ class FakeOps:
         """Only tar lines (`cd W && tar ... -T -`, the names on stdin): the named files' bytes, one
         after another."""
         self._login()
-        workdir = shlex.split(line.split("&&")[0])[-1]  # `cd [--] W && ...`
+        workdir = shlex.split(line.split("||")[0].split("&&")[0])[-1]  # `cd [--] W && ...` or `cd -- W || exit 1; ...`
         files = [n.decode() for n in (stdin or b"").split(b"\0") if n]
         if workdir == "missing":
             return 1, b"bash: cd: missing: No such file"

@@ -48,6 +48,15 @@ def test_a_file_tar_cannot_read_is_an_error_and_one_it_saw_change_is_left_to_the
     digest = hashlib.sha256(b"x").hexdigest()
     changed = ToFile(0, f"tar: ./a: file changed as we read it\nAIF-TAR rc=1 {digest}\n", 1, digest)
     assert check_tar(changed, "w", "local") is False
+    # a job dir that is not there: nothing is packed from anywhere else, and it is an error
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "a").write_bytes(b"not the job's")
+    gone = LocalTransport().run_to_file(
+        f"cd {tmp_path / 'home'} && " + tar_command(str(tmp_path / "nowhere")), tmp_path / "g.tar", stdin=b"a\0"
+    )
+    assert gone.written == 0 and "AIF-TAR" not in gone.stderr
+    with pytest.raises(RemoteError, match="No such file"):
+        check_tar(gone, "nowhere", "local")
     # no status line: a command that failed before tar ended is an error, else nothing is settled
     with pytest.raises(RemoteError, match="cd: w: No such file"):
         check_tar(ToFile(1, "bash: cd: w: No such file or directory\n", 0, None), "w", "local")

@@ -86,7 +86,7 @@ def tar_command(workdir: str) -> str:
     stream as it goes out (`tee` into the site's sha256 tool): at the end, on stderr,
     `AIF-TAR rc=TAR'S-EXIT-STATUS DIGEST` (`check_tar` reads it)."""
     return (
-        f"cd -- {shlex.quote(workdir)} && {PICK_SHA256}exec 4>&1 && "
+        f"cd -- {shlex.quote(workdir)} || exit 1; {PICK_SHA256}exec 4>&1 && "
         # fd 4 is the command's stdout (the stream); tar's status and the digest come out of $( )
         'r=$( { { tar -c -f - --null -T - 5>&-; echo "rc=$?" >&5; } | '
         "tee /dev/fd/4 | $aif_sha256 | cut -c1-64 >&5; } 5>&1 ) && "
