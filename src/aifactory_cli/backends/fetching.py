@@ -238,7 +238,7 @@ def fetch_large(
 def site_digests(transport: Transport, job: Job, names: list[str]) -> dict[str, str]:
     """The site's sha256 of each of `names` (one command, the names on its stdin)."""
     listing = "".join(f"./{n}\0" for n in names).encode()
-    line = f"cd -- {shlex.quote(job.workdir or '.')} && {PICK_SHA256}xargs -0 -r $aif_sha256"
+    line = f"cd -- {shlex.quote(job.workdir or '.')} || exit 1; {PICK_SHA256}xargs -0 -r $aif_sha256"
     result = transport.run(line, stdin=listing)
     site: dict[str, str] = {}
     for ln in result.stdout.splitlines():
