@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from aifactory_cli.transport import tarstream
 from aifactory_cli.transport.tarstream import RECORD, LocalTar, TarReader, TarWriter
 
 SHORT = "tmp/t.tok/ab/" + "a" * 64
@@ -183,6 +184,41 @@ def test_a_local_tar_gives_its_streams_digest_and_the_files_that_changed_since_t
     assert tar.changed == ["m"]
     with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as written:
         assert [m.name for m in written.getmembers()] == ["s", "m", "u"]
+
+
+def test_a_local_tar_reads_small_files_whole_and_large_ones_in_chunks_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small files (up to WHOLE bytes) are read in one piece, larger ones through add_file's loop:
+    the same members either way, a file that grew since it was listed gives its first bytes and is
+    named as changed, and progress comes in steps of PROGRESS bytes and once at the end."""
+    monkeypatch.setattr(tarstream, "WHOLE", 100)
+    monkeypatch.setattr(tarstream, "PROGRESS", 150)
+    bodies = {"a": os.urandom(60), "b": os.urandom(100), "c": os.urandom(250), "d": b""}
+    listing = b""
+    for name, body in bodies.items():
+        (tmp_path / name).write_bytes(body)
+        digest = hashlib.sha256(body).hexdigest()
+        listing += LocalTar.file_record(name, str(tmp_path / name), len(body), 0o400, 1, digest)
+    grown = tmp_path / "g"
+    grown.write_bytes(b"12345" + b"more")  # listed at 5 bytes, now 9
+    listing += LocalTar.file_record("g", str(grown), 5, 0o400, 1, hashlib.sha256(b"other").hexdigest())
+    steps: list[int] = []
+    tar, out = LocalTar(listing, steps.append), io.BytesIO()
+    tar(out)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as written:
+        got = {m.name: written.extractfile(m).read() for m in written.getmembers()}  # type: ignore[union-attr]
+    assert got == {**bodies, "g": b"12345"}
+    assert tar.changed == ["g"]
+    assert tar.sha256 == hashlib.sha256(out.getvalue()).hexdigest()
+    assert sum(steps) == 60 + 100 + 250 + 5
+    assert steps[0] == 60 + 100  # a and b in one step (c goes through the loop, which reports itself)
+
+
+def test_a_small_file_that_shrank_since_it_was_listed_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "s").write_bytes(b"abc")
+    with pytest.raises(OSError, match="shorter"):
+        LocalTar(LocalTar.file_record("s", str(tmp_path / "s"), 10, 0o400, 1))(io.BytesIO())
 
 
 def test_a_damaged_pax_header_is_a_tar_error_not_a_bug() -> None:

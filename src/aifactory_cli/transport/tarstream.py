@@ -24,16 +24,13 @@ RECORD = 20 * BLOCK  # tar's default blocking factor: the stream ends on a whole
 FLUSH = 256 * 1024
 MAX_SIZE = 8**11 - 1  # what the 11 octal digits of the size field hold (8 GiB - 1)
 READ = 1 << 20
+WHOLE = 1 << 20  # files up to this size are read in one piece (LocalTar)
+PROGRESS = 1 << 20  # LocalTar reports small files' bytes in steps of at least this
+_ZEROS = bytes(BLOCK)
 
-_TEMPLATE = bytearray(BLOCK)
-_TEMPLATE[100:108] = b"0000000\0"  # mode, set per member
-_TEMPLATE[108:116] = b"0000000\0"  # uid
-_TEMPLATE[116:124] = b"0000000\0"  # gid
-_TEMPLATE[257:265] = b"ustar\x0000"  # POSIX magic and version
+_IDS = b"0000000\x000000000\x00"  # uid, gid
+_MAGIC = b"ustar\x0000" + bytes(80)  # POSIX magic and version, then uname, gname, devmajor, devminor
 _SPACES = sum(b" " * 8)  # the checksum field counts as spaces while summing
-# the sum of the template's bytes outside the fields each header sets (name, mode, size, mtime, type,
-# linkname, prefix), with the checksum field as spaces
-_BASE = sum(_TEMPLATE) - sum(_TEMPLATE[100:108]) - sum(_TEMPLATE[124:148]) + _SPACES
 
 
 def _encode(name: str) -> bytes:
@@ -89,19 +86,17 @@ class TarWriter:
                 prefix, name = cut
         if not 0 <= size <= MAX_SIZE:
             raise ValueError(f"a tar member of {size} bytes does not fit a ustar header")
-        h = bytearray(_TEMPLATE)
-        h[0 : len(name)] = name
-        h[100:108] = fmode = b"%07o\0" % (mode & 0o7777)
-        h[124:136] = fsize = b"%011o\0" % size
-        h[136:148] = fmtime = b"%011o\0" % max(0, min(int(mtime), MAX_SIZE))
-        h[156:157] = typeflag
-        h[157 : 157 + len(linkname)] = linkname
-        h[345 : 345 + len(prefix)] = prefix
-        # the checksum from the fields set (the template's other bytes are constant): summing the
-        # whole 512 bytes was a fifth of the time of a header
-        total = _BASE + sum(name) + sum(fmode) + sum(fsize) + sum(fmtime) + typeflag[0] + sum(linkname) + sum(prefix)
-        h[148:156] = b"%06o\0 " % total
-        self._put(h)
+        # two joined pieces around the checksum, each summed once: a third less time than slice
+        # assignments into a copy of a template
+        head = b"%s%07o\0%s%011o\0%011o\0" % (
+            name.ljust(100, b"\0"),
+            mode & 0o7777,
+            _IDS,
+            size,
+            max(0, min(int(mtime), MAX_SIZE)),
+        )
+        rest = typeflag + linkname.ljust(100, b"\0") + _MAGIC + prefix.ljust(167, b"\0")
+        self._put(head + b"%06o\0 " % (sum(head) + sum(rest) + _SPACES) + rest)
 
     def _long(self, typeflag: bytes, value: bytes) -> None:
         data = value + b"\0"
@@ -112,6 +107,16 @@ class TarWriter:
     def _pad(self, size: int) -> None:
         if size % BLOCK:
             self._put(bytes(BLOCK - size % BLOCK))
+
+    def add_data(self, name: bytes, data: bytes, mode: int, mtime: int) -> None:
+        """A regular file whose bytes are all in `data` (a small file read whole)."""
+        self._header(name, b"0", len(data), mode, mtime)
+        pad = -len(data) % BLOCK
+        self.buf += data
+        if pad:
+            self.buf += _ZEROS[:pad]
+        if len(self.buf) >= FLUSH:
+            self._flush()
 
     def add_file(
         self,
@@ -369,18 +374,48 @@ class LocalTar:
     def __call__(self, sink: BinaryIO) -> None:
         tar = TarWriter(sink, digest=True)
         self.sha256, self.changed = None, []
+        progress, pending = self.progress, 0
         for record in self.records():
             if len(record) == 6:
                 name, path, size, mode, mtime, expect = record
-                with open(path, "rb", buffering=0) as fh:  # unbuffered: one read for a small file
-                    got = tar.add_file(name, fh, size, mode, mtime, self.progress, digest=bool(expect))
+                if size <= WHOLE:
+                    # one read of the whole file, hashed as one piece, and progress in steps: with the
+                    # header below, 10,000 small files and their tree links took 0.44-0.46 s of CPU
+                    # here, 0.7 s through the chunked loop (a call per file into the progress)
+                    data = _read_whole(path, size)
+                    tar.add_data(_encode(name), data, mode, mtime)
+                    got = hashlib.sha256(data).hexdigest() if expect else None
+                    pending += size
+                    if progress and pending >= PROGRESS:
+                        progress(pending)
+                        pending = 0
+                else:
+                    with open(path, "rb", buffering=0) as fh:
+                        got = tar.add_file(name, fh, size, mode, mtime, progress, digest=bool(expect))
                 if expect and got != expect:
                     self.changed.append(name)
             else:
                 name, target, mtime = record
                 tar.add_link(name, target, mtime)
+        if progress and pending:
+            progress(pending)
         tar.close()
         self.sha256 = tar.sha256()
+
+
+def _read_whole(path: str, size: int) -> bytes:
+    """The first `size` bytes of a small file in one read (fewer: OSError, as `TarWriter.add_file`; a
+    file that grew gives its first `size` bytes, as there, and their hash tells whether they changed)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        data = os.read(fd, size + 1)
+        while len(data) < size and (more := os.read(fd, size + 1 - len(data))):
+            data += more
+    finally:
+        os.close(fd)
+    if len(data) < size:
+        raise OSError(f"{path} became shorter while it was sent")
+    return data[:size] if len(data) > size else data
 
 
 def _decode(name: bytes) -> str:
