@@ -276,6 +276,31 @@ def test_hash_cache_reads_an_unchanged_file_once(tmp_path: Path) -> None:
     assert again.digest(path, read.append)[1] == hashlib.sha256(b"y" * 5000).hexdigest()
 
 
+def test_hash_cache_reads_again_a_file_rewritten_with_its_old_mtime_put_back(tmp_path: Path) -> None:
+    """`touch -r`, `cp -p`, `rsync -t`: the same size, mtime and inode, new bytes; the ctime moved."""
+    path = _file(tmp_path, "d.bin", b"x" * 5000)
+    cache = ds.HashCache(tmp_path / "h.json")
+    assert cache.digest(path)[1] == hashlib.sha256(b"x" * 5000).hexdigest()
+    st = path.stat()
+    time.sleep(0.01)  # past the coarse clock's tick, as any real rewrite after a hash is
+    with open(path, "r+b") as fh:
+        fh.write(b"y" * 5000)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_mtime_ns, path.stat().st_ino) == (st.st_mtime_ns, st.st_ino)
+    assert cache.digest(path)[1] == hashlib.sha256(b"y" * 5000).hexdigest()
+
+
+def test_hash_cache_forgets_what_it_is_told_and_reads_it_again(tmp_path: Path) -> None:
+    path = _file(tmp_path, "d.bin", b"x" * 5000)
+    cache = ds.HashCache(tmp_path / "h.json")
+    cache.digest(path)
+    cache.save()
+    cache.forget([path, tmp_path / "never-hashed"])
+    again, read = ds.HashCache(tmp_path / "h.json"), []
+    again.digest(path, read.append)
+    assert read == [5000]
+
+
 def test_parsers_and_names_refuse_what_is_not_theirs() -> None:
     h = "a" * 64
     assert ds.stored_name(h) == f"sha256/aa/{h}"

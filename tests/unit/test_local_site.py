@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -98,6 +100,30 @@ def test_a_sweep_with_data_gets_one_tree_and_each_element_reads_it(cli, tmp_path
     assert [p.read_text() for p in outs] == ["alpha\nbeta\n"] * 3
     again = _jobs(cli("submit", str(spec), "--json"))[0]
     assert (again["data"]["sent_files"], again["data"]["trees_made"]) == (0, 0)
+
+
+def test_a_data_file_whose_cached_digest_is_stale_is_refused_once_then_sent(cli, tmp_path: Path) -> None:
+    """A file rewritten within the clock tick of its hash keeps its stamp and its cached digest; the
+    bytes read into the stream do not hash to it: refused (exit 3, nothing submitted), the entry
+    dropped, and the next submit reads the file again and sends it. (The stale entry is written into
+    the cache here: such a tick cannot be hit on purpose.)"""
+    (tmp_path / "in.txt").write_text("new bytes\n")
+    spec = _spec(tmp_path, "stale", "data: [in.txt]\nrun: 'cat in.txt > got.txt'\n")
+    cache = Path(os.environ["AIFACTORY_HOME"]) / "state" / "data-hashes.json"
+    st = (tmp_path / "in.txt").stat()
+    stale = hashlib.sha256(b"old bytes\n").hexdigest()
+    entry = [st.st_size, st.st_mtime_ns, st.st_ino, stale, st.st_ctime_ns]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({str(tmp_path / "in.txt"): entry}))
+    r = cli("submit", str(spec), "--json")
+    assert r.code == 3 and "in.txt changed on this machine while it was sent" in r.stderr, r.stderr
+    assert cli("list", "--json").stdout.count('"id"') == 0
+    assert stale not in cache.read_text()
+    r = cli("submit", str(spec), "--wait", "--json")
+    assert r.code == 0, r.stderr
+    job = _jobs(r)[0]
+    assert job["data"]["sent_files"] == 1
+    assert (Path(job["workdir"]) / "got.txt").read_text() == "new bytes\n"
 
 
 def test_dependency_on_failed_job_never_runs(cli, tmp_path: Path) -> None:

@@ -73,8 +73,10 @@ def site_path(template_path: str) -> str:
 
 
 class HashCache:
-    """sha256 of local files by (path, size, mtime, inode), kept in the state dir: an unchanged
-    100 GB dataset is not read again at the next submit."""
+    """sha256 of local files by (path, size, mtime, inode, ctime), kept in the state dir: an unchanged
+    100 GB dataset is not read again at the next submit. The ctime (which no one can set back, as git's
+    index uses it) catches a file rewritten in place with its old mtime put back (`touch -r`, `cp -p`,
+    `rsync -t`): with size, mtime and inode alone its old digest stood, and a job got the old bytes."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -97,6 +99,7 @@ class HashCache:
             and known[0] == st.st_size
             and known[1] == st.st_mtime_ns
             and known[2] == st.st_ino
+            and known[4:] == [st.st_ctime_ns]
             and isinstance(known[3], str)
             and _HEX.fullmatch(known[3])
         ):
@@ -107,9 +110,16 @@ class HashCache:
                 h.update(block)
                 if progress:
                     progress(len(block))
-        self.data[key] = [st.st_size, st.st_mtime_ns, st.st_ino, h.hexdigest()]
+        self.data[key] = [st.st_size, st.st_mtime_ns, st.st_ino, h.hexdigest(), st.st_ctime_ns]
         self.changed = True
         return st.st_size, h.hexdigest()
+
+    def forget(self, paths: list[Path]) -> None:
+        """Drop these files' entries and save: the next `digest` reads each of them again."""
+        for path in paths:
+            name = os.fspath(path)
+            self.changed |= self.data.pop(name if name.startswith("/") else os.path.abspath(name), None) is not None
+        self.save()
 
     def save(self) -> None:
         if not self.changed:

@@ -39,7 +39,7 @@ def stage(
     the plan; returns what was sent, the number of files and the seconds taken (None: no `data:`)."""
     import contextlib
 
-    from aifactory_cli.backends.datastore import DataStore
+    from aifactory_cli.backends.datastore import DataMismatch, DataStore
     from aifactory_cli.jobs import datastore as ds
     from aifactory_cli.jobs.datatree import group, needed, probe_lines
     from aifactory_cli.jobs.jobdir import DATA_STORE
@@ -73,7 +73,13 @@ def stage(
         if f.sha256 in need and f.sha256 not in probe.have
     )
     with svc.progress(todo, "data") or contextlib.nullcontext() as advance:
-        sent = store.send(data_dir, files, probe, job.token, advance, trees, need)
+        try:
+            sent = store.send(data_dir, files, probe, job.token, advance, trees, need)
+        except DataMismatch as exc:
+            # the files named are hashed again at the next submit: a file rewritten without a new
+            # mtime, size or inode kept its old digest in the cache, and would be refused forever
+            cache.forget([f.path for f in files if f.sha256 in exc.digests])
+            raise
     plan.links.update({rel: f"{probe.absolute}/{by_rel[rel].stored}" for rel in single})
     plan.links.update({t.top: f"{probe.absolute}/{t.stored}" for t in trees})
     plan.add_generated(DATA_STORE, probe.absolute.encode())  # a container binds it (templates/slurm/base.sh.j2)
