@@ -76,8 +76,8 @@ def stage(
         try:
             sent = store.send(data_dir, files, probe, job.token, advance, trees, need)
         except DataMismatch as exc:
-            # the files named are hashed again at the next submit: a file rewritten without a new
-            # mtime, size or inode kept its old digest in the cache, and would be refused forever
+            # the files named are read again at the next submit: one rewritten within the clock's
+            # tick of its hash keeps its stamp, and with its old digest cached it was refused forever
             cache.forget([f.path for f in files if f.sha256 in exc.digests])
             raise
     plan.links.update({rel: f"{probe.absolute}/{by_rel[rel].stored}" for rel in single})
