@@ -9,10 +9,11 @@ run over the same sshd, each against `scp` and `rsync` of the same data:
    fetched back from a job that wrote as many (`download: ["tree/**"]`).
 
 Medians of --runs runs (each run listed), the ratio to scp (above 1: faster than scp) and the peak RSS of
-the command (GNU time). Each run starts after a `sync` (outside the timing). Every copy is removed right
-after its run and each size's file once its section is done: a 10 GiB run needs about 20 GB free (the
-file here and one copy on the site; then the job's output on the site and its fetched copy here). The
-site is this machine: its paths are under SCRATCH.
+the command (GNU time). The tools take turns: each round runs scp, rsync and aifactory once (`rounds`).
+Each run starts after a `sync` (outside the timing). Every copy is removed right after its run and each
+size's file once its section is done: a 10 GiB run needs about 20 GB free (the file here and one copy on
+the site; then the job's output on the site and its fetched copy here). The site is this machine: its
+paths are under SCRATCH.
 
     python3 bench/data.py [--size 1024 10240] [--small 10000] [--runs 3] [--skip-stored [MIB]] [--controlmaster]
                           [--disk GIB]
@@ -252,6 +253,17 @@ def submits(
     return out
 
 
+def rounds(runs: int, *steps: Callable[[], Result]) -> list[list[Result]]:
+    """`runs` rounds, one run of each of `steps` in turn per round: this VM's speed swings by 1.5x
+    within minutes (rsync of the same 10,000 files 1.5 s, then 2.4 s), and a tool whose runs all
+    fell in a slow minute compared badly with one whose runs did not."""
+    out: list[list[Result]] = [[] for _ in steps]
+    for _ in range(runs):
+        for got, step in zip(out, steps, strict=True):
+            got.append(step())
+    return out
+
+
 def med(results: list[Result]) -> str:
     return f"{statistics.median(r[0] for r in results):.2f} s ({', '.join(f'{r[0]:.1f}' for r in results)})"
 
@@ -304,10 +316,13 @@ def big(mib: int, runs: int, stored: bool, work: Path, env: dict[str, str]) -> l
     first = run(submit(spec, env), env=env)
     made = [first]
     rm_site(STORE)
-    scp = [run([*SCP, str(data), f"testbed:{dest}/"], setup=clean_remote, teardown=landed) for _ in range(runs)]
-    rsync = [run([*RSYNC, str(data), f"testbed:{dest}/"], setup=clean_remote, teardown=landed) for _ in range(runs)]
     fresh_agent(env)
-    aif = submits(spec, env, runs, setup=clean_remote, sent=1)
+    scp, rsync, aif = rounds(
+        runs,
+        lambda: run([*SCP, str(data), f"testbed:{dest}/"], setup=clean_remote, teardown=landed),
+        lambda: run([*RSYNC, str(data), f"testbed:{dest}/"], setup=clean_remote, teardown=landed),
+        lambda: submits(spec, env, 1, setup=clean_remote, sent=1)[0],
+    )
     base = statistics.median(r[0] for r in scp)
     lines = [
         f"## Upload of one {mib} MiB file",
@@ -363,13 +378,15 @@ def big(mib: int, runs: int, stored: bool, work: Path, env: dict[str, str]) -> l
             raise SystemExit(f"the fetch did not go {VIA}: {result[2][-1000:]}")
         return result
 
-    fscp = [run([*SCP, f"testbed:{remote}", str(local)], setup=clean_local, teardown=fetched) for _ in range(runs)]
-    frsync = [run([*RSYNC, f"testbed:{remote}", str(local)], setup=clean_local, teardown=fetched) for _ in range(runs)]
     fresh_agent(env)
-    faif = [
-        fetched_via(run([*AIF, "fetch", job["id"], "--dest", str(local)], env=env, setup=clean_local, teardown=fetched))
-        for _ in range(runs)
-    ]
+    fscp, frsync, faif = rounds(
+        runs,
+        lambda: run([*SCP, f"testbed:{remote}", str(local)], setup=clean_local, teardown=fetched),
+        lambda: run([*RSYNC, f"testbed:{remote}", str(local)], setup=clean_local, teardown=fetched),
+        lambda: fetched_via(
+            run([*AIF, "fetch", job["id"], "--dest", str(local)], env=env, setup=clean_local, teardown=fetched)
+        ),
+    )
     rm_site(job["workdir"])
     base = statistics.median(r[0] for r in fscp)
     return [
@@ -418,10 +435,13 @@ def small(count: int, each: int, runs: int, work: Path, env: dict[str, str]) -> 
     clean_remote()
     first = run(submit(spec, env), env=env)  # hashing, apart from the transfer
     rm_site(STORE)
-    scp = [run([*SCP, "-r", str(tree), f"testbed:{dest}/"], setup=clean_remote, teardown=landed) for _ in range(runs)]
-    rsync = [run([*RSYNC, str(tree), f"testbed:{dest}/"], setup=clean_remote, teardown=landed) for _ in range(runs)]
     fresh_agent(env)
-    aif = submits(spec, env, runs, setup=clean_remote, sent=count)
+    scp, rsync, aif = rounds(
+        runs,
+        lambda: run([*SCP, "-r", str(tree), f"testbed:{dest}/"], setup=clean_remote, teardown=landed),
+        lambda: run([*RSYNC, str(tree), f"testbed:{dest}/"], setup=clean_remote, teardown=landed),
+        lambda: submits(spec, env, 1, setup=clean_remote, sent=count)[0],
+    )
     stored = submits(spec, env, runs)  # the same data, now in the store
     if any(f"data: {count} file(s), 0 sent" not in r[2] for r in stored):
         raise SystemExit(f"data already stored were sent again: {stored[0][2][-1000:]}")
@@ -460,15 +480,13 @@ def small(count: int, each: int, runs: int, work: Path, env: dict[str, str]) -> 
         expect("files fetched", count_files(local), count)
         shutil.rmtree(local)
 
-    fscp = [
-        run([*SCP, "-r", f"testbed:{remote}", str(local)], setup=clean_local, teardown=fetched) for _ in range(runs)
-    ]
-    frsync = [run([*RSYNC, f"testbed:{remote}", str(local)], setup=clean_local, teardown=fetched) for _ in range(runs)]
     fresh_agent(env)
-    faif = [
-        run([*AIF, "fetch", job["id"], "--dest", str(local)], env=env, setup=clean_local, teardown=fetched)
-        for _ in range(runs)
-    ]
+    fscp, frsync, faif = rounds(
+        runs,
+        lambda: run([*SCP, "-r", f"testbed:{remote}", str(local)], setup=clean_local, teardown=fetched),
+        lambda: run([*RSYNC, f"testbed:{remote}", str(local)], setup=clean_local, teardown=fetched),
+        lambda: run([*AIF, "fetch", job["id"], "--dest", str(local)], env=env, setup=clean_local, teardown=fetched),
+    )
     rm_site(job["workdir"])
     base = statistics.median(r[0] for r in fscp)
     return [
@@ -519,7 +537,7 @@ def main() -> None:
     skip = {None: "", 0: "; --skip-stored"}.get(args.skip_stored, f"; --skip-stored {args.skip_stored}")
     lines = [
         f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {'; '.join(what) or 'nothing'}; medians of "
-        f"{args.runs} runs (each run listed){skip}; loopback, one sshd"
+        f"{args.runs} runs (each run listed, the tools in turns){skip}; loopback, one sshd"
         f"{'; all through one OpenSSH ControlMaster' if args.controlmaster else ''}"
         f"{'; both ends on a fresh, journaled ext4 (loop device)' if args.disk else ''}; `python3 bench/data.py "
         f"{' '.join(sys.argv[1:])}`.",
