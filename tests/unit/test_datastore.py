@@ -277,7 +277,8 @@ def test_hash_cache_reads_an_unchanged_file_once(tmp_path: Path) -> None:
 
 
 def test_hash_cache_reads_again_a_file_rewritten_with_its_old_mtime_put_back(tmp_path: Path) -> None:
-    """`touch -r`, `cp -p`, `rsync -t`: the same size, mtime and inode, new bytes; the ctime moved."""
+    """`touch -r` after an in-place write, `rsync --inplace -t`: the same size, mtime and inode, new
+    bytes; the ctime moved."""
     path = _file(tmp_path, "d.bin", b"x" * 5000)
     cache = ds.HashCache(tmp_path / "h.json")
     assert cache.digest(path)[1] == hashlib.sha256(b"x" * 5000).hexdigest()

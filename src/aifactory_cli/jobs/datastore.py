@@ -75,8 +75,9 @@ def site_path(template_path: str) -> str:
 class HashCache:
     """sha256 of local files by (path, size, mtime, inode, ctime), kept in the state dir: an unchanged
     100 GB dataset is not read again at the next submit. The ctime (which no one can set back, as git's
-    index uses it) catches a file rewritten in place with its old mtime put back (`touch -r`, `cp -p`,
-    `rsync -t`): with size, mtime and inode alone its old digest stood, and a job got the old bytes."""
+    index uses it) catches a file rewritten in place with its old mtime put back (`touch -r` or `-d`
+    after the write, `rsync --inplace -t`): with size, mtime and inode alone its old digest stood, and
+    a job got the old bytes."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
