@@ -20,7 +20,9 @@ class DataMismatch(RemoteError):
     """A file's checksum on the site is not the one computed here; `digests`: those of the files named
     (the caller drops them from its hash cache: the next submit hashes those files again)."""
 
-    digests: tuple[str, ...] = ()
+    def __init__(self, message: str, hint: str, *, digests: list[str]) -> None:
+        super().__init__(message, hint, queued="no")
+        self.digests = tuple(digests)
 
 
 @dataclass
@@ -185,24 +187,18 @@ class DataStore:
         digests = [w[1] for w in words if len(w) == 2 and w[0] == "BAD" and w[1] in by_digest]
         bad = [by_digest[h].rel for h in digests]
         if changed and digests and set(digests) <= changed:
-            raise _mismatch(
-                digests,
-                DataMismatch(
-                    f"{', '.join(bad)} changed on this machine while it was sent (its bytes are not the ones "
-                    f"hashed a moment before): not stored in {data_dir} on {self.site}; nothing was submitted",
-                    "submit again once the file is no longer being written",
-                    queued="no",
-                ),
+            raise DataMismatch(
+                f"{', '.join(bad)} changed on this machine while it was sent (its bytes are not the ones "
+                f"hashed a moment before): not stored in {data_dir} on {self.site}; nothing was submitted",
+                "submit again once the file is no longer being written",
+                digests=digests,
             )
         if result.rc == ds.MISMATCH_RC or bad:
-            raise _mismatch(
-                digests,
-                DataMismatch(
-                    f"checksum mismatch on {self.site} for {', '.join(bad) or 'a data file'}: the copy in the store "
-                    f"{data_dir} is not what was sent (it was removed; nothing was submitted)",
-                    "submit again; if it happens again, check the file here and the site's disk",
-                    queued="no",
-                ),
+            raise DataMismatch(
+                f"checksum mismatch on {self.site} for {', '.join(bad) or 'a data file'}: the copy in the store "
+                f"{data_dir} is not what was sent (it was removed; nothing was submitted)",
+                "submit again; if it happens again, check the file here and the site's disk",
+                digests=digests,
             )
         cut = "the stream ended early (connection cut)" if result.rc == ds.CUT_RC else f"exit {result.rc}"
         raise RemoteError(
@@ -242,8 +238,3 @@ class DataStore:
         )
         if not result.ok:
             raise RemoteError(f"cannot remove from the data store {data_dir} on {self.site}: {result.stderr.strip()}")
-
-
-def _mismatch(digests: list[str], error: DataMismatch) -> DataMismatch:
-    error.digests = tuple(digests)
-    return error

@@ -60,6 +60,15 @@ class LocalFile:
 Stdin = bytes | Callable[[BinaryIO], None] | None
 
 
+def write_stdin(writer: BinaryIO, stdin: Stdin) -> None:
+    """Write a command's input into `writer` (bytes, or a callable that writes), then flush it."""
+    if callable(stdin):
+        stdin(writer)
+    elif stdin is not None:
+        writer.write(stdin)
+    writer.flush()
+
+
 def to_shell(command: Command) -> str:
     """A shell line from an argv list (each word quoted) or an already-built line."""
     return command if isinstance(command, str) else shlex.join(command)

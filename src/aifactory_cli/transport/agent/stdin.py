@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from aifactory_cli.transport import Stdin
+from aifactory_cli.transport import Stdin, write_stdin
 from aifactory_cli.transport.agent.protocol import ABORT, CHUNK, DATA, END, FrameConn, PeerGone, ProtocolError
 
 
@@ -48,11 +48,7 @@ def send_stdin(conn: FrameConn, stdin: Stdin) -> Exception | None:
     writer = io.BufferedWriter(raw, buffer_size=CHUNK)
     failure: Exception | None = None
     try:
-        if callable(stdin):
-            stdin(writer)
-        elif stdin is not None:
-            writer.write(stdin)
-        writer.flush()
+        write_stdin(writer, stdin)
     except BrokenPipeError as exc:
         if not raw.broken:  # a local pipe, not the remote command
             failure = exc

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aifactory_cli.errors import AuthError, HostKeyError, RemoteError
-from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, to_shell
+from aifactory_cli.transport import Command, CommandResult, Progress, Stdin, to_shell, write_stdin
 from aifactory_cli.transport.ssh.auth import stdin_isatty
 from aifactory_cli.transport.ssh.config import SshRoute, resolve_ssh
 from aifactory_cli.transport.ssh.files import FileReads, RemoteReader, remote_path
@@ -409,11 +409,7 @@ class SshTransport(FileReads):
             raw = ChannelWriter(channel)
             writer = io.BufferedWriter(raw, buffer_size=256 * 1024)
             try:
-                if callable(stdin):
-                    stdin(writer)
-                else:
-                    writer.write(stdin)
-                writer.flush()
+                write_stdin(writer, stdin)
             except BrokenPipeError:
                 if not raw.broken:  # a local pipe, not our channel
                     raise

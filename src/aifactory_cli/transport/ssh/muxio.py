@@ -11,7 +11,7 @@ import os
 import subprocess
 from typing import Any
 
-from aifactory_cli.transport import LocalFile, Stdin
+from aifactory_cli.transport import LocalFile, Stdin, write_stdin
 
 PIPE_SIZE = 1 << 20  # Linux pipes of 1 MiB, not 64 KiB: fewer wake-ups per byte
 
@@ -77,11 +77,7 @@ def feed_pipe(proc: subprocess.Popen[bytes], stdin: Stdin, buffer: int) -> None:
     raw = _PipeWriter(proc.stdin.fileno())
     writer = io.BufferedWriter(raw, buffer_size=buffer)
     try:
-        if callable(stdin):
-            stdin(writer)
-        elif stdin is not None:
-            writer.write(stdin)
-        writer.flush()
+        write_stdin(writer, stdin)
     except BrokenPipeError:  # ssh (or the command) stopped reading: its exit status says why
         if not raw.broken:
             raise
