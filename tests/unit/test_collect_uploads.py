@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aifactory_cli.errors import SpecError
-from aifactory_cli.jobs.staging import collect_uploads
+from aifactory_cli.jobs.staging import collect_files, collect_uploads
 
 
 def _walked(base: Path, entries: list[str]) -> list[tuple[Path, str]]:
@@ -77,3 +77,24 @@ def test_a_fifo_or_an_unreadable_dir_is_a_clear_error(tree: Path) -> None:
             collect_uploads(["ds"], tree, what="data")
     finally:
         (tree / "ds" / "m").chmod(0o755)
+
+
+def test_collect_files_gives_the_stat_of_each_file_found_in_a_directory(tree: Path) -> None:
+    """The data listing's stats (the hash cache's stamps come from them, not a second stat per file):
+    those of the file a link names, None for a file named by itself; a broken link is refused."""
+    listed = collect_files(["ds", "top.py"], tree, what="data")
+    assert [(Path(p), rel) for p, rel, _ in listed] == _walked(tree, ["ds", "top.py"])
+    for path, rel, st in listed:
+        if rel == "top.py":
+            assert st is None
+        else:
+            want = os.stat(path)  # through the link for ds/link-to-file
+            assert (st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns) == (
+                want.st_size,
+                want.st_ino,
+                want.st_mtime_ns,
+                want.st_ctime_ns,
+            )
+    (tree / "ds" / "broken").symlink_to(tree / "nowhere")
+    with pytest.raises(SpecError, match="not a regular file"):
+        collect_files(["ds"], tree, what="data")

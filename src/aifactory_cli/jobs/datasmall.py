@@ -47,14 +47,20 @@ def small_tar(
     the agent, the agent reads the files."""
     attempt = attempt_dir(token)
     now = int(time.time())
-    listing = bytearray()
-    for f in files:
-        listing += LocalTar.file_record(
-            f"{attempt}/{f.sha256[:2]}/{f.sha256}", os.path.abspath(f.path), f.size, 0o400, now, f.sha256
-        )
-    for name, target, mtime in tree_links(attempt, trees, {f.sha256 for f in files}):
-        listing += LocalTar.link_record(name, target, mtime)
-    return LocalTar(bytes(listing), progress)
+    record, link = LocalTar.file_record, LocalTar.link_record
+    listing = [
+        # the listing's paths are absolute already (no normpath per file: a fifth of this loop)
+        record(f"{attempt}/{f.sha256[:2]}/{f.sha256}", _absolute(f.path), f.size, 0o400, now, f.sha256)
+        for f in files
+    ]
+    new = {f.sha256 for f in files}
+    listing += [link(name, target, mtime) for name, target, mtime in tree_links(attempt, trees, new)]
+    return LocalTar(b"".join(listing), progress)
+
+
+def _absolute(path: str | os.PathLike[str]) -> str:
+    name = os.fspath(path)
+    return name if name.startswith("/") else os.path.abspath(name)
 
 
 def parse_stream(stdout: str) -> str | None:

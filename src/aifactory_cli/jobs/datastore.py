@@ -44,7 +44,7 @@ _HEX = re.compile(r"[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class DataFile:
-    path: Path  # local file
+    path: str | Path  # local file
     rel: str  # where the job sees it, job-dir relative
     size: int
     sha256: str
@@ -87,9 +87,13 @@ class HashCache:
         except (OSError, ValueError):
             self.data = {}
 
-    def digest(self, path: Path, progress: Callable[[int], None] | None = None) -> tuple[int, str]:
+    def digest(
+        self, path: str | Path, progress: Callable[[int], None] | None = None, st: os.stat_result | None = None
+    ) -> tuple[int, str]:
+        """The file's size and sha256; `st`: its stat, when the listing has it (`jobs.staging.collect_files`)."""
         name = os.fspath(path)
-        st = os.stat(name)
+        if st is None:
+            st = os.stat(name)
         # keyed by the absolute path as named (no realpath: an lstat per component, 0.6 s for 10,000
         # files; no normpath of a path already absolute: a third of the time of a cached file); the
         # inode and mtime in the stamp still catch a link that now points elsewhere
@@ -115,7 +119,7 @@ class HashCache:
         self.changed = True
         return st.st_size, h.hexdigest()
 
-    def forget(self, paths: list[Path]) -> None:
+    def forget(self, paths: Sequence[str | Path]) -> None:
         """Drop these files' entries and save: the next `digest` reads each of them again."""
         for path in paths:
             name = os.fspath(path)
@@ -132,19 +136,24 @@ class HashCache:
 
 
 def hash_files(
-    files: list[tuple[Path, str]], cache: HashCache, progress: Callable[[int], None] | None = None
+    files: Sequence[tuple[str | Path, str] | tuple[str | Path, str, os.stat_result | None]],
+    cache: HashCache,
+    progress: Callable[[int], None] | None = None,
 ) -> list[DataFile]:
+    """`files`: (path, rel) pairs, or `jobs.staging.collect_files`'s (path, rel, stat)."""
     out = []
-    for path, rel in files:
-        size, digest = cache.digest(path, progress)
-        out.append(DataFile(path, rel, size, digest))
+    digest = cache.digest
+    for listed in files:
+        path, rel = listed[0], listed[1]
+        size, sha = digest(path, progress, listed[2] if len(listed) > 2 else None)
+        out.append(DataFile(path, rel, size, sha))
     cache.save()
     return out
 
 
-def file_writer(path: Path, offset: int, progress: Callable[[int], None] | None = None) -> LocalFile:
+def file_writer(path: str | Path, offset: int, progress: Callable[[int], None] | None = None) -> LocalFile:
     """The file from `offset` on, as a stream (over the agent, the agent reads it)."""
-    return LocalFile(path, offset, progress)
+    return LocalFile(Path(path), offset, progress)
 
 
 # --- what runs on the site ------------------------------------------------------------------------------

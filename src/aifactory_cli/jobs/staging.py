@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shlex
+import stat
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -142,7 +143,17 @@ class UploadManifest:
 
 def collect_uploads(entries: list[str], base: Path, what: str = "upload") -> list[tuple[Path, str]]:
     """Expand the spec's `upload:` (or `data:`) entries (files, directories, globs) relative to `base`."""
-    out: list[tuple[Path, str]] = []
+    return [(Path(path), rel) for path, rel, _ in collect_files(entries, base, what)]
+
+
+Listed = tuple[str, str, Any]  # (local path, path in the job dir, its os.stat_result or None)
+
+
+def collect_files(entries: list[str], base: Path, what: str = "upload") -> list[Listed]:
+    """`collect_uploads` with paths as strings and, for the files found in a directory, their stat
+    (from the scandir entry, followed through symlinks; None for a file named by itself): the
+    `data:` listing of 10,000 files took 0.07 s with a Path object per file, 0.02 s without."""
+    out: list[Listed] = []
     seen: set[str] = set()
     for entry in entries:
         matches = sorted(base.glob(entry)) if any(c in entry for c in "*?[") else [base / entry]
@@ -153,23 +164,24 @@ def collect_uploads(entries: list[str], base: Path, what: str = "upload") -> lis
             )
         for path in matches:
             if path.is_dir():
-                for full, rel in _tree(path, path.relative_to(base).as_posix(), entry, what):
+                for full, rel, st in _tree(os.fspath(path), path.relative_to(base).as_posix(), entry, what):
                     if rel not in seen:
                         seen.add(rel)
-                        out.append((full, rel))
+                        out.append((full, rel, st))
             else:
                 _regular(path, entry, what)
                 rel = path.relative_to(base).as_posix()
                 if rel not in seen:
                     seen.add(rel)
-                    out.append((path, rel))
+                    out.append((os.fspath(path), rel, None))
     return out
 
 
-def _tree(directory: Path, rel: str, entry: str, what: str) -> Iterator[tuple[Path, str]]:
+def _tree(directory: str, rel: str, entry: str, what: str) -> Iterator[Listed]:
     """The files under `directory` (its name `rel`), as os.walk would give them (each dir's files by
     name, then its subdirs by name; symlinks to dirs are not followed; __pycache__ and .git skipped),
-    from one scandir per dir: 10,000 files in 0.1 s, not 0.36 s with a stat and Path ops per file."""
+    from one scandir per dir, each file's stat from its entry: 10,000 files in 0.02 s, not 0.36 s
+    with a stat and Path ops per file."""
     try:
         with os.scandir(directory) as it:
             entries = sorted(it, key=lambda e: e.name)
@@ -185,12 +197,15 @@ def _tree(directory: Path, rel: str, entry: str, what: str) -> Iterator[tuple[Pa
             if not e.is_symlink() and e.name not in ("__pycache__", ".git"):
                 dirs.append(e)
             continue
-        full = Path(e.path)
-        if not e.is_file():  # follows symlinks: a link to /dev/zero is refused too
-            _regular(full, entry, what)
-        yield full, f"{prefix}{e.name}"
+        try:
+            st = e.stat()
+        except OSError:
+            st = None  # a broken link: refused just below
+        if st is None or not stat.S_ISREG(st.st_mode):  # follows symlinks: a link to /dev/zero is refused too
+            _regular(Path(e.path), entry, what)
+        yield e.path, f"{prefix}{e.name}", st
     for d in dirs:
-        yield from _tree(Path(d.path), f"{prefix}{d.name}", entry, what)
+        yield from _tree(d.path, f"{prefix}{d.name}", entry, what)
 
 
 def _regular(path: Path, entry: str, what: str = "upload") -> None:

@@ -43,14 +43,14 @@ def stage(
     from aifactory_cli.jobs import datastore as ds
     from aifactory_cli.jobs.datatree import group, needed, probe_lines
     from aifactory_cli.jobs.jobdir import DATA_STORE
-    from aifactory_cli.jobs.staging import collect_uploads
+    from aifactory_cli.jobs.staging import collect_files
 
     spec = prepared.resolved.spec
     if not spec.data:
         return None
     started = time.monotonic()
-    listed = collect_uploads(spec.data, prepared.loaded_spec.base_dir, what="data")
-    clash = sorted({rel for _, rel in listed} & {rel for _, rel in prepared.uploads})
+    listed = collect_files(spec.data, prepared.loaded_spec.base_dir, what="data")
+    clash = sorted({item[1] for item in listed} & {rel for _, rel in prepared.uploads})
     if clash:
         from aifactory_cli.errors import SpecError
 
