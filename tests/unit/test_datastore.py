@@ -549,3 +549,50 @@ def test_the_probe_looks_for_a_partial_copy_only_of_a_large_file(store, tmp_path
     assert s.probe(d, [f"s:{f.sha256}"]).partial == {}  # a small file's: sent whole in the tar
     s.send(d, [f], s.probe(d, [f.sha256]), "t")
     assert s.probe(d, [f"s:{f.sha256}"]).have == {f.sha256}
+
+
+def test_a_deferred_commit_runs_first_in_the_submission_and_its_failure_stops_it(store, tmp_path: Path) -> None:
+    """`send(defer_commit=True)`: a stream that arrived whole is moved into the store by the job
+    submission's own round trip (`UploadPlan.add_prelude`), not one more; when that move fails, the
+    staging stops before the job dir is made (so nothing is submitted) and the error says why."""
+    from aifactory_cli.backends.slurm import SlurmBackend
+    from aifactory_cli.jobs.model import Job
+    from aifactory_cli.jobs.staging import UploadPlan, prelude_failure, stage_commands
+    from aifactory_cli.sites.profile import load_profile
+
+    s, d = store
+    files = _data(tmp_path, {"a": b"alpha", "b": b"beta"})
+    sent = s.send(d, files, s.probe(d, [f.sha256 for f in files]), "tok1", defer_commit=True)
+    assert sent.commit and sent.files_sent == 2
+    assert not any(_stored(d, f).exists() for f in files)  # still in the attempt dir
+    plan = UploadPlan()
+    plan.add_prelude(sent.commit, f"the data sent were not moved into the store {d}")
+    job_dir = tmp_path / "jobs" / "j1"
+    done = LocalTransport().run(" && ".join(stage_commands(str(job_dir), None, plan.prelude)), stdin=b"\0" * 1024)
+    assert done.ok, done.stderr
+    assert all(_stored(d, f).read_bytes() == f.path.read_bytes() for f in files)  # type: ignore[union-attr]
+    assert job_dir.is_dir() and not list((Path(d) / "tmp").iterdir())
+    plan.send_everything()  # a cache miss makes the staging run again: the prelude ran already
+    assert plan.prelude == []
+
+    more = _data(tmp_path, {"c": b"gamma"})
+    sent = s.send(d, more, s.probe(d, [more[0].sha256]), "tok2", defer_commit=True)
+    for attempt in (Path(d) / "tmp").iterdir():  # the attempt dir is lost before the submission runs
+        os.system(f"chmod -R u+w '{attempt}' && rm -rf '{attempt}'")
+    plan = UploadPlan()
+    plan.add_prelude(sent.commit or "", f"the data sent were not moved into the store {d}")
+    job_dir = tmp_path / "jobs" / "j2"
+    failed = LocalTransport().run(" && ".join(stage_commands(str(job_dir), None, plan.prelude)), stdin=b"\0" * 1024)
+    assert not failed.ok and not job_dir.exists()
+    assert prelude_failure(failed.stderr) == (
+        f"the data sent were not moved into the store {d}: the unpacked files are gone from tmp/t.tok2"
+    )
+    assert prelude_failure("sbatch: error: Batch job submission failed\n") is None
+    # through the Slurm backend: exit 3, nothing queued (sbatch never ran: the prelude stopped the chain)
+    backend = SlurmBackend(load_profile("lumi"), LocalTransport())
+    job = Job(id="j3", token="t" * 32, name="t", site="lumi", state="PREPARED", created_at="", updated_at="")
+    with pytest.raises(RemoteError) as err:
+        backend.submit(job, plan, str(tmp_path / "jobs" / "j3"))
+    assert err.value.exit_code == EXIT_REMOTE and err.value.queued == "no"
+    assert str(err.value).startswith(f"the data sent were not moved into the store {d}: the unpacked files are gone")
+    assert not (tmp_path / "jobs" / "j3").exists()

@@ -36,6 +36,9 @@ class Sent:
     stored_already: int = 0  # distinct contents the store already had
     trees_made: int = 0  # dataset trees put into the store (the others were there)
     via: str | None = None  # the path the large files took when not the transport's own (transport/ssh/mux.py)
+    # with `send(defer_commit=True)`: the commit still to run (`jobs.datasmall.commit_command`, the
+    # stream arrived whole and matched), for the caller's next round trip (`UploadPlan.add_prelude`)
+    commit: str | None = None
 
 
 class DataStore:
@@ -66,10 +69,12 @@ class DataStore:
         progress: Callable[[int], None] | None = None,
         trees: list[Tree] | None = None,
         need: set[str] | None = None,
+        defer_commit: bool = False,
     ) -> Sent:
         """Store every one of `files` the probe did not find (one copy per content; with `need`, only
         those: the files of a stored tree are stored), and every one of `trees` (`jobs.datatree`) it
-        did not find. The large files go first: the trees link to them."""
+        did not find. The large files go first: the trees link to them. `defer_commit`: a small
+        files' stream that arrived whole is left for `Sent.commit` to move into the store."""
         sent = Sent(probe.absolute)
         unique: dict[str, ds.DataFile] = {}
         for f in files:
@@ -110,7 +115,7 @@ class DataStore:
             self._check(result, data_dir, {f.sha256: f}, sent, len(missing))
             sent.files_sent += 1
         if small or new_trees:
-            self._send_small(data_dir, token, small, new_trees, sent, len(missing), count)
+            self._send_small(data_dir, token, small, new_trees, sent, len(missing), count, defer_commit)
         return sent
 
     def _send_small(
@@ -122,10 +127,11 @@ class DataStore:
         sent: Sent,
         total: int,
         count: Callable[[int], None],
+        defer_commit: bool = False,
     ) -> None:
         """One tar stream, then the commit: without reading the files again on the site when its digest
         of the stream is the one written here and no file changed here while it was read
-        (`jobs.datasmall`)."""
+        (`jobs.datasmall`); that commit, with `defer_commit`, is left in `sent.commit`."""
         from aifactory_cli.transport.ssh.mux import bulk_transport, bulk_via
 
         by_digest = {f.sha256: f for f in small}
@@ -137,9 +143,13 @@ class DataStore:
         result = self._run(dsm.unpack_command(data_dir, token), tar, data_dir, sent, total, runner=bulk)
         self._check(result, data_dir, by_digest, sent, total)
         whole = tar.sha256 is not None and dsm.parse_stream(result.stdout) == tar.sha256
-        commit = self._run(dsm.commit_command(data_dir, token, verify=not whole or bool(tar.changed)), None, data_dir)
-        changed = {name.rsplit("/", 1)[-1] for name in tar.changed}
-        self._check(commit, data_dir, by_digest, sent, total, changed)
+        verify = not whole or bool(tar.changed)
+        if defer_commit and not verify:
+            sent.commit = dsm.commit_command(data_dir, token, verify=False)
+        else:
+            commit = self._run(dsm.commit_command(data_dir, token, verify=verify), None, data_dir)
+            changed = {name.rsplit("/", 1)[-1] for name in tar.changed}
+            self._check(commit, data_dir, by_digest, sent, total, changed)
         sent.files_sent += len(small)
         sent.trees_made = len(trees)
 

@@ -18,7 +18,7 @@ from aifactory_cli.backends.base import Backend, Update
 from aifactory_cli.errors import RemoteError
 from aifactory_cli.jobs import jobdir
 from aifactory_cli.jobs.model import Job, Task
-from aifactory_cli.jobs.staging import UploadPlan, cache_missed, stage_commands, tar_writer
+from aifactory_cli.jobs.staging import UploadPlan, cache_missed, prelude_failure, stage_commands, tar_writer
 from aifactory_cli.sites.profile import LoadedProfile, SiteProfile
 from aifactory_cli.transport import Transport
 
@@ -91,12 +91,20 @@ class LocalBackend(Backend):
         directory = Path(workdir)
         paths.ensure_private_dir(directory.parent)
         paths.ensure_private_dir(directory)
-        command = " && ".join(stage_commands(workdir, plan.cache_dir))
-        result = self.transport.run(command, stdin=tar_writer(plan, progress))
+        result = self.transport.run(
+            " && ".join(stage_commands(workdir, plan.cache_dir, plan.prelude)), stdin=tar_writer(plan, progress)
+        )
         if cache_missed(result.rc, result.stderr):
-            plan.send_everything()
-            result = self.transport.run(command, stdin=tar_writer(plan, progress))
+            plan.send_everything()  # and the prelude ran
+            result = self.transport.run(
+                " && ".join(stage_commands(workdir, plan.cache_dir)), stdin=tar_writer(plan, progress)
+            )
         if not result.ok:
+            failed = prelude_failure(result.stderr)
+            if failed:
+                raise RemoteError(
+                    f"{failed}; nothing was submitted", "submit again: what is stored is not sent again", queued="no"
+                )
             raise RemoteError(f"cannot stage files into {workdir}: {result.stderr.strip()}")
         meta = json.loads(plan.generated[jobdir.META][0])
         job_id = self.next_id()

@@ -13,7 +13,7 @@ from aifactory_cli.errors import RemoteError, SubmitRejected
 from aifactory_cli.jobs import jobdir, segments
 from aifactory_cli.jobs.datastore import site_path
 from aifactory_cli.jobs.model import Job, Task
-from aifactory_cli.jobs.staging import UploadPlan, cache_missed, stage_commands, tar_writer
+from aifactory_cli.jobs.staging import UploadPlan, cache_missed, prelude_failure, stage_commands, tar_writer
 from aifactory_cli.scheduler import slurm, steps
 from aifactory_cli.scheduler.slurm_site import SiteFacts
 from aifactory_cli.sites.profile import LoadedProfile
@@ -139,21 +139,31 @@ class SlurmBackend(Backend):
         except RemoteError as exc:
             exc.queued = "no"  # nothing was sent
             raise
+
         # One remote command: create the private job dir, unpack the tar stream (script, metadata,
         # changed uploads; unchanged ones come from the site-side cache), submit, and record the
         # Slurm id in the job dir. HUP is ignored so that a dropped connection after sbatch still
         # leaves the id on disk for `sync` and for the token lookup.
-        steps = [
-            *stage_commands(workdir, plan.cache_dir),
-            "pwd -P",
-            *slurm.submit_steps(jobdir.SCRIPT, jobdir.SLURM_JOB_ID),
-        ]
-        command = "trap '' HUP PIPE; " + " && ".join(steps)
-        result = self.transport.run(command, stdin=tar_writer(plan, progress))
+        def command() -> str:
+            steps = [
+                *stage_commands(workdir, plan.cache_dir, plan.prelude),
+                "pwd -P",
+                *slurm.submit_steps(jobdir.SCRIPT, jobdir.SLURM_JOB_ID),
+            ]
+            return "trap '' HUP PIPE; " + " && ".join(steps)
+
+        result = self.transport.run(command(), stdin=tar_writer(plan, progress))
         if cache_missed(result.rc, result.stderr):
             plan.send_everything()  # the site's upload cache was purged: one more round trip
-            result = self.transport.run(command, stdin=tar_writer(plan, progress))
+            result = self.transport.run(command(), stdin=tar_writer(plan, progress))
         lines = [ln for ln in result.stdout.strip().splitlines() if ln.strip()]
+        failed = prelude_failure(result.stderr) if not result.ok and not lines else None
+        if failed:
+            raise RemoteError(
+                f"{failed} (on {self.profile.name}); nothing was submitted",
+                "submit again: what is stored is not sent again",
+                queued="no",
+            )
         if not result.ok and not slurm.sbatch_spoke(result.stderr) and not lines:
             if "{account}" in self.profile.workdir and job.extra.get("account"):
                 account = job.extra["account"]

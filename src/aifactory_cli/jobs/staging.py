@@ -21,6 +21,7 @@ from aifactory_cli.jobs.jobdir import DELETE_FILE, EXPECT_FILE, UPLOAD_PREFIX
 
 CACHE_MISS_RC = 97
 CACHE_MISS_MARK = "AIF-CACHE-MISS"
+PRELUDE_FAILED_MARK = "AIF-PRELUDE-FAILED:"
 
 
 def cache_missed(rc: int, stderr: str) -> bool:
@@ -45,6 +46,8 @@ class UploadPlan:
     all_files: list[tuple[Path, str]] = field(default_factory=list)
     # job-dir path -> absolute path in the site's data store (`data:` entries), sent as symlinks
     links: dict[str, str] = field(default_factory=dict)
+    # shell steps run first by the staging command, before the job dir is made (`add_prelude`)
+    prelude: list[str] = field(default_factory=list)
 
     @property
     def total_bytes(self) -> int:
@@ -71,17 +74,37 @@ class UploadPlan:
         return f"{UPLOAD_PREFIX}/{rel}" if self.cache_dir is not None else rel
 
     def send_everything(self) -> None:
-        """After a cache miss on the site: send every file again."""
+        """After a cache miss on the site: send every file again (the prelude ran: the miss is found
+        after it)."""
         self.files = list(self.all_files)
         self.unchanged = []
+        self.prelude = []
+
+    def add_prelude(self, command: str, failure: str) -> None:
+        """Run `command` (a shell script of its own: it may `exit`) first, in a subshell, in the same
+        round trip as the staging and the submission; if it fails, nothing more runs and the error
+        names `failure` (`prelude_failure`). The data store's commit comes this way: one round trip
+        less per submission with `data:`."""
+        note = shlex.quote(f"{PRELUDE_FAILED_MARK} {failure}")
+        self.prelude.append(f"{{ ( {command} ) || {{ echo {note} >&2; false; }}; }}")
 
 
-def stage_commands(workdir: str, cache_dir: str | None) -> list[str]:
+def prelude_failure(stderr: str) -> str | None:
+    """What a failed prelude step (`UploadPlan.add_prelude`) said, or None: it did not fail."""
+    if PRELUDE_FAILED_MARK not in stderr:
+        return None
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    said = [ln.split(PRELUDE_FAILED_MARK, 1)[1].strip() for ln in lines if PRELUDE_FAILED_MARK in ln]
+    why = [ln for ln in lines if PRELUDE_FAILED_MARK not in ln]
+    return said[0] + (f": {'; '.join(why)}" if why else "")
+
+
+def stage_commands(workdir: str, cache_dir: str | None, prelude: list[str] | None = None) -> list[str]:
     """Shell steps (run with `&&`) that create the private job dir and unpack the tar from stdin,
-    using the site-side upload cache when there is one. Paths are quoted; `$_aif_cache` comes
-    from `pwd -P`."""
+    using the site-side upload cache when there is one, after the `prelude` steps. Paths are quoted;
+    `$_aif_cache` comes from `pwd -P`."""
     q = shlex.quote
-    steps = ["umask 077"]
+    steps = [*(prelude or []), "umask 077"]
     if cache_dir is not None:
         steps += [f"mkdir -p -- {q(cache_dir)}", f"_aif_cache=$(cd -- {q(cache_dir)} && pwd -P)"]
     steps += [f"mkdir -p -- {q(workdir)}", f"chmod 700 {q(workdir)}", f"cd -- {q(workdir)}"]

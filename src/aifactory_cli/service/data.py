@@ -74,12 +74,14 @@ def stage(
     )
     with svc.progress(todo, "data") or contextlib.nullcontext() as advance:
         try:
-            sent = store.send(data_dir, files, probe, job.token, advance, trees, need)
+            sent = store.send(data_dir, files, probe, job.token, advance, trees, need, defer_commit=True)
         except DataMismatch as exc:
             # the files named are read again at the next submit: one rewritten within the clock's
             # tick of its hash keeps its stamp, and with its old digest cached it was refused forever
             cache.forget([f.path for f in files if f.sha256 in exc.digests])
             raise
+    if sent.commit:  # the stream arrived whole: moved into the store by the submission's round trip
+        plan.add_prelude(sent.commit, f"the data sent were not moved into the store {data_dir}")
     plan.links.update({rel: f"{probe.absolute}/{by_rel[rel].stored}" for rel in single})
     plan.links.update({t.top: f"{probe.absolute}/{t.stored}" for t in trees})
     plan.add_generated(DATA_STORE, probe.absolute.encode())  # a container binds it (templates/slurm/base.sh.j2)
