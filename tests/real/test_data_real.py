@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -226,6 +227,52 @@ def test_another_project_member_cannot_change_what_a_job_reads(bed, tmp_path: Pa
         tried = subprocess.run([*as_other, attempt], capture_output=True, text=True)
         assert tried.returncode != 0 and "Permission denied" in tried.stderr, (attempt, tried)
     assert Path(target).read_text() == "row 7\n"
+
+
+# the CLI, with the small files' unpacked stream lost on the site between the send and the job's submission
+_LOSE_THE_ATTEMPT = """
+import subprocess, sys
+from aifactory_cli.backends import datastore
+sent_by = datastore.DataStore.send
+def send(self, data_dir, *args, **kwargs):
+    sent = sent_by(self, data_dir, *args, **kwargs)
+    assert sent.commit, "the stream arrived whole: its commit is left for the submission"
+    subprocess.run(["sh", "-c", f"chmod -R u+w {data_dir}/tmp/t.* && rm -rf {data_dir}/tmp/t.*"], check=True)
+    return sent
+datastore.DataStore.send = send
+from aifactory_cli.cli import main
+sys.argv = ["aifactory", *sys.argv[1:]]
+main()
+"""
+
+
+def test_the_store_commit_rides_on_the_submission_and_its_failure_queues_nothing(bed, tmp_path: Path) -> None:
+    """The small files' commit runs first in the job's submit command (one round trip less): when it
+    fails (here: their unpacked stream was lost on the site), the chain stops before the job dir and
+    sbatch: exit 3 naming it, no job in Slurm or in the list, no job dir; the next submit sends the
+    small files again (the large one, stored on its own, is not)."""
+    env, store = bed
+    spec = _spec(tmp_path / "spec", os.urandom(BIG), name="lostcommit")
+    r = subprocess.run(
+        [sys.executable, "-c", _LOSE_THE_ATTEMPT, "submit", str(spec), "--site", "datab", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(spec.parent),
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 3, r.stderr
+    assert f"the data sent were not moved into the store {store}: the unpacked files are gone" in r.stderr
+    assert "nothing was submitted" in r.stderr and "Traceback" not in r.stderr
+    assert json.loads(aif(["list", "--json"], env, tmp_path, timeout=60).stdout)["jobs"] == []
+    queued = subprocess.run(["squeue", "-h", "-n", "lostcommit", "-o", "%i"], capture_output=True, text=True)
+    assert queued.returncode == 0 and queued.stdout.strip() == ""
+    assert not list((SCRATCH / "aifactory").glob("lostcommit-*"))
+    again, job = _submit(env, spec, "--wait", "--timeout", "120")
+    assert again.returncode == 0, again.stderr
+    assert (job["state"], job["data"]["sent_files"], job["data"]["stored_already"]) == ("COMPLETED", 20, 1)
+    assert "row 7" in (Path(job["workdir"]) / "stdout.log").read_text()
 
 
 def test_a_cut_upload_is_exit_3_and_the_next_submit_resumes_inside_the_file(bed, tmp_path: Path) -> None:
