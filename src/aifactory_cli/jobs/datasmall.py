@@ -8,8 +8,10 @@ into the site's store in one tar stream per submission, in two commands:
 2. `commit_command`: the files move into `sha256/` and the trees into `trees/`. The client asks for
    it without a second read of the files when the site's digest of the stream is the one of the
    stream it wrote, and every file's bytes, hashed as they went into that stream, were the sha256 its
-   name says (`transport.tarstream.LocalTar`); else with `verify`, each file is hashed again on the site
-   and one that does not match its name is dropped and named (`BAD DIGEST`).
+   name says (`transport.tarstream.LocalTar`): then as the first step of the job's submit command
+   (`jobs.staging.UploadPlan.add_prelude`), no round trip of its own. Else, on its own and with
+   `verify`, each file is hashed again on the site and one that does not match its name is dropped and
+   named (`BAD DIGEST`).
 
 Reading 10,000 files back after unpacking them took 0.4-0.6 s on the test bed; the stream's hash
 costs no wait at all (it runs while the stream arrives)."""
