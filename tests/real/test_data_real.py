@@ -252,7 +252,8 @@ def test_the_store_commit_rides_on_the_submission_and_its_failure_queues_nothing
     sbatch: exit 3 naming it, no job in Slurm or in the list, no job dir; the next submit sends the
     small files again (the large one, stored on its own, is not)."""
     env, store = bed
-    spec = _spec(tmp_path / "spec", os.urandom(BIG), name="lostcommit")
+    name = f"lost{secrets.token_hex(4)}"  # this test's own: the bed's job dirs outlive a run
+    spec = _spec(tmp_path / "spec", os.urandom(BIG), name=name)
     r = subprocess.run(
         [sys.executable, "-c", _LOSE_THE_ATTEMPT, "submit", str(spec), "--site", "datab", "--json"],
         capture_output=True,
@@ -266,9 +267,9 @@ def test_the_store_commit_rides_on_the_submission_and_its_failure_queues_nothing
     assert f"the data sent were not moved into the store {store}: the unpacked files are gone" in r.stderr
     assert "nothing was submitted" in r.stderr and "Traceback" not in r.stderr
     assert json.loads(aif(["list", "--json"], env, tmp_path, timeout=60).stdout)["jobs"] == []
-    queued = subprocess.run(["squeue", "-h", "-n", "lostcommit", "-o", "%i"], capture_output=True, text=True)
+    queued = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True, text=True)
     assert queued.returncode == 0 and queued.stdout.strip() == ""
-    assert not list((SCRATCH / "aifactory").glob("lostcommit-*"))
+    assert not list((SCRATCH / "aifactory").glob(f"{name}-*"))
     again, job = _submit(env, spec, "--wait", "--timeout", "120")
     assert again.returncode == 0, again.stderr
     assert (job["state"], job["data"]["sent_files"], job["data"]["stored_already"]) == ("COMPLETED", 20, 1)
