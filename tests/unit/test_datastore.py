@@ -29,7 +29,7 @@ def _file(tmp_path: Path, name: str, data: bytes) -> Path:
 
 def _data(tmp_path: Path, named: dict[str, bytes]) -> list[ds.DataFile]:
     cache = ds.HashCache(tmp_path / "hashes.json")
-    return ds.hash_files([(_file(tmp_path, n, b), n) for n, b in named.items()], cache)
+    return ds.hash_files([(_file(tmp_path, n, b), n, None) for n, b in named.items()], cache)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ def _files(tmp_path: Path, named: dict[str, bytes]) -> list[ds.DataFile]:
         path = tmp_path / "src" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-        pairs.append((path, name))
+        pairs.append((path, name, None))
     return ds.hash_files(pairs, ds.HashCache(tmp_path / "hashes.json"))
 
 

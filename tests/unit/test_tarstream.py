@@ -29,9 +29,9 @@ def stream(tmp_path: Path) -> tuple[bytes, dict[str, bytes]]:
     seen: list[int] = []
     for name, data in contents.items():
         tar.add_file(name, io.BytesIO(data), len(data), 0o400, 1_700_000_000, seen.append)
-    tar.add_link(PREFIXED, SHORT, 1_700_000_000)
-    tar.add_link(LONG, SHORT, 1_700_000_000)
-    tar.add_link("tmp/t.tok/trees/short", LINK_TARGET, 1_700_000_000)
+    tar.add_link(PREFIXED.encode(), SHORT.encode(), 1_700_000_000)
+    tar.add_link(LONG.encode(), SHORT.encode(), 1_700_000_000)
+    tar.add_link(b"tmp/t.tok/trees/short", LINK_TARGET.encode(), 1_700_000_000)
     tar.close()
     assert sum(seen) == sum(map(len, contents.values()))
     return out.getvalue(), contents

@@ -91,14 +91,14 @@ class LocalBackend(Backend):
         directory = Path(workdir)
         paths.ensure_private_dir(directory.parent)
         paths.ensure_private_dir(directory)
-        result = self.transport.run(
-            " && ".join(stage_commands(workdir, plan.cache_dir, plan.prelude)), stdin=tar_writer(plan, progress)
-        )
+
+        def command() -> str:
+            return " && ".join(stage_commands(workdir, plan.cache_dir, plan.prelude))
+
+        result = self.transport.run(command(), stdin=tar_writer(plan, progress))
         if cache_missed(result.rc, result.stderr):
-            plan.send_everything()  # and the prelude ran
-            result = self.transport.run(
-                " && ".join(stage_commands(workdir, plan.cache_dir)), stdin=tar_writer(plan, progress)
-            )
+            plan.send_everything()  # the prelude ran: it is not in the second command
+            result = self.transport.run(command(), stdin=tar_writer(plan, progress))
         if not result.ok:
             failed = prelude_failure(result.stderr)
             if failed:

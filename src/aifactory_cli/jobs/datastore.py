@@ -136,16 +136,14 @@ class HashCache:
 
 
 def hash_files(
-    files: Sequence[tuple[str | Path, str] | tuple[str | Path, str, os.stat_result | None]],
+    files: Sequence[tuple[str | Path, str, os.stat_result | None]],
     cache: HashCache,
     progress: Callable[[int], None] | None = None,
 ) -> list[DataFile]:
-    """`files`: (path, rel) pairs, or `jobs.staging.collect_files`'s (path, rel, stat)."""
+    """`files`: (path, rel, its stat or None) as `jobs.staging.collect_files` lists them."""
     out = []
-    digest = cache.digest
-    for listed in files:
-        path, rel = listed[0], listed[1]
-        size, sha = digest(path, progress, listed[2] if len(listed) > 2 else None)
+    for path, rel, st in files:
+        size, sha = cache.digest(path, progress, st)
         out.append(DataFile(path, rel, size, sha))
     cache.save()
     return out

@@ -150,12 +150,9 @@ class TarWriter:
     def sha256(self) -> str | None:
         return self.hash.hexdigest() if self.hash is not None else None
 
-    def add_link(self, name: str, target: str, mtime: int) -> None:
-        """A hard link `name` to the member (or, in the extraction dir, the file) `target`."""
-        self.link(_encode(name), _encode(target), mtime)
-
-    def link(self, name: bytes, target: bytes, mtime: int) -> None:
-        """`add_link` with the names encoded already."""
+    def add_link(self, name: bytes, target: bytes, mtime: int) -> None:
+        """A hard link `name` to the member (or, in the extraction dir, the file) `target` (names
+        encoded, as `add_data`'s)."""
         self._header(name, b"1", 0, 0o400, mtime, target)
 
     def close(self) -> None:
@@ -411,7 +408,7 @@ class LocalTar:
                     self.changed.append(_decode(name))
             else:
                 name, target, mtime = record
-                tar.link(name, target, mtime)
+                tar.add_link(name, target, mtime)
         if progress and pending:
             progress(pending)
         tar.close()
